@@ -1,0 +1,276 @@
+"""The earnings-direction task: prompt, answer words, and the readout as numbers.
+
+Every metric and intervention effect in finwidget is expressed in the task's
+*logit difference*: ``logit(" increase") - logit(" decrease")`` at the answer
+position (the last token of the prompt). The probability of "increase" is the
+softmax over just those two logits, ``sigmoid(logit_diff)``.
+
+Batches are left-padded, so the answer position is the last column for every row.
+Rotary position embeddings only see relative positions, so a left-padded row gives
+the same logits as the same text alone (up to float rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from finwidget.errors import AnswerWordError, InputError
+
+DEFAULT_QUESTION = "Question: Will earnings increase or decrease next year?"
+DEFAULT_ANSWERS = (" increase", " decrease")
+LABELS = ("increase", "decrease")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The task's answer for one statement.
+
+    logit_diff: logit of the "increase" answer token minus that of "decrease".
+    p_increase: probability of "increase" over the two answers, ``sigmoid(logit_diff)``.
+    label: "increase" if ``logit_diff > 0`` else "decrease".
+    n_tokens: length of the prompt in tokens.
+    """
+
+    logit_diff: float
+    p_increase: float
+    label: str
+    n_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _answer_token_id(tokenizer, word: str) -> tuple[int, bool]:
+    """The id of ``word``'s first token and whether the word is a single token."""
+    if not isinstance(word, str) or not word.strip():
+        raise AnswerWordError(f"answer word must be a non-empty string, got {word!r}")
+    ids = tokenizer.encode(word, add_special_tokens=False)
+    if not ids:
+        raise AnswerWordError(f"answer word {word!r} encodes to no tokens with this tokenizer")
+    if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
+        raise AnswerWordError(
+            f"answer word {word!r} is unknown to this tokenizer (it maps to the unknown token); "
+            "choose answer words that are in its vocabulary"
+        )
+    return ids[0], len(ids) == 1
+
+
+class EarningsTask:
+    """Turns a financial statement into the model's prompt and reads its answer.
+
+    Args:
+        tokenizer: the model's Hugging Face tokenizer.
+        answers: the two answer words, "increase" first. Each should be a single
+            token (with its leading space); a multi-token word is read by its first
+            token, which must differ between the two words.
+        question: appended after the statement unless the statement already ends
+            with it.
+        answer_prefix: text after the question that the answer word completes.
+        use_chat_template: ``"auto"`` uses the tokenizer's chat template when it has
+            one (instruct models), ``True``/``False`` force it on or off.
+        system_prompt: optional system message for chat templates.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        answers: Sequence[str] = DEFAULT_ANSWERS,
+        question: str = DEFAULT_QUESTION,
+        answer_prefix: str = "Answer:",
+        chat_answer_prefix: str = "Earnings will",
+        use_chat_template: bool | str = "auto",
+        system_prompt: str | None = None,
+    ):
+        if len(answers) != 2:
+            raise AnswerWordError(f"the task needs exactly two answer words, got {list(answers)!r}")
+        self.tokenizer = tokenizer
+        self.answers = tuple(answers)
+        self.question = question
+        self.answer_prefix = answer_prefix
+        self.chat_answer_prefix = chat_answer_prefix
+        self.system_prompt = system_prompt
+        if use_chat_template == "auto":
+            use_chat_template = getattr(tokenizer, "chat_template", None) is not None
+        self.use_chat_template = bool(use_chat_template)
+
+        first_ids, single = zip(*(_answer_token_id(tokenizer, w) for w in self.answers))
+        if first_ids[0] == first_ids[1]:
+            raise AnswerWordError(
+                f"answer words {self.answers[0]!r} and {self.answers[1]!r} start with the same token "
+                f"(id {first_ids[0]}), so the model's first answer token cannot tell them apart; "
+                "choose words whose first tokens differ"
+            )
+        self.answer_token_ids: tuple[int, int] = (int(first_ids[0]), int(first_ids[1]))
+        self.answers_are_single_tokens: bool = all(single)
+
+    # ------------------------------------------------------------------ prompts
+    def prompt(self, statement: str) -> str:
+        """The full prompt for one statement; the next token is the answer."""
+        _check_text(statement)
+        body = statement.rstrip()
+        if not body.endswith(self.question):
+            body = f"{body}\n{self.question}"
+        if not self.use_chat_template:
+            return f"{body}\n{self.answer_prefix}"
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": body})
+        chat = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat + self.chat_answer_prefix
+
+    def encode(
+        self,
+        statements: str | Sequence[str],
+        max_length: int | None = None,
+        truncate: bool = False,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize prompts into a left-padded batch.
+
+        Returns ``{"input_ids": [B, T] long, "attention_mask": [B, T] long}``; the
+        answer position is ``T - 1`` for every row. A prompt longer than
+        ``max_length`` raises, unless ``truncate=True``, which drops tokens from the
+        start of the statement (the question and answer prefix are kept).
+        """
+        texts = _check_texts(statements)
+        add_special = not self.use_chat_template
+        rows = []
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(self.prompt(text), add_special_tokens=add_special)["input_ids"]
+            if max_length is not None and len(ids) > max_length:
+                if not truncate:
+                    where = "" if len(texts) == 1 else f"statement {i}: "
+                    raise InputError(
+                        f"{where}the prompt is {len(ids)} tokens, longer than the model's context of "
+                        f"{max_length} tokens; shorten the statement or pass truncate=True to drop "
+                        "tokens from its start"
+                    )
+                ids = ids[-max_length:]
+            rows.append(ids)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, ids in enumerate(rows):
+            input_ids[b, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[b, width - len(ids):] = 1
+        if device is not None:
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    # ------------------------------------------------------------------ readout
+    def logit_diff(self, answer_logits: torch.Tensor) -> torch.Tensor:
+        """``[B, vocab]`` logits at the answer position -> ``[B]`` float32 logit difference."""
+        inc, dec = self.answer_token_ids
+        return (answer_logits[..., inc].float() - answer_logits[..., dec].float())
+
+    def unembedding_direction(self, model) -> torch.Tensor:
+        """``[hidden]`` direction in the final residual stream (after the final norm)
+        whose dot product with the normed residual is the logit difference."""
+        weight = model.get_output_embeddings().weight
+        inc, dec = self.answer_token_ids
+        return (weight[inc].float() - weight[dec].float()).detach()
+
+    def predictions(self, answer_logits: torch.Tensor, attention_mask: torch.Tensor) -> list[Prediction]:
+        """Read a batch of answer-position logits ``[B, vocab]`` into predictions."""
+        diff = self.logit_diff(answer_logits).detach().cpu()
+        lengths = attention_mask.sum(dim=1).cpu()
+        return [
+            Prediction(
+                logit_diff=float(d),
+                p_increase=float(torch.sigmoid(d)),
+                label=LABELS[0] if d > 0 else LABELS[1],
+                n_tokens=int(n),
+            )
+            for d, n in zip(diff, lengths)
+        ]
+
+    def answer_logits(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the model on an encoded batch; return ``[B, vocab]`` logits at the answer position."""
+        with torch.inference_mode(), eval_mode(model):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
+        return out.logits[:, -1, :]
+
+
+class eval_mode:
+    """Context manager: put a module in eval mode, restore its training flag on exit."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+        return False
+
+
+def _check_text(text) -> str:
+    if not isinstance(text, str):
+        raise InputError(f"a statement must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError("the statement is empty (or only whitespace); pass the statement's text")
+    return text
+
+
+def _check_texts(statements) -> list[str]:
+    if isinstance(statements, str):
+        return [_check_text(statements)]
+    if not isinstance(statements, (list, tuple)):
+        raise InputError(f"expected a str or a list of str, got {type(statements).__name__}")
+    if len(statements) == 0:
+        raise InputError("the list of statements is empty; pass at least one statement")
+    for i, s in enumerate(statements):
+        if not isinstance(s, str):
+            raise InputError(f"statement {i} must be a str, got {type(s).__name__}")
+        if not s.strip():
+            raise InputError(f"statement {i} is empty (or only whitespace)")
+    return list(statements)
+
+
+def context_length(model) -> int | None:
+    """The model's context length from its config, or None when it does not say."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def model_device(model) -> torch.device:
+    """Where the model's input embeddings live (where input ids must go)."""
+    return model.get_input_embeddings().weight.device
+
+
+def predict(
+    model,
+    tokenizer,
+    text_or_texts: str | Sequence[str],
+    task: EarningsTask | None = None,
+    batch_size: int = 8,
+    truncate: bool = False,
+) -> Prediction | list[Prediction]:
+    """Predict earnings direction for one statement (-> ``Prediction``) or many
+    (-> ``list[Prediction]``), in left-padded batches of ``batch_size``.
+
+    The model is put in eval mode for the call and restored after.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+    task = task or EarningsTask(tokenizer)
+    texts = _check_texts(text_or_texts)
+    limit = context_length(model)
+    # Encode everything first so bad input fails before any model work.
+    batches = [
+        task.encode(texts[i:i + batch_size], max_length=limit, truncate=truncate, device=model_device(model))
+        for i in range(0, len(texts), batch_size)
+    ]
+    results: list[Prediction] = []
+    for batch in batches:
+        results.extend(task.predictions(task.answer_logits(model, batch), batch["attention_mask"]))
+    return results[0] if isinstance(text_or_texts, str) else results
