@@ -247,6 +247,12 @@ def model_device(model) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
+def _trim_left_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop leading columns that are padding in every row of a left-padded batch."""
+    first_real = int((batch["attention_mask"].sum(dim=0) > 0).int().argmax())
+    return {k: v[:, first_real:] for k, v in batch.items()}
+
+
 def predict(
     model,
     tokenizer,
@@ -266,11 +272,10 @@ def predict(
     texts = _check_texts(text_or_texts)
     limit = context_length(model)
     # Encode everything first so bad input fails before any model work.
-    batches = [
-        task.encode(texts[i:i + batch_size], max_length=limit, truncate=truncate, device=model_device(model))
-        for i in range(0, len(texts), batch_size)
-    ]
+    encoded = task.encode(texts, max_length=limit, truncate=truncate)
     results: list[Prediction] = []
-    for batch in batches:
+    for start in range(0, len(texts), batch_size):
+        batch = _trim_left_padding({k: v[start:start + batch_size] for k, v in encoded.items()})
+        batch = {k: v.to(model_device(model)) for k, v in batch.items()}
         results.extend(task.predictions(task.answer_logits(model, batch), batch["attention_mask"]))
     return results[0] if isinstance(text_or_texts, str) else results
