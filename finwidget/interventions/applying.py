@@ -1,0 +1,310 @@
+"""Applying intervention sets to a model: forward pre-hooks on ``o_proj``.
+
+:func:`apply_interventions` (also ``InterventionSet.applied``) is a context manager.
+On entry it records what mean/resample modes need (one clean forward each), then
+registers one pre-hook per intervened layer on ``layers[l].self_attn.o_proj`` and one
+on the decoder stack that tracks where in the sequence the current call is (so
+positions keep their meaning during ``generate``'s decode steps). On exit, on every
+path (exceptions, KeyboardInterrupt, a generator closed inside the block), every hook
+it registered is removed, and nothing else about the model was changed.
+
+Hooks compose: nested or overlapping sets apply in the order they were entered.
+
+The same machinery edits batches whose rows get different sets ("row groups"), which
+is how :class:`~finwidget.interventions.cached_run.CachedRun` batches many sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from finwidget.errors import CaptureStateError, InputError, LocationError
+from finwidget.interventions.anatomy import HeadGeometry, decoder_layers, o_proj_of
+from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.interventions.spec import HeadIntervention, InterventionSet
+
+
+@dataclass
+class SequenceWindow:
+    """Which absolute positions the current forward call covers.
+
+    offset: tokens already in the cache (0 for a prompt, then growing during decoding).
+    total: offset + tokens of this call (None: unknown, taken as this call's length).
+    attention_mask: ``[batch, total]`` padding mask of the call, when known.
+    """
+
+    offset: int = 0
+    total: int | None = None
+    attention_mask: torch.Tensor | None = None
+
+    def absolute_columns(self, call_length: int, device) -> torch.Tensor:
+        return torch.arange(self.offset, self.offset + call_length, device=device)
+
+    def total_for(self, call_length: int) -> int:
+        return self.total if self.total is not None else self.offset + call_length
+
+
+@dataclass
+class RowGroup:
+    """Rows ``rows`` of the batch get ``interventions``; reference/source feed mean/resample."""
+
+    rows: slice
+    interventions: InterventionSet
+    reference: HeadOutputs | None = None
+    source: HeadOutputs | None = None
+    source_rows: slice | None = None
+
+
+class _PreparedEdit:
+    """One head intervention with its replacement tensor, moved to devices on demand."""
+
+    def __init__(self, intervention: HeadIntervention, geometry: HeadGeometry, group: RowGroup):
+        self.intervention = intervention
+        self.slice = geometry.head_slice(intervention.head)
+        self.group = group
+        self.replacement: torch.Tensor | None = None  # float32, cpu or layer device
+        layer = intervention.layer
+        if intervention.mode == "mean":
+            per_layer = group.reference.mean_per_position(layer) if intervention.per_position else (
+                group.reference.mean_over_tokens(layer)
+            )
+            self.replacement = per_layer[..., self.slice]  # [d] or [T_ref, d]
+        elif intervention.mode == "resample":
+            values = group.source.layer(layer)
+            if group.source_rows is not None:
+                values = values[group.source_rows]
+            self.replacement = values[..., self.slice]  # [B_src, T_src, d]
+        self._moved: dict[tuple, torch.Tensor] = {}
+
+    def replacement_on(self, device, dtype) -> torch.Tensor:
+        key = (str(device), dtype)
+        moved = self._moved.get(key)
+        if moved is None:
+            moved = self.replacement.to(device=device, dtype=dtype)
+            self._moved[key] = moved
+        return moved
+
+    def columns(self, window: SequenceWindow, call_length: int, device) -> torch.Tensor | None:
+        """Columns of the current call to edit (None: all of them)."""
+        positions = self.intervention.positions
+        if positions is None:
+            return None
+        total = window.total_for(call_length)
+        absolute = []
+        for p in positions:
+            a = p if p >= 0 else total + p
+            if a < 0:
+                raise LocationError(
+                    f"position {p} of {self.intervention.describe()} is before the start of a "
+                    f"{total}-token sequence"
+                )
+            absolute.append(a)
+        return torch.tensor(
+            [a - window.offset for a in absolute if window.offset <= a < window.offset + call_length],
+            dtype=torch.long, device=device,
+        )
+
+    def apply(self, edited: torch.Tensor, original: torch.Tensor, window: SequenceWindow) -> None:
+        """Write this edit into ``edited`` ``[B, T_call, H*d]`` (``original`` is the unedited input)."""
+        iv = self.intervention
+        rows = self.group.rows
+        call_length = edited.shape[1]
+        columns = self.columns(window, call_length, edited.device)
+        if columns is not None and columns.numel() == 0:
+            return
+        cols = slice(None) if columns is None else columns
+        if iv.mode == "zero":
+            edited[rows, cols, self.slice] = 0
+        elif iv.mode == "constant":
+            edited[rows, cols, self.slice] = iv.value
+        elif iv.mode == "scale":
+            edited[rows, cols, self.slice] = original[rows, cols, self.slice] * iv.value
+        elif iv.mode == "mean" and not iv.per_position:
+            edited[rows, cols, self.slice] = self.replacement_on(edited.device, edited.dtype)
+        else:
+            self._apply_positional(edited, window, call_length, columns)
+
+    def _apply_positional(self, edited, window, call_length, columns) -> None:
+        """Per-position mean and resample: position ``a`` of the target takes position ``a`` of the
+        reference/source. Positions beyond the reference (tokens generated later) are left as they are."""
+        iv = self.intervention
+        replacement = self.replacement_on(edited.device, edited.dtype)
+        reference_length = replacement.shape[-2]
+        total = window.total_for(call_length)
+        what = "resample source" if iv.mode == "resample" else "per-position mean reference"
+        if window.offset == 0 and total != reference_length:
+            raise InputError(
+                f"{iv.describe()}: the {what} has {reference_length} tokens but the statement it is applied "
+                f"to has {total}; use statements of the same token length"
+            )
+        rows = self.group.rows
+        n_rows = len(range(*rows.indices(edited.shape[0])))
+        if iv.mode == "resample":
+            if replacement.shape[0] not in (1, n_rows):
+                raise InputError(
+                    f"{iv.describe()}: the resample source has {replacement.shape[0]} statements, "
+                    f"the batch has {n_rows}; pass one source statement or one per statement"
+                )
+            self._check_padding(window, rows)
+        if columns is None:
+            columns = torch.arange(call_length, device=edited.device)
+        absolute = columns + window.offset
+        keep = absolute < reference_length
+        columns, absolute = columns[keep], absolute[keep]
+        if columns.numel() == 0:
+            return
+        edited[rows, columns, self.slice] = replacement[..., absolute, :]
+
+    def _check_padding(self, window: SequenceWindow, rows: slice) -> None:
+        if window.offset != 0 or window.attention_mask is None:
+            return
+        source_lengths = self.group.source.lengths
+        if self.group.source_rows is not None:
+            source_lengths = source_lengths[self.group.source_rows]
+        target_lengths = window.attention_mask[rows].sum(dim=1).cpu()
+        if source_lengths.numel() == 1:
+            source_lengths = source_lengths.expand_as(target_lengths)
+        if not torch.equal(source_lengths.cpu(), target_lengths):
+            raise InputError(
+                f"{self.intervention.describe()}: resample source statements have token lengths "
+                f"{source_lengths.tolist()} but the statements they replace have {target_lengths.tolist()}; "
+                "each source must have the same token length as its target"
+            )
+
+
+class _LayerEditor:
+    """The forward pre-hook of one layer's ``o_proj``."""
+
+    def __init__(self, edits: list[_PreparedEdit], window: SequenceWindow):
+        self.edits = edits
+        self.window = window
+
+    def __call__(self, module, args):
+        original = args[0]
+        edited = original.clone()
+        for edit in self.edits:
+            edit.apply(edited, original, self.window)
+        return (edited,) + tuple(args[1:])
+
+
+def _window_tracker(window: SequenceWindow):
+    """Pre-hook for the decoder stack (``model.model``): record the call's place in the sequence."""
+
+    def hook(module, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        offset = 0
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            offset = int(cache.get_seq_length())
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs.get("inputs_embeds")
+        call_length = int(tokens.shape[1]) if tokens is not None else 0
+        window.offset = offset
+        window.total = offset + call_length
+        mask = kwargs.get("attention_mask")
+        window.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        return None
+
+    return hook
+
+
+def install_edits(model, groups: list[RowGroup], window: SequenceWindow, track_window: bool = True) -> list:
+    """Register the pre-hooks for ``groups``; returns their handles (the caller removes them).
+
+    If registering fails halfway, the hooks already registered are removed before raising.
+    """
+    geometry = HeadGeometry.of(model)
+    by_layer: dict[int, list[_PreparedEdit]] = {}
+    for group in groups:
+        for iv in group.interventions:
+            by_layer.setdefault(iv.layer, []).append(_PreparedEdit(iv, geometry, group))
+    handles = []
+    try:
+        if track_window:
+            decoder_layers(model)  # raises a clear error for models without model.model.layers
+            handles.append(model.model.register_forward_pre_hook(_window_tracker(window), with_kwargs=True))
+        for layer, edits in sorted(by_layer.items()):
+            handles.append(o_proj_of(model, layer).register_forward_pre_hook(_LayerEditor(edits, window)))
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return handles
+
+
+def resolve_head_outputs(model, value, layers, what: str) -> HeadOutputs:
+    """``value`` as recorded head outputs: a :class:`HeadOutputs` or a batch to record now."""
+    if isinstance(value, HeadOutputs):
+        missing = sorted(set(layers) - set(value.per_layer))
+        if missing:
+            raise InputError(f"the {what} head outputs were not recorded for layers {missing}")
+        if value.num_rows == 0:
+            raise InputError(f"the {what} set is empty; pass at least one statement")
+        return value
+    return HeadOutputs.record(model, value, layers=layers, what=what)
+
+
+def check_needs(interventions: InterventionSet, reference, source) -> None:
+    if interventions.needs_reference and reference is None:
+        heads = [iv.describe() for iv in interventions if iv.needs_reference]
+        raise InputError(
+            f"mode 'mean' needs reference= (statements to average the head's output over) for {heads}"
+        )
+    if interventions.needs_source and source is None:
+        heads = [iv.describe() for iv in interventions if iv.needs_source]
+        raise InputError(f"mode 'resample' needs source= (the statement to take the head's output from) for {heads}")
+
+
+class apply_interventions:
+    """Context manager: ``with apply_interventions(model, interventions, reference=..., source=...): ...``.
+
+    Args:
+        model: a Hugging Face causal LM (Qwen2/Llama-style ``model.model.layers[l].self_attn.o_proj``).
+        interventions: an :class:`InterventionSet` (or anything its constructor accepts).
+        reference: for ``"mean"`` interventions: an encoded batch / token ids of the
+            reference statements, or :class:`HeadOutputs` recorded from them.
+        source: for ``"resample"`` interventions: one statement (or one per row of the
+            batch it will be applied to), as a batch / token ids / :class:`HeadOutputs`.
+
+    Works with ``model(...)`` and ``model.generate(...)`` (prefill and every decode step),
+    left-padded batches, and models dispatched over devices by accelerate.
+    """
+
+    def __init__(self, model, interventions, reference=None, source=None):
+        if not isinstance(interventions, InterventionSet):
+            interventions = InterventionSet(interventions)
+        interventions.validate_for(model)
+        check_needs(interventions, reference, source)
+        self.model = model
+        self.interventions = interventions
+        self._reference = reference
+        self._source = source
+        self._handles: list | None = None
+        self.window = SequenceWindow()
+
+    def __enter__(self):
+        if self._handles is not None:
+            raise CaptureStateError("this intervention context is already active; enter a new one instead")
+        iset = self.interventions
+        reference = source = None
+        if iset.needs_reference:
+            layers = {iv.layer for iv in iset if iv.needs_reference}
+            reference = resolve_head_outputs(self.model, self._reference, layers, "reference")
+        if iset.needs_source:
+            layers = {iv.layer for iv in iset if iv.needs_source}
+            source = resolve_head_outputs(self.model, self._source, layers, "resample source")
+        group = RowGroup(rows=slice(None), interventions=iset, reference=reference, source=source)
+        self._handles = install_edits(self.model, [group], self.window)
+        return self
+
+    def __exit__(self, *exc):
+        handles, self._handles = self._handles, None
+        for handle in handles or ():
+            handle.remove()
+        return False
+
+    def remove(self) -> None:
+        """Remove the hooks now (same as leaving the ``with`` block)."""
+        self.__exit__(None, None, None)

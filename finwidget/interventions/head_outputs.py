@@ -1,0 +1,138 @@
+"""Recording every head's output on some statements, for mean and resample interventions.
+
+A head's output is its slice of the input of its layer's ``o_proj``. :class:`HeadOutputs`
+keeps that input, ``[batch, tokens, heads * head_dim]``, for the layers asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from finwidget.errors import InputError
+from finwidget.interventions.anatomy import HeadGeometry, o_proj_of
+from finwidget.task import eval_mode, model_device
+
+
+def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
+    """An encoded batch ``{"input_ids": [B, T] long, "attention_mask": [B, T] long}`` from a
+    dict (e.g. ``EarningsTask.encode`` or a tokenizer's output) or a tensor of token ids."""
+    if isinstance(value, torch.Tensor):
+        input_ids = value
+        attention_mask = None
+    elif isinstance(value, dict) or hasattr(value, "keys"):
+        if "input_ids" not in value:
+            raise InputError(f"{what} has no 'input_ids'; pass an encoded batch or a tensor of token ids")
+        input_ids = value["input_ids"]
+        attention_mask = value.get("attention_mask") if hasattr(value, "get") else None
+    else:
+        raise InputError(
+            f"{what} must be an encoded batch (dict with input_ids) or a tensor of token ids, "
+            f"got {type(value).__name__}"
+        )
+    if not isinstance(input_ids, torch.Tensor):
+        input_ids = torch.as_tensor(input_ids)
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+    if input_ids.dim() != 2:
+        raise InputError(f"{what}'s input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0:
+        raise InputError(f"{what} is empty (0 statements); pass at least one statement")
+    if input_ids.shape[1] == 0:
+        raise InputError(f"{what} has 0 tokens")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    else:
+        attention_mask = torch.as_tensor(attention_mask)
+        if attention_mask.dim() == 1:
+            attention_mask = attention_mask.unsqueeze(0)
+        if attention_mask.shape != input_ids.shape:
+            raise InputError(
+                f"{what}'s attention_mask has shape {tuple(attention_mask.shape)}, "
+                f"input_ids {tuple(input_ids.shape)}; they must match"
+            )
+    return {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
+
+
+@dataclass(frozen=True)
+class HeadOutputs:
+    """Per-head outputs of a clean run.
+
+    per_layer: layer -> ``[batch, tokens, heads * head_dim]`` tensor (model dtype, on the
+        layer's device), the input of that layer's ``o_proj``.
+    attention_mask: ``[batch, tokens]`` long, 1 for real tokens (left padding is 0).
+    """
+
+    per_layer: dict[int, torch.Tensor]
+    attention_mask: torch.Tensor
+
+    @classmethod
+    def record(cls, model, batch, layers: Iterable[int] | None = None, what: str = "reference") -> "HeadOutputs":
+        """Run ``model`` once on ``batch`` (no interventions) and keep the ``o_proj`` inputs of ``layers``."""
+        batch = coerce_batch(batch, what)
+        geometry = HeadGeometry.of(model)
+        layers = range(geometry.num_layers) if layers is None else sorted(set(layers))
+        for layer in layers:
+            geometry.check_layer(layer)
+        recorded: dict[int, torch.Tensor] = {}
+        handles = []
+
+        def recorder(layer):
+            def hook(module, args):
+                recorded[layer] = args[0].detach()
+            return hook
+
+        try:
+            for layer in layers:
+                handles.append(o_proj_of(model, layer).register_forward_pre_hook(recorder(layer)))
+            device = model_device(model)
+            with torch.inference_mode(), eval_mode(model):
+                model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    logits_to_keep=1,
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+        return cls(per_layer=recorded, attention_mask=batch["attention_mask"].cpu())
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.attention_mask.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.attention_mask.shape[1])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``[batch]`` number of real tokens per row."""
+        return self.attention_mask.sum(dim=1)
+
+    def layer(self, layer: int) -> torch.Tensor:
+        if layer not in self.per_layer:
+            raise InputError(f"the recorded head outputs do not include layer {layer} (recorded: {sorted(self.per_layer)})")
+        return self.per_layer[layer]
+
+    def mean_over_tokens(self, layer: int) -> torch.Tensor:
+        """``[heads * head_dim]`` float32: mean over every real token of every row."""
+        values = self.layer(layer).float()
+        mask = self.attention_mask.to(values.device).float().unsqueeze(-1)
+        return (values * mask).sum(dim=(0, 1)) / mask.sum()
+
+    def mean_per_position(self, layer: int) -> torch.Tensor:
+        """``[tokens, heads * head_dim]`` float32: mean over rows at each position.
+
+        Needs every row to have the same length (no padding): positions of
+        statements of different lengths do not correspond.
+        """
+        lengths = self.lengths
+        if not bool((lengths == self.width).all()):
+            raise InputError(
+                "per-position mean needs reference statements of one token length, got lengths "
+                f"{sorted(set(lengths.tolist()))}; use per_position=False for a mean over all tokens"
+            )
+        return self.layer(layer).float().mean(dim=0)

@@ -1,0 +1,317 @@
+"""Interventions as plain values: which head, what to do to it, where.
+
+A :class:`HeadIntervention` names one query head of one layer and how its output
+(the head's slice of the input of ``o_proj``) is changed. An :class:`InterventionSet`
+is an immutable collection of them, one per head, that can be combined, compared,
+serialized to JSON and shown in a UI. Applying a set to a model is a context
+manager (:meth:`InterventionSet.applied`); the values themselves never touch a model.
+
+Modes:
+    ``"zero"``      the head's output is set to 0 (the classic ablation).
+    ``"constant"``  every element of the head's output is set to ``value``.
+    ``"mean"``      replaced by its mean over reference statements, averaged over
+                    their tokens (default) or per position (``per_position=True``;
+                    reference and target must then have the same token length).
+    ``"resample"``  replaced by the head's output on another statement (the
+                    ``source``) of the same token length, position by position.
+    ``"scale"``     multiplied by ``value`` (> 1 amplifies, < 1 dampens).
+
+Positions: ``None`` means every token; otherwise token indices of the sequence,
+negative ones counting from its end (``-1`` is the answer position of a prompt,
+and the newest token during generation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from finwidget.errors import InputError, LocationError
+
+MODES = ("zero", "constant", "mean", "resample", "scale")
+_MODES_WITH_VALUE = ("constant", "scale")
+
+
+@dataclass(frozen=True)
+class HeadIntervention:
+    """Change the output of query head ``head`` of layer ``layer``.
+
+    Args:
+        layer: decoder layer index (0-based).
+        head: query head index within the layer (0-based).
+        mode: one of ``"zero" | "constant" | "mean" | "resample" | "scale"``.
+        value: the constant (``"constant"``) or the factor (``"scale"``); must be
+            finite. Not used by the other modes.
+        positions: token positions to change (``None``: all). Negative positions
+            count from the end of the sequence.
+        per_position: ``"mean"`` only: use the reference mean at each position
+            instead of the mean over all reference tokens.
+    """
+
+    layer: int
+    head: int
+    mode: str = "zero"
+    value: float | None = None
+    positions: tuple[int, ...] | None = None
+    per_position: bool = False
+
+    def __post_init__(self):
+        for name in ("layer", "head"):
+            number = getattr(self, name)
+            if isinstance(number, bool) or not isinstance(number, int):
+                raise LocationError(f"{name} must be an int, got {number!r}")
+            if number < 0:
+                raise LocationError(f"{name} must be >= 0, got {number}")
+        if self.mode not in MODES:
+            raise InputError(f"unknown intervention mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.mode in _MODES_WITH_VALUE:
+            if self.value is None:
+                what = "the constant to write" if self.mode == "constant" else "the factor to multiply by"
+                raise InputError(f"mode {self.mode!r} needs value= ({what})")
+            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+                raise InputError(f"value must be a number, got {self.value!r}")
+            if not math.isfinite(self.value):
+                raise InputError(
+                    f"value for mode {self.mode!r} on layer {self.layer} head {self.head} is {self.value}; "
+                    "it must be a finite number"
+                )
+            object.__setattr__(self, "value", float(self.value))
+        elif self.value is not None and not (self.mode == "zero" and self.value == 0):
+            raise InputError(
+                f"mode {self.mode!r} takes no value (got {self.value!r}); "
+                "use mode='constant' to write a value or mode='scale' to multiply by one"
+            )
+        else:
+            object.__setattr__(self, "value", None)
+        if self.per_position and self.mode != "mean":
+            raise InputError("per_position=True only applies to mode='mean'")
+        object.__setattr__(self, "per_position", bool(self.per_position))
+        object.__setattr__(self, "positions", _normalize_positions(self.positions))
+
+    @property
+    def location(self) -> tuple[int, int]:
+        """``(layer, head)``."""
+        return (self.layer, self.head)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.mode == "mean"
+
+    @property
+    def needs_source(self) -> bool:
+        return self.mode == "resample"
+
+    def to_dict(self) -> dict:
+        out = {"layer": self.layer, "head": self.head, "mode": self.mode}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.positions is not None:
+            out["positions"] = list(self.positions)
+        if self.per_position:
+            out["per_position"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HeadIntervention":
+        if not isinstance(data, dict):
+            raise InputError(f"a head intervention must be a dict, got {type(data).__name__}")
+        unknown = set(data) - {"layer", "head", "mode", "value", "positions", "per_position"}
+        if unknown:
+            raise InputError(f"unknown keys in head intervention: {sorted(unknown)}")
+        missing = {"layer", "head"} - set(data)
+        if missing:
+            raise InputError(f"head intervention is missing {sorted(missing)}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """A short human-readable label, e.g. ``"L3H5 zero"`` or ``"L1H0 scale x2"``."""
+        text = f"L{self.layer}H{self.head} {self.mode}"
+        if self.mode == "scale":
+            text += f" x{self.value:g}"
+        elif self.mode == "constant":
+            text += f" ={self.value:g}"
+        if self.per_position:
+            text += " per position"
+        if self.positions is not None:
+            text += f" @{list(self.positions)}"
+        return text
+
+
+def _normalize_positions(positions) -> tuple[int, ...] | None:
+    if positions is None:
+        return None
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = (positions,)
+    try:
+        items = list(positions)
+    except TypeError:
+        raise InputError(f"positions must be None, an int or a list of ints, got {positions!r}") from None
+    if not items:
+        raise InputError("positions is empty; pass None for every position or at least one position")
+    for p in items:
+        if isinstance(p, bool) or not isinstance(p, int):
+            raise InputError(f"positions must be ints, got {p!r}")
+    return tuple(sorted(set(items)))
+
+
+def _as_intervention(item) -> HeadIntervention:
+    if isinstance(item, HeadIntervention):
+        return item
+    if isinstance(item, dict):
+        return HeadIntervention.from_dict(item)
+    if isinstance(item, (tuple, list)) and 2 <= len(item) <= 3:
+        return HeadIntervention(*item)
+    raise InputError(
+        f"cannot read {item!r} as a head intervention; pass HeadIntervention(layer, head, mode, ...), "
+        "a (layer, head[, mode]) tuple or a dict"
+    )
+
+
+@dataclass(frozen=True)
+class InterventionSet:
+    """An immutable set of head interventions, at most one per (layer, head).
+
+    Build with ``InterventionSet([HeadIntervention(3, 1), (5, 0, "zero")])`` or
+    ``InterventionSet.ablating([(3, 1), (5, 0)])``. Sets are values: ``.add``,
+    ``.remove``, ``.toggle`` and ``|`` return new sets; ``==`` compares contents;
+    ``to_json``/``from_json`` round-trip exactly.
+
+    Apply to a model with ``with s.applied(model, reference=..., source=...): ...``.
+    """
+
+    interventions: tuple[HeadIntervention, ...] = field(default=())
+
+    def __post_init__(self):
+        items = self.interventions
+        if isinstance(items, (HeadIntervention, dict)):
+            items = [items]
+        by_head: dict[tuple[int, int], HeadIntervention] = {}
+        for item in items:
+            iv = _as_intervention(item)
+            previous = by_head.get(iv.location)
+            if previous is not None and previous != iv:
+                raise InputError(
+                    f"layer {iv.layer} head {iv.head} appears twice with different settings "
+                    f"({previous.describe()!r} and {iv.describe()!r}); keep one intervention per head"
+                )
+            by_head[iv.location] = iv
+        object.__setattr__(self, "interventions", tuple(by_head[k] for k in sorted(by_head)))
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def ablating(cls, heads: Iterable[tuple[int, int]], mode: str = "zero", **options) -> "InterventionSet":
+        """One intervention of ``mode`` for each ``(layer, head)`` in ``heads``."""
+        return cls(tuple(HeadIntervention(int(layer), int(head), mode, **options) for layer, head in heads))
+
+    def add(self, intervention, *args, **kwargs) -> "InterventionSet":
+        """A new set with one more intervention (a ``HeadIntervention`` or its arguments)."""
+        if not isinstance(intervention, HeadIntervention):
+            intervention = HeadIntervention(intervention, *args, **kwargs)
+        return InterventionSet(self.interventions + (intervention,))
+
+    def remove(self, layer: int, head: int) -> "InterventionSet":
+        """A new set without the intervention on ``(layer, head)`` (raises if there is none)."""
+        if (layer, head) not in self:
+            raise InputError(f"layer {layer} head {head} is not in this intervention set")
+        return InterventionSet(tuple(iv for iv in self.interventions if iv.location != (layer, head)))
+
+    def toggle(self, layer: int, head: int, mode: str = "zero", **options) -> "InterventionSet":
+        """Remove ``(layer, head)`` if present, else add it with ``mode``: what a click in a grid does."""
+        if (layer, head) in self:
+            return self.remove(layer, head)
+        return self.add(HeadIntervention(layer, head, mode, **options))
+
+    def union(self, other: "InterventionSet") -> "InterventionSet":
+        """Both sets' interventions; the same head with different settings raises."""
+        if not isinstance(other, InterventionSet):
+            other = InterventionSet(other)
+        return InterventionSet(self.interventions + other.interventions)
+
+    __or__ = union
+
+    # ------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.interventions)
+
+    def __iter__(self) -> Iterator[HeadIntervention]:
+        return iter(self.interventions)
+
+    def __bool__(self) -> bool:
+        return bool(self.interventions)
+
+    def __contains__(self, location) -> bool:
+        if isinstance(location, HeadIntervention):
+            return location in self.interventions
+        return any(iv.location == tuple(location) for iv in self.interventions)
+
+    def get(self, layer: int, head: int) -> HeadIntervention | None:
+        for iv in self.interventions:
+            if iv.location == (layer, head):
+                return iv
+        return None
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Sorted layers that have at least one intervention."""
+        return tuple(sorted({iv.layer for iv in self.interventions}))
+
+    @property
+    def first_layer(self) -> int | None:
+        """The earliest intervened layer (where a partial re-run must start), or None if empty."""
+        return self.layers[0] if self.interventions else None
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(iv.needs_reference for iv in self.interventions)
+
+    @property
+    def needs_source(self) -> bool:
+        return any(iv.needs_source for iv in self.interventions)
+
+    def at_layer(self, layer: int) -> tuple[HeadIntervention, ...]:
+        return tuple(iv for iv in self.interventions if iv.layer == layer)
+
+    def validate_for(self, model_or_geometry) -> "InterventionSet":
+        """Check every layer and head against a model's geometry; returns self."""
+        from finwidget.interventions.anatomy import HeadGeometry
+
+        geometry = model_or_geometry if isinstance(model_or_geometry, HeadGeometry) else HeadGeometry.of(
+            model_or_geometry
+        )
+        for iv in self.interventions:
+            geometry.check_head(iv.layer, iv.head)
+        return self
+
+    # ------------------------------------------------------------ serialization
+    def to_list(self) -> list[dict]:
+        return [iv.to_dict() for iv in self.interventions]
+
+    def to_json(self) -> str:
+        return json.dumps({"interventions": self.to_list()})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "InterventionSet":
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"not valid JSON for an intervention set: {error}") from None
+        if isinstance(data, dict):
+            if set(data) != {"interventions"}:
+                raise InputError(f"an intervention set's JSON must be {{'interventions': [...]}}, got keys {sorted(data)}")
+            data = data["interventions"]
+        if not isinstance(data, list):
+            raise InputError("an intervention set's JSON must hold a list of interventions")
+        return cls(tuple(HeadIntervention.from_dict(item) for item in data))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(iv.describe() for iv in self.interventions)
+        return f"InterventionSet([{inner}])"
+
+    # ------------------------------------------------------------ applying
+    def applied(self, model, reference=None, source=None):
+        """Context manager that applies the set to ``model`` (see :func:`apply_interventions`)."""
+        from finwidget.interventions.applying import apply_interventions
+
+        return apply_interventions(model, self, reference=reference, source=source)
