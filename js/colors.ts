@@ -1,0 +1,121 @@
+// Colour scales shared by every view: sequential for non-negative quantities
+// (attention, entropy), diverging around zero for signed ones (logit-diff effects).
+
+export type RGB = [number, number, number];
+
+// Control points of the sequential ramp (white -> light teal -> deep blue) and of the
+// diverging one (blue for negative / "decrease", white at 0, red for positive / "increase").
+const SEQUENTIAL: RGB[] = [
+  [255, 255, 255],
+  [199, 233, 180],
+  [65, 182, 196],
+  [34, 94, 168],
+  [8, 29, 88],
+];
+const DIVERGING: RGB[] = [
+  [33, 102, 172],
+  [146, 197, 222],
+  [247, 247, 247],
+  [244, 165, 130],
+  [178, 24, 43],
+];
+
+function clamp01(t: number): number {
+  if (!Number.isFinite(t)) return 0;
+  return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+/** Piecewise-linear interpolation through evenly spaced control points, t in [0, 1]. */
+export function interpolate(points: RGB[], t: number): RGB {
+  const x = clamp01(t) * (points.length - 1);
+  const i = Math.min(Math.floor(x), points.length - 2);
+  const f = x - i;
+  const a = points[i];
+  const b = points[i + 1];
+  return [
+    Math.round(a[0] + (b[0] - a[0]) * f),
+    Math.round(a[1] + (b[1] - a[1]) * f),
+    Math.round(a[2] + (b[2] - a[2]) * f),
+  ];
+}
+
+/** t in [0, 1] -> colour of the sequential ramp (0 white). */
+export function sequential(t: number): RGB {
+  return interpolate(SEQUENTIAL, t);
+}
+
+/** t in [-1, 1] -> colour of the diverging ramp (0 white, negative blue, positive red). */
+export function diverging(t: number): RGB {
+  const c = Number.isFinite(t) ? Math.max(-1, Math.min(1, t)) : 0;
+  return interpolate(DIVERGING, (c + 1) / 2);
+}
+
+export function css(rgb: RGB): string {
+  return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+}
+
+/** Black or white text, whichever reads better on `rgb` (relative luminance). */
+export function textColorOn(rgb: RGB): string {
+  const lum = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255;
+  return lum > 0.55 ? "#111" : "#fff";
+}
+
+/** Maps data values to colours for one view: sequential over [0, max] or diverging over [-m, m]. */
+export class ColorScale {
+  readonly signed: boolean;
+  readonly max: number;
+
+  constructor(values: ArrayLike<number>, signed: boolean, fixedMax?: number) {
+    this.signed = signed;
+    let m = 0;
+    if (fixedMax !== undefined) m = fixedMax;
+    else {
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (!Number.isFinite(v)) continue;
+        const a = signed ? Math.abs(v) : v;
+        if (a > m) m = a;
+      }
+    }
+    this.max = m > 0 ? m : 1;
+  }
+
+  /** Position of a value on the scale: [0, 1] (sequential) or [-1, 1] (signed). */
+  position(value: number): number {
+    if (!Number.isFinite(value)) return 0;
+    const t = value / this.max;
+    return this.signed ? Math.max(-1, Math.min(1, t)) : clamp01(t);
+  }
+
+  rgb(value: number): RGB {
+    const t = this.position(value);
+    return this.signed ? diverging(t) : sequential(t);
+  }
+
+  css(value: number): string {
+    return css(this.rgb(value));
+  }
+
+  /** 256-entry RGBA lookup table for bytes 0..255 mapping to values offset + byte * scale. */
+  byteTable(scale: number, offset: number): Uint8ClampedArray {
+    const lut = new Uint8ClampedArray(256 * 4);
+    for (let b = 0; b < 256; b++) {
+      const [r, g, bl] = this.rgb(offset + b * scale);
+      lut[4 * b] = r;
+      lut[4 * b + 1] = g;
+      lut[4 * b + 2] = bl;
+      lut[4 * b + 3] = 255;
+    }
+    return lut;
+  }
+}
+
+/** Compact number for labels: 3 significant digits, no exponent for usual ranges. */
+export function formatValue(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "–";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 0.001 || a >= 1e6)) return v.toExponential(2);
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  return v.toFixed(3);
+}

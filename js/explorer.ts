@@ -1,0 +1,90 @@
+// The explorer: composes the views of one widget, keeps the DOM contract on its root
+// (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
+
+import { el, select } from "./dom";
+import type { ViewName } from "./protocol";
+import type { ExplorerStore } from "./store";
+import { HeadGridView } from "./views/grid";
+import { AttentionMatrixView } from "./views/matrix";
+import { LayerFlowView } from "./views/flow";
+import { PredictionPanel } from "./views/prediction";
+import { StatementView } from "./views/statement";
+import type { View } from "./views/view";
+
+const ORDER: ViewName[] = ["prediction", "statement", "grid", "matrix", "flow"];
+
+export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
+  const wanted = new Set<ViewName>(store.get("views"));
+  const views: View[] = [];
+  const make: Record<ViewName, () => View> = {
+    statement: () => new StatementView(store),
+    grid: () => new HeadGridView(store),
+    matrix: () => new AttentionMatrixView(store),
+    flow: () => new LayerFlowView(store),
+    prediction: () => new PredictionPanel(store),
+  };
+  for (const name of ORDER) if (wanted.has(name)) views.push(make[name]());
+
+  const status = el("div", { class: "fw-status", "data-testid": "status", role: "status", "aria-live": "polite" });
+  let exportView = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? "";
+  const exportSelect = select(
+    views.map((v) => ({ value: v.name, label: v.name })),
+    exportView,
+    (v) => {
+      exportView = v;
+    },
+    { "data-testid": "export-view" },
+  );
+  const exportButton = el("button", { class: "fw-button", type: "button", "data-testid": "export-png", text: "Export PNG" });
+  exportButton.addEventListener("click", () => {
+    const view = views.find((v) => v.name === exportView);
+    if (!view) return;
+    const url = view.toPNG();
+    if (!url) return;
+    const a = el("a", { href: url, download: `finwidget-${view.name}.png`, class: "fw-download" });
+    root.append(a);
+    a.click();
+    a.remove();
+    root.setAttribute("data-last-export", view.name);
+    store.sendPng(view.name, url);
+  });
+  const g = store.get("geometry");
+  const toolbar = el("div", { class: "fw-toolbar" }, [
+    el("span", { class: "fw-model", text: `${g.model_name} · ${g.num_layers} layers × ${g.num_heads} heads (${g.num_kv_heads} KV) · ${g.seq_len} tokens` }),
+    exportSelect,
+    exportButton,
+  ]);
+  const left = el("div", { class: "fw-col fw-col-left" });
+  const right = el("div", { class: "fw-col fw-col-right" });
+  for (const v of views) (v.name === "statement" || v.name === "prediction" ? left : right).append(v.root);
+  const root = el("div", { class: "fw-explorer", "data-finwidget-ready": "0", "data-finwidget-busy": "0" }, [
+    toolbar,
+    el("div", { class: "fw-columns" }, [left, right]),
+    status,
+  ]);
+  if (store.offline) root.setAttribute("data-offline", "1");
+  host.append(root);
+
+  const update = () => {
+    const s = store.status;
+    root.setAttribute("data-finwidget-busy", s.busy ? "1" : "0");
+    const errors = [...store.errors.values()];
+    const message = s.slow ? s.message : errors.length ? errors[errors.length - 1] : s.busy ? "working…" : "";
+    status.textContent = message;
+    status.setAttribute("data-kind", s.slow ? "slow" : errors.length ? "error" : s.busy ? "busy" : "idle");
+    if (root.getAttribute("data-finwidget-ready") !== "1" && views.every((v) => v.ready())) {
+      root.setAttribute("data-finwidget-ready", "1");
+      if (typeof performance !== "undefined" && performance.mark) performance.mark("finwidget-ready");
+    }
+  };
+  const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
+    store.on(t, () => queueMicrotask(update)),
+  );
+  update();
+  store.schedule();
+  return () => {
+    for (const off of offs) off();
+    for (const v of views) v.destroy();
+    root.remove();
+  };
+}

@@ -1,0 +1,274 @@
+// Layout computations of the views, kept free of the DOM so they can be unit-tested:
+// statement lines and spans, token -> span aggregation, span / line-item groups for the
+// matrix, the layer x head grid's KV groups, and the matrix viewport (zoom, pan, max-pooled levels).
+
+import type { LayoutState, QuantizedMatrix, SpanRecord } from "./protocol";
+
+// ---------------------------------------------------------------- statement text
+/** One piece of a statement line: a span, or the plain text (spaces) between spans. */
+export type LinePiece = { span: SpanRecord } | { gap: string };
+
+/**
+ * The statement as written, line by line: each line is the spans in it in text order with
+ * the characters between them kept as gaps, so the page shows exactly the original text.
+ */
+export function statementLines(layout: LayoutState): LinePiece[][] {
+  const byLine = new Map<number, SpanRecord[]>();
+  for (const s of layout.spans) {
+    const list = byLine.get(s.line) ?? [];
+    list.push(s);
+    byLine.set(s.line, list);
+  }
+  const out: LinePiece[][] = [];
+  for (const [line, start, end] of layout.lines) {
+    const spans = (byLine.get(line) ?? []).slice().sort((a, b) => a.char_start - b.char_start);
+    const pieces: LinePiece[] = [];
+    let pos = start;
+    for (const s of spans) {
+      if (s.char_start > pos) pieces.push({ gap: layout.text.slice(pos, s.char_start) });
+      pieces.push({ span: s });
+      pos = Math.max(pos, s.char_end);
+    }
+    if (end > pos) pieces.push({ gap: layout.text.slice(pos, end) });
+    out.push(pieces);
+  }
+  return out;
+}
+
+/**
+ * Token values [T] -> span values [S]: "sum" adds the span's tokens (attention *to* keys:
+ * a number's mass is the sum over its digits), "mean" averages them (attention *from*
+ * query tokens).
+ */
+export function aggregateToSpans(values: ArrayLike<number>, layout: LayoutState, reduce: "sum" | "mean"): Float32Array {
+  const out = new Float32Array(layout.spans.length);
+  layout.spans.forEach((s, i) => {
+    let acc = 0;
+    let n = 0;
+    for (let t = s.token_start; t < s.token_end && t < values.length; t++) {
+      acc += values[t];
+      n++;
+    }
+    out[i] = reduce === "mean" && n > 0 ? acc / n : acc;
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- matrix groups
+export interface TokenGroup {
+  label: string;
+  tokens: number[]; // token positions, increasing
+}
+
+/**
+ * Token groups for the aggregated matrix: one per span, or one per statement line
+ * (line items), plus the answer position as its own last group.
+ */
+export function tokenGroups(layout: LayoutState, mode: "spans" | "line_items"): TokenGroup[] {
+  const groups: TokenGroup[] = [];
+  if (mode === "spans") {
+    for (const s of layout.spans) {
+      const tokens: number[] = [];
+      for (let t = s.token_start; t < s.token_end; t++) tokens.push(t);
+      if (tokens.length) groups.push({ label: s.text, tokens });
+    }
+  } else {
+    const byLine = new Map<number, number[]>();
+    for (const s of layout.spans) {
+      const list = byLine.get(s.line) ?? [];
+      for (let t = s.token_start; t < s.token_end; t++) list.push(t);
+      byLine.set(s.line, list);
+    }
+    for (const [line, start, end] of layout.lines) {
+      const tokens = byLine.get(line);
+      if (!tokens || !tokens.length) continue;
+      const item = layout.line_items.find((li) => li.line === line);
+      const label = item ? item.name : layout.text.slice(start, end).trim().slice(0, 24);
+      groups.push({ label, tokens: tokens.sort((a, b) => a - b) });
+    }
+  }
+  groups.push({ label: "answer position", tokens: [layout.answer_position] });
+  return groups;
+}
+
+/**
+ * Aggregate a square attention matrix to groups: cell (g, h) = mean over query tokens of
+ * group g of the summed attention onto key tokens of group h. Returns [G * G] row-major.
+ */
+export function aggregateMatrix(m: QuantizedMatrix, groups: TokenGroup[]): Float32Array {
+  const G = groups.length;
+  const out = new Float32Array(G * G);
+  for (let g = 0; g < G; g++) {
+    const qs = groups[g].tokens;
+    for (let h = 0; h < G; h++) {
+      const ks = groups[h].tokens;
+      let acc = 0;
+      for (const q of qs) {
+        const row = q * m.n;
+        for (const k of ks) acc += m.bytes[row + k];
+      }
+      out[g * G + h] = qs.length ? (m.offset * ks.length * qs.length + acc * m.scale) / qs.length : 0;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- grid
+/** The KV head a query head reads (grouped-query attention): h // (H / Hkv). */
+export function kvGroupOf(head: number, numHeads: number, numKvHeads: number): number {
+  const perGroup = Math.max(1, Math.floor(numHeads / Math.max(1, numKvHeads)));
+  return Math.floor(head / perGroup);
+}
+
+// ---------------------------------------------------------------- matrix viewport
+/** Max-pooled copies of a square byte matrix: level k has cells of 2^k x 2^k original cells. */
+export class MaxPyramid {
+  readonly levels: { size: number; bytes: Uint8Array }[] = [];
+
+  constructor(m: QuantizedMatrix, minSize = 64) {
+    let size = m.n;
+    let bytes = m.bytes;
+    this.levels.push({ size, bytes });
+    while (size > minSize) {
+      const half = Math.ceil(size / 2);
+      const next = new Uint8Array(half * half);
+      for (let r = 0; r < size; r++) {
+        const row = r * size;
+        const out = (r >> 1) * half;
+        for (let c = 0; c < size; c++) {
+          const v = bytes[row + c];
+          const j = out + (c >> 1);
+          if (v > next[j]) next[j] = v;
+        }
+      }
+      size = half;
+      bytes = next;
+      this.levels.push({ size, bytes });
+    }
+  }
+
+  /** The finest level whose cells are at least `cellsPerPixel` original cells wide (max pooled). */
+  levelFor(cellsPerPixel: number): number {
+    let k = 0;
+    while (k + 1 < this.levels.length && 2 ** (k + 1) <= cellsPerPixel) k++;
+    return k;
+  }
+}
+
+/**
+ * What part of an n x n matrix a square canvas of `pixels` shows: cell (x0, y0) at the
+ * top-left corner and `cellsPerPixel` cells per pixel (<= n / pixels when zoomed out fully).
+ */
+export class Viewport {
+  x0 = 0;
+  y0 = 0;
+  cellsPerPixel: number;
+
+  constructor(
+    readonly n: number,
+    readonly pixels: number,
+  ) {
+    this.cellsPerPixel = n / pixels;
+  }
+
+  get maxCellsPerPixel(): number {
+    return this.n / this.pixels;
+  }
+
+  /** Most zoomed in: 1/24 cell per pixel, i.e. 24 pixels per cell. */
+  get minCellsPerPixel(): number {
+    return Math.min(1 / 24, this.maxCellsPerPixel);
+  }
+
+  get zoom(): number {
+    return this.maxCellsPerPixel / this.cellsPerPixel;
+  }
+
+  /** Cell (column = key, row = query) under a canvas pixel, or null outside the matrix. */
+  cellAt(px: number, py: number): { row: number; col: number } | null {
+    const col = Math.floor(this.x0 + px * this.cellsPerPixel);
+    const row = Math.floor(this.y0 + py * this.cellsPerPixel);
+    if (col < 0 || row < 0 || col >= this.n || row >= this.n) return null;
+    return { row, col };
+  }
+
+  /** Zoom by `factor` (>1 zooms in) keeping the cell under pixel (px, py) fixed. */
+  zoomAt(px: number, py: number, factor: number): void {
+    const cx = this.x0 + px * this.cellsPerPixel;
+    const cy = this.y0 + py * this.cellsPerPixel;
+    const next = Math.max(this.minCellsPerPixel, Math.min(this.maxCellsPerPixel, this.cellsPerPixel / factor));
+    this.cellsPerPixel = next;
+    this.x0 = cx - px * next;
+    this.y0 = cy - py * next;
+    this.clamp();
+  }
+
+  /** Move the view by a drag of (dx, dy) pixels. */
+  panBy(dx: number, dy: number): void {
+    this.x0 -= dx * this.cellsPerPixel;
+    this.y0 -= dy * this.cellsPerPixel;
+    this.clamp();
+  }
+
+  reset(): void {
+    this.cellsPerPixel = this.maxCellsPerPixel;
+    this.x0 = 0;
+    this.y0 = 0;
+  }
+
+  clamp(): void {
+    const span = this.pixels * this.cellsPerPixel;
+    const maxStart = Math.max(0, this.n - span);
+    this.x0 = Math.max(0, Math.min(maxStart, this.x0));
+    this.y0 = Math.max(0, Math.min(maxStart, this.y0));
+  }
+}
+
+/**
+ * Paint the visible part of the matrix into an RGBA buffer of pixels x pixels, using the
+ * max-pooled level that matches the zoom (so a single strong cell never disappears) and a
+ * 256-entry colour table indexed by the quantized byte. Cells above the diagonal (masked by
+ * causality) are painted `masked`.
+ */
+export function paintMatrix(
+  out: Uint8ClampedArray,
+  pixels: number,
+  pyramid: MaxPyramid,
+  view: Viewport,
+  lut: Uint8ClampedArray,
+  masked: [number, number, number] = [238, 238, 238],
+): void {
+  const k = pyramid.levelFor(view.cellsPerPixel);
+  const { size, bytes } = pyramid.levels[k];
+  const f = 2 ** k;
+  for (let py = 0; py < pixels; py++) {
+    const row = Math.floor(view.y0 + py * view.cellsPerPixel);
+    const lr = Math.min(size - 1, Math.floor(row / f));
+    for (let px = 0; px < pixels; px++) {
+      const col = Math.floor(view.x0 + px * view.cellsPerPixel);
+      const o = 4 * (py * pixels + px);
+      if (row >= view.n || col >= view.n) {
+        out[o] = 255;
+        out[o + 1] = 255;
+        out[o + 2] = 255;
+        out[o + 3] = 255;
+        continue;
+      }
+      // A pooled block that straddles the diagonal still holds real values: only blocks
+      // entirely above it are masked.
+      if (Math.floor(col / f) > lr) {
+        out[o] = masked[0];
+        out[o + 1] = masked[1];
+        out[o + 2] = masked[2];
+        out[o + 3] = 255;
+        continue;
+      }
+      const lc = Math.min(size - 1, Math.floor(col / f));
+      const b = bytes[lr * size + lc];
+      out[o] = lut[4 * b];
+      out[o + 1] = lut[4 * b + 1];
+      out[o + 2] = lut[4 * b + 2];
+      out[o + 3] = 255;
+    }
+  }
+}

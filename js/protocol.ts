@@ -1,0 +1,504 @@
+// The one protocol file on the JS side: message kinds, array encodings and the
+// request channel (ids, superseding, stale replies, timeouts).
+//
+// The Python side of the same protocol is finwidget/widgets/protocol.py.
+//
+// Requests (JS -> Python), custom messages:
+//   { kind: <RequestKind>, id: number, ...params }
+// Replies (Python -> JS):
+//   { kind: "reply", id, request: <RequestKind>, ok: true, ...result, arrays: {name: ArraySpec} }
+//   { kind: "reply", id, request: <RequestKind>, ok: false, error: string }
+//   { kind: "progress", id, done: number, total: number, message?: string }
+// Binary arrays travel as message buffers; an ArraySpec says how to read buffer `buffer`:
+//   encoding "f16": IEEE half floats, little endian
+//   encoding "f32": IEEE single floats, little endian
+//   encoding "u8":  value = offset + byte * scale
+//   tril: true -> a square [n, n] matrix whose upper triangle (column > row) is zero,
+//         stored as its lower triangle row by row: row i holds columns 0..i.
+
+export const PROTOCOL_VERSION = 1;
+
+export type RequestKind =
+  | "head_matrix"
+  | "token_values"
+  | "grid"
+  | "flow"
+  | "set_ablations"
+  | "sweep"
+  | "png";
+
+export type Encoding = "f16" | "f32" | "u8";
+
+export interface ArraySpec {
+  encoding: Encoding;
+  shape: number[];
+  buffer: number;
+  tril?: boolean;
+  scale?: number;
+  offset?: number;
+}
+
+export interface Reply {
+  kind: "reply";
+  id: number;
+  request: RequestKind;
+  ok: boolean;
+  error?: string;
+  arrays?: Record<string, ArraySpec>;
+  [key: string]: unknown;
+}
+
+export interface Progress {
+  kind: "progress";
+  id: number;
+  done: number;
+  total: number;
+  message?: string;
+}
+
+export type BufferLike = DataView | ArrayBuffer | ArrayBufferView;
+
+/** Bytes of a buffer as a Uint8Array view (no copy), honouring byteOffset/byteLength. */
+export function bytesOf(buf: BufferLike): Uint8Array {
+  if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+// ---------------------------------------------------------------- float16
+let halfTable: Float32Array | null = null;
+
+/** Value of one IEEE 754 half-precision number given as its 16 bits. */
+export function halfToFloat(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+function table(): Float32Array {
+  if (halfTable === null) {
+    halfTable = new Float32Array(65536);
+    for (let i = 0; i < 65536; i++) halfTable[i] = halfToFloat(i);
+  }
+  return halfTable;
+}
+
+/** Little-endian float16 bytes -> Float32Array. */
+export function decodeFloat16(buf: BufferLike): Float32Array {
+  const bytes = bytesOf(buf);
+  if (bytes.byteLength % 2 !== 0) throw new Error(`float16 buffer has an odd byte length ${bytes.byteLength}`);
+  const n = bytes.byteLength / 2;
+  const out = new Float32Array(n);
+  const t = table();
+  for (let i = 0; i < n; i++) out[i] = t[bytes[2 * i] | (bytes[2 * i + 1] << 8)];
+  return out;
+}
+
+/** Little-endian float32 bytes -> Float32Array (copied, so alignment never matters). */
+export function decodeFloat32(buf: BufferLike): Float32Array {
+  const bytes = bytesOf(buf);
+  if (bytes.byteLength % 4 !== 0) throw new Error(`float32 buffer has byte length ${bytes.byteLength}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(bytes.byteLength / 4);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
+  return out;
+}
+
+/** uint8 bytes quantized with `value = offset + byte * scale` -> Float32Array. */
+export function decodeUint8(buf: BufferLike, scale: number, offset = 0): Float32Array {
+  const bytes = bytesOf(buf);
+  const out = new Float32Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = offset + bytes[i] * scale;
+  return out;
+}
+
+/** Number of stored values of an n x n lower triangle (diagonal included). */
+export function trilLength(n: number): number {
+  return (n * (n + 1)) / 2;
+}
+
+/** Index in the packed lower triangle of cell (row, col), col <= row. */
+export function trilIndex(row: number, col: number): number {
+  return (row * (row + 1)) / 2 + col;
+}
+
+/** Packed lower triangle (row by row) -> dense row-major n x n array, zeros above the diagonal. */
+export function unpackLowerTriangle<T extends Float32Array | Uint8Array>(packed: T, n: number): T {
+  if (packed.length !== trilLength(n)) {
+    throw new Error(`lower triangle of ${n} x ${n} needs ${trilLength(n)} values, got ${packed.length}`);
+  }
+  const Ctor = packed.constructor as { new (len: number): T };
+  const out = new Ctor(n * n);
+  let k = 0;
+  for (let row = 0; row < n; row++) {
+    out.set(packed.subarray(k, k + row + 1), row * n);
+    k += row + 1;
+  }
+  return out;
+}
+
+function expectedLength(spec: ArraySpec): number {
+  if (spec.tril) {
+    if (spec.shape.length !== 2 || spec.shape[0] !== spec.shape[1]) {
+      throw new Error(`a lower-triangle array must be square, got shape [${spec.shape.join(", ")}]`);
+    }
+    return trilLength(spec.shape[0]);
+  }
+  return spec.shape.reduce((a, b) => a * b, 1);
+}
+
+/** Decode one array of a reply into a dense Float32Array of `spec.shape` (row-major). */
+export function decodeArray(spec: ArraySpec, buffers: BufferLike[]): Float32Array {
+  const buf = buffers[spec.buffer];
+  if (buf === undefined) throw new Error(`reply refers to buffer ${spec.buffer}, but only ${buffers.length} arrived`);
+  let flat: Float32Array;
+  if (spec.encoding === "f16") flat = decodeFloat16(buf);
+  else if (spec.encoding === "f32") flat = decodeFloat32(buf);
+  else if (spec.encoding === "u8") flat = decodeUint8(buf, spec.scale ?? 1, spec.offset ?? 0);
+  else throw new Error(`unknown array encoding ${String((spec as ArraySpec).encoding)}`);
+  const want = expectedLength(spec);
+  if (flat.length !== want) throw new Error(`array of shape [${spec.shape.join(", ")}] needs ${want} values, got ${flat.length}`);
+  return spec.tril ? unpackLowerTriangle(flat, spec.shape[0]) : flat;
+}
+
+/** A square matrix kept as quantized bytes (what the matrix view draws): value = offset + byte * scale. */
+export interface QuantizedMatrix {
+  n: number;
+  bytes: Uint8Array; // dense row-major n x n
+  scale: number;
+  offset: number;
+}
+
+/** Decode a square matrix into bytes + scale without expanding to floats (cheap at T = 4096). */
+export function decodeQuantizedMatrix(spec: ArraySpec, buffers: BufferLike[]): QuantizedMatrix {
+  const n = spec.shape[0];
+  if (spec.shape.length !== 2 || spec.shape[1] !== n) throw new Error("matrix must be square");
+  if (spec.encoding === "u8") {
+    const buf = buffers[spec.buffer];
+    if (buf === undefined) throw new Error(`reply refers to missing buffer ${spec.buffer}`);
+    const packed = bytesOf(buf);
+    const bytes = spec.tril ? unpackLowerTriangle(packed, n) : new Uint8Array(packed);
+    if (bytes.length !== n * n) throw new Error(`matrix of ${n} x ${n} needs ${n * n} values, got ${bytes.length}`);
+    return { n, bytes, scale: spec.scale ?? 1, offset: spec.offset ?? 0 };
+  }
+  const dense = decodeArray(spec, buffers);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of dense) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) {
+    lo = 0;
+    hi = 0;
+  }
+  const scale = hi > lo ? (hi - lo) / 255 : 1;
+  const bytes = new Uint8Array(dense.length);
+  for (let i = 0; i < dense.length; i++) bytes[i] = Math.round((dense[i] - lo) / scale);
+  return { n, bytes, scale, offset: lo };
+}
+
+// ---------------------------------------------------------------- request keys
+/** JSON with object keys sorted, no spaces: the same text as Python's
+ * json.dumps(obj, sort_keys=True, separators=(",", ":")) for ints, strings, lists, dicts. */
+export function canonicalJSON(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJSON).join(",")}]`;
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJSON(obj[k])}`).join(",")}}`;
+}
+
+/** The key of a request without its id: equal requests get equal keys on both sides
+ * (used to look up precomputed replies in an exported page). */
+export function requestKey(msg: Record<string, unknown>): string {
+  const rest: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(msg)) if (k !== "id") rest[k] = v;
+  return canonicalJSON(rest);
+}
+
+// ---------------------------------------------------------------- request channel
+export type Outcome =
+  | { status: "ok"; reply: Reply; buffers: BufferLike[] }
+  | { status: "error"; error: string }
+  | { status: "stale" };
+
+export interface ChannelStatus {
+  busy: boolean; // some request is waiting for its reply
+  slow: boolean; // some request has waited longer than the timeout
+  message: string; // for the status line; "" when all is well
+}
+
+interface Pending {
+  lane: string;
+  kind: RequestKind;
+  resolve: (o: Outcome) => void;
+  onProgress?: (p: Progress) => void;
+  timer: ReturnType<typeof setTimeout> | null;
+  slow: boolean;
+}
+
+export interface ChannelOptions {
+  timeoutMs: number;
+  setTimer?: (fn: () => void, ms: number) => ReturnType<typeof setTimeout>;
+  clearTimer?: (t: ReturnType<typeof setTimeout>) => void;
+}
+
+/**
+ * Sends requests with ids and routes replies back to them.
+ *
+ * Each request belongs to a lane (e.g. "matrix", "grid", "ablation"). A newer request in
+ * a lane supersedes the older ones: their replies resolve as "stale" and are never shown.
+ * A request that gets no reply within `timeoutMs` marks the channel slow (the UI says the
+ * kernel may be busy or gone) but keeps waiting: a late reply is still used if it is the
+ * newest in its lane.
+ */
+export class RequestChannel {
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private latest = new Map<string, number>();
+  private listeners = new Set<(s: ChannelStatus) => void>();
+  private lastError = "";
+  timeoutMs: number;
+  private setTimer: NonNullable<ChannelOptions["setTimer"]>;
+  private clearTimer: NonNullable<ChannelOptions["clearTimer"]>;
+
+  constructor(
+    private readonly send: (msg: Record<string, unknown>, buffers?: ArrayBuffer[]) => void,
+    options: ChannelOptions,
+  ) {
+    this.timeoutMs = options.timeoutMs;
+    this.setTimer = options.setTimer ?? ((fn, ms) => setTimeout(fn, ms));
+    this.clearTimer = options.clearTimer ?? ((t) => clearTimeout(t));
+  }
+
+  request(
+    lane: string,
+    kind: RequestKind,
+    params: Record<string, unknown>,
+    onProgress?: (p: Progress) => void,
+  ): Promise<Outcome> {
+    const id = this.nextId++;
+    const older = this.latest.get(lane);
+    this.latest.set(lane, id);
+    if (older !== undefined) this.finish(older, { status: "stale" });
+    return new Promise<Outcome>((resolve) => {
+      const entry: Pending = { lane, kind, resolve, onProgress, timer: null, slow: false };
+      this.pending.set(id, entry);
+      entry.timer = this.setTimer(() => {
+        entry.slow = true;
+        entry.timer = null;
+        this.emit();
+      }, this.timeoutMs);
+      try {
+        this.send({ ...params, kind, id });
+        this.lastError = "";
+      } catch (err) {
+        this.lastError = `cannot reach the kernel: ${err instanceof Error ? err.message : String(err)}`;
+        this.finish(id, { status: "error", error: this.lastError });
+        return;
+      }
+      this.emit();
+    });
+  }
+
+  /** Feed every incoming custom message here; returns true when it belonged to the channel. */
+  handle(msg: unknown, buffers: BufferLike[] = []): boolean {
+    if (msg === null || typeof msg !== "object") return false;
+    const m = msg as Record<string, unknown>;
+    if (typeof m.id !== "number") return false;
+    const entry = this.pending.get(m.id);
+    if (m.kind === "progress") {
+      if (entry && this.latest.get(entry.lane) === m.id) entry.onProgress?.(m as unknown as Progress);
+      return true;
+    }
+    if (m.kind !== "reply") return false;
+    if (!entry) return true; // superseded earlier, or a duplicate: never shown
+    if (this.latest.get(entry.lane) !== m.id) {
+      this.finish(m.id, { status: "stale" });
+      return true;
+    }
+    const reply = m as unknown as Reply;
+    if (reply.ok) {
+      this.lastError = "";
+      this.finish(m.id, { status: "ok", reply, buffers });
+    } else {
+      this.lastError = String(reply.error ?? "the kernel answered with an error");
+      this.finish(m.id, { status: "error", error: this.lastError });
+    }
+    return true;
+  }
+
+  /** Drop every pending request (e.g. when the view is torn down). */
+  cancelAll(): void {
+    for (const id of [...this.pending.keys()]) this.finish(id, { status: "stale" });
+  }
+
+  isLatest(lane: string, id: number): boolean {
+    return this.latest.get(lane) === id;
+  }
+
+  get status(): ChannelStatus {
+    let slow = false;
+    for (const p of this.pending.values()) if (p.slow) slow = true;
+    const busy = this.pending.size > 0;
+    let message = this.lastError;
+    if (slow) {
+      message =
+        `No reply from the kernel after ${(this.timeoutMs / 1000).toFixed(0)} s: ` +
+        "it may be busy running a cell, or gone (restart it and re-run the cell). Still waiting.";
+    }
+    return { busy, slow, message };
+  }
+
+  onStatus(fn: (s: ChannelStatus) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private finish(id: number, outcome: Outcome): void {
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    this.pending.delete(id);
+    if (entry.timer !== null) this.clearTimer(entry.timer);
+    entry.resolve(outcome);
+    this.emit();
+  }
+
+  private emit(): void {
+    const s = this.status;
+    for (const fn of this.listeners) fn(s);
+  }
+}
+
+// ---------------------------------------------------------------- synced state (traitlets)
+// Small state lives in traitlets of the Python widget (saved with the notebook);
+// these are their names and shapes.
+
+export type SpanKind = "number" | "year" | "word" | "line_item_name" | "punct" | string;
+
+export interface SpanRecord {
+  index: number;
+  kind: SpanKind;
+  text: string;
+  char_start: number;
+  char_end: number;
+  token_start: number; // half-open token range in the prompt
+  token_end: number;
+  line: number;
+  category: string | null;
+  value: number | null;
+  year: number | null;
+  line_item: string | null;
+}
+
+export interface LineItemRecord {
+  name: string;
+  line: number;
+  name_span: number | null;
+  number_spans: number[];
+  category: string | null;
+}
+
+export interface LayoutState {
+  text: string; // the statement as written (spans index into it)
+  tokens: string[]; // token text of the prompt, [T]
+  token_to_span: number[]; // [T], -1 outside the statement
+  spans: SpanRecord[];
+  lines: [number, number, number][]; // (line, char_start, char_end)
+  line_items: LineItemRecord[];
+  answer_position: number;
+}
+
+export interface GeometryState {
+  num_layers: number;
+  num_heads: number;
+  num_kv_heads: number;
+  head_dim: number;
+  seq_len: number;
+  model_name: string;
+}
+
+export interface Focus {
+  layer: number;
+  head: number;
+}
+
+/** A half-open range of span indices; `{}` (no start) means no selection. */
+export interface Selection {
+  start?: number;
+  end?: number;
+}
+
+export type Direction = "from" | "to";
+export type GridMeasure =
+  | "attention_to_selection"
+  | "entropy"
+  | "financial_focus"
+  | "direct_logit_diff"
+  | "ablation_effect";
+export type AblationMode = "zero" | "mean" | "scale";
+
+export interface Ablation {
+  layer: number;
+  head: number;
+  mode: AblationMode;
+  value?: number; // the factor for "scale"
+}
+
+export interface PredictionValue {
+  logit_diff: number;
+  p_increase: number;
+  label: string;
+  n_tokens: number;
+}
+
+export interface PredictionState {
+  clean?: PredictionValue;
+  ablated?: PredictionValue | null;
+  flipped?: boolean;
+}
+
+export type StatementHeads = "focus" | "layer" | "range";
+export type MatrixAggregate = "tokens" | "spans" | "line_items";
+
+export interface Settings {
+  statement_heads: StatementHeads;
+  matrix_aggregate: MatrixAggregate;
+  ablate_mode: AblationMode;
+  scale_value: number;
+  reply_timeout_ms: number;
+}
+
+export type ViewName = "statement" | "grid" | "matrix" | "flow" | "prediction";
+
+export interface ExplorerTraits {
+  [key: string]: unknown;
+  layout: LayoutState;
+  geometry: GeometryState;
+  focus: Focus;
+  selection: Selection;
+  direction: Direction;
+  grid_measure: GridMeasure;
+  layer_range: number[]; // [] or [first, last] inclusive
+  ablations: Ablation[];
+  settings: Settings;
+  prediction: PredictionState;
+  views: ViewName[];
+  sweep_done: boolean;
+}
+
+export const GRID_MEASURES: { value: GridMeasure; label: string }[] = [
+  { value: "attention_to_selection", label: "attention to selection" },
+  { value: "entropy", label: "entropy" },
+  { value: "financial_focus", label: "financial focus" },
+  { value: "direct_logit_diff", label: "direct logit-diff contribution" },
+  { value: "ablation_effect", label: "ablation effect" },
+];
+
+/** Whether a measure is signed (diverging colours around zero). */
+export function measureIsSigned(measure: GridMeasure): boolean {
+  return measure === "direct_logit_diff" || measure === "ablation_effect";
+}

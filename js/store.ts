@@ -1,0 +1,360 @@
+// Model-level state of one explorer: the synced traits (through the anywidget model), the
+// data the views draw (fetched by request), pending ablations and the request channel.
+// Views subscribe to topics and redraw; they never talk to the kernel themselves.
+
+import type { AnyModel } from "@anywidget/types";
+import {
+  decodeArray,
+  decodeQuantizedMatrix,
+  requestKey,
+  RequestChannel,
+  type Ablation,
+  type BufferLike,
+  type ChannelStatus,
+  type ExplorerTraits,
+  type GridMeasure,
+  type PredictionState,
+  type QuantizedMatrix,
+  type Reply,
+  type RequestKind,
+} from "./protocol";
+import { hasSelection } from "./selection";
+
+export type Topic =
+  | "focus"
+  | "selection"
+  | "direction"
+  | "measure"
+  | "layer_range"
+  | "settings"
+  | "ablations"
+  | "prediction"
+  | "matrix"
+  | "tokens"
+  | "grid"
+  | "flow"
+  | "status"
+  | "progress";
+
+export interface MatrixData {
+  layer: number;
+  head: number;
+  matrix: QuantizedMatrix;
+}
+
+export interface TokenValuesData {
+  values: Float32Array; // [T]
+  reduce: "sum" | "mean";
+  label: string;
+}
+
+export interface GridData {
+  measure: GridMeasure;
+  values: Float32Array; // [L * H], row-major by layer
+  label: string;
+}
+
+export interface FlowData {
+  spread: Float32Array; // [L * S]: per layer, span-aggregated attention of the selection (mean over heads)
+  numSpans: number;
+  selectionMass: number[]; // [L]
+  logitLens: number[]; // [L]: logit difference read out after each layer
+  label: string;
+}
+
+export interface PlannedRequest {
+  lane: "matrix" | "tokens" | "grid" | "flow";
+  kind: RequestKind;
+  params: Record<string, unknown>;
+}
+
+function selectionParam(t: ExplorerTraits): number[] {
+  return hasSelection(t.selection) ? [t.selection.start, t.selection.end] : [];
+}
+
+/**
+ * The data requests the views need for a state. Python's `requests_for_state`
+ * (finwidget/widgets/protocol.py) mirrors this function exactly: an exported page
+ * embeds the replies under these requests' keys.
+ */
+export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
+  const views = new Set(t.views);
+  const out: PlannedRequest[] = [];
+  const selection = selectionParam(t);
+  const L = t.geometry.num_layers;
+  if (views.has("matrix")) {
+    out.push({ lane: "matrix", kind: "head_matrix", params: { layer: t.focus.layer, head: t.focus.head } });
+  }
+  if (views.has("statement")) {
+    const scope = t.settings.statement_heads;
+    const params: Record<string, unknown> = { scope, selection, direction: t.direction };
+    if (scope === "focus") Object.assign(params, { layer: t.focus.layer, head: t.focus.head });
+    else if (scope === "layer") params.layer = t.focus.layer;
+    else params.layer_range = t.layer_range.length === 2 ? t.layer_range : [0, L - 1];
+    out.push({ lane: "tokens", kind: "token_values", params });
+  }
+  if (views.has("grid")) {
+    const params: Record<string, unknown> = { measure: t.grid_measure };
+    if (t.grid_measure === "attention_to_selection" || t.grid_measure === "entropy") params.selection = selection;
+    out.push({ lane: "grid", kind: "grid", params });
+  }
+  if (views.has("flow")) {
+    out.push({ lane: "flow", kind: "flow", params: { selection, direction: t.direction } });
+  }
+  return out;
+}
+
+type Listener = () => void;
+
+/** The offline page's replies: request key -> reply with its buffers. */
+export type ReplyTable = Map<string, { reply: Reply; buffers: BufferLike[] }>;
+
+export class ExplorerStore {
+  readonly channel: RequestChannel;
+  matrix: MatrixData | null = null;
+  tokens: TokenValuesData | null = null;
+  grid: GridData | null = null;
+  flow: FlowData | null = null;
+  /** Ablation set sent to the kernel and not yet answered (shown optimistically). */
+  pendingAblations: Ablation[] | null = null;
+  /** Prediction from the newest ablation reply (until the traits catch up). */
+  replyPrediction: PredictionState | null = null;
+  progress: { done: number; total: number; message: string } | null = null;
+  /** Error message of the last failed request per lane, for the status line. */
+  errors = new Map<string, string>();
+  status: ChannelStatus = { busy: false, slow: false, message: "" };
+  readonly offline: boolean;
+
+  private listeners = new Map<Topic, Set<Listener>>();
+  private requestedKeys = new Map<string, string>();
+  private scheduled = false;
+  private cleanups: (() => void)[] = [];
+
+  constructor(
+    readonly model: AnyModel<ExplorerTraits>,
+    options: { offline?: boolean } = {},
+  ) {
+    this.offline = !!options.offline;
+    const timeout = model.get("settings")?.reply_timeout_ms ?? 8000;
+    this.channel = new RequestChannel((msg, buffers) => model.send(msg, undefined, buffers), { timeoutMs: timeout });
+    const onMsg = (msg: unknown, buffers: DataView[]) => {
+      this.channel.handle(msg, buffers);
+    };
+    model.on("msg:custom", onMsg);
+    this.cleanups.push(() => model.off("msg:custom", onMsg));
+    this.cleanups.push(
+      this.channel.onStatus((s) => {
+        this.status = s;
+        this.emit("status");
+      }),
+    );
+    const traitTopics: [string, Topic][] = [
+      ["focus", "focus"],
+      ["selection", "selection"],
+      ["direction", "direction"],
+      ["grid_measure", "measure"],
+      ["layer_range", "layer_range"],
+      ["settings", "settings"],
+      ["ablations", "ablations"],
+      ["prediction", "prediction"],
+      ["views", "settings"],
+      ["sweep_done", "grid"],
+    ];
+    for (const [trait, topic] of traitTopics) {
+      const cb = () => {
+        if (trait === "prediction" && this.pendingAblations === null) this.replyPrediction = null;
+        if (trait === "sweep_done") this.requestedKeys.delete("grid");
+        this.emit(topic);
+        this.schedule();
+      };
+      model.on(`change:${trait}`, cb);
+      this.cleanups.push(() => model.off(`change:${trait}`, cb));
+    }
+  }
+
+  get traits(): ExplorerTraits {
+    const m = this.model;
+    return {
+      layout: m.get("layout"),
+      geometry: m.get("geometry"),
+      focus: m.get("focus"),
+      selection: m.get("selection"),
+      direction: m.get("direction"),
+      grid_measure: m.get("grid_measure"),
+      layer_range: m.get("layer_range"),
+      ablations: m.get("ablations"),
+      settings: m.get("settings"),
+      prediction: m.get("prediction"),
+      views: m.get("views"),
+      sweep_done: m.get("sweep_done"),
+    };
+  }
+
+  get<K extends keyof ExplorerTraits>(key: K): ExplorerTraits[K] {
+    return this.model.get(key);
+  }
+
+  /** Set synced traits from the UI (sent to Python at once). */
+  set(values: Partial<ExplorerTraits>): void {
+    for (const [k, v] of Object.entries(values)) this.model.set(k, v);
+    this.model.save_changes();
+  }
+
+  /** The ablation set the UI shows: the pending one while a request is in flight. */
+  get ablations(): Ablation[] {
+    return this.pendingAblations ?? this.model.get("ablations") ?? [];
+  }
+
+  get prediction(): PredictionState {
+    return this.replyPrediction ?? this.model.get("prediction") ?? {};
+  }
+
+  on(topic: Topic, fn: Listener): () => void {
+    let set = this.listeners.get(topic);
+    if (!set) this.listeners.set(topic, (set = new Set()));
+    set.add(fn);
+    return () => set!.delete(fn);
+  }
+
+  emit(topic: Topic): void {
+    for (const fn of this.listeners.get(topic) ?? []) fn();
+  }
+
+  /** Fetch whatever the current state needs (coalesced to one round per task). */
+  schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.refresh();
+    });
+  }
+
+  refresh(): void {
+    for (const plan of requestsForState(this.traits)) {
+      const key = requestKey({ kind: plan.kind, ...plan.params });
+      if (this.requestedKeys.get(plan.lane) === key) continue;
+      this.requestedKeys.set(plan.lane, key);
+      void this.fetch(plan, key);
+    }
+  }
+
+  private async fetch(plan: PlannedRequest, key: string): Promise<void> {
+    const outcome = await this.channel.request(plan.lane, plan.kind, plan.params);
+    if (outcome.status === "stale") return;
+    if (outcome.status === "error") {
+      // Forget the key so the same state is asked again on the next change.
+      if (this.requestedKeys.get(plan.lane) === key) this.requestedKeys.delete(plan.lane);
+      this.errors.set(plan.lane, outcome.error);
+      this.emit("status");
+      return;
+    }
+    this.errors.delete(plan.lane);
+    try {
+      this.accept(plan.lane, outcome.reply, outcome.buffers);
+    } catch (err) {
+      this.errors.set(plan.lane, `could not read the kernel's reply: ${err instanceof Error ? err.message : String(err)}`);
+      this.emit("status");
+    }
+  }
+
+  private accept(lane: PlannedRequest["lane"], reply: Reply, buffers: BufferLike[]): void {
+    const arrays = reply.arrays ?? {};
+    if (lane === "matrix") {
+      this.matrix = {
+        layer: Number(reply.layer),
+        head: Number(reply.head),
+        matrix: decodeQuantizedMatrix(arrays.matrix, buffers),
+      };
+    } else if (lane === "tokens") {
+      this.tokens = {
+        values: decodeArray(arrays.values, buffers),
+        reduce: reply.reduce === "mean" ? "mean" : "sum",
+        label: String(reply.label ?? ""),
+      };
+    } else if (lane === "grid") {
+      this.grid = { measure: reply.measure as GridMeasure, values: decodeArray(arrays.values, buffers), label: String(reply.label ?? "") };
+    } else if (lane === "flow") {
+      this.flow = {
+        spread: decodeArray(arrays.spread, buffers),
+        numSpans: arrays.spread.shape[1] ?? 0,
+        selectionMass: (reply.selection_mass as number[]) ?? [],
+        logitLens: (reply.logit_lens as number[]) ?? [],
+        label: String(reply.label ?? ""),
+      };
+    }
+    this.emit(lane === "tokens" ? "tokens" : lane);
+  }
+
+  /** Ask the kernel for the prediction under `next` (shown as pending until it answers). */
+  async requestAblations(next: Ablation[]): Promise<void> {
+    if (this.offline) {
+      this.errors.set("ablation", "This exported page has no kernel: ablations need the live notebook.");
+      this.emit("status");
+      return;
+    }
+    this.pendingAblations = next;
+    this.emit("ablations");
+    const outcome = await this.channel.request("ablation", "set_ablations", { ablations: next });
+    if (outcome.status === "stale") return;
+    this.pendingAblations = null;
+    if (outcome.status === "error") {
+      this.errors.set("ablation", outcome.error);
+      this.emit("ablations");
+      this.emit("status");
+      return;
+    }
+    this.errors.delete("ablation");
+    this.replyPrediction = outcome.reply.prediction as PredictionState;
+    this.emit("ablations");
+    this.emit("prediction");
+  }
+
+  /** Run the sweep (every head ablated alone); progress arrives as messages. */
+  async requestSweep(): Promise<void> {
+    if (this.offline) {
+      this.errors.set("sweep", "This exported page has no kernel: the sweep needs the live notebook.");
+      this.emit("status");
+      return;
+    }
+    const mode = this.get("settings").ablate_mode;
+    const params: Record<string, unknown> = { mode };
+    if (mode === "scale") params.value = this.get("settings").scale_value;
+    this.progress = { done: 0, total: 1, message: "starting sweep" };
+    this.emit("progress");
+    const outcome = await this.channel.request("sweep", "sweep", params, (p) => {
+      this.progress = { done: p.done, total: p.total, message: p.message ?? "" };
+      this.emit("progress");
+    });
+    if (outcome.status === "stale") return;
+    this.progress = null;
+    this.emit("progress");
+    if (outcome.status === "error") {
+      this.errors.set("sweep", outcome.error);
+      this.emit("status");
+      return;
+    }
+    this.errors.delete("sweep");
+    this.grid = {
+      measure: "ablation_effect",
+      values: decodeArray(outcome.reply.arrays!.values, outcome.buffers),
+      label: String(outcome.reply.label ?? ""),
+    };
+    this.requestedKeys.set("grid", requestKey({ kind: "grid", measure: "ablation_effect" }));
+    if (this.get("grid_measure") !== "ablation_effect") this.set({ grid_measure: "ablation_effect" });
+    this.emit("grid");
+  }
+
+  /** Hand a PNG (data URL) of a view to Python too, so code can save it. */
+  sendPng(view: string, dataUrl: string): void {
+    if (this.offline) return;
+    void this.channel.request("png", "png", { view, data_url: dataUrl });
+  }
+
+  destroy(): void {
+    this.channel.cancelAll();
+    for (const c of this.cleanups) c();
+    this.cleanups = [];
+    this.listeners.clear();
+  }
+}

@@ -1,0 +1,174 @@
+// Layer flow / decision pathway: for the selection, how its attention spreads over the
+// statement's spans in every layer (mean over heads), how much attention it gets, and the
+// logit-lens logit difference after each layer (where the decision forms). Dragging over
+// layers selects a layer range that filters the grid; double-click clears it.
+
+import { ColorScale, css, diverging, formatValue } from "../colors";
+import { el, listen } from "../dom";
+import { layerRangeFromBrush } from "../selection";
+import type { ExplorerStore } from "../store";
+import type { View } from "./view";
+
+const WIDTH = 480;
+const LABEL_W = 34;
+const LENS_W = 120;
+
+export class LayerFlowView implements View {
+  readonly name = "flow";
+  readonly root: HTMLElement;
+  readonly canvas: HTMLCanvasElement;
+  private ctx: CanvasRenderingContext2D | null;
+  private info: HTMLElement;
+  private caption: HTMLElement;
+  private drawn = false;
+  private rowH = 12;
+  private brush: { a: number; b: number } | null = null;
+  private cleanups: (() => void)[] = [];
+
+  constructor(private readonly store: ExplorerStore) {
+    const L = store.get("geometry").num_layers;
+    this.rowH = Math.max(6, Math.min(16, Math.floor(420 / Math.max(1, L))));
+    this.canvas = el("canvas", { class: "fw-flow-canvas", width: WIDTH, height: this.rowH * L + 20, "data-testid": "layer-flow-canvas" });
+    this.ctx = this.canvas.getContext("2d");
+    this.info = el("div", { class: "fw-hover-info", "data-testid": "flow-info" });
+    this.caption = el("div", { class: "fw-caption" });
+    const clear = el("button", { class: "fw-button", type: "button", text: "All layers", "data-testid": "clear-layer-range" });
+    clear.addEventListener("click", () => store.set({ layer_range: [] }));
+    this.root = el("div", { class: "fw-view fw-flow", "data-testid": "layer-flow" }, [
+      el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layer flow" }), clear]),
+      this.caption,
+      el("div", { class: "fw-hint", text: "rows = layers · left: where the selection's attention goes (spans, mean over heads) · right: logit-lens logit difference · drag over layers to filter the grid" }),
+      this.canvas,
+      this.info,
+    ]);
+    this.cleanups.push(
+      store.on("flow", () => this.draw()),
+      store.on("layer_range", () => this.draw()),
+      listen(this.canvas, "mousedown", (ev) => {
+        const l = this.layerAt(ev);
+        if (l !== null) this.brush = { a: l, b: l };
+        ev.preventDefault();
+      }),
+      listen(this.canvas, "mousemove", (ev) => {
+        const l = this.layerAt(ev);
+        if (this.brush && l !== null && l !== this.brush.b) {
+          this.brush.b = l;
+          this.draw();
+        }
+        this.describe(l, ev);
+      }),
+      listen(window, "mouseup", () => {
+        if (!this.brush) return;
+        const range = layerRangeFromBrush(this.brush.a, this.brush.b);
+        this.brush = null;
+        store.set({ layer_range: range });
+      }),
+      listen(this.canvas, "dblclick", () => store.set({ layer_range: [] })),
+      listen(this.canvas, "mouseleave", () => {
+        this.info.textContent = "";
+      }),
+    );
+    this.draw();
+  }
+
+  private layerAt(ev: MouseEvent): number | null {
+    const rect = this.canvas.getBoundingClientRect();
+    const y = (ev.clientY - rect.top) * (rect.height ? this.canvas.height / rect.height : 1) - 16;
+    const l = Math.floor(y / this.rowH);
+    const L = this.store.get("geometry").num_layers;
+    return l >= 0 && l < L ? l : null;
+  }
+
+  private describe(layer: number | null, ev: MouseEvent): void {
+    const flow = this.store.flow;
+    if (layer === null || !flow) {
+      this.info.textContent = "";
+      return;
+    }
+    const rect = this.canvas.getBoundingClientRect();
+    const x = (ev.clientX - rect.left) * (rect.width ? this.canvas.width / rect.width : 1);
+    const spreadW = WIDTH - LABEL_W - LENS_W - 8;
+    let spanText = "";
+    if (x >= LABEL_W && x < LABEL_W + spreadW && flow.numSpans > 0) {
+      const s = Math.floor(((x - LABEL_W) / spreadW) * flow.numSpans);
+      const span = this.store.get("layout").spans[s];
+      if (span) spanText = ` · “${span.text}”: ${formatValue(flow.spread[layer * flow.numSpans + s])}`;
+    }
+    this.info.textContent =
+      `layer ${layer}: attention on selection ${formatValue(flow.selectionMass[layer])}` +
+      ` · logit-lens logit diff ${formatValue(flow.logitLens[layer])}${spanText}`;
+  }
+
+  private draw(): void {
+    const ctx = this.ctx;
+    const flow = this.store.flow;
+    const L = this.store.get("geometry").num_layers;
+    if (!ctx) return;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    if (!flow) {
+      this.caption.textContent = "loading…";
+      return;
+    }
+    this.caption.textContent = flow.label;
+    const top = 16;
+    const spreadW = WIDTH - LABEL_W - LENS_W - 8;
+    ctx.font = "10px sans-serif";
+    ctx.fillStyle = "#333";
+    ctx.fillText("spans →", LABEL_W, 11);
+    ctx.fillText("logit-lens logit diff", WIDTH - LENS_W, 11);
+    const S = flow.numSpans;
+    // Each layer row scaled to its own max, so the spread in weak layers stays visible.
+    for (let l = 0; l < L; l++) {
+      const y = top + l * this.rowH;
+      ctx.fillStyle = "#333";
+      ctx.fillText(`L${l}`, 2, y + this.rowH - 2);
+      const row = flow.spread.subarray(l * S, (l + 1) * S);
+      const scale = new ColorScale(row, false);
+      for (let s = 0; s < S; s++) {
+        const x0 = LABEL_W + Math.floor((s / S) * spreadW);
+        const x1 = LABEL_W + Math.floor(((s + 1) / S) * spreadW);
+        ctx.fillStyle = scale.css(row[s]);
+        ctx.fillRect(x0, y, Math.max(1, x1 - x0), this.rowH - 1);
+      }
+    }
+    // Logit lens: bars around zero.
+    let m = 0;
+    for (const v of flow.logitLens) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+    m = m || 1;
+    const zero = WIDTH - LENS_W / 2 - 4;
+    ctx.strokeStyle = "#999";
+    ctx.beginPath();
+    ctx.moveTo(zero, top);
+    ctx.lineTo(zero, top + L * this.rowH);
+    ctx.stroke();
+    flow.logitLens.forEach((v, l) => {
+      const w = (v / m) * (LENS_W / 2 - 4);
+      ctx.fillStyle = css(diverging(v / m));
+      ctx.fillRect(Math.min(zero, zero + w), top + l * this.rowH + 1, Math.abs(w), this.rowH - 3);
+    });
+    // Layer range and brush.
+    const range = this.brush ? layerRangeFromBrush(this.brush.a, this.brush.b) : this.store.get("layer_range");
+    if (range.length === 2) {
+      ctx.strokeStyle = "rgba(230, 120, 0, 0.95)";
+      ctx.lineWidth = 2;
+      ctx.strokeRect(1, top + range[0] * this.rowH, WIDTH - 2, (range[1] - range[0] + 1) * this.rowH);
+      ctx.lineWidth = 1;
+    }
+    this.drawn = true;
+    this.root.setAttribute("data-drawn", "1");
+  }
+
+  ready(): boolean {
+    return this.drawn;
+  }
+
+  toPNG(): string {
+    return this.canvas.toDataURL("image/png");
+  }
+
+  destroy(): void {
+    for (const c of this.cleanups) c();
+    this.root.remove();
+  }
+}

@@ -1,0 +1,126 @@
+// Prediction panel: p(increase) and the logit difference, clean vs with the current
+// ablations, a "flipped" mark, the ablated heads with their modes, reset and sweep.
+
+import { formatValue } from "../colors";
+import { el, select, setFlag } from "../dom";
+import type { AblationMode, PredictionValue } from "../protocol";
+import { ablationLabel, setAblationMode, toggleAblation } from "../selection";
+import type { ExplorerStore } from "../store";
+import { exportCanvas, type View } from "./view";
+
+const MODES: { value: AblationMode; label: string }[] = [
+  { value: "zero", label: "zero" },
+  { value: "mean", label: "mean" },
+  { value: "scale", label: "scale" },
+];
+
+export class PredictionPanel implements View {
+  readonly name = "prediction";
+  readonly root: HTMLElement;
+  private logitDiff: HTMLElement;
+  private pIncrease: HTMLElement;
+  private bar: HTMLElement;
+  private cleanRow: HTMLElement;
+  private flipped: HTMLElement;
+  private list: HTMLElement;
+  private progress: HTMLElement;
+  private drawn = false;
+  private cleanups: (() => void)[] = [];
+
+  constructor(private readonly store: ExplorerStore) {
+    this.logitDiff = el("div", { class: "fw-logit-diff", "data-testid": "logit-diff" });
+    this.pIncrease = el("div", { class: "fw-p-increase", "data-testid": "p-increase" });
+    this.bar = el("div", { class: "fw-pbar-fill" });
+    this.cleanRow = el("div", { class: "fw-clean", "data-testid": "clean-prediction" });
+    this.flipped = el("span", { class: "fw-flipped", "data-testid": "flipped", text: "flipped" });
+    this.list = el("ul", { class: "fw-ablated-list", "data-testid": "ablated-list" });
+    this.progress = el("div", { class: "fw-progress", "data-testid": "sweep-progress" });
+    const reset = el("button", { class: "fw-button", type: "button", "data-testid": "reset", text: "Reset ablations" });
+    reset.addEventListener("click", () => void store.requestAblations([]));
+    const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone and colour the grid by the change in logit difference" });
+    sweep.addEventListener("click", () => void store.requestSweep());
+    const mode = select<AblationMode>(MODES, store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
+      "data-testid": "ablation-mode",
+      title: "how a newly ablated head is changed: zero its output, replace it by its mean, or scale it",
+    });
+    this.root = el("div", { class: "fw-view fw-prediction", "data-testid": "prediction-panel" }, [
+      el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Prediction" }), this.flipped]),
+      el("div", { class: "fw-pbar", title: "p(increase) vs p(decrease)" }, [this.bar]),
+      this.pIncrease,
+      this.logitDiff,
+      this.cleanRow,
+      el("div", { class: "fw-row" }, [el("span", { class: "fw-label", text: "new ablations:" }), mode, reset, sweep]),
+      this.progress,
+      el("div", { class: "fw-label", text: "Ablated heads" }),
+      this.list,
+    ]);
+    const paint = () => this.paint();
+    for (const t of ["prediction", "ablations", "progress", "settings"] as const) this.cleanups.push(store.on(t, paint));
+    this.paint();
+  }
+
+  private paint(): void {
+    const p = this.store.prediction;
+    const ablations = this.store.ablations;
+    const clean = p.clean;
+    const current: PredictionValue | undefined = ablations.length && p.ablated ? p.ablated : clean;
+    const pending = this.store.pendingAblations !== null;
+    if (clean && current) {
+      this.logitDiff.textContent = `logit diff (increase − decrease): ${formatValue(current.logit_diff)}`;
+      this.logitDiff.setAttribute("data-value", String(current.logit_diff));
+      this.logitDiff.setAttribute("data-clean-value", String(clean.logit_diff));
+      this.pIncrease.textContent = `p(increase) = ${current.p_increase.toFixed(3)} → “${current.label}”`;
+      this.pIncrease.setAttribute("data-value", String(current.p_increase));
+      this.bar.style.width = `${(100 * current.p_increase).toFixed(1)}%`;
+      this.cleanRow.textContent = ablations.length && p.ablated
+        ? `clean: logit diff ${formatValue(clean.logit_diff)}, p(increase) ${clean.p_increase.toFixed(3)} (“${clean.label}”) · change ${formatValue(current.logit_diff - clean.logit_diff)}`
+        : "clean run (no heads ablated)";
+      this.drawn = true;
+    }
+    setFlag(this.root, "data-pending", pending);
+    const flipped = !!(ablations.length && p.flipped && !pending);
+    this.flipped.style.display = flipped ? "" : "none";
+    setFlag(this.root, "data-flipped", flipped);
+
+    this.list.replaceChildren();
+    if (!ablations.length) this.list.append(el("li", { class: "fw-empty", text: "none" }));
+    for (const a of ablations) {
+      const modeSel = select<AblationMode>(MODES, a.mode, (m) => {
+        void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.get("settings").scale_value));
+      });
+      const remove = el("button", { class: "fw-button fw-small", type: "button", text: "restore", "data-testid": "restore-head" });
+      remove.addEventListener("click", () => void this.store.requestAblations(toggleAblation(this.store.ablations, a.layer, a.head, a.mode)));
+      this.list.append(
+        el("li", { "data-layer": a.layer, "data-head": a.head, "data-mode": a.mode }, [el("span", { text: ablationLabel(a) }), modeSel, remove]),
+      );
+    }
+    const prog = this.store.progress;
+    this.progress.textContent = prog ? `sweep: ${prog.done} / ${prog.total} ${prog.message}` : "";
+  }
+
+  ready(): boolean {
+    return this.drawn;
+  }
+
+  toPNG(): string {
+    const { canvas, ctx } = exportCanvas(420, 90 + 16 * this.store.ablations.length);
+    if (!ctx) return "";
+    ctx.font = "13px sans-serif";
+    ctx.fillStyle = "#111";
+    let y = 20;
+    for (const line of [this.pIncrease.textContent, this.logitDiff.textContent, this.cleanRow.textContent]) {
+      ctx.fillText(line ?? "", 8, y);
+      y += 20;
+    }
+    for (const a of this.store.ablations) {
+      ctx.fillText(ablationLabel(a), 16, y);
+      y += 16;
+    }
+    return canvas.toDataURL("image/png");
+  }
+
+  destroy(): void {
+    for (const c of this.cleanups) c();
+    this.root.remove();
+  }
+}
