@@ -86,12 +86,20 @@ class StatementPair(NamedTuple):
 
     The corrupted statement swaps that item's two yearly values (so its change flips
     sign and the label flips); every other character is the same, and both texts
-    tokenize to the same number of tokens. ``flipped_item`` names the changed line.
+    tokenize to the same number of tokens. Unpacks as ``clean, corrupted = pair``;
+    ``pair.flipped_item`` names the changed line item.
     """
 
     clean: Statement
     corrupted: Statement
-    flipped_item: str
+
+    @property
+    def flipped_item(self) -> str:
+        """The rule item whose change has opposite signs in the two statements."""
+        for item in RULE_ITEMS:
+            if self.clean.numbers[item]["change"] != self.corrupted.numbers[item]["change"]:
+                return item
+        raise ValueError("the two statements of this pair do not differ in a rule item")
 
 
 def label_for(numbers: dict[str, dict[str, int]]) -> str:
@@ -275,5 +283,5 @@ def make_statement_pairs(n: int, seed: int = 0) -> list[StatementPair]:
         item = RULE_ITEMS[flip]
         clean = _make_statement(numbers, current_year, layout)
         corrupted = _make_statement(swap_years(numbers, item), current_year, layout)
-        pairs.append(StatementPair(clean=clean, corrupted=corrupted, flipped_item=item))
+        pairs.append(StatementPair(clean=clean, corrupted=corrupted))
     return pairs
