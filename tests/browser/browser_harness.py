@@ -142,6 +142,8 @@ class JupyterServer:
             env[variable] = str(path)
         # The kernel spec runs "python": make that this virtual environment's python.
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        # Kernels import finwidget from this working tree, installed or not.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env.pop("JUPYTER_PATH", None)
         env["PYTHONUNBUFFERED"] = "1"
         # No announcement pop-up ("get notified about news?") covering the page.
