@@ -1,0 +1,45 @@
+"""Interventions: switch heads off, patch, attribute; exact and fast enough to click.
+
+- :class:`HeadIntervention`, :class:`InterventionSet`: interventions as values
+  (``spec``); applied with ``InterventionSet.applied(model, ...)`` (``applying``).
+- :class:`CachedRun`: the exact fast path, re-running only the layers after the first
+  intervention from a cached clean run (``cached_run``).
+- :func:`sweep_heads`, :func:`summarize_sweep`: every head in turn (``sweep``).
+- :func:`attribution_patching`, :func:`rank_agreement`: first-order estimates from one
+  backward pass (``attribution``).
+- :func:`activation_patching`: clean -> corrupted patching per layer x position or per
+  head (``activation_patching``).
+- :func:`attention_gradients`: gradients with respect to attention probabilities
+  (``attention_gradients``).
+- :class:`AttentionInterventions`: the user guide's API (``guide_api``).
+"""
+
+from finwidget.interventions.activation_patching import PatchingResult, activation_patching
+from finwidget.interventions.anatomy import HeadGeometry
+from finwidget.interventions.applying import apply_interventions
+from finwidget.interventions.attention_gradients import AttentionGradients, attention_gradients
+from finwidget.interventions.attribution import attribution_patching, rank_agreement
+from finwidget.interventions.cached_run import CachedRun
+from finwidget.interventions.guide_api import AttentionInterventions
+from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.interventions.spec import MODES, HeadIntervention, InterventionSet
+from finwidget.interventions.sweep import summarize_sweep, sweep_heads
+
+__all__ = [
+    "MODES",
+    "AttentionGradients",
+    "AttentionInterventions",
+    "CachedRun",
+    "HeadGeometry",
+    "HeadIntervention",
+    "HeadOutputs",
+    "InterventionSet",
+    "PatchingResult",
+    "activation_patching",
+    "apply_interventions",
+    "attention_gradients",
+    "attribution_patching",
+    "rank_agreement",
+    "summarize_sweep",
+    "sweep_heads",
+]
