@@ -1,0 +1,310 @@
+"""Attention recorded through the registry equals the attention the model computed.
+
+Every comparison is against transformers' own eager ``output_attentions`` on the same
+input, on models whose attention is sharp (see capture_models.py), for every layer and
+head, with left padding. Padding query rows are excluded from comparisons (their output
+is discarded by the model; finwidget returns zeros there, eager returns junk).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from capture_models import (
+    assert_model_clean,
+    eager_attentions,
+    hook_count,
+    left_padded_batch,
+    logits,
+    peaky_qwen2,
+)
+from finwidget.capture import AttentionHook, LazyLayerAttention, capture_attention
+
+TOLERANCE = 1e-5
+
+
+def same(a, b):
+    """Equal up to float rounding: a single row goes through a different matmul path than the whole matrix."""
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return peaky_qwen2()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return left_padded_batch()
+
+
+@pytest.fixture(scope="module")
+def reference(model, batch):
+    return eager_attentions(model, batch)
+
+
+@pytest.fixture(scope="module")
+def capture(model, batch):
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(**batch)
+    return cap
+
+
+def max_error_on_real_rows(cap, reference, mask) -> float:
+    worst = 0.0
+    for layer in range(cap.num_layers):
+        for row in range(mask.shape[0]):
+            real = mask[row].bool()
+            recomputed = cap.attention(layer, batch=row)                    # [H, T, T]
+            worst = max(worst, (recomputed[:, real] - reference[layer][row][:, real]).abs().max().item())
+    return worst
+
+
+def test_the_reference_attention_is_sharp(reference, batch):
+    # If patterns were near-uniform, a wrong mask or head mapping could pass unnoticed.
+    peaks = torch.cat([reference[layer][row][:, batch["attention_mask"][row].bool()].max(dim=-1).values.flatten()
+                       for layer in range(len(reference)) for row in range(len(batch["input_ids"]))])
+    assert (peaks > 0.9).float().mean() > 0.6
+
+
+def test_recomputed_attention_matches_eager_for_every_layer_and_head(capture, reference, batch):
+    assert capture.method == "registry"
+    assert max_error_on_real_rows(capture, reference, batch["attention_mask"]) < TOLERANCE
+
+
+def test_padding_rows_and_keys(capture, batch):
+    mask = batch["attention_mask"]
+    assert torch.equal(capture.attention_mask, mask)
+    row = 2                                          # the most padded row
+    padded = ~mask[row].bool()
+    attention = capture.attention(1, batch=row)
+    assert attention[:, padded].abs().max() == 0     # padding queries: zero rows
+    assert attention[:, :, padded].abs().max() == 0  # nobody attends to padding keys
+    real_rows = attention[:, ~padded]
+    torch.testing.assert_close(real_rows.sum(-1), torch.ones_like(real_rows.sum(-1)))
+
+
+def test_capture_keeps_the_models_own_attention_and_logits(model, batch):
+    before = logits(model, batch)
+    seen = []
+    with torch.no_grad(), capture_attention(model) as cap:
+        seen.append(model.config._attn_implementation)
+        during = model(**batch).logits
+    assert seen == ["finwidget_record_sdpa"]         # SDPA, through the recording twin
+    assert torch.equal(during, before)               # bit-identical: the same kernels ran
+    assert cap.seq_len == batch["input_ids"].shape[1]
+    assert_model_clean(model, batch, before)
+
+
+def test_recorded_queries_and_keys_have_the_models_geometry(capture, model, batch):
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    b, t = batch["input_ids"].shape
+    assert (capture.num_layers, capture.num_heads, capture.num_kv_heads, capture.head_dim) == (
+        config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, head_dim)
+    assert capture.queries(0).shape == (b, config.num_attention_heads, t, head_dim)
+    assert capture.keys(0).shape == (b, config.num_key_value_heads, t, head_dim)
+    assert capture.nbytes == sum(capture.queries(i).nbytes + capture.keys(i).nbytes for i in range(3))
+
+
+def test_grouped_query_mapping_is_h_div_group(capture):
+    # 4 query heads over 2 KV heads: heads 0,1 read KV head 0; heads 2,3 read KV head 1 (not h % 2).
+    assert [capture.kv_head_of(h) for h in range(4)] == [0, 0, 1, 1]
+    assert capture.query_heads_of(1) == [2, 3]
+    torch.testing.assert_close(capture.attention(2, kv_head=1, batch=1), capture.attention(2, head=[2, 3], batch=1))
+
+
+def test_one_head_one_row_and_row_sets_equal_the_full_layer(capture):
+    full = capture.attention(1, batch=1)                                   # [H, T, T]
+    same(capture.head_matrix(1, 3, batch=1), full[3])
+    same(capture.attention(1, head=3, query=20, batch=1), full[3, 20])
+    same(capture.attention(1, head=2, query=-1, batch=1), full[2, -1])
+    same(capture.attention(1, query=[5, 9, 23], batch=1), full[:, [5, 9, 23]])
+    same(capture.attention(1, head=slice(1, 3), query=slice(10, None), batch=1), full[1:3, 10:])
+
+
+def test_small_chunks_give_the_same_numbers(capture):
+    whole = capture.attention(2, batch=0)
+    chunked = capture.attention(2, batch=0, chunk_cells=50)                # a few rows at a time
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-7)
+
+
+def test_recording_under_eager_matches_that_same_forwards_weights(batch):
+    # Same forward pass: the recorded Q/K are exactly the ones eager used, so only the
+    # recomputation itself is tested (no SDPA-vs-eager drift in the residual stream).
+    model = peaky_qwen2(seed=3)
+    model.set_attn_implementation("eager")
+    with torch.no_grad(), capture_attention(model) as cap:
+        weights = model(**batch, output_attentions=True).attentions
+    assert model.config._attn_implementation == "eager"
+    assert max_error_on_real_rows(cap, weights, batch["attention_mask"]) < 1e-6
+
+
+def test_sliding_window_layers(batch):
+    model = peaky_qwen2(seed=4, use_sliding_window=True, sliding_window=5, max_window_layers=1)
+    assert model.config.layer_types[1] == "sliding_attention"
+    reference = eager_attentions(model, batch)
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(**batch)
+    assert max_error_on_real_rows(cap, reference, batch["attention_mask"]) < TOLERANCE
+    last_row = cap.attention(2, head=0, query=23, batch=0)
+    assert last_row[:19].abs().max() == 0 and last_row[19:].sum() > 0.99   # only the 5 newest keys
+
+
+def test_generate_inside_the_capture_gives_attention_over_prompt_and_generated_tokens():
+    model = peaky_qwen2(seed=5)
+    prompt = left_padded_batch(lengths=(12, 7), seed=6)
+    with torch.no_grad(), capture_attention(model) as cap:
+        sequences = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    # The model ran every position but the last generated token (sampled, never fed back).
+    ran = sequences[:, :-1]
+    assert cap.seq_len == ran.shape[1] == 12 + 5
+    mask = torch.cat([prompt["attention_mask"], torch.ones(2, 5, dtype=torch.long)], dim=1)
+    assert torch.equal(cap.attention_mask, mask)
+    reference = eager_attentions(model, {"input_ids": ran, "attention_mask": mask})
+    assert max_error_on_real_rows(cap, reference, mask) < TOLERANCE
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_new_forward_pass_replaces_the_previous_recording(model, batch):
+    short = left_padded_batch(lengths=(6,), seed=9)
+    with torch.no_grad(), capture_attention(model, layers=[0]) as cap:
+        model(**batch)
+        model(**short)
+    assert (cap.batch_size, cap.seq_len, cap.attention_mask) == (1, 6, None)
+    torch.testing.assert_close(cap.attention(0, batch=0), eager_attentions(model, short)[0][0], rtol=0, atol=TOLERANCE)
+
+
+def test_selected_layers_only(model, batch, reference):
+    with torch.no_grad(), capture_attention(model, layers=[2, -3]) as cap:
+        model(**batch)
+    assert cap.layers == [0, 2]
+    assert list(cap.attention_weights) == ["layer_0", "layer_2"]
+    torch.testing.assert_close(cap.attention(2, batch=0), reference[2][0], rtol=0, atol=TOLERANCE)
+
+
+def test_float16_storage_halves_the_bytes(model, batch, capture):
+    with torch.no_grad(), capture_attention(model, store_dtype=torch.float16) as half:
+        model(**batch)
+    assert half.queries(0).dtype == torch.float16 and half.nbytes * 2 == capture.nbytes
+    attention = half.attention(1, batch=0)
+    assert attention.dtype == torch.float32
+    # fp16 keeps ~3 significant digits of q and k; scores of ~100 move by ~0.1.
+    assert (attention - capture.attention(1, batch=0)).abs().max() < 0.2
+
+
+def test_store_on_model_keeps_tensors_where_the_model_is(model, batch):
+    with torch.no_grad(), capture_attention(model, store_on="model", layers=[0]) as cap:
+        model(**batch)
+    assert cap.queries(0).device == next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------- the guide's tensor view
+def test_lazy_layer_attention_behaves_like_the_guides_tensor(capture):
+    weights = capture.attention_weights
+    attn = weights["layer_1"]
+    assert isinstance(attn, LazyLayerAttention)
+    full = attn.materialize()
+    assert attn.shape == full.shape == (3, 4, 24, 24) and attn.shape[1] == 4 and attn.ndim == 4
+    # the guide's head loop: attn[0, head_idx].numpy()
+    for head in range(attn.shape[1]):
+        matrix = attn[0, head].numpy()
+        assert isinstance(matrix, np.ndarray) and matrix.shape == (24, 24)
+        same(torch.from_numpy(matrix), full[0, head])
+        np.diag(matrix).mean()
+    # the guide's flow: attn[0, :, pos, :].mean(dim=0)
+    same(attn[0, :, 7, :].mean(dim=0), full[0, :, 7, :].mean(dim=0))
+    # other index forms
+    same(attn[1, [0, 3], 5:9, -1], full[1, [0, 3], 5:9, -1])
+    same(attn[..., 4, :], full[..., 4, :])
+    same(attn[:, 2], full[:, 2])
+    assert torch.equal(attn[2, 1, [3, 4], [5, 6]], full[2, 1, [3, 4], [5, 6]])     # two lists: whole tensor path
+    # whole-tensor operations materialize
+    assert torch.equal(attn.mean(dim=0), full.mean(dim=0))
+    assert torch.equal(torch.max(attn), torch.max(full))
+    assert torch.equal(attn * 2, full * 2)
+    np.testing.assert_array_equal(np.asarray(attn), full.numpy())
+
+
+def test_layer_mapping_items_and_names(capture):
+    weights = capture.attention_weights
+    assert list(weights.keys()) == ["layer_0", "layer_1", "layer_2"] and len(weights) == 3
+    assert "layer_2" in weights and "layer_3" not in weights and "head_0" not in weights
+    flow = {name: attn[0, :, 23, :].mean(dim=0) for name, attn in weights.items()}   # trace_attention_flow
+    assert all(v.shape == (24,) for v in flow.values())
+    same(weights[1][0, 0], weights["layer_1"][0, 0])
+
+
+def test_attention_hook_with_generate_and_output_attentions_stays_on_sdpa():
+    model = peaky_qwen2(seed=7)
+    prompt = left_padded_batch(lengths=(10,), seed=8)
+    seen = []
+    model.model.layers[0].register_forward_pre_hook(lambda *_: seen.append(model.config._attn_implementation))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad(), AttentionHook(model) as hook:
+            model.generate(prompt["input_ids"], max_new_tokens=3, output_attentions=True, do_sample=False,
+                           pad_token_id=0)
+    assert set(seen) == {"finwidget_record_sdpa"}          # never switched to eager
+    cap = hook.capture
+    assert cap.nbytes == sum(cap.queries(i).nbytes + cap.keys(i).nbytes for i in cap.layers)   # no weights kept
+    attn = hook.attention_weights["layer_2"]
+    assert attn.shape == (1, 4, 12, 12)
+    torch.testing.assert_close(attn[0].sum(-1), torch.ones(4, 12))
+    assert model.config._attn_implementation == "sdpa"
+
+
+# ---------------------------------------------------------------------------- nesting and fallback
+def test_nested_captures_both_record_and_the_model_is_restored_once(model, batch, reference):
+    before = logits(model, batch)
+    with torch.no_grad(), capture_attention(model) as outer:
+        with capture_attention(model, layers=[1]) as inner:
+            model(**batch)
+        assert model.config._attn_implementation == "finwidget_record_sdpa"    # outer still open
+        model(**batch)
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(inner.attention(1, batch=0), outer.attention(1, batch=0), rtol=0, atol=0)
+    torch.testing.assert_close(outer.attention(1, batch=0), reference[1][0], rtol=0, atol=TOLERANCE)
+    assert_model_clean(model, batch, before)
+
+
+def test_output_attentions_method_matches_and_says_what_it_costs(model, batch, capture):
+    before = logits(model, batch)
+    hooks = hook_count(model)
+    with pytest.warns(UserWarning, match=r"keeps layers x heads x T x T float32 weights.*MiB at 2048 tokens"):
+        with torch.no_grad(), capture_attention(model, method="output_attentions") as cap:
+            model(**batch)
+    assert cap.method == "output_attentions"
+    assert cap.nbytes == 3 * 3 * 4 * 24 * 24 * 4                          # L x B x H x T x T float32
+    for layer in range(3):
+        for row in range(3):
+            torch.testing.assert_close(cap.attention(layer, batch=row), capture.attention(layer, batch=row),
+                                       rtol=0, atol=TOLERANCE)
+    same(cap.attention_weights["layer_2"][1, 3], capture.attention(2, head=3, batch=1))
+    assert_model_clean(model, batch, before, hooks_before=hooks)
+
+
+class Qwen2WithoutRegistry(type(peaky_qwen2(layers=1))):
+    """Stands in for a model whose attention bypasses transformers' registry."""
+
+    @classmethod
+    def _can_set_attn_implementation(cls):
+        return False
+
+
+def test_models_outside_the_registry_fall_back_with_a_warning(batch):
+    source = peaky_qwen2(seed=2)
+    model = Qwen2WithoutRegistry(source.config).eval()
+    model.load_state_dict(source.state_dict())
+    model.config._attn_implementation_internal = "eager"      # such models compute weights themselves
+    reference = eager_attentions(source, batch)
+    with pytest.warns(UserWarning, match="says it cannot switch its attention implementation"):
+        with torch.no_grad(), capture_attention(model) as cap:
+            model(**batch)
+    assert cap.method == "output_attentions"
+    assert max_error_on_real_rows(cap, reference, batch["attention_mask"]) < TOLERANCE
+    assert model.config._attn_implementation == "eager" and not model.config.output_attentions
