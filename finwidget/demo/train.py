@@ -1,0 +1,256 @@
+"""Train the demo model: a small Qwen2 that learned the planted earnings rule.
+
+    python -m finwidget.demo.train                      # the shipped model, into finwidget/demo/model/
+    python -m finwidget.demo.train --steps 50 --out /tmp/try --hidden 64
+
+The model is transformers' own ``Qwen2ForCausalLM`` (grouped-query attention with
+more query heads than key/value heads, rotary position embeddings, RMSNorm), built
+from a config, never downloaded. Each step draws a fresh batch of statements
+(``make_statements(batch_size, seed=training_seed(seed, step))``), builds the prompts
+with ``EarningsTask`` and trains with cross-entropy on the answer token only.
+
+Training is deterministic from ``--seed``: the same command on the same machine
+gives bit-identical weights (torch's thread count is fixed with ``--threads``).
+
+Seeds: training batches use seeds ``1_000_000 * (seed + 1) + step``, the validation
+set ``VALIDATION_SEED``, the tokenizer's corpus ``9_000_001``. The model card's
+held-out accuracy uses seed 12345, none of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+VALIDATION_SEED = 777
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+@dataclass
+class TrainConfig:
+    """Model shape and optimisation settings (defaults: the shipped demo model)."""
+
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 4
+    kv_heads: int = 2
+    ffn: int = 512
+    max_positions: int = 2048
+    steps: int = 700
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    validate_every: int = 50
+    validation_size: int = 256
+    stop_at_accuracy: float | None = 1.0  # stop once validation reaches this twice in a row
+    min_steps: int = 300
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the model, its tokenizer and the training record."""
+
+    model: object
+    tokenizer: object
+    losses: list[float] = field(default_factory=list)  # answer-token loss per step
+    validation: list[dict] = field(default_factory=list)  # {"step", "accuracy", "loss"}
+    seconds: float = 0.0
+    steps_run: int = 0
+
+
+def training_seed(seed: int, step: int) -> int:
+    """Seed of the statements in training step ``step``."""
+    return 1_000_000 * (seed + 1) + step
+
+
+def build_model(config: TrainConfig, tokenizer):
+    """A freshly initialised ``Qwen2ForCausalLM`` of the given shape (float32)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    if config.hidden % config.heads or config.heads % config.kv_heads:
+        raise ValueError(
+            f"hidden ({config.hidden}) must be divisible by heads ({config.heads}) and heads by "
+            f"kv_heads ({config.kv_heads})"
+        )
+    model_config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden,
+        intermediate_size=config.ffn,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.kv_heads,
+        max_position_embeddings=config.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    )
+    torch.manual_seed(config.seed)
+    return Qwen2ForCausalLM(model_config).float()
+
+
+def _learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batch(task, statements):
+    batch = task.encode([s.text for s in statements])
+    inc, dec = task.answer_token_ids
+    targets = torch.tensor([inc if s.label == "increase" else dec for s in statements], dtype=torch.long)
+    return batch, targets
+
+
+def _answer_loss(model, batch, targets):
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
+    logits = out.logits[:, -1, :].float()
+    return torch.nn.functional.cross_entropy(logits, targets), logits
+
+
+def validate(model, task, statements, batch_size: int = 64) -> dict:
+    """Accuracy (predicted label from the two answer logits) and answer-token loss."""
+    from finwidget.task import eval_mode
+
+    correct, loss_sum = 0, 0.0
+    with torch.inference_mode(), eval_mode(model):
+        for i in range(0, len(statements), batch_size):
+            chunk = statements[i:i + batch_size]
+            batch, targets = _batch(task, chunk)
+            loss, logits = _answer_loss(model, batch, targets)
+            diff = task.logit_diff(logits)
+            predicted_increase = diff > 0
+            correct += int((predicted_increase == (targets == task.answer_token_ids[0])).sum())
+            loss_sum += float(loss) * len(chunk)
+    return {"accuracy": correct / len(statements), "loss": loss_sum / len(statements)}
+
+
+def _print_now(message: str) -> None:
+    print(message, flush=True)
+
+
+def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
+    """Train a demo model with ``config``; returns the model (in eval mode) and its record."""
+    from transformers import AutoTokenizer
+
+    from finwidget.demo import MODEL_DIR
+    from finwidget.demo.statements import make_statements
+    from finwidget.task import EarningsTask
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
+        task = EarningsTask(tokenizer)
+        model = build_model(config, tokenizer)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
+                                      weight_decay=config.weight_decay)
+        validation_set = make_statements(config.validation_size, VALIDATION_SEED)
+        result = TrainResult(model=model, tokenizer=tokenizer)
+        started = time.perf_counter()
+        perfect_in_a_row = 0
+        model.train()
+        for step in range(config.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step)
+            batch, targets = _batch(task, make_statements(config.batch_size, training_seed(config.seed, step)))
+            loss, _ = _answer_loss(model, batch, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            result.losses.append(float(loss.detach()))
+            result.steps_run = step + 1
+
+            last = step + 1 == config.steps
+            if config.validate_every and ((step + 1) % config.validate_every == 0 or last):
+                record = {"step": step + 1, **validate(model, task, validation_set)}
+                result.validation.append(record)
+                model.train()
+                elapsed = time.perf_counter() - started
+                log(f"step {step + 1:5d}  train loss {sum(result.losses[-config.validate_every:]) / len(result.losses[-config.validate_every:]):.4f}  "
+                    f"val loss {record['loss']:.4f}  val acc {record['accuracy']:.4f}  {elapsed:6.1f} s")
+                if config.stop_at_accuracy is not None and record["accuracy"] >= config.stop_at_accuracy:
+                    perfect_in_a_row += 1
+                else:
+                    perfect_in_a_row = 0
+                if perfect_in_a_row >= 2 and step + 1 >= config.min_steps:
+                    log(f"validation accuracy reached {config.stop_at_accuracy} twice in a row: stopping")
+                    break
+        result.seconds = time.perf_counter() - started
+        model.eval()
+        return result
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
+    """Write ``model.safetensors``, ``config.json``, ``generation_config.json``, the
+    tokenizer files and ``training_log.json`` into ``out``."""
+    from finwidget.demo import MODEL_DIR
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(out, safe_serialization=True)
+    if out.resolve() != Path(MODEL_DIR).resolve():
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(Path(MODEL_DIR) / name, out / name)
+    record = {
+        "config": asdict(config),
+        "steps_run": result.steps_run,
+        "seconds": round(result.seconds, 1),
+        "final_train_loss": sum(result.losses[-20:]) / max(1, len(result.losses[-20:])),
+        "validation": result.validation,
+        "torch": torch.__version__,
+    }
+    (out / "training_log.json").write_text(json.dumps(record, indent=1) + "\n")
+    return out
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, Path]:
+    from finwidget.demo import MODEL_DIR
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description="Train the finwidget demo model (a small Qwen2) on synthetic statements.")
+    parser.add_argument("--out", default=str(MODEL_DIR), help="output folder (default: the shipped model folder)")
+    for name, value in asdict(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        if name == "stop_at_accuracy":
+            parser.add_argument(flag, type=float, default=value,
+                                help="stop when validation accuracy reaches this twice in a row (negative: never)")
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    out = Path(args.pop("out"))
+    if args["stop_at_accuracy"] is not None and args["stop_at_accuracy"] < 0:
+        args["stop_at_accuracy"] = None
+    return TrainConfig(**args), out
+
+
+def main(argv=None) -> None:
+    config, out = parse_args(argv)
+    _print_now(f"training the demo model: {asdict(config)}")
+    result = train(config)
+    save(result, config, out)
+    final = result.validation[-1] if result.validation else {}
+    print(f"saved to {out} after {result.steps_run} steps in {result.seconds:.0f} s; "
+          f"validation accuracy {final.get('accuracy')}")
+
+
+if __name__ == "__main__":
+    main()
