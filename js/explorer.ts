@@ -78,7 +78,7 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     }
   };
   const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
-    store.on(t, () => queueMicrotask(update)),
+    store.on(t, update),
   );
   update();
   store.schedule();

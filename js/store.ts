@@ -117,8 +117,9 @@ export class ExplorerStore {
   flow: FlowData | null = null;
   /** Ablation set sent to the kernel and not yet answered (shown optimistically). */
   pendingAblations: Ablation[] | null = null;
-  /** Prediction from the newest ablation reply (until the traits catch up). */
+  /** Prediction and ablation set from the newest ablation reply (until Python changes the traits). */
   replyPrediction: PredictionState | null = null;
+  replyAblations: Ablation[] | null = null;
   progress: { done: number; total: number; message: string } | null = null;
   /** Error message of the last failed request per lane, for the status line. */
   errors = new Map<string, string>();
@@ -162,7 +163,11 @@ export class ExplorerStore {
     ];
     for (const [trait, topic] of traitTopics) {
       const cb = () => {
-        if (trait === "prediction" && this.pendingAblations === null) this.replyPrediction = null;
+        if ((trait === "prediction" || trait === "ablations") && this.pendingAblations === null) {
+          // Python changed them itself (not in answer to the UI): the traits are the truth again.
+          this.replyPrediction = null;
+          this.replyAblations = null;
+        }
         if (trait === "sweep_done") this.requestedKeys.delete("grid");
         this.emit(topic);
         this.schedule();
@@ -202,7 +207,7 @@ export class ExplorerStore {
 
   /** The ablation set the UI shows: the pending one while a request is in flight. */
   get ablations(): Ablation[] {
-    return this.pendingAblations ?? this.model.get("ablations") ?? [];
+    return this.pendingAblations ?? this.replyAblations ?? this.model.get("ablations") ?? [];
   }
 
   get prediction(): PredictionState {
@@ -306,6 +311,7 @@ export class ExplorerStore {
     }
     this.errors.delete("ablation");
     this.replyPrediction = outcome.reply.prediction as PredictionState;
+    this.replyAblations = (outcome.reply.ablations as Ablation[] | undefined) ?? next;
     this.emit("ablations");
     this.emit("prediction");
   }

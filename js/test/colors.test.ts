@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import { ColorScale, diverging, formatValue, sequential, textColorOn, type RGB } from "../colors";
+
+const lum = (c: RGB) => 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+
+describe("colour scales", () => {
+  it("sequential runs from white at 0 to dark at 1, getting darker all the way", () => {
+    expect(sequential(0)).toEqual([255, 255, 255]);
+    let prev = Infinity;
+    for (let t = 0; t <= 1.0001; t += 0.05) {
+      const l = lum(sequential(t));
+      expect(l).toBeLessThan(prev);
+      prev = l;
+    }
+    expect(sequential(2)).toEqual(sequential(1));
+    expect(sequential(NaN)).toEqual(sequential(0));
+  });
+
+  it("diverging is neutral at 0, red for positive, blue for negative, symmetric in lightness", () => {
+    expect(diverging(0)).toEqual([247, 247, 247]);
+    const pos = diverging(1);
+    const neg = diverging(-1);
+    expect(pos[0]).toBeGreaterThan(pos[2]);
+    expect(neg[2]).toBeGreaterThan(neg[0]);
+    expect(Math.abs(lum(diverging(0.5)) - lum(diverging(-0.5)))).toBeLessThan(40);
+  });
+
+  it("ColorScale scales to the data's max, or |max| for signed data", () => {
+    const s = new ColorScale([0.1, 0.4, 0.2], false);
+    expect(s.max).toBeCloseTo(0.4);
+    expect(s.position(0.2)).toBeCloseTo(0.5);
+    expect(s.position(1)).toBe(1);
+    const d = new ColorScale([-3, 1, 2], true);
+    expect(d.max).toBe(3);
+    expect(d.position(-1.5)).toBeCloseTo(-0.5);
+    expect(d.rgb(0)).toEqual([247, 247, 247]);
+    // All zeros / empty: no division by zero.
+    expect(new ColorScale([0, 0], false).position(0)).toBe(0);
+    expect(new ColorScale([], true).max).toBe(1);
+  });
+
+  it("byteTable gives the colour of offset + byte * scale for every byte", () => {
+    const s = new ColorScale([], false, 1);
+    const lut = s.byteTable(1 / 255, 0);
+    expect(Array.from(lut.slice(0, 4))).toEqual([...sequential(0), 255]);
+    expect(Array.from(lut.slice(255 * 4, 256 * 4))).toEqual([...sequential(1), 255]);
+    const mid = s.rgb(128 / 255);
+    expect(Array.from(lut.slice(128 * 4, 128 * 4 + 3))).toEqual(mid);
+  });
+
+  it("picks readable text colours and formats numbers compactly", () => {
+    expect(textColorOn([255, 255, 255])).toBe("#111");
+    expect(textColorOn([8, 29, 88])).toBe("#fff");
+    expect(formatValue(0.12345)).toBe("0.123");
+    expect(formatValue(-12.34)).toBe("-12.3");
+    expect(formatValue(1234.5)).toBe("1235");
+    expect(formatValue(0.00001)).toBe("1.00e-5");
+    expect(formatValue(null)).toBe("–");
+  });
+});

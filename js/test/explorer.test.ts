@@ -1,0 +1,185 @@
+// @vitest-environment jsdom
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { mountExplorer } from "../explorer";
+import { ExplorerStore, requestsForState } from "../store";
+import { answer, answerAll, FakeModel, makeTraits } from "./fake_kernel";
+
+beforeAll(() => {
+  // jsdom has no canvas: a 2D context that records what is drawn is enough here.
+  const ctx = {
+    createImageData: (w: number, h: number) => ({ width: w, height: h, data: new Uint8ClampedArray(w * h * 4) }),
+    putImageData: () => undefined,
+    fillRect: () => undefined,
+    strokeRect: () => undefined,
+    fillText: () => undefined,
+    measureText: (s: string) => ({ width: s.length * 7 }),
+    beginPath: () => undefined,
+    moveTo: () => undefined,
+    lineTo: () => undefined,
+    stroke: () => undefined,
+  };
+  HTMLCanvasElement.prototype.getContext = (() => ctx) as unknown as HTMLCanvasElement["getContext"];
+  HTMLCanvasElement.prototype.toDataURL = () => "data:image/png;base64,AAAA";
+});
+
+let cleanup: (() => void) | null = null;
+afterEach(() => {
+  cleanup?.();
+  cleanup = null;
+  document.body.replaceChildren();
+});
+
+async function mount(overrides = {}) {
+  const model = new FakeModel(makeTraits(overrides));
+  const store = new ExplorerStore(model.asModel());
+  const host = document.createElement("div");
+  document.body.append(host);
+  const unmount = mountExplorer(store, host);
+  cleanup = () => {
+    unmount();
+    store.destroy();
+  };
+  await new Promise((r) => setTimeout(r, 0));
+  return { model, store, host, root: host.querySelector(".fw-explorer") as HTMLElement };
+}
+
+const q = (root: ParentNode, sel: string) => root.querySelector(sel) as HTMLElement;
+
+describe("the explorer in a DOM", () => {
+  it("asks for what its views need, then marks itself ready (DOM contract)", async () => {
+    const { model, root } = await mount();
+    expect(root.getAttribute("data-finwidget-ready")).toBe("0");
+    expect(root.getAttribute("data-finwidget-busy")).toBe("1");
+    expect(model.sent.map((s) => s.msg.kind).sort()).toEqual(["flow", "grid", "head_matrix", "token_values"]);
+    await answerAll(model);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(root.getAttribute("data-finwidget-ready")).toBe("1");
+    expect(root.getAttribute("data-finwidget-busy")).toBe("0");
+    expect(root.querySelectorAll('[data-testid="head-cell"]').length).toBe(12);
+    const canvas = q(root, 'canvas[data-testid="attention-matrix"]');
+    expect(canvas.getAttribute("data-layer")).toBe("0");
+    expect(Number(canvas.getAttribute("data-draw-count"))).toBeGreaterThan(0);
+    expect(q(root, '[data-testid="layer-flow"]')).toBeTruthy();
+    const ld = q(root, '[data-testid="logit-diff"]');
+    expect(ld.getAttribute("data-value")).toBe("1.25");
+    expect(ld.getAttribute("data-clean-value")).toBe("1.25");
+    expect(q(root, '[data-testid="p-increase"]').textContent).toContain("0.777");
+    for (const id of ["ablate-mode", "reset", "sweep", "export-png", "ablated-list", "status"]) {
+      expect(q(root, `[data-testid="${id}"]`)).toBeTruthy();
+    }
+  });
+
+  it("shows statement text only as text: HTML in a filing never becomes elements", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    expect(document.querySelectorAll("img").length).toBe(0);
+    expect(document.querySelectorAll("script").length).toBe(0);
+    const texts = Array.from(root.querySelectorAll('[data-testid="span"]')).map((e) => e.textContent);
+    expect(texts).toContain("onerror=alert(1)>");
+    expect(texts).toContain("</script><script>alert(2)</script>");
+    const numbers = root.querySelectorAll('[data-testid="span"][data-kind="number"]');
+    expect(Array.from(numbers).map((e) => e.textContent)).toContain("18,926");
+  });
+
+  it("clicking a span selects it for every view, and the views ask for the new selection", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    const span = q(root, '[data-testid="span"][data-span-index="4"]');
+    span.dispatchEvent(new MouseEvent("mousedown", { bubbles: true, button: 0 }));
+    span.dispatchEvent(new MouseEvent("mouseup", { bubbles: true, button: 0 }));
+    expect(model.traits.selection).toEqual({ start: 4, end: 5 });
+    expect(span.getAttribute("data-selected")).toBe("1");
+    await new Promise((r) => setTimeout(r, 0));
+    const kinds = model.sent.map((s) => s.msg);
+    expect(kinds.find((m) => m.kind === "grid")?.selection).toEqual([4, 5]);
+    expect(kinds.find((m) => m.kind === "flow")?.selection).toEqual([4, 5]);
+    expect(kinds.find((m) => m.kind === "token_values")?.selection).toEqual([4, 5]);
+    // The focused head did not change: its matrix is not asked for again.
+    expect(kinds.find((m) => m.kind === "head_matrix")).toBeUndefined();
+  });
+
+  it("click focuses a head; shift-click ablates with a pending state, then shows the kernel's numbers", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    const cell = q(root, '[data-testid="head-cell"][data-layer="2"][data-head="3"]');
+    cell.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    expect(model.traits.focus).toEqual({ layer: 2, head: 3 });
+    expect(cell.getAttribute("data-focused")).toBe("1");
+    await answerAll(model);
+    expect(q(root, 'canvas[data-testid="attention-matrix"]').getAttribute("data-head")).toBe("3");
+
+    cell.dispatchEvent(new MouseEvent("click", { bubbles: true, shiftKey: true }));
+    expect(cell.getAttribute("data-ablated")).toBe("1");
+    expect(root.getAttribute("data-finwidget-busy")).toBe("1");
+    const req = model.sent.find((s) => s.msg.kind === "set_ablations")!.msg;
+    expect(req.ablations).toEqual([{ layer: 2, head: 3, mode: "zero" }]);
+    await answerAll(model);
+    const ld = q(root, '[data-testid="logit-diff"]');
+    expect(ld.getAttribute("data-value")).toBe("-0.5");
+    expect(ld.getAttribute("data-clean-value")).toBe("1.25");
+    expect(q(root, '[data-testid="ablated-list"]').textContent).toContain("L2 H3 (zero)");
+    expect(q(root, '[data-testid="flipped"]').style.display).toBe("");
+    expect(root.getAttribute("data-finwidget-busy")).toBe("0");
+  });
+
+  it("the ablate-mode toggle turns plain clicks into ablations", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    const toggle = q(root, '[data-testid="ablate-mode"]');
+    toggle.click();
+    expect(toggle.getAttribute("aria-pressed")).toBe("true");
+    q(root, '[data-testid="head-cell"][data-layer="1"][data-head="0"]').dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    expect(model.sent.some((s) => s.msg.kind === "set_ablations")).toBe(true);
+    expect(model.traits.focus).toEqual({ layer: 0, head: 0 });
+  });
+
+  it("never shows a stale ablation reply: only the newest request's prediction appears", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    const cellA = q(root, '[data-testid="head-cell"][data-layer="0"][data-head="1"]');
+    const cellB = q(root, '[data-testid="head-cell"][data-layer="1"][data-head="1"]');
+    cellA.dispatchEvent(new MouseEvent("click", { bubbles: true, shiftKey: true }));
+    cellB.dispatchEvent(new MouseEvent("click", { bubbles: true, shiftKey: true }));
+    const [first, second] = model.sent.filter((s) => s.msg.kind === "set_ablations").map((s) => s.msg);
+    expect((second.ablations as unknown[]).length).toBe(2);
+    // The newer reply arrives first, then the old one.
+    const [r2, b2] = answer(model, second);
+    (r2.prediction as { ablated: { logit_diff: number } }).ablated.logit_diff = -2;
+    model.reply(r2, b2);
+    await new Promise((r) => setTimeout(r, 0));
+    const [r1, b1] = answer(model, first);
+    (r1.prediction as { ablated: { logit_diff: number } }).ablated.logit_diff = 7;
+    model.reply(r1, b1);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(q(root, '[data-testid="logit-diff"]').getAttribute("data-value")).toBe("-2");
+    expect(cellA.getAttribute("data-ablated")).toBe("1");
+    expect(cellB.getAttribute("data-ablated")).toBe("1");
+  });
+
+  it("an error reply reaches the status line", async () => {
+    const { model, root } = await mount();
+    const grid = model.sent.find((s) => s.msg.kind === "grid")!.msg;
+    model.reply({ kind: "reply", id: grid.id, request: "grid", ok: false, error: "bad request: measure" });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(q(root, '[data-testid="status"]').textContent).toBe("bad request: measure");
+  });
+
+  it("a layer range from Python hides the grid's other layers", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    model.kernelSets("layer_range", [1, 2]);
+    const row0 = q(root, '.fw-grid-row[data-layer="0"]');
+    const row1 = q(root, '.fw-grid-row[data-layer="1"]');
+    expect(row0.style.display).toBe("none");
+    expect(row1.style.display).toBe("");
+  });
+});
+
+describe("requestsForState", () => {
+  it("asks only for what the shown views need, with the selection only where it matters", () => {
+    const t = makeTraits({ views: ["grid"], grid_measure: "financial_focus", selection: { start: 1, end: 3 } });
+    expect(requestsForState(t)).toEqual([{ lane: "grid", kind: "grid", params: { measure: "financial_focus" } }]);
+    const t2 = makeTraits({ views: ["statement"], settings: { ...makeTraits().settings, statement_heads: "range" } });
+    expect(requestsForState(t2)[0].params).toEqual({ scope: "range", selection: [], direction: "from", layer_range: [0, 2] });
+  });
+});
