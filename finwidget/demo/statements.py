@@ -45,7 +45,7 @@ RULE = (
 SECTIONS: dict[str, tuple[str, ...]] = {
     "Income statement": ("Revenue", "Cost of revenue", "Gross profit", "Operating income", NET_INCOME),
     "Balance sheet": ("Total assets", "Total liabilities", "Shareholders' equity"),
-    "Cash flow statement": (OPERATING_CASH_FLOW, "Capital expenditures"),
+    "Cash flow statement": (OPERATING_CASH_FLOW,),
 }
 LINE_ITEMS: tuple[str, ...] = tuple(item for items in SECTIONS.values() for item in items)
 
@@ -145,7 +145,7 @@ def _draw_numbers(rng: random.Random, rule_signs: tuple[int, int]) -> dict[str, 
     does the balance sheet (assets = liabilities + equity). Net income and operating
     cash flow are drawn on their own so that their signs can be set.
     """
-    scale = 10 ** rng.uniform(3.5, 6.3)  # revenue of the prior year, in thousands
+    scale = 10 ** rng.uniform(2.7, 4.8)  # revenue of the prior year, in thousands (0.5 to 63 million USD)
     revenue_prev = round(scale)
     revenue_cur = revenue_prev + _nonzero_step(rng, revenue_prev, rng.choice((-1, 1)), 0.01, 0.3)
     cost_prev = round(revenue_prev * rng.uniform(0.35, 0.8))
@@ -167,8 +167,6 @@ def _draw_numbers(rng: random.Random, rule_signs: tuple[int, int]) -> dict[str, 
     assets_cur = assets_prev + _nonzero_step(rng, assets_prev, rng.choice((-1, 1)), 0.01, 0.25)
     liabilities_prev = round(assets_prev * rng.uniform(0.3, 0.8))
     liabilities_cur = round(assets_cur * min(0.95, liabilities_prev / assets_prev * rng.uniform(0.9, 1.1)))
-    capex_prev = round(revenue_prev * rng.uniform(0.02, 0.12))
-    capex_cur = capex_prev + _nonzero_step(rng, capex_prev, rng.choice((-1, 1)), 0.01, 0.5)
 
     return {
         "Revenue": _pair(revenue_prev, revenue_cur),
@@ -180,7 +178,6 @@ def _draw_numbers(rng: random.Random, rule_signs: tuple[int, int]) -> dict[str, 
         "Total liabilities": _pair(liabilities_prev, liabilities_cur),
         "Shareholders' equity": _pair(assets_prev - liabilities_prev, assets_cur - liabilities_cur),
         OPERATING_CASH_FLOW: _pair(ocf_prev, ocf_cur),
-        "Capital expenditures": _pair(capex_prev, capex_cur),
     }
 
 
