@@ -1,0 +1,42 @@
+"""The guide's import path: ``from finwidget.interpretability_tools import ...``.
+
+The user guide imports these names from ``src.interpretability_tools``; here they are
+``finwidget.interpretability_tools`` (or the ``finwidget`` top level):
+
+- ``AttentionHook``: context manager recording attention (``hook.attention_weights``);
+- ``FinancialAttentionAnalyzer``, ``quick_attention_analysis``: reading it as a statement;
+- ``AttentionInterventions``: head ablation/amplification, from ``finwidget.interventions``.
+
+Names load on first use, so importing this module does not pull in torch or the
+interventions package until they are needed.
+"""
+
+from importlib import import_module
+
+_SOURCES = {
+    "AttentionHook": "finwidget.capture",
+    "capture_attention": "finwidget.capture",
+    "FinancialAttentionAnalyzer": "finwidget.analysis.analyzer",
+    "quick_attention_analysis": "finwidget.analysis.analyzer",
+    "trace_attention_flow": "finwidget.analysis.flow",
+    "head_specialization": "finwidget.analysis.specialization",
+    "AttentionInterventions": "finwidget.interventions",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    module = _SOURCES.get(name)
+    if module is None:
+        hint = ""
+        if name == "ComparativeAnalyzer":
+            hint = " (ComparativeAnalyzer from the guide is not implemented yet)"
+        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}{hint}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
