@@ -1,0 +1,333 @@
+"""The explorer widget without a browser: its message handler, traits and saved state,
+on a small random Qwen2 (grouped-query attention) and the demo tokenizer."""
+
+import base64
+import json
+import math
+import re
+
+import ipywidgets
+import numpy as np
+import pytest
+import torch
+import traitlets
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from finwidget.demo import MODEL_DIR, make_statements
+from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.task import EarningsTask
+from finwidget.widgets import AttentionExplorer, HeadGrid, heatmap_view
+from finwidget.widgets.protocol import decode_array, request_key
+
+PAYLOADS = '<script>alert("x")</script> <img src=x onerror=alert(1)> </script> <svg onload=alert(2)> <!-- \u2028'
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(MODEL_DIR)
+
+
+def make_model(tokenizer, layers=3, heads=4, kv_heads=2, attn="sdpa", seed=0, context=2048):
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context,
+        attn_implementation=attn,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    # Sharper attention than random init gives, so wrong rows or heads cannot hide in uniform patterns.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return make_model(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def statement():
+    return make_statements(1, seed=3)[0].text
+
+
+@pytest.fixture(scope="module")
+def explorer(model, tokenizer, statement):
+    return AttentionExplorer(model, tokenizer, statement)
+
+
+def ask(explorer, **message):
+    reply, buffers = explorer.handle_request({"id": 1, **message})
+    return reply, buffers
+
+
+def number_span(explorer):
+    return next(s for s in explorer.session.layout.spans if s.kind == "number" and s.in_statement)
+
+
+# ---------------------------------------------------------------------------- messages
+def test_head_matrix_reply_is_the_heads_attention_as_eager_attention_computes_it(explorer, model, tokenizer):
+    reply, buffers = ask(explorer, kind="head_matrix", layer=2, head=3)
+    assert reply["ok"] and reply["id"] == 1 and (reply["layer"], reply["head"]) == (2, 3)
+    spec = reply["arrays"]["matrix"]
+    T = explorer.session.seq_len
+    assert spec["tril"] and spec["shape"] == [T, T] and spec["encoding"] == "u8"
+    assert len(buffers[0]) == T * (T + 1) // 2          # lower triangle, one byte a cell
+    shown = decode_array(spec, buffers)
+    # Independent reference: the same weights run with eager attention and output_attentions.
+    eager = make_model(tokenizer, attn="eager")
+    eager.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = eager(**explorer.session.batch, output_attentions=True)
+    expected = out.attentions[2][0, 3].numpy()
+    assert np.abs(shown - expected).max() <= spec["scale"] / 2 + 1e-5
+    assert expected.max() > 0.5        # peaky enough for the comparison to mean something
+
+
+def test_head_matrix_in_float16(explorer):
+    reply, buffers = ask(explorer, kind="head_matrix", layer=0, head=1, encoding="f16")
+    T = explorer.session.seq_len
+    assert len(buffers[0]) == T * (T + 1)
+    exact = explorer.session.capture.head_matrix(0, 1).numpy()
+    assert np.abs(decode_array(reply["arrays"]["matrix"], buffers) - exact).max() < 1e-3
+
+
+def test_token_values_from_a_selection_are_its_mean_attention_row(explorer):
+    span = number_span(explorer)
+    selection = [span.index, span.index + 1]
+    reply, buffers = ask(explorer, kind="token_values", scope="focus", layer=1, head=2, selection=selection,
+                         direction="from")
+    assert reply["ok"] and reply["reduce"] == "sum"
+    values = decode_array(reply["arrays"]["values"], buffers)
+    matrix = explorer.session.capture.head_matrix(1, 2).numpy()
+    expected = matrix[span.token_start:span.token_end].mean(axis=0)
+    assert np.allclose(values, expected, atol=1e-3)
+
+
+def test_token_values_to_a_selection_over_a_layer_range(explorer):
+    span = number_span(explorer)
+    tokens = list(range(span.token_start, span.token_end))
+    reply, buffers = ask(explorer, kind="token_values", scope="range", layer_range=[1, 2],
+                         selection=[span.index, span.index + 1], direction="to")
+    assert reply["reduce"] == "mean"
+    values = decode_array(reply["arrays"]["values"], buffers)
+    cap, H = explorer.session.capture, explorer.session.num_heads
+    expected = np.mean([cap.head_matrix(layer, h).numpy()[:, tokens].sum(axis=1)
+                        for layer in (1, 2) for h in range(H)], axis=0)
+    assert np.allclose(values, expected, atol=2e-3)
+
+
+def test_grid_attention_to_selection_is_the_answer_rows_mass_on_it(explorer):
+    span = number_span(explorer)
+    reply, buffers = ask(explorer, kind="grid", measure="attention_to_selection", selection=[span.index, span.index + 1])
+    grid = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    s = explorer.session
+    for layer, head in [(0, 0), (2, 3)]:
+        row = s.capture.head_matrix(layer, head).numpy()[-1]
+        assert math.isclose(grid[layer, head], row[span.token_start:span.token_end].sum(), abs_tol=2e-3)
+
+
+def test_grid_entropy_and_financial_focus(explorer):
+    reply, buffers = ask(explorer, kind="grid", measure="entropy", selection=[])
+    entropy = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    row = explorer.session.capture.head_matrix(1, 1).numpy()[-1]
+    nz = row[row > 0]
+    assert math.isclose(entropy[1, 1], float(-(nz * np.log(nz)).sum()), rel_tol=2e-3)
+    reply, buffers = ask(explorer, kind="grid", measure="financial_focus")
+    focus = decode_array(reply["arrays"]["values"], buffers)
+    assert np.all((focus >= 0) & (focus <= 1.001))
+
+
+def test_flow_reply_has_one_row_per_layer(explorer):
+    span = number_span(explorer)
+    reply, buffers = ask(explorer, kind="flow", selection=[span.index, span.index + 1], direction="from")
+    spread = decode_array(reply["arrays"]["spread"], buffers)
+    S = explorer.session.layout.num_spans
+    assert spread.shape == (3, S)
+    # A selection can only attend to itself and what came before it (causal).
+    assert np.all(spread[:, span.index + 1:] == 0)
+    assert np.allclose(spread.sum(axis=1), 1.0, atol=0.05)   # rows sum to ~1 over the spans
+    assert len(reply["selection_mass"]) == 3 and len(reply["logit_lens"]) == 3
+
+
+def test_set_ablations_answers_with_the_python_apis_number(explorer, model, statement, tokenizer):
+    ablations = [{"layer": 1, "head": 2, "mode": "zero"}, {"layer": 2, "head": 0, "mode": "scale", "value": 3.0}]
+    reply, _ = ask(explorer, kind="set_ablations", ablations=ablations)
+    assert reply["ok"]
+    shown = reply["prediction"]["ablated"]["logit_diff"]
+    # Python API: apply the same interventions and run the whole model.
+    task = EarningsTask(tokenizer)
+    batch = task.encode(statement)
+    interventions = InterventionSet([HeadIntervention(1, 2, "zero"), HeadIntervention(2, 0, "scale", value=3.0)])
+    with interventions.applied(model):
+        full = float(task.logit_diff(task.answer_logits(model, batch))[0])
+    assert math.isclose(shown, full, rel_tol=1e-4, abs_tol=1e-5)
+    assert shown != reply["prediction"]["clean"]["logit_diff"]
+    # The traits follow (saved with the notebook, seen by Python code).
+    assert explorer.ablations == ablations
+    assert explorer.prediction["ablated"]["logit_diff"] == shown
+    assert explorer.prediction["flipped"] == (
+        (shown > 0) != (explorer.prediction["clean"]["logit_diff"] > 0))
+    reply, _ = ask(explorer, kind="set_ablations", ablations=[])
+    assert reply["prediction"]["ablated"] is None and explorer.ablations == []
+
+
+def test_mean_ablation_uses_the_statement_as_reference(explorer, model, statement, tokenizer):
+    reply, _ = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "mean"}])
+    task = EarningsTask(tokenizer)
+    batch = task.encode(statement)
+    with InterventionSet([HeadIntervention(0, 1, "mean")]).applied(model, reference=batch):
+        full = float(task.logit_diff(task.answer_logits(model, batch))[0])
+    assert math.isclose(reply["prediction"]["ablated"]["logit_diff"], full, rel_tol=1e-4, abs_tol=1e-5)
+    explorer.reset()
+
+
+def test_malformed_messages_get_error_replies_and_the_widget_keeps_working(explorer):
+    for bad in ["not a dict", {"id": 3}, {"id": 4, "kind": "head_matrix", "layer": 99, "head": 0},
+                {"id": 5, "kind": "set_ablations", "ablations": [{"layer": 0, "head": 0, "mode": "rm -rf"}]},
+                {"id": 6, "kind": "grid", "measure": "entropy", "selection": [0, 10**9]}]:
+        reply, buffers = explorer.handle_request(bad)
+        assert reply["ok"] is False and reply["kind"] == "reply" and buffers == []
+        assert reply["error"].startswith("bad request:")
+        if isinstance(bad, dict) and "id" in bad:
+            assert reply["id"] == bad["id"]
+    assert explorer.ablations == []
+    reply, _ = ask(explorer, kind="head_matrix", layer=0, head=0)
+    assert reply["ok"]
+
+
+def test_a_failure_inside_becomes_an_error_reply(explorer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(explorer.session, "head_matrix", broken)
+    reply, _ = ask(explorer, kind="head_matrix", layer=0, head=0)
+    assert reply["ok"] is False and "out of memory" in reply["error"]
+
+
+def test_ablation_effect_before_a_sweep_says_what_to_do(model, tokenizer, statement):
+    fresh = AttentionExplorer(model, tokenizer, statement, views=["grid"])
+    reply, _ = ask(fresh, kind="grid", measure="ablation_effect")
+    assert reply["ok"] is False and "Sweep" in reply["error"]
+
+
+def test_sweep_sends_progress_and_colours_the_grid_by_each_heads_effect(explorer):
+    progress = []
+    reply, buffers = explorer.handle_request({"id": 9, "kind": "sweep", "mode": "zero"},
+                                             send_progress=lambda d, t, m="": progress.append((d, t)))
+    assert reply["ok"] and reply["measure"] == "ablation_effect"
+    assert progress[-1] == (12, 12) and len(progress) >= 2
+    effect = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    for layer, head in [(0, 2), (2, 1)]:
+        one = explorer.session.prediction([{"layer": layer, "head": head, "mode": "zero"}])
+        change = one["ablated"]["logit_diff"] - one["clean"]["logit_diff"]
+        assert math.isclose(effect[layer, head], change, abs_tol=2e-3 * max(1, abs(change)))
+    assert explorer.grid_measure == "ablation_effect" and explorer.sweep_done
+
+
+def test_png_from_the_frontend_is_kept(explorer):
+    png = b"\x89PNG\r\n\x1a\nfake"
+    reply, _ = ask(explorer, kind="png", view="matrix", data_url="data:image/png;base64," + base64.b64encode(png).decode())
+    assert reply["ok"] and explorer.last_png == png and explorer.last_png_view == "matrix"
+
+
+# ---------------------------------------------------------------------------- traits
+def test_traits_round_trip_through_the_frontends_state_messages(explorer):
+    explorer.set_state({"focus": {"layer": 2, "head": 1}, "selection": {"start": 3, "end": 6},
+                        "direction": "to", "layer_range": [1, 2], "grid_measure": "entropy"})
+    assert explorer.focus == {"layer": 2, "head": 1}
+    assert explorer.selection == {"start": 3, "end": 6}
+    state = explorer.get_state()
+    assert state["focus"] == {"layer": 2, "head": 1} and state["direction"] == "to"
+    assert state["layer_range"] == [1, 2]
+    explorer.set_state({"focus": {"layer": 0, "head": 0}, "selection": {}, "direction": "from", "layer_range": [],
+                        "grid_measure": "attention_to_selection"})
+
+
+@pytest.mark.parametrize("name,value,problem", [
+    ("focus", {"layer": 3, "head": 0}, "outside the model"),
+    ("focus", {"layer": 0}, "focus must be"),
+    ("selection", {"start": 5, "end": 2}, "out of range"),
+    ("direction", "up", "direction must be"),
+    ("grid_measure", "vibes", "grid_measure must be"),
+    ("layer_range", [0, 7], "out of range"),
+    ("ablations", [{"layer": 0, "head": 9}], "outside the model"),
+    ("views", ["matrix", "radar"], "views must be"),
+    ("settings", {"ablate_mode": "nuke"}, "ablate_mode"),
+    ("settings", {"colour": "red"}, "unknown settings"),
+])
+def test_bad_trait_values_are_refused_and_leave_the_old_value(explorer, name, value, problem):
+    before = getattr(explorer, name)
+    with pytest.raises(traitlets.TraitError, match=problem):
+        setattr(explorer, name, value)
+    assert getattr(explorer, name) == before
+
+
+def test_setting_ablations_from_python_updates_the_prediction(explorer):
+    explorer.ablate(2, 3)
+    assert explorer.ablations == [{"layer": 2, "head": 3, "mode": "zero"}]
+    ablated = explorer.prediction["ablated"]["logit_diff"]
+    assert ablated == explorer.session.cached.predict(InterventionSet([HeadIntervention(2, 3)]))[0].logit_diff
+    assert explorer.intervention_set == InterventionSet([HeadIntervention(2, 3)])
+    explorer.restore(2, 3)
+    assert explorer.prediction["ablated"] is None
+
+
+def test_focus_links_to_other_widgets(model, tokenizer, statement, explorer):
+    grid = HeadGrid(model, tokenizer, statement, session=explorer.session)
+    matrix = heatmap_view(model, tokenizer, statement, layer=1, head=1, session=explorer.session)
+    assert grid.views == ["grid", "prediction"] and matrix.views == ["matrix"]
+    assert matrix.focus == {"layer": 1, "head": 1}
+    link = ipywidgets.link((grid, "focus"), (matrix, "focus"))
+    grid.focus = {"layer": 2, "head": 0}
+    assert matrix.focus == {"layer": 2, "head": 0}
+    link.unlink()
+
+
+def test_unknown_keyword_arguments_are_refused(model, tokenizer, statement, explorer):
+    with pytest.raises(ValueError, match="unknown keyword arguments"):
+        AttentionExplorer(model, tokenizer, statement, session=explorer.session, colour="red")
+
+
+# ---------------------------------------------------------------------------- size and export
+def test_saved_state_of_a_1024_token_statement_is_under_2_mb(tokenizer):
+    lines = [line for s in make_statements(6, seed=11) for line in s.text.split("\n")[:-1]]
+    task = EarningsTask(tokenizer)
+    count = 1
+    while len(task.encode("\n".join(lines[:count]))["input_ids"][0]) < 1024:
+        count += 1
+    text = "\n".join(lines[:count])
+    model = make_model(tokenizer, layers=2, heads=4, kv_heads=2)
+    widget = AttentionExplorer(model, tokenizer, text)
+    assert widget.session.seq_len >= 1024
+    from ipywidgets.embed import embed_data
+
+    saved = embed_data(views=[widget])["manager_state"]
+    size = len(json.dumps(saved).encode("utf-8"))
+    print(f"saved widget state at T={widget.session.seq_len}: {size / 1e6:.3f} MB "
+          f"(traits alone: {widget.state_size() / 1e6:.3f} MB)")
+    assert size < 2_000_000
+    # No attention tensor is in the state: nothing in it grows with T x T.
+    assert widget.state_size() < 60 * widget.session.seq_len + 200_000
+
+
+def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statement, tmp_path):
+    lines = statement.split("\n")
+    text = "\n".join(lines[:2] + [PAYLOADS] + lines[2:])
+    widget = AttentionExplorer(model, tokenizer, text, selection=(2, 4))
+    widget.ablate(1, 0)
+    page = widget.save_html(tmp_path / "explorer.html").read_text(encoding="utf-8")
+    # The statement's HTML never appears raw: only our own script elements open and close.
+    assert page.count("<script") == 3 and page.count("</script>") == 3
+    assert "<img" not in page and "<svg" not in page and "<!--" not in page and "\u2028" not in page
+    assert "https://" not in page and "http://" not in page      # nothing from a CDN
+    state_json = re.search(r'<script type="application/json" id="fw-state">(.*?)</script>', page, re.S).group(1)
+    state = json.loads(state_json)
+    assert PAYLOADS.split(" ")[0] in state["traits"]["layout"]["text"]
+    assert state["traits"]["ablations"] == [{"layer": 1, "head": 0, "mode": "zero"}]
+    keys = {r["key"] for r in state["replies"]}
+    assert request_key({"kind": "head_matrix", "layer": 0, "head": 0}) in keys
+    assert request_key({"kind": "flow", "selection": [2, 4], "direction": "from"}) in keys
+    with pytest.raises(ValueError, match=".html"):
+        widget.save_html(tmp_path / "explorer.txt")
