@@ -331,11 +331,13 @@ def _find_line_items(text, by_line, units, header_years, line_starts, lexicon):
         ):
             name_units = name_units[:-1]
         if not any(u.kind == "word" for u in name_units) or name_units[0].kind != "word":
+            _assign_year_columns(text, line, row, [], [], header_years, by_line, line_starts)
             continue
         tail = row[len(name_units):]
         values = [u for u in tail if u.kind == "number" and not u.is_year]
         tail_words_ok = all(_bare(u.text) in COLUMN_WORDS for u in tail if u.kind == "word")
         if not values or not tail_words_ok:
+            _assign_year_columns(text, line, row, [], [], header_years, by_line, line_starts)  # "2022:" labels only
             continue
         name_text = text[name_units[0].char_start:name_units[-1].char_end]
         name = _merge_units(name_units, "line_item_name")
