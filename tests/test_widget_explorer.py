@@ -331,3 +331,18 @@ def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statem
     assert request_key({"kind": "flow", "selection": [2, 4], "direction": "from"}) in keys
     with pytest.raises(ValueError, match=".html"):
         widget.save_html(tmp_path / "explorer.txt")
+
+
+def test_direct_contributions_and_logit_lens_come_from_the_decision_pathway(explorer):
+    reply, buffers = ask(explorer, kind="grid", measure="direct_logit_diff")
+    assert reply["ok"], reply.get("error")
+    direct = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    from finwidget.analysis import decision_pathway
+
+    pathway = decision_pathway(explorer.session.model, explorer.session.task, explorer.session.batch)
+    expected = pathway.heads.set_index(["layer", "head"])["contribution"]
+    assert math.isclose(direct[2, 1], expected[(2, 1)], rel_tol=2e-3, abs_tol=1e-3)
+    reply, _ = ask(explorer, kind="flow", selection=[], direction="from")
+    lens = reply["logit_lens"]
+    # The last layer's logit-lens reading is the model's own answer.
+    assert math.isclose(lens[-1], explorer.prediction["clean"]["logit_diff"], rel_tol=1e-4, abs_tol=1e-4)
