@@ -1,0 +1,158 @@
+"""The decision pathway: logit lens per layer and each head's direct contribution.
+
+The contributions are checked by what they must add up to: the model's own logit
+difference. The check fails if a head's slice, the o_proj weight columns, the frozen
+final-norm scale or any residual component is wrong.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis_models import peaky_qwen2, qwen2_config
+from finwidget.analysis import decision_pathway, head_direct_contributions, logit_lens
+from finwidget.errors import InputError
+from finwidget.task import EarningsTask
+from statement_tokenizers import qwen_like_tokenizer
+
+STATEMENTS = [
+    "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
+    "Operating cash flow: change +2,210 | 2022: 9,876 | 2021: 7,666\n"
+    "Question: Will earnings increase or decrease next year?",
+    "Revenue: change 5,012 | 2022: 120,456 | 2021: 115,444",
+    "Net income: change 12 | 2022: 99 | 2021: 87",
+]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = qwen_like_tokenizer()
+    model = peaky_qwen2(len(tokenizer), seed=1, sharpness=4.0, layers=3, heads=6, kv_heads=2)
+    with torch.no_grad():  # a larger unembedding difference, so errors are not hidden by small numbers
+        model.lm_head.weight.mul_(20.0)
+    return tokenizer, EarningsTask(tokenizer), model
+
+
+def model_logit_diff(model, task, batch):
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1, :]
+    return task.logit_diff(logits)
+
+
+def test_contributions_add_up_to_the_logit_difference(setup):
+    tokenizer, task, model = setup
+    batch = task.encode(STATEMENTS)
+    actual = model_logit_diff(model, task, batch)
+    assert float(actual.abs().max()) > 0.5  # a non-trivial target
+
+    pathway = decision_pathway(model, task, batch)
+    torch.testing.assert_close(pathway.logit_diff, actual, rtol=0, atol=1e-5)
+    heads = pathway.heads
+    config = model.config
+    assert len(heads) == len(STATEMENTS) * config.num_hidden_layers * config.num_attention_heads
+    assert (heads["kv_head"] == heads["head"] // (config.num_attention_heads // config.num_key_value_heads)).all()
+    for b in range(len(STATEMENTS)):
+        parts = pathway.components[pathway.components.statement == b]
+        total = parts["contribution"].sum()
+        assert total == pytest.approx(float(actual[b]), abs=1e-4)
+        # "attention" rows are the sums of that layer's heads
+        for layer in range(config.num_hidden_layers):
+            layer_heads = heads[(heads.statement == b) & (heads.layer == layer)]["contribution"].sum()
+            row = parts[(parts.component == "attention") & (parts.layer == layer)]["contribution"]
+            assert float(row.iloc[0]) == pytest.approx(layer_heads, abs=1e-5)
+    assert pathway.max_abs_error < 1e-4
+
+
+def test_a_silenced_heads_contribution_is_zero(setup):
+    """Zero one head's o_proj columns: its direct contribution must become 0, the others
+    still add up to the (changed) logit difference."""
+    tokenizer, task, model = setup
+    batch = task.encode(STATEMENTS[:2])
+    layer, head = 2, 4
+    d = model.config.hidden_size // model.config.num_attention_heads
+    o_proj = model.model.layers[layer].self_attn.o_proj
+    saved = o_proj.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            o_proj.weight[:, head * d:(head + 1) * d] = 0.0
+        pathway = decision_pathway(model, task, batch)
+        actual = model_logit_diff(model, task, batch)
+    finally:
+        with torch.no_grad():
+            o_proj.weight.copy_(saved)
+    silenced = pathway.heads[(pathway.heads.layer == layer) & (pathway.heads["head"] == head)]
+    assert silenced["contribution"].abs().max() == 0.0
+    for b in range(2):
+        total = pathway.components[pathway.components.statement == b]["contribution"].sum()
+        assert total == pytest.approx(float(actual[b]), abs=1e-4)
+
+
+def test_logit_lens_ends_at_the_models_answer(setup):
+    tokenizer, task, model = setup
+    lens = logit_lens(model, task, STATEMENTS)
+    assert list(lens[lens.statement == 0]["layer"]) == [-1, 0, 1, 2]
+    assert list(lens[lens.statement == 0]["stage"]) == ["embeddings", "layer_0", "layer_1", "layer_2"]
+    actual = model_logit_diff(model, task, task.encode(STATEMENTS))
+    last = lens[lens.layer == model.config.num_hidden_layers - 1].sort_values("statement")["logit_diff"]
+    torch.testing.assert_close(torch.tensor(last.to_numpy(), dtype=torch.float32), actual, rtol=0, atol=1e-4)
+    assert ((lens["p_increase"] > 0) & (lens["p_increase"] < 1)).all()
+
+
+def test_one_statement_as_text_equals_its_batch_row(setup):
+    tokenizer, task, model = setup
+    alone = head_direct_contributions(model, tokenizer, STATEMENTS[1])
+    batched = head_direct_contributions(model, task, STATEMENTS)
+    row = batched[batched.statement == 1].reset_index(drop=True)
+    # left padding only shifts positions; RoPE is relative, so the numbers agree to float rounding
+    torch.testing.assert_close(torch.tensor(alone["contribution"].to_numpy()),
+                               torch.tensor(row["contribution"].to_numpy()), rtol=1e-3, atol=1e-4)
+
+
+def test_hooks_are_removed_and_the_model_unchanged(setup):
+    tokenizer, task, model = setup
+    batch = task.encode(STATEMENTS)
+    before = model(**batch).logits.detach()
+    model.train()
+    decision_pathway(model, task, batch)
+    assert model.training  # the training flag is restored
+    model.eval()
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    with pytest.raises(InputError):
+        decision_pathway(model, task, {"attention_mask": batch["attention_mask"]})
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    after = model(**batch).logits.detach()
+    assert torch.equal(before, after)
+
+
+def test_hooks_are_removed_when_the_forward_pass_fails(setup):
+    tokenizer, task, model = setup
+    batch = task.encode(STATEMENTS[:1])
+    too_big = {"input_ids": torch.full_like(batch["input_ids"], len(tokenizer) + 50),
+               "attention_mask": batch["attention_mask"]}
+    with pytest.raises(IndexError):
+        decision_pathway(model, task, too_big)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_unsupported_model_layout_is_refused():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = qwen_like_tokenizer()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).eval()
+    with pytest.raises(InputError, match="decoder layout"):
+        decision_pathway(model, tokenizer, STATEMENTS[2])
+
+
+def test_geometry_comes_from_the_config():
+    tokenizer = qwen_like_tokenizer()
+    torch.manual_seed(3)
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(qwen2_config(len(tokenizer), layers=2, heads=8, kv_heads=4, head_dim=8)).eval()
+    pathway = decision_pathway(model, tokenizer, STATEMENTS[2])
+    assert sorted(pathway.heads["head"].unique()) == list(range(8))
+    assert pathway.max_abs_error < 1e-4
