@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from finwidget.demo.answer_forward import answer_position_logits
+
 VALIDATION_SEED = 777
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
@@ -44,18 +46,18 @@ class TrainConfig:
     kv_heads: int = 2
     ffn: int = 512
     max_positions: int = 2048
-    steps: int = 700
-    batch_size: int = 64
+    steps: int = 2000
+    batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.01
     clip: float = 1.0
     seed: int = 0
     threads: int = 2
-    validate_every: int = 50
+    validate_every: int = 100
     validation_size: int = 256
     stop_at_accuracy: float | None = 1.0  # stop once validation reaches this twice in a row
-    min_steps: int = 300
+    min_steps: int = 400
 
 
 @dataclass
@@ -117,8 +119,9 @@ def _batch(task, statements):
 
 
 def _answer_loss(model, batch, targets):
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
-    logits = out.logits[:, -1, :].float()
+    """Cross-entropy of the answer token; the last layer runs only at the answer position
+    (``answer_position_logits``, equal to the full forward pass)."""
+    logits = answer_position_logits(model, batch["input_ids"], batch["attention_mask"]).float()
     return torch.nn.functional.cross_entropy(logits, targets), logits
 
 
