@@ -46,8 +46,8 @@ def heatmap_figure(matrix, row_labels: Sequence[str], column_labels: Sequence[st
     )
     axes = [
         bqplot.Axis(scale=x_scale, label=x_label, tick_rotate=-60, tick_style={"font-size": "9px"}),
-        bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_style={"font-size": "9px"}),
-        bqplot.ColorAxis(scale=color_scale, orientation="vertical", side="right", label=color_label),
+        bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_style={"font-size": "9px"}),
+        bqplot.ColorAxis(scale=color_scale, side="right", label=color_label),
     ]
     size = max(360, min(900, 14 * max(len(rows), len(columns)) + 160))
     return bqplot.Figure(marks=[grid], axes=axes, title=title,
@@ -63,6 +63,6 @@ def bar_figure(values: Sequence[float], labels: Sequence[str], title: str, y_lab
     x_scale, y_scale = bqplot.OrdinalScale(domain=names), bqplot.LinearScale(min=0.0)
     bars = bqplot.Bars(x=names, y=np.asarray(values, dtype=np.float64), scales={"x": x_scale, "y": y_scale})
     axes = [bqplot.Axis(scale=x_scale, tick_rotate=-45),
-            bqplot.Axis(scale=y_scale, orientation="vertical", label=y_label)]
+            bqplot.Axis(scale=y_scale, side="left", label=y_label)]
     return bqplot.Figure(marks=[bars], axes=axes, title=title, fig_margin={"top": 50, "bottom": 120, "left": 60,
                                                                              "right": 20})

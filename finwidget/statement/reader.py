@@ -346,8 +346,9 @@ def _find_line_items(text, by_line, units, header_years, line_starts, lexicon):
         merged_away.update(id(u) for u in name_units[1:])
         by_line[line] = [name] + tail
         _assign_year_columns(text, line, tail, values, header_lines, header_years, by_line, line_starts)
-        for u in values:
-            u.line_item = name_text
+        for u in tail:
+            if u.kind == "number":  # values and the year labels of the row
+                u.line_item = name_text
         line_items.append((name, values))
     kept = []
     for unit in units:
