@@ -22,7 +22,7 @@ from capture_models import (
     logits,
     peaky_qwen2,
 )
-from finwidget.capture import AttentionHook, LazyLayerAttention, capture_attention
+from finwidget.capture import AttentionHook, LazyLayerAttention, attention_rows, capture_attention
 
 TOLERANCE = 1e-5
 
@@ -130,7 +130,32 @@ def test_one_head_one_row_and_row_sets_equal_the_full_layer(capture):
 def test_small_chunks_give_the_same_numbers(capture):
     whole = capture.attention(2, batch=0)
     chunked = capture.attention(2, batch=0, chunk_cells=50)                # a few rows at a time
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-7)
+    same(chunked, whole)
+
+
+@pytest.mark.parametrize("window", [None, 37])
+def test_blocked_recomputation_matches_a_dense_masked_softmax(window):
+    # attention_rows skips keys a block of rows cannot see and masks only where the causal
+    # (or window) edge cuts through the block; compare with the plain dense formula.
+    generator = torch.Generator().manual_seed(0)
+    heads, kv_heads, length, dim = 6, 2, 300, 16
+    queries = torch.randn(heads, length, dim, generator=generator) * 3
+    keys = torch.randn(kv_heads, length, dim, generator=generator) * 3
+    valid = torch.ones(length, dtype=torch.bool)
+    valid[:20] = False                                                      # left padding
+    chosen_heads = torch.tensor([5, 0, 3])
+    rows = torch.tensor([299, 0, 19, 20, 150, 21, 64, 63, 200, 37, 57, 58])
+    result = attention_rows(queries, keys, chosen_heads, rows, 0.25, key_valid=valid, sliding_window=window,
+                            rows_per_block=4)
+    position = torch.arange(length)
+    allowed = (position[None, :] <= rows[:, None]) & valid[None, :]
+    if window is not None:
+        allowed &= position[None, :] > rows[:, None] - window
+    for i, head in enumerate(chosen_heads.tolist()):
+        scores = (queries[head][rows] @ keys[head // 3].T) * 0.25
+        dense = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+        same(result[i], dense)
+    assert result[:, 2].abs().max() == 0                                    # row 19 is padding
 
 
 def test_recording_under_eager_matches_that_same_forwards_weights(batch):

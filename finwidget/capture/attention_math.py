@@ -56,6 +56,20 @@ def allowed_keys(
     return allowed
 
 
+def _rows_without_keys(query_positions: torch.Tensor, key_valid: torch.Tensor | None,
+                      sliding_window: int | None) -> torch.Tensor | None:
+    """``[n]`` bool: queries that may see no key at all (left padding), or None if there are none."""
+    if key_valid is None:
+        return None
+    seen = torch.cumsum(key_valid.long(), 0)                                     # valid keys at <= j
+    upto = seen[query_positions]
+    if sliding_window is not None:
+        start = query_positions - sliding_window                                  # last excluded key
+        upto = upto - torch.where(start >= 0, seen[start.clamp(min=0)], torch.zeros_like(upto))
+    empty = upto == 0
+    return empty if bool(empty.any()) else None
+
+
 def attention_rows(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -66,6 +80,7 @@ def attention_rows(
     sliding_window: int | None = None,
     chunk_cells: int = DEFAULT_CHUNK_CELLS,
     out: torch.Tensor | None = None,
+    rows_per_block: int = 256,
 ) -> torch.Tensor:
     """Attention probabilities of some query heads at some query positions, one sequence.
 
@@ -77,8 +92,11 @@ def attention_rows(
         scaling: the factor the model multiplied ``q @ k.T`` by.
         key_valid: ``[T]`` bool, False for padding keys, or None.
         sliding_window: window of a sliding-window layer, or None.
-        chunk_cells: at most this many score cells are computed at once.
+        chunk_cells: at most about this many score cells are computed at once.
         out: optional ``[nh, nq, T]`` float32 tensor to write into.
+        rows_per_block: query rows handled together. A block of rows only computes scores
+            for the keys its rows can see (up to its last position, from its first
+            window start), and applies the mask only where it cuts through the block.
 
     Returns:
         ``[nh, nq, T]`` float32 probabilities. Rows of queries that may see no key at
@@ -93,31 +111,53 @@ def attention_rows(
     if n_heads == 0 or n_rows == 0:
         return out
     query_positions = query_positions.to(device)
-    allowed = allowed_keys(query_positions, key_length, None if key_valid is None else key_valid.to(device),
-                           sliding_window)
-    blocked = ~allowed
-    # Queries that see no key (left padding) would give NaN rows; they are zeroed below.
-    empty_rows = None
+    heads = heads.to(device)
     if key_valid is not None:
-        empty_rows = ~allowed.any(dim=1)
-        if not bool(empty_rows.any()):
-            empty_rows = None
+        key_valid = key_valid.to(device)
+        invalid_keys = (~key_valid).nonzero().flatten()
+        if invalid_keys.numel() == 0:
+            key_valid = None
+    empty_rows = _rows_without_keys(query_positions, key_valid, sliding_window)
 
-    kv_of_head = kv_head_for(heads.to(device), num_heads, num_kv_heads)
-    rows_per_chunk = max(1, chunk_cells // max(1, key_length))
-    heads_per_chunk = max(1, rows_per_chunk // n_rows)
-    rows_per_chunk = min(n_rows, rows_per_chunk)
+    kv_of_head = kv_head_for(heads, num_heads, num_kv_heads)
+    rows_per_chunk = max(1, min(n_rows, rows_per_block, chunk_cells // max(1, key_length)))
+    heads_per_chunk = max(1, chunk_cells // max(1, rows_per_chunk * key_length))
     for h0 in range(0, n_heads, heads_per_chunk):
         h1 = min(n_heads, h0 + heads_per_chunk)
-        head_keys = keys[kv_of_head[h0:h1]].float()                     # [nh', T, d]
-        head_queries = queries[heads[h0:h1].to(device)].float()         # [nh', T, d]
+        head_keys = keys.index_select(0, kv_of_head[h0:h1])                      # [nh', T, d]
+        head_queries = queries.index_select(0, heads[h0:h1])                     # [nh', T, d]
         for r0 in range(0, n_rows, rows_per_chunk):
             r1 = min(n_rows, r0 + rows_per_chunk)
-            q_rows = head_queries[:, query_positions[r0:r1]]            # [nh', nq', d]
-            scores = torch.matmul(q_rows, head_keys.transpose(1, 2))    # [nh', nq', T]
+            rows = query_positions[r0:r1]
+            first, last = int(rows.min()), int(rows.max())
+            c0 = 0 if sliding_window is None else max(0, first - sliding_window + 1)
+            c1 = last + 1
+            q_rows = head_queries.index_select(1, rows).float()                  # [nh', n, d]
+            k_cols = head_keys[:, c0:c1].float()                                 # [nh', c, d]
+            scores = torch.matmul(q_rows, k_cols.transpose(1, 2))               # [nh', n, c]
             scores.mul_(scaling)
-            scores.masked_fill_(blocked[r0:r1], float("-inf"))
-            torch.softmax(scores, dim=-1, out=out[h0:h1, r0:r1])
+            # Causal cut: only columns after the block's first row can be in a row's future.
+            if last > first:
+                cols = torch.arange(first + 1, c1, device=device)
+                future = cols[None, :] > rows[:, None]
+                scores[:, :, first + 1 - c0:].masked_fill_(future, float("-inf"))
+            # Window cut: only columns up to the block's last window start can be too old.
+            if sliding_window is not None:
+                edge = min(c1, last - sliding_window + 1)
+                if edge > c0:
+                    cols = torch.arange(c0, edge, device=device)
+                    too_old = cols[None, :] <= (rows[:, None] - sliding_window)
+                    scores[:, :, :edge - c0].masked_fill_(too_old, float("-inf"))
+            if key_valid is not None:
+                padding = invalid_keys[(invalid_keys >= c0) & (invalid_keys < c1)] - c0
+                if padding.numel():
+                    scores.index_fill_(2, padding, float("-inf"))
+            block = out[h0:h1, r0:r1]
+            torch.softmax(scores, dim=-1, out=block[:, :, c0:c1])
+            if c0 > 0:
+                block[:, :, :c0] = 0.0
+            if c1 < key_length:
+                block[:, :, c1:] = 0.0
             if empty_rows is not None:
-                out[h0:h1, r0:r1].masked_fill_(empty_rows[r0:r1, None], 0.0)
+                block.masked_fill_(empty_rows[r0:r1, None], 0.0)
     return out

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from finwidget.capture.attention_math import attention_rows, kv_head_for
+from finwidget.capture.attention_math import DEFAULT_CHUNK_CELLS, attention_rows, kv_head_for
 from finwidget.capture.indexing import check_position, positions
 from finwidget.capture.recording import LayerRecording, key_validity_from_mask, mask_matches_causal_padding
 from finwidget.capture.registry import ModelRouting, active_routing, attention_modules, uses_attention_registry
@@ -93,6 +93,8 @@ class AttentionCapture:
         self._mask_layer = self._pick_mask_layer(modules)
         self._key_valid: torch.Tensor | None = None   # [B, T] bool, None = no padding
         self._mask_problem: str | None = None
+        # Memory cap of recomputation: score cells (float32) computed at once; settable.
+        self.chunk_cells: int = DEFAULT_CHUNK_CELLS
 
     # ------------------------------------------------------------------ validation
     def _check_layers(self, layers) -> list[int]:
@@ -339,7 +341,8 @@ class AttentionCapture:
                 slice / list of positions. Positions count from the start of the padded sequence.
             batch: which sequence of the batch.
             kv_head: instead of ``head``: every query head that reads this key/value head.
-            chunk_cells: cap on score cells computed at once (memory bound), default 32 Mi.
+            chunk_cells: cap on score cells computed at once (memory bound); default
+                ``self.chunk_cells`` (32 Mi cells = 128 MiB of float32 scores).
 
         Returns:
             ``[H, Tq, T]`` for ``head=None``; ``[Tq, T]`` for an int head; ``[T]`` for an int
@@ -380,10 +383,10 @@ class AttentionCapture:
             raise CaptureStateError(f"layer {layer} uses {recording.unsupported}, which finwidget's recomputation "
                                     "does not model; use method='output_attentions'")
         key_valid = None if self._key_valid is None else self._key_valid[batch]
-        extra = {} if chunk_cells is None else {"chunk_cells": int(chunk_cells)}
         return attention_rows(
             recording.queries()[batch], recording.keys()[batch], heads, rows, recording.scaling,
-            key_valid=key_valid, sliding_window=recording.sliding_window, **extra,
+            key_valid=key_valid, sliding_window=recording.sliding_window,
+            chunk_cells=int(chunk_cells or self.chunk_cells),
         )
 
     # ------------------------------------------------------------------ the guide's view
