@@ -301,3 +301,23 @@ def test_layout_lookups_and_table():
     assert mask.sum() == sum(s.num_tokens for s in layout.financial_spans())
     with pytest.raises(KeyError, match="no line item named"):
         layout.line_item("Revenue")
+
+
+def test_read_tokens_takes_the_ids_as_they_are(tokenizer):
+    """Generated ids need not be the tokenizer's own tokenization of their text."""
+    from finwidget.statement import read_tokens
+
+    pieces = ["Net", " in", "come", ": change -1,433 | 2022: 13,937", "\n", "Caf\u00e9 \u20ac1,234 \u2014 ok"]
+    ids = [i for piece in pieces for i in tokenizer.encode(piece, add_special_tokens=False)]
+    layout = read_tokens(ids, tokenizer)
+    check_invariants(layout)
+    assert layout.text == "".join(pieces)
+    assert layout.input_ids == ids
+    assert span_by_text(layout, "Net income", "line_item_name").category == "income_statement"
+    assert span_by_text(layout, "13,937").year == 2022
+    euro = span_by_text(layout, "\u20ac1,234")
+    assert (euro.value, euro.unit) == (1234.0, "\u20ac")
+    pad = tokenizer.pad_token_id
+    assert read_tokens([pad, pad] + ids, tokenizer).input_ids == ids
+    with pytest.raises(InputError, match="no token ids"):
+        read_tokens([pad], tokenizer)

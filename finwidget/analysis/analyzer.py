@@ -24,7 +24,7 @@ from finwidget.analysis.prediction import prediction_attention, resolve_position
 from finwidget.analysis.source import as_attention_source, check_layers, head_rows, token_columns
 from finwidget.analysis.specialization import head_specialization
 from finwidget.errors import InputError, LocationError
-from finwidget.statement import aggregate_to_spans, read_statement
+from finwidget.statement import aggregate_to_spans, read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
 from finwidget.task import EarningsTask
 
@@ -267,16 +267,17 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
         ids = torch.as_tensor(input_ids)
         if ids.dim() == 2:
             ids = ids[batch]
+        # generate() returns one token more than the model ran (the last one is sampled, never fed back)
+        if ids.numel() > source.seq_len:
+            ids = ids[: source.seq_len]
         if ids.numel() == source.seq_len and source.attention_mask is not None:
-            ids = ids[cols.columns]
+            ids = ids[cols.columns.to(ids.device)]
         ids = ids.tolist()
     attempts = []
     if text is not None:
         attempts.append(dict(text=text, input_ids=ids))
         attempts.append(dict(text=text, input_ids=ids, task=task or EarningsTask(tokenizer)))
-    elif ids is not None:
-        attempts.append(dict(text=tokenizer.decode(ids), input_ids=ids))
-    else:
+    elif ids is None:
         raise InputError("pass text= (what the model read) or input_ids= with the tokenizer")
     errors = []
     for attempt in attempts:
@@ -285,9 +286,15 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
         except InputError as exc:
             errors.append(str(exc))
             continue
-        if layout.num_tokens <= cols.count and (ids is not None or layout.num_tokens in (cols.count,)):
+        if layout.num_tokens <= cols.count and (ids is not None or layout.num_tokens == cols.count):
             return layout
         errors.append(f"the text has {layout.num_tokens} tokens, the captured row has {cols.count}")
+    if ids is not None:
+        # ids that are not the tokenizer's own tokenization of their text (generated tokens): read them as they are
+        layout = read_tokens(ids, tokenizer, statement=text, lexicon=lexicon)
+        if text is None or text.strip() in layout.text:
+            return layout
+        errors.append("the text is not in the decoded input_ids")
     raise InputError("the text does not match the captured tokens: " + "; ".join(errors))
 
 

@@ -8,7 +8,7 @@ vocabulary as data.
 from finwidget.statement.aggregate import aggregate_to_spans
 from finwidget.statement.layout import SPAN_KINDS, LineItem, Span, StatementLayout
 from finwidget.statement.lexicon import CATEGORIES, FINANCIAL_CATEGORIES, Lexicon
-from finwidget.statement.reader import read_statement
+from finwidget.statement.reader import read_statement, read_tokens
 
 __all__ = [
     "CATEGORIES",
@@ -20,4 +20,5 @@ __all__ = [
     "StatementLayout",
     "aggregate_to_spans",
     "read_statement",
+    "read_tokens",
 ]

@@ -135,6 +135,49 @@ def read_statement(
     offsets = [(int(s), int(e)) for s, e in encoding["offset_mapping"]]
     dropped = _check_input_ids(input_ids, ids, tokenizer)
 
+    layout = _read(prompt, ids, offsets, tokenizer, statement_range, lexicon)
+    return _drop_leading_tokens(layout, dropped) if dropped else layout
+
+
+def read_tokens(
+    input_ids: Sequence[int],
+    tokenizer,
+    *,
+    statement: str | None = None,
+    lexicon: Lexicon | None = None,
+) -> StatementLayout:
+    """Read exactly the token ids a model ran (e.g. a ``generate`` output), without re-tokenizing.
+
+    Use this when the ids are not the tokenizer's own tokenization of their text, as
+    with generated tokens. Leading pad tokens are dropped.
+
+    Args:
+        input_ids: ``[T]`` token ids (list or tensor).
+        tokenizer: the model's tokenizer.
+        statement: the statement text, to mark the template around it
+            (``in_statement=False``); default: all of it is the statement.
+        lexicon: the financial vocabulary (default ``Lexicon.default()``).
+    """
+    from finwidget.statement.token_text import text_and_offsets
+
+    if hasattr(input_ids, "tolist"):
+        input_ids = input_ids.tolist()
+    ids = [int(i) for i in input_ids]
+    pad = getattr(tokenizer, "pad_token_id", None)
+    while ids and pad is not None and ids[0] == pad:
+        ids = ids[1:]
+    if not ids:
+        raise InputError("read_tokens got no token ids (empty, or only padding)")
+    text, offsets = text_and_offsets(ids, tokenizer)
+    statement_range = (0, len(text))
+    if statement is not None:
+        where = text.find(statement.rstrip())
+        if where >= 0:
+            statement_range = (where, where + len(statement.rstrip()))
+    return _read(text, ids, offsets, tokenizer, statement_range, lexicon or Lexicon.default())
+
+
+def _read(prompt, ids, offsets, tokenizer, statement_range, lexicon) -> StatementLayout:
     special_ids = _special_token_ids(tokenizer)
     units, token_unit = _units_from_tokens(prompt, ids, offsets, special_ids)
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", prompt)]
@@ -149,9 +192,7 @@ def read_statement(
     header_years = _mark_years(prompt, by_line)
     units, line_items = _find_line_items(prompt, by_line, units, header_years, line_starts, lexicon)
     _assign_categories(by_line, lexicon)
-
-    layout = _assemble(prompt, ids, offsets, units, line_items, line_starts, statement_range, header_years)
-    return _drop_leading_tokens(layout, dropped) if dropped else layout
+    return _assemble(prompt, ids, offsets, units, line_items, line_starts, statement_range, header_years)
 
 
 # ---------------------------------------------------------------- tokens -> units
