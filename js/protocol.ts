@@ -256,7 +256,9 @@ export interface ChannelOptions {
  * newest in its lane.
  */
 export class RequestChannel {
-  private nextId = 1;
+  // Ids are unique across channels: every view of a widget model (and every store a
+  // front end makes for it) sees every reply, so counters starting at 1 would collide.
+  private nextId = Math.floor(Math.random() * 2 ** 20) * 2 ** 20 + 1;
   private pending = new Map<number, Pending>();
   private latest = new Map<string, number>();
   private listeners = new Set<(s: ChannelStatus) => void>();
@@ -476,7 +478,7 @@ export type ViewName = "statement" | "grid" | "matrix" | "flow" | "prediction";
 
 export interface ExplorerTraits {
   [key: string]: unknown;
-  layout: LayoutState;
+  statement_layout: LayoutState;
   geometry: GeometryState;
   focus: Focus;
   selection: Selection;

@@ -180,7 +180,7 @@ export class ExplorerStore {
   get traits(): ExplorerTraits {
     const m = this.model;
     return {
-      layout: m.get("layout"),
+      statement_layout: m.get("statement_layout"),
       geometry: m.get("geometry"),
       focus: m.get("focus"),
       selection: m.get("selection"),

@@ -324,7 +324,7 @@ def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statem
     assert "https://" not in page and "http://" not in page      # nothing from a CDN
     state_json = re.search(r'<script type="application/json" id="fw-state">(.*?)</script>', page, re.S).group(1)
     state = json.loads(state_json)
-    assert PAYLOADS.split(" ")[0] in state["traits"]["layout"]["text"]
+    assert PAYLOADS.split(" ")[0] in state["traits"]["statement_layout"]["text"]
     assert state["traits"]["ablations"] == [{"layer": 1, "head": 0, "mode": "zero"}]
     keys = {r["key"] for r in state["replies"]}
     assert request_key({"kind": "head_matrix", "layer": 0, "head": 0}) in keys

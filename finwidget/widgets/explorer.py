@@ -62,7 +62,7 @@ def _bundle(name: str) -> Path | str:
 
 
 def layout_state(session: ExplorerSession) -> dict:
-    """The statement layout as the frontend's ``layout`` trait (JSON; spans, lines, tokens)."""
+    """The statement layout as the frontend's ``statement_layout`` trait (JSON; spans, lines, tokens)."""
     layout = session.layout
     tokens = []
     for t in range(layout.num_tokens):
@@ -116,10 +116,10 @@ class AttentionExplorer(anywidget.AnyWidget):
         (``{"clean", "ablated", "flipped"}``, read only); views.
     """
 
-    _esm = traitlets.Any(_bundle("widget.js")).tag(sync=True)
-    _css = traitlets.Any(_bundle("widget.css")).tag(sync=True)
+    _esm = _bundle("widget.js")
+    _css = _bundle("widget.css")
 
-    layout = traitlets.Dict().tag(sync=True)
+    statement_layout = traitlets.Dict().tag(sync=True)
     geometry = traitlets.Dict().tag(sync=True)
     focus = traitlets.Dict({"layer": 0, "head": 0}).tag(sync=True)
     selection = traitlets.Dict({}).tag(sync=True)
@@ -134,7 +134,7 @@ class AttentionExplorer(anywidget.AnyWidget):
 
     def __init__(self, model, tokenizer, text: str, task=None, *, views=None, focus=None, selection=None,
                  reference=None, truncate: bool = False, session: ExplorerSession | None = None, **kwargs):
-        unknown = set(kwargs) - {"layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
+        unknown = set(kwargs) - {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
         if unknown:
             raise InputError(f"AttentionExplorer got unknown keyword arguments {sorted(unknown)}")
         self.session = session if session is not None else ExplorerSession(
@@ -144,7 +144,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         self.last_png: bytes | None = None
         self.last_png_view: str | None = None
         model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-        kwargs.setdefault("layout", layout_state(s))
+        kwargs.setdefault("statement_layout", layout_state(s))
         kwargs.setdefault("geometry", {
             "num_layers": s.num_layers, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "seq_len": s.seq_len, "model_name": str(model_name).split("/")[-1],

@@ -21,7 +21,7 @@ from finwidget.widgets.protocol import GRID_MEASURES, request_key, requests_for_
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
-SYNCED_STATE = ("layout", "geometry", "focus", "selection", "direction", "grid_measure", "layer_range", "ablations",
+SYNCED_STATE = ("statement_layout", "geometry", "focus", "selection", "direction", "grid_measure", "layer_range", "ablations",
                 "settings", "prediction", "views", "sweep_done")
 
 

@@ -66,7 +66,7 @@ export const LINES = [
 export function makeTraits(overrides: Partial<ExplorerTraits> = {}): ExplorerTraits {
   const layout = makeLayout(LINES);
   return {
-    layout,
+    statement_layout: layout,
     geometry: { num_layers: 3, num_heads: 4, num_kv_heads: 2, head_dim: 8, seq_len: layout.tokens.length, model_name: "tiny" },
     focus: { layer: 0, head: 0 },
     selection: {},
@@ -91,10 +91,10 @@ export function f32(values: number[]): DataView {
 /** The reply a kernel would give to a request, with simple deterministic data. */
 export function answer(model: FakeModel, msg: Record<string, unknown>): [Record<string, unknown>, DataView[]] {
   const t = model.traits as unknown as ExplorerTraits;
-  const T = t.layout.tokens.length;
+  const T = t.statement_layout.tokens.length;
   const L = t.geometry.num_layers;
   const H = t.geometry.num_heads;
-  const S = t.layout.spans.length;
+  const S = t.statement_layout.spans.length;
   const base = { kind: "reply", id: msg.id, request: msg.kind, ok: true };
   switch (msg.kind) {
     case "head_matrix": {

@@ -132,42 +132,48 @@ describe("RequestChannel", () => {
   }
   const reply = (id: number, extra: Record<string, unknown> = {}) => ({ kind: "reply", id, request: "grid", ok: true, ...extra });
 
-  it("gives each request an id and resolves it with the matching reply", async () => {
+  it("gives each request an id (unique across channels) and resolves it with the matching reply", async () => {
     const { sent, channel } = setup();
     const p = channel.request("grid", "grid", { measure: "entropy" });
-    expect(sent[0]).toMatchObject({ kind: "grid", measure: "entropy", id: 1 });
+    expect(sent[0]).toMatchObject({ kind: "grid", measure: "entropy" });
+    const id = sent[0].id as number;
+    expect(Number.isSafeInteger(id) && id > 0).toBe(true);
+    channel.handle(reply(id + 1), []); // not ours
     expect(channel.status.busy).toBe(true);
-    channel.handle(reply(1, { label: "x" }), []);
+    channel.handle(reply(id, { label: "x" }), []);
     const out = await p;
+    const other = setup();
+    void other.channel.request("grid", "grid", {});
+    expect(other.sent[0].id).not.toBe(id);
     expect(out.status).toBe("ok");
     expect(channel.status.busy).toBe(false);
   });
 
   it("never shows a stale reply: a newer request in the lane supersedes the older", async () => {
-    const { channel } = setup();
+    const { channel, sent } = setup();
     const first = channel.request("matrix", "head_matrix", { layer: 0, head: 0 });
     const second = channel.request("matrix", "head_matrix", { layer: 0, head: 1 });
     expect((await first).status).toBe("stale");
     // The old reply arrives after the newer request was sent: dropped.
-    channel.handle(reply(1), []);
+    channel.handle(reply(sent[0].id as number), []);
     expect(channel.status.busy).toBe(true);
-    channel.handle(reply(2, { head: 1 }), []);
+    channel.handle(reply(sent[1].id as number, { head: 1 }), []);
     const out = await second;
     expect(out.status === "ok" && out.reply.head).toBe(1);
   });
 
   it("keeps lanes independent", async () => {
-    const { channel } = setup();
+    const { channel, sent } = setup();
     const a = channel.request("grid", "grid", {});
     const b = channel.request("flow", "flow", {});
-    channel.handle(reply(2), []);
-    channel.handle(reply(1), []);
+    channel.handle(reply(sent[1].id as number), []);
+    channel.handle(reply(sent[0].id as number), []);
     expect((await a).status).toBe("ok");
     expect((await b).status).toBe("ok");
   });
 
   it("says the kernel may be busy or gone after the timeout, and still accepts a late reply", async () => {
-    const { channel, timers } = setup(5000);
+    const { channel, timers, sent } = setup(5000);
     const statuses: string[] = [];
     channel.onStatus((s) => statuses.push(s.message));
     const p = channel.request("ablation", "set_ablations", { ablations: [] });
@@ -175,7 +181,7 @@ describe("RequestChannel", () => {
     timers[0].fn();
     expect(channel.status.slow).toBe(true);
     expect(channel.status.message).toMatch(/No reply from the kernel after 5 s/);
-    channel.handle(reply(1), []);
+    channel.handle(reply(sent[0].id as number), []);
     expect((await p).status).toBe("ok");
     expect(channel.status.slow).toBe(false);
     expect(channel.status.message).toBe("");
@@ -183,9 +189,9 @@ describe("RequestChannel", () => {
   });
 
   it("turns an error reply or an unreachable kernel into an error outcome", async () => {
-    const { channel } = setup();
+    const { channel, sent } = setup();
     const p = channel.request("grid", "grid", {});
-    channel.handle({ kind: "reply", id: 1, request: "grid", ok: false, error: "bad request: layer 99" }, []);
+    channel.handle({ kind: "reply", id: sent[0].id, request: "grid", ok: false, error: "bad request: layer 99" }, []);
     const out = await p;
     expect(out.status === "error" && out.error).toBe("bad request: layer 99");
     const broken = new RequestChannel(() => {
@@ -197,13 +203,13 @@ describe("RequestChannel", () => {
   });
 
   it("routes progress only to the newest request of its lane", async () => {
-    const { channel } = setup();
+    const { channel, sent } = setup();
     const seen: number[] = [];
     void channel.request("sweep", "sweep", {}, (p) => seen.push(p.done));
-    expect(channel.handle({ kind: "progress", id: 1, done: 3, total: 10 })).toBe(true);
+    expect(channel.handle({ kind: "progress", id: sent[0].id, done: 3, total: 10 })).toBe(true);
     void channel.request("sweep", "sweep", {}, (p) => seen.push(100 + p.done));
-    channel.handle({ kind: "progress", id: 1, done: 4, total: 10 });
-    channel.handle({ kind: "progress", id: 2, done: 5, total: 10 });
+    channel.handle({ kind: "progress", id: sent[0].id, done: 4, total: 10 });
+    channel.handle({ kind: "progress", id: sent[1].id, done: 5, total: 10 });
     expect(seen).toEqual([3, 105]);
     expect(channel.handle({ something: "else" })).toBe(false);
   });

@@ -91,7 +91,7 @@ export class LayerFlowView implements View {
     let spanText = "";
     if (x >= LABEL_W && x < LABEL_W + spreadW && flow.numSpans > 0) {
       const s = Math.floor(((x - LABEL_W) / spreadW) * flow.numSpans);
-      const span = this.store.get("layout").spans[s];
+      const span = this.store.get("statement_layout").spans[s];
       if (span) spanText = ` · “${span.text}”: ${formatValue(flow.spread[layer * flow.numSpans + s])}`;
     }
     this.info.textContent =

@@ -94,7 +94,7 @@ export class AttentionMatrixView implements View {
     let drawn = source;
     let groups: TokenGroup[] | null = null;
     if (mode !== "tokens") {
-      groups = tokenGroups(this.store.get("layout"), mode);
+      groups = tokenGroups(this.store.get("statement_layout"), mode);
       const values = aggregateMatrix(source, groups);
       let hi = 0;
       for (const v of values) if (v > hi) hi = v;
@@ -140,7 +140,7 @@ export class AttentionMatrixView implements View {
   private drawOverlays(shown: Shown, view: Viewport): void {
     const ctx = this.ctx!;
     const toPx = (cell: number, origin: number) => (cell - origin) / view.cellsPerPixel;
-    const range = selectionTokenRange(this.store.get("selection"), this.store.get("layout"));
+    const range = selectionTokenRange(this.store.get("selection"), this.store.get("statement_layout"));
     if (range) {
       const [c0, c1] = shown.groups ? this.groupRange(shown.groups, range) : range;
       ctx.strokeStyle = "rgba(230, 120, 0, 0.9)";
@@ -239,7 +239,7 @@ export class AttentionMatrixView implements View {
       const lo = Math.min(this.brush.c0, this.brush.c1);
       const hi = Math.max(this.brush.c0, this.brush.c1);
       this.brush = null;
-      const layout = this.store.get("layout");
+      const layout = this.store.get("statement_layout");
       const groups = this.shown.groups;
       const [t0, t1] = groups ? [groups[lo].tokens[0], groups[hi].tokens[groups[hi].tokens.length - 1]] : [lo, hi];
       const sel = selectionFromTokenRange(t0, t1, layout);
@@ -264,7 +264,7 @@ export class AttentionMatrixView implements View {
   }
 
   private tokenLabel(t: number): string {
-    const layout = this.store.get("layout");
+    const layout = this.store.get("statement_layout");
     const tok = JSON.stringify(layout.tokens[t] ?? "");
     const s = layout.token_to_span[t];
     const span = s >= 0 ? layout.spans[s] : null;

@@ -69,7 +69,7 @@ export class StatementView implements View {
   }
 
   private build(): void {
-    const layout = this.store.get("layout");
+    const layout = this.store.get("statement_layout");
     this.spanEls = new Array(layout.spans.length);
     for (const pieces of statementLines(layout)) {
       const line = el("div", { class: "fw-line" });
@@ -142,7 +142,7 @@ export class StatementView implements View {
 
   private paint(): void {
     const store = this.store;
-    const layout = store.get("layout");
+    const layout = store.get("statement_layout");
     const sel = store.get("selection");
     const data = store.tokens;
     this.preview(sel);
@@ -178,7 +178,7 @@ export class StatementView implements View {
   }
 
   toPNG(): string {
-    const layout = this.store.get("layout");
+    const layout = this.store.get("statement_layout");
     const lines = statementLines(layout);
     const lineH = 18;
     const { canvas, ctx } = exportCanvas(900, Math.max(40, lines.length * lineH + 16));
