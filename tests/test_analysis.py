@@ -271,3 +271,45 @@ def test_without_layout_span_columns_are_nan(setup):
     table = head_specialization(setup["cap"], None, batch=0, layers=[0])
     assert table["financial_attention"].isna().all()
     assert table["head_type"].isin(["self", "sink", "previous-token", "diffuse", "mixed"]).all()
+
+
+class SpyAttention(TensorAttention):
+    """Records the size of every block of attention the analysis asks for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.largest_block = 0
+
+    def attention(self, layer, head=None, query=None, batch=0):
+        block = super().attention(layer, head, query, batch)
+        self.largest_block = max(self.largest_block, block.numel() * 4)
+        return block
+
+
+def test_memory_cap_holds_on_a_long_statement():
+    tokenizer = qwen_like_tokenizer()
+    lines = [f"Revenue: change +{i},{i:03d} | 2022: {i + 10},500 | 2021: {i + 9},100" for i in range(12)]
+    layout = read_statement("\n".join(lines), tokenizer)
+    n, heads = layout.num_tokens, 4
+    assert n > 300
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, heads, n, n, generator=generator) * 3
+    scores = scores.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
+    attention = scores.softmax(-1)
+    cap = 64 * 1024
+    assert heads * n * n * 4 > 8 * cap  # one layer would not fit
+    spy = SpyAttention({0: attention[:1], 1: attention[1:]})
+    reference = TensorAttention({0: attention[:1], 1: attention[1:]})
+    for run in (
+        lambda source, **kw: head_specialization(source, layout, **kw),
+        lambda source, **kw: financial_clustering(source, layout, **kw),
+        lambda source, **kw: attention_rollout(source, -1, layout, **kw),
+        lambda source, **kw: category_attention(source, layout, 1, **kw),
+    ):
+        spy.largest_block = 0
+        capped = run(spy, max_bytes=cap)
+        assert 0 < spy.largest_block <= cap
+        uncapped = run(reference)
+        numeric_a = capped.select_dtypes("number").to_numpy(dtype=float)
+        numeric_b = uncapped.select_dtypes("number").to_numpy(dtype=float)
+        np.testing.assert_allclose(numeric_a, numeric_b, rtol=1e-5, atol=1e-6)
