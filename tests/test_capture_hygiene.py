@@ -88,6 +88,9 @@ def test_bad_options_are_refused_before_touching_the_model(model, batch, clean_l
         capture_attention(model, store_on="the cloud")
     with pytest.raises(InputError, match="store_dtype must be a floating torch dtype"):
         capture_attention(model, store_dtype=torch.int8)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            capture_attention(model, store_on="cuda")
     with pytest.raises(InputError, match="method must be one of"):
         capture_attention(model, method="magic")
     with pytest.raises(InputError, match="layers is empty"):

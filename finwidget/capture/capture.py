@@ -60,6 +60,11 @@ class AttentionCapture:
         nbytes: bytes kept by the capture.
         method: "registry" (queries/keys recorded) or "output_attentions" (fallback, weights kept).
 
+    Probabilities are those before attention dropout (models in eval mode have none).
+    For float16/bfloat16 models they are computed in float32 from the stored queries
+    and keys, so they can differ from the eager path's low-precision result (by ~1e-2
+    for bfloat16 on sharp heads): they are the exact softmax of what the model stored.
+
     Each forward pass that starts a new sequence (no KV cache in front of it) replaces
     the previous recording; ``generate`` decode steps extend it. After ``generate``, the
     capture covers every position the model ran: the prompt and all generated tokens
@@ -114,9 +119,12 @@ class AttentionCapture:
         if store_on == "model":
             return None
         try:
-            return torch.device(store_on)
+            device = torch.device(store_on)
         except (RuntimeError, TypeError):
             raise InputError(f"store_on must be 'cpu', 'model' or a torch device, got {store_on!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"store_on={store_on!r}, but CUDA is not available here; use 'cpu' or 'model'")
+        return device
 
     def _choose_method(self, method: str) -> str:
         if method == "output_attentions":
