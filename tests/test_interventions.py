@@ -124,6 +124,36 @@ def test_cached_run_equals_a_full_forward_with_the_same_interventions(setup, tex
     assert changed == len(_sets())  # every set really changes the answer: the comparisons are not vacuous
 
 
+def test_last_layer_interventions_at_chosen_positions(setup, texts):
+    """The last layer is re-run for the answer position only: its interventions must still be exact."""
+    model, _, task = setup
+    batch = task.encode(texts)
+    run = CachedRun(model, task, texts)
+    same_length = [same_shape_statement(texts[2], seed) for seed in (4, 5)]
+    cases = [
+        (InterventionSet([HeadIntervention(3, 2, "zero", positions=(-1,))]), True),
+        (InterventionSet([HeadIntervention(3, 1, "scale", value=5.0, positions=(4, 30))]), False),
+        (InterventionSet([HeadIntervention(2, 1, "scale", value=5.0, positions=(4, 30)), (3, 0)]), True),
+    ]
+    for interventions, changes_answer in cases:
+        fast = run.logit_diffs([interventions])[0]
+        with interventions.applied(model):
+            full = full_forward_logit_diff(model, task, batch)
+        assert (fast - full).abs().max() < EXACT, interventions
+        assert bool((full - run.clean_logit_diff).abs().max() > 1e-4) == changes_answer
+    per_position = InterventionSet([HeadIntervention(3, 3, "mean", per_position=True)])
+    target = same_shape_statement(texts[2], 6)
+    fast = CachedRun(model, task, target).logit_diffs([per_position], reference=same_length)[0]
+    with per_position.applied(model, reference=task.encode(same_length)):
+        full = full_forward_logit_diff(model, task, task.encode(target))
+    assert (fast - full).abs().max() < EXACT
+    with pytest.raises(InputError, match="same token length"):
+        run.predict(per_position, reference=same_length)
+    with pytest.raises(InputError, match="same token length"):
+        CachedRun(model, task, texts[0]).predict(InterventionSet([HeadIntervention(3, 0, "resample")]),
+                                                 source=texts[1])
+
+
 def test_one_batched_call_equals_one_call_per_set(setup, texts):
     model, _, task = setup
     run = CachedRun(model, task, texts)
@@ -188,7 +218,7 @@ def test_mean_reference_must_be_given_and_not_empty(setup, texts):
     with pytest.raises(InputError, match="empty"):
         run.predict(mean, reference=[])
     per_position = InterventionSet([HeadIntervention(1, 1, "mean", per_position=True)])
-    with pytest.raises(InputError, match="one token length"):
+    with pytest.raises(InputError, match="one token length|same token length"):
         run.predict(per_position, reference=texts)
     same_length = [same_shape_statement(texts[2], seed) for seed in (1, 2)]
     with pytest.raises(InputError, match="same token length"):

@@ -19,6 +19,11 @@ from finwidget.errors import InputError, LocationError
 from finwidget.interventions.anatomy import HeadGeometry, decoder_layers
 from finwidget.interventions.applying import RowGroup, SequenceWindow, check_needs, install_edits
 from finwidget.interventions.head_outputs import HeadOutputs, coerce_batch
+from finwidget.interventions.layer_shortcuts import (
+    continue_from_attention_output,
+    last_position_output,
+    supports_shortcuts,
+)
 from finwidget.interventions.spec import InterventionSet
 from finwidget.task import EarningsTask, Prediction, eval_mode, model_device
 
@@ -47,6 +52,24 @@ def encode_statements(task: EarningsTask, statements, device, what: str = "state
     return {key: value.to(device) for key, value in batch.items()}
 
 
+class _answer_position:
+    """Context: tell intervention hooks that the current call covers only the last position."""
+
+    def __init__(self, window: SequenceWindow | None, length: int):
+        self.window, self.length = window, length
+
+    def __enter__(self):
+        if self.window is not None:
+            self.saved = self.window.offset
+            self.window.offset = self.length - 1
+        return self
+
+    def __exit__(self, *exc):
+        if self.window is not None:
+            self.window.offset = self.saved
+        return False
+
+
 def default_max_batch_tokens(device: torch.device) -> int:
     """How many tokens to run in one call when batching many intervention sets.
 
@@ -70,6 +93,7 @@ class CachedRun:
         clean: ``list[Prediction]`` of the clean run.
         clean_logit_diff: ``[B]`` float32 tensor.
         residuals: ``list`` of ``L`` tensors ``[B, T, hidden]`` (model dtype), the input of each layer.
+        head_outputs: ``list`` of ``L`` tensors ``[B, T, heads * head_dim]``, each layer's ``o_proj`` input.
         batch: the encoded batch.
     """
 
@@ -80,6 +104,7 @@ class CachedRun:
         self.batch = encode_statements(task, batch, model_device(model), "batch")
         self._layers = decoder_layers(model)
         self.residuals: list[torch.Tensor] = [None] * self.geometry.num_layers
+        self.head_outputs: list[torch.Tensor] = [None] * self.geometry.num_layers
         handles = []
 
         def keeper(index):
@@ -88,9 +113,15 @@ class CachedRun:
                 self.residuals[index] = hidden.detach()
             return hook
 
+        def head_keeper(index):
+            def hook(module, args):
+                self.head_outputs[index] = args[0].detach()
+            return hook
+
         try:
             for index, layer in enumerate(self._layers):
                 handles.append(layer.register_forward_pre_hook(keeper(index), with_kwargs=True))
+                handles.append(layer.self_attn.o_proj.register_forward_pre_hook(head_keeper(index)))
             with torch.inference_mode(), eval_mode(model):
                 out = model(**self.batch, use_cache=False, logits_to_keep=1)
         finally:
@@ -126,17 +157,22 @@ class CachedRun:
         ]
 
     # ------------------------------------------------------------ re-running
-    def resume(self, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def resume(self, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               head_outputs: torch.Tensor | None = None, window: SequenceWindow | None = None) -> torch.Tensor:
         """Run layers ``layer .. L-1`` from ``hidden`` ``[R, T, hidden]`` (the input of ``layer``);
         return ``[R, vocab]`` logits at the answer position (last column).
 
         ``attention_mask`` ``[R, T]`` defaults to the cached batch's, repeated to ``R`` rows.
-        Hooks registered on the model (interventions) fire as in a full forward.
+        ``head_outputs`` ``[R, T, heads * head_dim]``: ``layer``'s clean ``o_proj`` input, when
+        ``hidden`` is the clean input of ``layer`` (lets the re-run skip that layer's attention).
+        ``window``: the sequence window intervention hooks read (moved to the answer position
+        while the last layer runs for it alone).
+        Hooks registered on ``o_proj`` (interventions) fire as in a full forward.
         """
         self.geometry.check_layer(layer)
         model = self.model
         base = model.model
-        rows = hidden.shape[0]
+        rows, length = hidden.shape[0], hidden.shape[1]
         if attention_mask is None:
             attention_mask = self.batch["attention_mask"]
             if rows % attention_mask.shape[0]:
@@ -145,7 +181,9 @@ class CachedRun:
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
         config = base.config
-        position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        implementation = getattr(config, "_attn_implementation", None)
+        last = self.geometry.num_layers - 1
+        position_ids = torch.arange(length, device=hidden.device).unsqueeze(0)
         with torch.inference_mode(), eval_mode(model):
             mask_kwargs = {
                 "config": config, "inputs_embeds": hidden, "attention_mask": attention_mask,
@@ -156,19 +194,32 @@ class CachedRun:
             if "sliding_attention" in layer_types:
                 masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
             position_embeddings = base.rotary_emb(hidden, position_ids)
-            for index in range(layer, self.geometry.num_layers):
-                hidden = self._layers[index](
-                    hidden,
-                    attention_mask=masks[layer_types[index]],
-                    position_embeddings=position_embeddings,
-                    position_ids=position_ids,
-                    cache=None,
-                    use_cache=False,
-                )
-                if isinstance(hidden, tuple):
-                    hidden = hidden[0]
-            last = base.norm(hidden[:, -1:, :])
-            logits = model.get_output_embeddings()(last)
+            for index in range(layer, last + 1):
+                module = self._layers[index]
+                shortcut = supports_shortcuts(module, implementation)
+                mask = masks[layer_types[index]]
+                if index == layer and head_outputs is not None and shortcut:
+                    if index == last:
+                        with _answer_position(window, length):
+                            hidden = continue_from_attention_output(module, hidden[:, -1:], head_outputs[:, -1:])
+                    else:
+                        hidden = continue_from_attention_output(module, hidden, head_outputs)
+                elif index == last and shortcut and (mask is None or mask.dim() == 4):
+                    with _answer_position(window, length):
+                        hidden = last_position_output(module, hidden, mask, position_embeddings)
+                else:
+                    hidden = module(
+                        hidden,
+                        attention_mask=mask,
+                        position_embeddings=position_embeddings,
+                        position_ids=position_ids,
+                        cache=None,
+                        use_cache=False,
+                    )
+                    if isinstance(hidden, tuple):
+                        hidden = hidden[0]
+            answer = base.norm(hidden[:, -1:, :])
+            logits = model.get_output_embeddings()(answer)
         return logits[:, -1, :]
 
     def _check_positions(self, interventions: InterventionSet) -> None:
@@ -217,6 +268,7 @@ class CachedRun:
         reference_outputs = self._head_outputs(reference, reference_layers, "reference") if reference_layers else None
         source_outputs = self._head_outputs(source, source_layers, "resample source") if source_layers else None
 
+        self._check_lengths(sets, reference_outputs, source_outputs)
         if max_batch_tokens is None:
             max_batch_tokens = default_max_batch_tokens(self.clean_answer_logits.device)
         sets_per_call = max(1, max_batch_tokens // (self.batch_size * self.seq_len))
@@ -239,6 +291,30 @@ class CachedRun:
                     progress.update(len(chunk))
         return result
 
+    def _check_lengths(self, sets, reference_outputs, source_outputs) -> None:
+        """Resample sources and per-position references must line up with the batch, token by token."""
+        if source_outputs is not None:
+            lengths = source_outputs.lengths
+            if source_outputs.num_rows not in (1, self.batch_size):
+                raise InputError(
+                    f"the resample source has {source_outputs.num_rows} statements, the batch has "
+                    f"{self.batch_size}; pass one source statement or one per statement"
+                )
+            targets = self.batch["attention_mask"].sum(dim=1).cpu()
+            if source_outputs.width != self.seq_len or not torch.equal(lengths.expand_as(targets), targets):
+                raise InputError(
+                    f"resample source statements have token lengths {lengths.tolist()} but the statements they "
+                    f"replace have {targets.tolist()}; each source must have the same token length as its target"
+                )
+        per_position = any(iv.per_position for s in sets for iv in s)
+        if per_position and reference_outputs is not None:
+            targets = self.batch["attention_mask"].sum(dim=1).cpu()
+            if reference_outputs.width != self.seq_len or not bool((targets == self.seq_len).all()):
+                raise InputError(
+                    f"a per-position mean needs reference and target statements of the same token length; the "
+                    f"reference has {reference_outputs.width} tokens, the statements {targets.tolist()}"
+                )
+
     def _run_chunk(self, first_layer, sets, reference_outputs, source_outputs) -> torch.Tensor:
         b = self.batch_size
         groups = [
@@ -248,11 +324,13 @@ class CachedRun:
         mask = self.batch["attention_mask"].repeat(len(sets), 1)
         window = SequenceWindow(offset=0, total=self.seq_len, attention_mask=mask)
         hidden = self.residuals[first_layer]
+        head_outputs = self.head_outputs[first_layer]
         if len(sets) > 1:
             hidden = hidden.repeat(len(sets), 1, 1)
+            head_outputs = head_outputs.repeat(len(sets), 1, 1)
         handles = install_edits(self.model, groups, window, track_window=False)
         try:
-            logits = self.resume(first_layer, hidden, mask)
+            logits = self.resume(first_layer, hidden, mask, head_outputs=head_outputs, window=window)
         finally:
             for handle in handles:
                 handle.remove()
