@@ -17,8 +17,8 @@ SHARPNESS = 24.0
 
 
 def peaky_qwen2(seed: int = 0, layers: int = 3, heads: int = 4, kv_heads: int = 2, hidden: int = 64,
-                sharpness: float = SHARPNESS, **config) -> Qwen2ForCausalLM:
-    cfg = Qwen2Config(vocab_size=128, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                sharpness: float = SHARPNESS, vocab_size: int = 128, **config) -> Qwen2ForCausalLM:
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                       pad_token_id=0, **config)
     torch.manual_seed(seed)

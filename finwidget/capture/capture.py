@@ -131,7 +131,10 @@ class AttentionCapture:
             return method
         ok, why = uses_attention_registry(self.model)
         if ok:
-            return "registry"
+            missing = [layer for layer in self.layers if layer not in attention_modules(self.model)]
+            if not missing:
+                return "registry"
+            why = f"no attention module with layer_idx {missing} was found"
         if method == "registry":
             raise CaptureStateError(f"cannot record through the attention registry: {why}")
         return "output_attentions"
