@@ -99,7 +99,7 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
     out.push({ lane: "grid", kind: "grid", params });
   }
   if (views.has("flow")) {
-    out.push({ lane: "flow", kind: "flow", params: { selection, direction: t.direction } });
+    out.push({ lane: "flow", kind: "flow", params: { selection } });
   }
   return out;
 }

@@ -141,7 +141,7 @@ def test_grid_entropy_and_financial_focus(explorer):
 
 def test_flow_reply_has_one_row_per_layer(explorer):
     span = number_span(explorer)
-    reply, buffers = ask(explorer, kind="flow", selection=[span.index, span.index + 1], direction="from")
+    reply, buffers = ask(explorer, kind="flow", selection=[span.index, span.index + 1])
     spread = decode_array(reply["arrays"]["spread"], buffers)
     S = explorer.session.layout.num_spans
     assert spread.shape == (3, S)
@@ -328,7 +328,7 @@ def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statem
     assert state["traits"]["ablations"] == [{"layer": 1, "head": 0, "mode": "zero"}]
     keys = {r["key"] for r in state["replies"]}
     assert request_key({"kind": "head_matrix", "layer": 0, "head": 0}) in keys
-    assert request_key({"kind": "flow", "selection": [2, 4], "direction": "from"}) in keys
+    assert request_key({"kind": "flow", "selection": [2, 4]}) in keys
     with pytest.raises(ValueError, match=".html"):
         widget.save_html(tmp_path / "explorer.txt")
 
@@ -342,7 +342,25 @@ def test_direct_contributions_and_logit_lens_come_from_the_decision_pathway(expl
     pathway = decision_pathway(explorer.session.model, explorer.session.task, explorer.session.batch)
     expected = pathway.heads.set_index(["layer", "head"])["contribution"]
     assert math.isclose(direct[2, 1], expected[(2, 1)], rel_tol=2e-3, abs_tol=1e-3)
-    reply, _ = ask(explorer, kind="flow", selection=[], direction="from")
+    reply, _ = ask(explorer, kind="flow", selection=[])
     lens = reply["logit_lens"]
     # The last layer's logit-lens reading is the model's own answer.
     assert math.isclose(lens[-1], explorer.prediction["clean"]["logit_diff"], rel_tol=1e-4, abs_tol=1e-4)
+    # Read from the cached clean run, it equals the analysis layer's logit lens after every layer.
+    table = pathway.logit_lens
+    expected = table[table["layer"] >= 0].sort_values("layer")["logit_diff"].to_numpy()
+    assert np.allclose(lens, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_flow_does_not_run_the_model_again(explorer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(explorer.session, "_logit_lens", None)
+    monkeypatch.setattr(explorer.session, "_answer_rows", None)
+    model = explorer.session.model
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        reply, _ = ask(explorer, kind="flow", selection=[1, 3])
+    finally:
+        handle.remove()
+    assert reply["ok"] and calls == []
+    assert reply["logit_lens"][-1] == pytest.approx(explorer.prediction["clean"]["logit_diff"], abs=1e-4)

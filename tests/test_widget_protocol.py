@@ -109,11 +109,13 @@ def test_valid_requests_are_normalized():
     ({"kind": "head_matrix", "id": 1, "layer": "0", "head": 0}, "layer must be an integer"),
     ({"kind": "head_matrix", "id": 1, "layer": 1.0, "head": 0}, "layer must be an integer"),
     ({"kind": "head_matrix", "id": 1, "layer": 0, "head": 0, "encoding": "png"}, "encoding must be one of"),
-    ({"kind": "flow", "id": 1, "selection": [5, 3], "direction": "from"}, "out of range"),
-    ({"kind": "flow", "id": 1, "selection": [0, 11], "direction": "from"}, "out of range"),
-    ({"kind": "flow", "id": 1, "selection": "0:3", "direction": "from"}, "must be a list"),
-    ({"kind": "flow", "id": 1, "selection": [1, 2, 3], "direction": "from"}, "two integers"),
-    ({"kind": "flow", "id": 1, "selection": [], "direction": "sideways"}, "direction must be one of"),
+    ({"kind": "flow", "id": 1, "selection": [5, 3]}, "out of range"),
+    ({"kind": "flow", "id": 1, "selection": [0, 11]}, "out of range"),
+    ({"kind": "flow", "id": 1, "selection": "0:3"}, "must be a list"),
+    ({"kind": "flow", "id": 1, "selection": [1, 2, 3]}, "two integers"),
+    ({"kind": "flow", "id": 1, "selection": [], "direction": "to"}, "unknown keys"),
+    ({"kind": "token_values", "id": 1, "scope": "layer", "selection": [], "direction": "sideways", "layer": 0},
+     "direction must be one of"),
     ({"kind": "token_values", "id": 1, "scope": "focus", "selection": [], "direction": "from", "layer": 0},
      "head must be an integer"),
     ({"kind": "token_values", "id": 1, "scope": "range", "selection": [], "direction": "from"}, "needs layer_range"),
@@ -159,7 +161,7 @@ def test_requests_for_state_mirror_the_frontend():
         {"kind": "head_matrix", "layer": 1, "head": 3},
         {"kind": "token_values", "scope": "layer", "selection": [2, 4], "direction": "to", "layer": 1},
         {"kind": "grid", "measure": "financial_focus"},
-        {"kind": "flow", "selection": [2, 4], "direction": "to"},
+        {"kind": "flow", "selection": [2, 4]},
     ]
     state.update(views=["grid"], grid_measure="entropy", selection={})
     assert requests_for_state(state) == [{"kind": "grid", "measure": "entropy", "selection": []}]

@@ -181,8 +181,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         if set(value) != {"start", "end"}:
             raise traitlets.TraitError(f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}")
         try:
-            parse_request({"kind": "flow", "id": 0, "selection": [value["start"], value["end"]], "direction": "from"},
-                          self._geometry)
+            parse_request({"kind": "flow", "id": 0, "selection": [value["start"], value["end"]]}, self._geometry)
         except ProtocolError as err:
             raise traitlets.TraitError(f"selection (span indices, {self._geometry.num_spans} spans): {err}") from None
         return {"start": value["start"], "end": value["end"]}
@@ -353,7 +352,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         if request.kind == "grid":
             return ok_reply(request, *self._grid_fields(p["measure"], p["selection"]))
         if request.kind == "flow":
-            flow = s.flow(p["selection"], p["direction"])
+            flow = s.flow(p["selection"])
             payload = Payload()
             payload.add_f16("spread", flow["spread"])
             fields = {"selection_mass": [float(v) for v in flow["selection_mass"]], "logit_lens": flow["logit_lens"],

@@ -13,7 +13,7 @@ head_matrix       layer, head [, encoding "u8"|"f16"] -> the head's [T, T] atten
 token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to",
                   layer+head (focus) | layer (layer) | layer_range (range) -> values [T]
 grid              measure [, selection] -> values [L * H]
-flow              selection, direction -> spread [L, S], selection_mass [L], logit_lens [L]
+flow              selection -> spread [L, S], selection_mass [L], logit_lens [L]
 set_ablations     ablations: [{layer, head, mode "zero"|"mean"|"scale" [, value]}] -> prediction
 sweep             mode [, value] -> values [L * H] (change in logit difference); progress messages
 png               view, data_url -> stored on the widget (``explorer.last_png``)
@@ -62,7 +62,7 @@ REQUEST_PARAMS: dict[str, tuple[frozenset, frozenset]] = {
     "head_matrix": (frozenset({"layer", "head"}), frozenset({"encoding"})),
     "token_values": (frozenset({"scope", "selection", "direction"}), frozenset({"layer", "head", "layer_range"})),
     "grid": (frozenset({"measure"}), frozenset({"selection"})),
-    "flow": (frozenset({"selection", "direction"}), frozenset()),
+    "flow": (frozenset({"selection"}), frozenset()),
     "set_ablations": (frozenset({"ablations"}), frozenset({"grid"})),
     "sweep": (frozenset({"mode"}), frozenset({"value"})),
     "png": (frozenset({"view", "data_url"}), frozenset()),
@@ -83,8 +83,8 @@ def pack_lower_triangle(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {matrix.shape}")
-    rows, cols = np.tril_indices(matrix.shape[0])
-    return matrix[rows, cols]
+    # Boolean indexing walks the matrix row by row: exactly the packing order.
+    return matrix[np.tri(matrix.shape[0], dtype=bool)]
 
 
 def unpack_lower_triangle(packed: np.ndarray, n: int) -> np.ndarray:
@@ -93,7 +93,7 @@ def unpack_lower_triangle(packed: np.ndarray, n: int) -> np.ndarray:
     if packed.shape != (n * (n + 1) // 2,):
         raise ValueError(f"lower triangle of {n} x {n} needs {n * (n + 1) // 2} values, got {packed.shape}")
     out = np.zeros((n, n), dtype=packed.dtype)
-    out[np.tril_indices(n)] = packed
+    out[np.tri(n, dtype=bool)] = packed
     return out
 
 
@@ -323,7 +323,6 @@ def parse_request(content, geometry: Geometry) -> Request:
         clean["selection"] = _range(params.get("selection", []), S, "selection", half_open=True)
     elif kind == "flow":
         clean["selection"] = _range(params["selection"], S, "selection", half_open=True)
-        clean["direction"] = _choice(params, "direction", DIRECTIONS)
     elif kind == "set_ablations":
         clean["ablations"] = validate_ablations(params["ablations"], geometry)
         if "grid" in params:
@@ -393,5 +392,5 @@ def requests_for_state(state: dict) -> list[dict]:
             msg["selection"] = selection
         out.append(msg)
     if "flow" in views:
-        out.append({"kind": "flow", "selection": selection, "direction": state["direction"]})
+        out.append({"kind": "flow", "selection": selection})
     return out

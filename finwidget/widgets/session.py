@@ -126,11 +126,18 @@ class ExplorerSession:
         return rows.mean(dim=1).numpy()
 
     def _to_columns(self, layer: int, heads: list[int], keys: np.ndarray) -> np.ndarray:
-        """``[len(heads), T]``: for every query token, the attention it pays to ``keys``."""
+        """``[len(heads), T]``: for every query token, the attention it pays to ``keys``.
+
+        Needs every query row of those heads (full ``T x T`` per head, computed a few
+        heads at a time and reduced at once).
+        """
         out = np.zeros((len(heads), self.seq_len), dtype=np.float32)
         key_index = torch.as_tensor(keys)
-        for i, head in enumerate(heads):
-            out[i] = self.capture.attention(layer, head=head).index_select(1, key_index).sum(dim=1).numpy()
+        per_chunk = max(1, (64 * 2**20) // (4 * self.seq_len * self.seq_len))   # ~64 MiB of rows at once
+        for start in range(0, len(heads), per_chunk):
+            chunk = heads[start:start + per_chunk]
+            rows = self.capture.attention(layer, head=chunk)                       # [h, T, T]
+            out[start:start + len(chunk)] = rows.index_select(2, key_index).sum(dim=2).numpy()
         return out
 
     def token_values(self, scope: str, selection: list[int], direction: str, layer=None, head=None,
@@ -207,29 +214,29 @@ class ExplorerSession:
         return logit_lens(self)
 
     # ------------------------------------------------------------------ flow
-    def flow(self, selection: list[int], direction: str) -> dict:
-        """The layer flow of the selection.
+    def flow(self, selection: list[int]) -> dict:
+        """The layer flow of the selection: where its attention goes in every layer.
 
         Returns ``{"spread": [L, S] float32, "selection_mass": [L] float32,
-        "logit_lens": list of L floats (None where unavailable), "label": str}``: per layer, where the selection's
-        attention goes ("from") or who attends to it ("to") by span, mean over heads;
-        the answer position's attention on the selection (mean over heads); the
+        "logit_lens": list of L floats (None where unavailable), "label": str}``: per
+        layer, the selection's attention rows (the answer position's without a selection)
+        summed per span and averaged over the layer's heads; the answer position's
+        attention on the selection (on the numbers without one), mean over heads; the
         logit-lens logit difference after the layer.
+
+        Only query rows of the selection are computed (``[H, |selection|, T]`` per layer),
+        never a full ``T x T`` matrix, so this stays fast on long statements.
         """
+        from finwidget.statement import aggregate_to_spans
+        from finwidget.widgets.analysis_glue import AnalysisUnavailable
+
         tokens = self.selection_tokens(selection)
         queries = tokens if tokens.size else np.asarray([self.answer_position])
-        counts = np.maximum(self.layout.span_token_counts(), 1).astype(np.float32)
         spread = np.zeros((self.num_layers, self.layout.num_spans), dtype=np.float32)
         heads = list(range(self.num_heads))
-        from finwidget.statement import aggregate_to_spans
-
         for layer in range(self.num_layers):
-            if direction == "from":
-                per_token = self._from_rows(layer, heads, queries).mean(axis=0)
-                spread[layer] = aggregate_to_spans(per_token, self.layout)
-            else:
-                per_token = self._to_columns(layer, heads, queries).mean(axis=0)
-                spread[layer] = aggregate_to_spans(per_token, self.layout) / counts
+            per_token = self._from_rows(layer, heads, queries).mean(axis=0)
+            spread[layer] = aggregate_to_spans(per_token, self.layout)
         rows = self.answer_rows()
         mask = np.zeros(self.seq_len, dtype=bool)
         if tokens.size:
@@ -238,9 +245,7 @@ class ExplorerSession:
             mask = self._numbers
         mass = rows[..., mask].sum(axis=-1).mean(axis=-1)
         who = f"“{self.selection_text(selection)}”" if tokens.size else "the answer position"
-        label = (f"where {who} looks, by layer" if direction == "from" else f"who looks at {who}, by layer")
-        from finwidget.widgets.analysis_glue import AnalysisUnavailable
-
+        label = f"where {who} looks, layer by layer (mean over heads)"
         try:
             lens = [float(v) for v in self.logit_lens()]
         except AnalysisUnavailable as err:
