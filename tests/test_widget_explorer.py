@@ -276,7 +276,7 @@ def test_setting_ablations_from_python_updates_the_prediction(explorer):
 
 def test_focus_links_to_other_widgets(model, tokenizer, statement, explorer):
     grid = HeadGrid(model, tokenizer, statement, session=explorer.session)
-    matrix = heatmap_view(model, tokenizer, statement, layer=1, head=1, session=explorer.session)
+    matrix = heatmap_view(explorer.session, layer=1, head=1)
     assert grid.views == ["grid", "prediction"] and matrix.views == ["matrix"]
     assert matrix.focus == {"layer": 1, "head": 1}
     link = ipywidgets.link((grid, "focus"), (matrix, "focus"))
@@ -364,3 +364,46 @@ def test_flow_does_not_run_the_model_again(explorer, monkeypatch):
         handle.remove()
     assert reply["ok"] and calls == []
     assert reply["logit_lens"][-1] == pytest.approx(explorer.prediction["clean"]["logit_diff"], abs=1e-4)
+
+
+def test_the_guides_analyzer_gets_widget_views_of_its_recorded_attention(model, tokenizer, statement):
+    from finwidget.analysis import quick_attention_analysis
+    from finwidget.widgets import flow_view
+
+    analyzer = quick_attention_analysis(model, tokenizer, statement, layer_idx=1)
+    matrix = heatmap_view(analyzer, layer=1, head=2)
+    assert matrix.views == ["matrix"] and matrix.focus == {"layer": 1, "head": 2}
+    reply, buffers = ask(matrix, kind="head_matrix", layer=1, head=2)
+    expected = analyzer.attention_weights["layer_1"][0, 2]
+    assert np.abs(decode_array(reply["arrays"]["matrix"], buffers) - np.asarray(expected)).max() <= \
+        reply["arrays"]["matrix"]["scale"] / 2 + 1e-5
+    flow = flow_view(analyzer, layer=1)
+    assert flow.settings["statement_heads"] == "layer" and flow.focus["layer"] == 1
+    reply, _ = ask(flow, kind="flow", selection=[])
+    assert reply["ok"] and reply["logit_lens"] == [None] * 3 and "needs the model" in reply["label"]
+    # Nothing to ablate without the model: a clear error reply, not a crash.
+    reply, _ = ask(flow, kind="set_ablations", ablations=[{"layer": 0, "head": 0, "mode": "zero"}])
+    assert reply["ok"] is False and "needs the model" in reply["error"]
+    assert flow.prediction["clean"]["logit_diff"] == analyzer.prediction.logit_diff
+
+
+def test_an_explorer_of_a_dict_of_attention_tensors(tokenizer, statement, model):
+    from finwidget.statement import read_statement
+
+    task = EarningsTask(tokenizer)
+    batch = task.encode(statement)
+    eager = make_model(tokenizer, attn="eager")
+    eager.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = eager(**batch, output_attentions=True)
+    weights = {f"layer_{i}": a for i, a in enumerate(out.attentions) if i != 1}   # layer 1 not kept
+    layout = read_statement(statement, tokenizer, input_ids=batch["input_ids"][0].tolist(), task=task)
+    widget = AttentionExplorer.from_attention(weights, layout)
+    assert "prediction" not in widget.views and widget.prediction == {}
+    reply, buffers = ask(widget, kind="grid", measure="entropy", selection=[])
+    grid = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    assert np.isnan(grid[1]).all() and np.isfinite(grid[[0, 2]]).all()
+    reply, _ = ask(widget, kind="head_matrix", layer=1, head=0)
+    assert reply["ok"] is False and "not recorded" in reply["error"]
+    reply, _ = ask(widget, kind="flow", selection=[])
+    assert reply["ok"] and reply["selection_mass"][1] is None

@@ -20,6 +20,8 @@ class AnalysisUnavailable(InputError):
 def _pathway(session):
     cached = getattr(session, "_decision_pathway", None)
     if cached is None:
+        if session.model is None:
+            raise AnalysisUnavailable("direct contributions need the model (this explorer shows recorded attention)")
         from finwidget.analysis import decision_pathway
 
         try:
@@ -43,6 +45,8 @@ def logit_lens(session) -> np.ndarray:
         return cached
     import torch
 
+    if session.cached is None:
+        raise AnalysisUnavailable("the logit lens needs the model (this explorer shows recorded attention)")
     model, cached_run = session.model, session.cached
     norm = getattr(getattr(model, "model", None), "norm", None)
     if norm is None:

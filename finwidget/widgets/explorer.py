@@ -143,7 +143,10 @@ class AttentionExplorer(anywidget.AnyWidget):
         self._geometry = Geometry(num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans)
         self.last_png: bytes | None = None
         self.last_png_view: str | None = None
-        model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        if model is None:
+            model_name = getattr(s, "model_name", "recorded attention")
+        else:
+            model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         kwargs.setdefault("statement_layout", layout_state(s))
         kwargs.setdefault("geometry", {
             "num_layers": s.num_layers, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
@@ -160,6 +163,20 @@ class AttentionExplorer(anywidget.AnyWidget):
             self.selection = {"start": start, "end": end}
         self.prediction = s.prediction([])
         self.on_msg(self._on_custom_message)
+
+    @classmethod
+    def from_attention(cls, attention, layout, prediction=None, *, views=None, focus=None, selection=None,
+                       model_name: str = "recorded attention", **kwargs) -> "AttentionExplorer":
+        """An explorer of attention already recorded, without the model (nothing to ablate).
+
+        ``attention``: a capture, ``hook.attention_weights``, ``{'layer_i': [B, H, T, T]}`` or an
+        ``output_attentions`` tuple; ``layout``: ``read_statement`` of the same tokens;
+        ``prediction``: the model's :class:`~finwidget.task.Prediction`, if known.
+        """
+        session = ExplorerSession.from_attention(attention, layout, prediction=prediction, model_name=model_name)
+        if views is None:
+            views = [v for v in VIEW_NAMES if v != "prediction" or prediction is not None]
+        return cls(None, None, layout.text, views=views, focus=focus, selection=selection, session=session, **kwargs)
 
     # ------------------------------------------------------------------ validation of traits
     @traitlets.validate("focus")
@@ -355,7 +372,7 @@ class AttentionExplorer(anywidget.AnyWidget):
             flow = s.flow(p["selection"])
             payload = Payload()
             payload.add_f16("spread", flow["spread"])
-            fields = {"selection_mass": [float(v) for v in flow["selection_mass"]], "logit_lens": flow["logit_lens"],
+            fields = {"selection_mass": flow["selection_mass"], "logit_lens": flow["logit_lens"],
                       "label": flow["label"]}
             return ok_reply(request, fields, payload)
         if request.kind == "set_ablations":

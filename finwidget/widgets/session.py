@@ -56,19 +56,59 @@ class ExplorerSession:
                                       device=model_device(model))
         with capture_attention(model, store_dtype=store_dtype) as capture:
             self.cached = CachedRun(model, self.task, self.batch)
-        self.capture = capture
         input_ids = self.batch["input_ids"][0].tolist()
-        self.layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
-        self.num_layers = capture.num_layers
-        self.num_heads = capture.num_heads
-        self.num_kv_heads = capture.num_kv_heads
-        self.head_dim = capture.head_dim
-        self.seq_len = capture.seq_len
+        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
+        self._setup(capture, layout, num_kv_heads=capture.num_kv_heads, head_dim=capture.head_dim)
+        self.reference = reference if reference is not None else self.batch
+        self._clean = self.cached.clean[0]
+
+    @classmethod
+    def from_attention(cls, attention, layout, prediction: Prediction | None = None,
+                       model_name: str = "recorded attention") -> "ExplorerSession":
+        """A session that only *shows* attention already recorded (no model: no ablations,
+        no logit lens, no direct contributions).
+
+        Args:
+            attention: anything ``finwidget.analysis.as_attention_source`` reads (a capture,
+                ``hook.attention_weights``, ``{'layer_i': [B, H, T, T]}``, an
+                ``output_attentions`` tuple); batch row 0, unpadded, is shown.
+            layout: the ``read_statement`` layout of the same tokens.
+            prediction: the model's prediction for the statement, if known.
+        """
+        from finwidget.analysis import as_attention_source
+
+        source = as_attention_source(attention)
+        if source.seq_len != layout.num_tokens:
+            raise InputError(f"the attention covers {source.seq_len} tokens but the statement layout has "
+                             f"{layout.num_tokens}; pass the layout of exactly the tokens the model ran")
+        self = cls.__new__(cls)
+        self.model = None
+        self.tokenizer = None
+        self.task = None
+        self.text = layout.text
+        self.batch = None
+        self.cached = None
+        self.reference = None
+        self._clean = prediction
+        self.model_name = model_name
+        num_kv = int(getattr(source, "num_kv_heads", None) or source.num_heads)
+        head_dim = int(getattr(source, "head_dim", 0) or 0)
+        self._setup(source, layout, num_kv_heads=num_kv, head_dim=head_dim)
+        return self
+
+    def _setup(self, source, layout, num_kv_heads: int, head_dim: int) -> None:
+        self.capture = source
+        self.layout = layout
+        self.num_layers = int(source.num_layers)
+        self.num_heads = int(source.num_heads)
+        self.num_kv_heads = int(num_kv_heads)
+        self.head_dim = int(head_dim)
+        self.seq_len = int(source.seq_len)
+        self.layers = list(getattr(source, "layers", range(self.num_layers)))
         if self.layout.num_tokens != self.seq_len:
             raise InputError(f"the statement reader found {self.layout.num_tokens} tokens but the model ran "
                              f"{self.seq_len}; the tokenizer and the task disagree")
         self.answer_position = self.seq_len - 1
-        self.reference = reference if reference is not None else self.batch
         self._answer_rows: np.ndarray | None = None
         self._predictions: dict[str, dict] = {}
         self.sweep_effect: np.ndarray | None = None   # [L, H] change in logit diff, after sweep()
@@ -76,6 +116,20 @@ class ExplorerSession:
         self._financial = self._financial_tokens()
         self._numbers = self.layout.token_mask(
             [s for s in self.layout.spans if s.kind == "number" and s.in_statement])
+
+    @property
+    def can_intervene(self) -> bool:
+        """Whether this session has the model (ablations, sweeps, logit lens)."""
+        return self.cached is not None
+
+    def _require_model(self, what: str) -> None:
+        if self.cached is None:
+            raise InputError(f"{what} needs the model: this explorer only shows recorded attention; "
+                             "use AttentionExplorer(model, tokenizer, text) to change heads")
+
+    def _check_layer_recorded(self, layer: int) -> None:
+        if layer not in self.layers:
+            raise InputError(f"layer {layer} was not recorded; recorded layers: {self.layers}")
 
     # ------------------------------------------------------------------ the statement
     def _financial_tokens(self) -> np.ndarray:
@@ -101,13 +155,14 @@ class ExplorerSession:
     # ------------------------------------------------------------------ attention
     def head_matrix(self, layer: int, head: int) -> np.ndarray:
         """``[T, T]`` float32 attention of one head (rows = queries, zero above the diagonal)."""
-        return self.capture.head_matrix(layer, head).numpy()
+        self._check_layer_recorded(layer)
+        return self.capture.attention(layer, head=head).numpy()
 
     def answer_rows(self) -> np.ndarray:
         """``[L, H, T]`` float32: every head's attention row at the answer position (cached)."""
         if self._answer_rows is None:
-            rows = np.zeros((self.num_layers, self.num_heads, self.seq_len), dtype=np.float32)
-            for layer in range(self.num_layers):
+            rows = np.full((self.num_layers, self.num_heads, self.seq_len), np.nan, dtype=np.float32)
+            for layer in self.layers:
                 rows[layer] = self.capture.attention(layer, head=None, query=self.answer_position).numpy()
             self._answer_rows = rows
         return self._answer_rows
@@ -153,7 +208,9 @@ class ExplorerSession:
         tokens = self.selection_tokens(selection)
         if tokens.size == 0:
             tokens = np.asarray([self.answer_position])
-        heads = self._heads_for(scope, layer, head, layer_range)
+        heads = {lay: hs for lay, hs in self._heads_for(scope, layer, head, layer_range).items() if lay in self.layers}
+        if not heads:
+            raise InputError(f"no recorded layer in that range; recorded layers: {self.layers}")
         total = np.zeros(self.seq_len, dtype=np.float64)
         count = 0
         for lay, hs in heads.items():
@@ -185,8 +242,8 @@ class ExplorerSession:
         if measure == "entropy":
             if tokens.size == 0:
                 return _entropy(self.answer_rows()), "entropy (nats) of the answer position's attention"
-            out = np.zeros((self.num_layers, self.num_heads), dtype=np.float32)
-            for layer in range(self.num_layers):
+            out = np.full((self.num_layers, self.num_heads), np.nan, dtype=np.float32)
+            for layer in self.layers:
                 rows = self.capture.attention(layer, head=None, query=tokens.tolist()).numpy()  # [H, q, T]
                 out[layer] = _entropy(rows).mean(axis=-1)
             return out, f"entropy (nats) of the attention of {what}"
@@ -234,7 +291,7 @@ class ExplorerSession:
         queries = tokens if tokens.size else np.asarray([self.answer_position])
         spread = np.zeros((self.num_layers, self.layout.num_spans), dtype=np.float32)
         heads = list(range(self.num_heads))
-        for layer in range(self.num_layers):
+        for layer in self.layers:
             per_token = self._from_rows(layer, heads, queries).mean(axis=0)
             spread[layer] = aggregate_to_spans(per_token, self.layout)
         rows = self.answer_rows()
@@ -251,7 +308,8 @@ class ExplorerSession:
         except AnalysisUnavailable as err:
             lens = [None] * self.num_layers
             label += f" (no logit lens: {err})"
-        return {"spread": spread, "selection_mass": mass.astype(np.float32), "logit_lens": lens, "label": label}
+        return {"spread": spread, "selection_mass": [None if np.isnan(v) else float(v) for v in mass],
+                "logit_lens": lens, "label": label}
 
     # ------------------------------------------------------------------ ablations
     def intervention_set(self, ablations: list[dict]) -> InterventionSet:
@@ -265,8 +323,9 @@ class ExplorerSession:
         return InterventionSet(items)
 
     @property
-    def clean(self) -> Prediction:
-        return self.cached.clean[0]
+    def clean(self) -> Prediction | None:
+        """The model's prediction for the statement (None when built from attention alone)."""
+        return self._clean
 
     def prediction(self, ablations: list[dict]) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields).
@@ -276,6 +335,10 @@ class ExplorerSession:
         """
         from finwidget.widgets.protocol import canonical_json
 
+        if ablations:
+            self._require_model("ablating heads")
+        if self.clean is None:
+            return {}
         key = canonical_json(ablations)
         if key not in self._predictions:
             clean = self.clean.to_dict()
@@ -292,6 +355,7 @@ class ExplorerSession:
 
         ``progress``: called as ``progress(done, total)`` while it runs.
         """
+        self._require_model("the sweep")
         sets = []
         for layer in range(self.num_layers):
             for head in range(self.num_heads):

@@ -7,7 +7,9 @@ linked to an ``AttentionMatrix`` with ``ipywidgets.link((grid, "focus"), (matrix
 
 from __future__ import annotations
 
+from finwidget.errors import InputError
 from finwidget.widgets.explorer import AttentionExplorer
+from finwidget.widgets.session import ExplorerSession
 
 
 class _SingleView(AttentionExplorer):
@@ -48,19 +50,34 @@ class PredictionPanel(_SingleView):
     VIEWS = ("prediction",)
 
 
-def heatmap_view(model, tokenizer, text, layer: int, head: int, task=None, session=None) -> AttentionMatrix:
-    """What ``FinancialAttentionAnalyzer.plot_attention_heatmap(layer, head)`` returns:
-    the attention matrix of one head, next to nothing else, focused on (layer, head).
+def _session_of(source) -> ExplorerSession:
+    """An explorer session from an analyzer (``FinancialAttentionAnalyzer``) or a session."""
+    if isinstance(source, ExplorerSession):
+        return source
+    if hasattr(source, "source") and hasattr(source, "layout"):
+        if getattr(source, "batch", 0) != 0:
+            raise InputError("the widgets show batch row 0; build the analyzer for that statement alone")
+        return ExplorerSession.from_attention(source.source, source.layout, prediction=getattr(source, "prediction", None))
+    raise InputError(f"expected a FinancialAttentionAnalyzer or an ExplorerSession, got {type(source).__name__}")
 
-    Pass ``session`` (an :class:`~finwidget.widgets.session.ExplorerSession`) to reuse a
-    run already made; otherwise the statement is run once.
+
+def heatmap_view(source, layer: int, head: int = 0) -> AttentionMatrix:
+    """What ``FinancialAttentionAnalyzer.plot_attention_heatmap(layer, head)`` can return:
+    the attention matrix of one head (canvas, zoom and pan, span / line-item aggregation).
+
+    ``source``: the analyzer itself, or an :class:`~finwidget.widgets.session.ExplorerSession`.
     """
-    return AttentionMatrix(model, tokenizer, text, task, focus=(layer, head), session=session)
+    session = _session_of(source)
+    return AttentionMatrix(session.model, session.tokenizer, session.text, session.task, focus=(layer, head),
+                           session=session)
 
 
-def flow_view(model, tokenizer, text, layer: int = 0, task=None, session=None) -> LayerFlow:
-    """What ``FinancialAttentionAnalyzer.plot_financial_attention_flow(layer)`` returns:
-    the layer flow with the statement coloured by the mean attention of ``layer``'s heads."""
-    widget = LayerFlow(model, tokenizer, text, task, focus=(layer, 0), session=session)
+def flow_view(source, layer: int = 0) -> LayerFlow:
+    """What ``FinancialAttentionAnalyzer.plot_financial_attention_flow(layer)`` can return: the
+    layer flow (where the selection's attention goes, layer by layer) next to the statement,
+    coloured by the mean attention of ``layer``'s heads."""
+    session = _session_of(source)
+    widget = LayerFlow(session.model, session.tokenizer, session.text, session.task, focus=(layer, 0),
+                       session=session)
     widget.settings = {**widget.settings, "statement_heads": "layer"}
     return widget
