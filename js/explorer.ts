@@ -13,6 +13,15 @@ import type { View } from "./views/view";
 
 const ORDER: ViewName[] = ["prediction", "statement", "grid", "matrix", "flow"];
 
+/** The request lane whose data a view draws (an error there also ends its first draw). */
+const LANE: Record<ViewName, string> = {
+  statement: "tokens",
+  grid: "grid",
+  matrix: "matrix",
+  flow: "flow",
+  prediction: "ablation",
+};
+
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
   const wanted = new Set<ViewName>(store.get("views"));
   const views: View[] = [];
@@ -72,7 +81,9 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     const message = s.slow ? s.message : errors.length ? errors[errors.length - 1] : s.busy ? "working…" : "";
     status.textContent = message;
     status.setAttribute("data-kind", s.slow ? "slow" : errors.length ? "error" : s.busy ? "busy" : "idle");
-    if (root.getAttribute("data-finwidget-ready") !== "1" && views.every((v) => v.ready())) {
+    // Ready once every view has drawn its data, or shows why it cannot (an error reply).
+    const settled = views.every((v) => v.ready() || store.errors.has(LANE[v.name as ViewName]));
+    if (root.getAttribute("data-finwidget-ready") !== "1" && settled) {
       root.setAttribute("data-finwidget-ready", "1");
       if (typeof performance !== "undefined" && performance.mark) performance.mark("finwidget-ready");
     }

@@ -183,3 +183,15 @@ describe("requestsForState", () => {
     expect(requestsForState(t2)[0].params).toEqual({ scope: "range", selection: [], direction: "from", layer_range: [0, 2] });
   });
 });
+
+describe("readiness", () => {
+  it("a view whose data failed still lets the explorer finish its first draw (the status says why)", async () => {
+    const { model, root } = await mount();
+    const grid = model.sent.find((s) => s.msg.kind === "grid")!.msg;
+    model.sent = model.sent.filter((s) => s.msg !== grid);
+    model.reply({ kind: "reply", id: grid.id, request: "grid", ok: false, error: "the measure failed" });
+    await answerAll(model);
+    expect(root.getAttribute("data-finwidget-ready")).toBe("1");
+    expect(q(root, '[data-testid="status"]').textContent).toBe("the measure failed");
+  });
+});

@@ -99,7 +99,8 @@ export class PredictionPanel implements View {
   }
 
   ready(): boolean {
-    return this.drawn;
+    // Without a clean prediction (attention recorded without the model) there is nothing to wait for.
+    return this.drawn || !this.store.prediction.clean;
   }
 
   toPNG(): string {
