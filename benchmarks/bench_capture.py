@@ -16,7 +16,8 @@ For each T it measures, with the same weights and tokens:
 
 Time: median wall time of ``--repeats`` forward passes after one warm-up, the three
 configurations interleaved in one process so that load from other processes hits them
-alike. Memory: each configuration runs again in a fresh subprocess; it reports the
+alike; the CPU seconds of the process (``time.process_time``) are printed next to it,
+as a second view that other processes' load disturbs less. Memory: each configuration runs again in a fresh subprocess; it reports the
 process's peak RSS (VmHWM) and the peak above the RSS before the forward pass (model
 already built). "kept" is the bytes of tensors left after the call (attention weights
 for eager, queries + keys for capture).
@@ -117,17 +118,20 @@ def worker_timing(configs: list[str], length: int, repeats: int, threads: int, h
     model = _build_model(threads)
     ids = _tokens(length)
     times: dict[str, list[float]] = {c: [] for c in configs}
+    cpu_times: dict[str, list[float]] = {c: [] for c in configs}
     kept: dict[str, int] = {}
     for config in configs:                                   # warm-up
         held, kept[config] = _run(config, model, ids)
         del held
     for _ in range(repeats):
         for config in configs:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             held, _ = _run(config, model, ids)
             times[config].append(time.perf_counter() - start)
+            cpu_times[config].append(time.process_time() - cpu_start)
             del held
     result = {"length": length, "median_s": {c: statistics.median(v) for c, v in times.items()},
+              "median_cpu_s": {c: statistics.median(v) for c, v in cpu_times.items()},
               "all_s": times, "kept_bytes": kept}
     if head_timing:
         result.update(_head_timing(model, ids))
@@ -189,6 +193,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="T = 512, 1024 and 1 repeat")
     parser.add_argument("--eager-4096", action="store_true", help="also run eager at T >= 4096 (~20 GB)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
+    parser.add_argument("--head-timing-at", type=int, default=2048, help="T at which to time one head / one row")
     parser.add_argument("--worker", choices=("memory", "timing"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
@@ -217,7 +222,7 @@ def main() -> None:
         configs = ["plain", "capture"] + (["eager"] if length < 4096 or args.eager_4096 else [])
         timing = _spawn(["--worker", "timing", "--configs", ",".join(configs), "--lengths", str(length),
                          "--repeats", str(repeats), "--threads", str(args.threads)]
-                        + (["--head-timing"] if length == 2048 else []))
+                        + (["--head-timing"] if length == args.head_timing_at else []))
         memory = {}
         if not args.no_memory:
             for config in configs:
@@ -227,7 +232,9 @@ def main() -> None:
         print(f"  T={length}: done", flush=True)
 
     print()
+    print("time: median wall ms (and the capture/plain ratio in CPU seconds of the process)")
     header = (f"{'T':>5} | {'plain ms':>9} | {'eager ms':>9} | {'capture ms':>10} | {'capture/plain':>13} | "
+              f"{'(CPU s)':>7} | "
               f"{'eager/capture':>13} | {'peak RSS MB plain/eager/capture':>31} | "
               f"{'above start MB p/e/c':>22} | {'kept eager':>11} | {'kept capture':>12} | {'kept ratio':>10}")
     print(header)
@@ -251,7 +258,10 @@ def main() -> None:
         above = "/".join(mem(c, "peak_above_start") for c in CONFIGS)
         kept_eager = _kept(kept["eager"]) if "eager" in kept else "-"
         kept_ratio = f"{kept['eager'] / kept['capture']:10.1f}x" if "eager" in kept else f"{'-':>11}"
-        print(f"{length:>5} | {plain:9.0f} | {eager_ms} | {capture:10.0f} | {capture / plain:13.3f} | {eager_ratio} | "
+        cpu = timing["median_cpu_s"]
+        cpu_ratio = cpu["capture"] / cpu["plain"]
+        print(f"{length:>5} | {plain:9.0f} | {eager_ms} | {capture:10.0f} | {capture / plain:13.3f} | {cpu_ratio:7.3f} | "
+              f"{eager_ratio} | "
               f"{peaks:>31} | {above:>22} | {kept_eager:>11} | {_kept(kept['capture']):>12} | {kept_ratio}")
     for length, configs, timing, memory in rows:
         if "eager" not in configs:
