@@ -55,7 +55,8 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     a.click();
     a.remove();
     root.setAttribute("data-last-export", view.name);
-    store.sendPng(view.name, url);
+    // The kernel keeps a copy (explorer.last_png) unless it is too big for one websocket message.
+    if (url.length < 8 * 2 ** 20) store.sendPng(view.name, url);
   });
   const g = store.get("geometry");
   const toolbar = el("div", { class: "fw-toolbar" }, [

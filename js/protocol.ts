@@ -394,6 +394,7 @@ export interface SpanRecord {
   value: number | null;
   year: number | null;
   line_item: string | null;
+  in_statement?: boolean; // false for what the prompt template added (question, "Answer:")
 }
 
 export interface LineItemRecord {

@@ -76,7 +76,7 @@ def layout_state(session: ExplorerSession) -> dict:
         spans.append({
             "index": s.index, "kind": s.kind, "text": s.text, "char_start": s.char_start, "char_end": s.char_end,
             "token_start": s.token_start, "token_end": s.token_end, "line": s.line, "category": s.category,
-            "value": value, "year": s.year, "line_item": s.line_item,
+            "value": value, "year": s.year, "line_item": s.line_item, "in_statement": bool(s.in_statement),
         })
     return {
         "text": layout.text,

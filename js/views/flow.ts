@@ -5,7 +5,7 @@
 
 import { ColorScale, css, diverging, formatValue } from "../colors";
 import { el, listen } from "../dom";
-import { layerRangeFromBrush } from "../selection";
+import { hasSelection, layerRangeFromBrush } from "../selection";
 import type { ExplorerStore } from "../store";
 import type { View } from "./view";
 
@@ -44,6 +44,7 @@ export class LayerFlowView implements View {
     this.cleanups.push(
       store.on("flow", () => this.draw()),
       store.on("layer_range", () => this.draw()),
+      store.on("selection", () => this.draw()),
       listen(this.canvas, "mousedown", (ev) => {
         const l = this.layerAt(ev);
         if (l !== null) this.brush = { a: l, b: l };
@@ -147,6 +148,14 @@ export class LayerFlowView implements View {
       ctx.fillStyle = css(diverging(v / m));
       ctx.fillRect(Math.min(zero, zero + w), top + l * this.rowH + 1, Math.abs(w), this.rowH - 3);
     });
+    // The selection's spans, marked above the rows.
+    const sel = this.store.get("selection");
+    if (hasSelection(sel) && S > 0) {
+      ctx.fillStyle = "rgba(230, 120, 0, 0.95)";
+      const x0 = LABEL_W + Math.floor((sel.start / S) * spreadW);
+      const x1 = LABEL_W + Math.floor((sel.end / S) * spreadW);
+      ctx.fillRect(x0, top - 4, Math.max(2, x1 - x0), 3);
+    }
     // Layer range and brush.
     const range = this.brush ? layerRangeFromBrush(this.brush.a, this.brush.b) : this.store.get("layer_range");
     if (range.length === 2) {

@@ -51,6 +51,10 @@ export class StatementView implements View {
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Statement" }), direction, heads]),
       this.caption,
       this.body,
+      el("div", {
+        class: "fw-hint",
+        text: "click a span to select it · shift-click or drag for a range · underlined: financial terms and numbers (hover for category and value) · grey: added by the prompt template",
+      }),
       this.info,
     ]);
     this.build();
@@ -80,7 +84,7 @@ export class StatementView implements View {
         }
         const s = piece.span;
         const node = el("span", {
-          class: `fw-span fw-kind-${cssIdent(s.kind)}${s.category ? " fw-cat" : ""}`,
+          class: `fw-span fw-kind-${cssIdent(s.kind)}${s.category ? " fw-cat" : ""}${s.in_statement === false ? " fw-template" : ""}`,
           "data-testid": "span",
           "data-span-index": s.index,
           "data-kind": s.kind,
