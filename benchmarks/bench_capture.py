@@ -49,8 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 CONFIGS = ("plain", "eager", "capture")
-GEOMETRY = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
-                intermediate_size=3072, vocab_size=8192)
+GEOMETRY = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 2,
+            "intermediate_size": 3072, "vocab_size": 8192}
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -108,7 +108,7 @@ def worker_memory(config: str, length: int, threads: int) -> dict:
     ids = _tokens(length)
     gc.collect()
     before = _rss_bytes("VmRSS")
-    kept, kept_bytes = _run(config, model, ids)
+    _kept_alive, kept_bytes = _run(config, model, ids)    # held until the peak is read
     peak = _rss_bytes("VmHWM")
     return {"config": config, "length": length, "peak_rss": peak, "peak_above_start": peak - before,
             "kept_bytes": kept_bytes}
@@ -171,7 +171,7 @@ def _head_timing(model, ids) -> dict:
 # ---------------------------------------------------------------------------- driver side
 def _spawn(args: list[str]) -> dict:
     command = [sys.executable, __file__, *args]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -250,7 +250,7 @@ def main() -> None:
         eager_ratio = f"{eager / med['capture']:13.2f}" if eager else f"{'-':>13}"
         kept = timing["kept_bytes"]
 
-        def mem(config, key):
+        def mem(config, key, memory=memory):
             entry = memory.get(config, {})
             return _mb(entry[key]) if key in entry else "-"
 

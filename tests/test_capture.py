@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from capture_models import (
     assert_model_clean,
     eager_attentions,
@@ -22,6 +21,7 @@ from capture_models import (
     logits,
     peaky_qwen2,
 )
+
 from finwidget.capture import AttentionHook, LazyLayerAttention, attention_rows, capture_attention
 
 TOLERANCE = 1e-5
@@ -380,9 +380,9 @@ def test_nested_captures_both_record_and_the_model_is_restored_once(model, batch
 def test_output_attentions_method_matches_and_says_what_it_costs(model, batch, capture):
     before = logits(model, batch)
     hooks = hook_count(model)
-    with pytest.warns(UserWarning, match=r"keeps layers x heads x T x T float32 weights.*MiB at 2048 tokens"):
-        with torch.no_grad(), capture_attention(model, method="output_attentions") as cap:
-            model(**batch)
+    with pytest.warns(UserWarning, match=r"keeps layers x heads x T x T float32 weights.*MiB at 2048 tokens"), \
+            torch.no_grad(), capture_attention(model, method="output_attentions") as cap:
+        model(**batch)
     assert cap.method == "output_attentions"
     assert cap.nbytes == 3 * 3 * 4 * 24 * 24 * 4                          # L x B x H x T x T float32
     for layer in range(3):
@@ -407,9 +407,9 @@ def test_models_outside_the_registry_fall_back_with_a_warning(batch):
     model.load_state_dict(source.state_dict())
     model.config._attn_implementation_internal = "eager"      # such models compute weights themselves
     reference = eager_attentions(source, batch)
-    with pytest.warns(UserWarning, match="says it cannot switch its attention implementation"):
-        with torch.no_grad(), capture_attention(model) as cap:
-            model(**batch)
+    with pytest.warns(UserWarning, match="says it cannot switch its attention implementation"), \
+            torch.no_grad(), capture_attention(model) as cap:
+        model(**batch)
     assert cap.method == "output_attentions"
     assert max_error_on_real_rows(cap, reference, batch["attention_mask"]) < TOLERANCE
     assert model.config._attn_implementation == "eager" and not model.config.output_attentions

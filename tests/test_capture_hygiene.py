@@ -6,11 +6,13 @@ finwidget hook or route left, and give logits bit-identical to a fresh run.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from capture_models import assert_model_clean, hook_count, left_padded_batch, logits, peaky_qwen2
 from transformers import DynamicCache
 
-from capture_models import assert_model_clean, hook_count, left_padded_batch, logits, peaky_qwen2
 from finwidget.capture import capture_attention
 from finwidget.errors import CaptureStateError, InputError, LocationError
 
@@ -112,17 +114,15 @@ def test_reading_before_running_and_after_release(model, batch):
     with pytest.raises(CaptureStateError, match="was released"):
         cap.attention(0, head=0)
     with pytest.raises(CaptureStateError, match="was released"):
-        cap.attention_weights
+        _ = cap.attention_weights
 
 
 def test_a_capture_cannot_be_entered_twice(model, batch, clean_logits, hooks):
     cap = capture_attention(model)
-    with cap:
-        with pytest.raises(CaptureStateError, match="already entered"):
-            cap.__enter__()
-    with pytest.raises(CaptureStateError, match="already used and closed"):
-        with cap:
-            pass
+    with cap, pytest.raises(CaptureStateError, match="already entered"):
+        cap.__enter__()
+    with pytest.raises(CaptureStateError, match="already used and closed"), cap:
+        pass
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
@@ -137,10 +137,9 @@ def test_nothing_recorded(model, batch, clean_logits, hooks):
 # ---------------------------------------------------------------------------- failures inside the block
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_an_exception_in_the_block_restores_the_model(model, batch, clean_logits, hooks, error):
-    with pytest.raises(type(error)):
-        with torch.no_grad(), capture_attention(model):
-            model(**batch)
-            raise error
+    with pytest.raises(type(error)), torch.no_grad(), capture_attention(model):
+        model(**batch)
+        raise error
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
@@ -153,9 +152,8 @@ def test_an_exception_inside_the_forward_pass_restores_the_model_and_marks_the_c
         model(**batch)
     handle = model.model.layers[1].register_forward_pre_hook(fail_in_layer_1)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            with torch.no_grad(), capture_attention(model) as cap:
-                model(**left_padded_batch(lengths=(9,), seed=3))       # layer 0 recorded, 1 and 2 not
+        with pytest.raises(KeyboardInterrupt), torch.no_grad(), capture_attention(model) as cap:
+            model(**left_padded_batch(lengths=(9,), seed=3))       # layer 0 recorded, 1 and 2 not
     finally:
         handle.remove()
     with pytest.raises(CaptureStateError, match="did not finish"):
@@ -182,9 +180,9 @@ def test_continuing_a_cache_filled_outside_the_capture_is_refused(model, batch, 
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=ids[:, :5], cache=cache, use_cache=True)
-        with pytest.raises(CaptureStateError, match="continues a KV cache that was filled outside the capture"):
-            with capture_attention(model):
-                model(input_ids=ids[:, 5:], cache=cache, use_cache=True)
+        with pytest.raises(CaptureStateError, match="continues a KV cache that was filled outside the capture"), \
+                capture_attention(model):
+            model(input_ids=ids[:, 5:], cache=cache, use_cache=True)
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
@@ -200,17 +198,19 @@ def test_a_custom_non_causal_mask_is_refused_when_read(model):
 
 
 def test_fallback_restores_output_attentions_and_implementation_on_error(model, batch, clean_logits, hooks):
-    with pytest.warns(UserWarning, match="output_attentions"):
-        with pytest.raises(RuntimeError, match="boom"):
-            with torch.no_grad(), capture_attention(model, method="output_attentions"):
-                assert model.config.output_attentions and model.config._attn_implementation == "eager"
-                raise RuntimeError("boom")
+    seen = []
+    with pytest.raises(RuntimeError, match="boom"), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with torch.no_grad(), capture_attention(model, method="output_attentions"):
+            seen.append((model.config.output_attentions, model.config._attn_implementation))
+            raise RuntimeError("boom")
+    assert seen == [(True, "eager")]
+    assert any("output_attentions=True" in str(w.message) for w in warned)
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
 def test_fallback_cannot_nest_inside_a_registry_capture(model, batch, clean_logits, hooks):
-    with capture_attention(model):
-        with pytest.raises(CaptureStateError, match="cannot nest inside it"):
-            with capture_attention(model, method="output_attentions"):
-                pass
+    inner = capture_attention(model, method="output_attentions")
+    with capture_attention(model), pytest.raises(CaptureStateError, match="cannot nest inside it"):
+        inner.__enter__()
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)

@@ -20,14 +20,23 @@ states the cost.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from finwidget.capture.attention_math import DEFAULT_CHUNK_CELLS, attention_rows, kv_head_for
 from finwidget.capture.indexing import check_position, positions
 from finwidget.capture.recording import LayerRecording, key_validity_from_mask, mask_matches_causal_padding
-from finwidget.capture.registry import ModelRouting, active_routing, attention_modules, uses_attention_registry
+from finwidget.capture.registry import (
+    ModelRouting,
+    active_routing,
+    attention_modules,
+    uses_attention_registry,
+)
 from finwidget.errors import CaptureStateError, InputError, LocationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 METHODS = ("auto", "registry", "output_attentions")
 
@@ -148,7 +157,7 @@ class AttentionCapture:
         return self.layers[0]
 
     # ------------------------------------------------------------------ the with-block
-    def __enter__(self) -> AttentionCapture:
+    def __enter__(self) -> Self:
         if self._state != "new":
             raise CaptureStateError(
                 f"this capture was already {'entered' if self._state == 'open' else 'used and closed'}; "

@@ -14,9 +14,14 @@ keys when indexed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from finwidget.capture.capture import AttentionCapture, capture_attention
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class AttentionHook:
@@ -36,7 +41,7 @@ class AttentionHook:
             model, layers=layers, store_on=store_on, store_dtype=store_dtype, method=method
         )
 
-    def __enter__(self) -> AttentionHook:
+    def __enter__(self) -> Self:
         self.capture.__enter__()
         return self
 
