@@ -15,6 +15,35 @@ _EXPORTS = {
     "EarningsTask": "finwidget.task",
     "Prediction": "finwidget.task",
     "predict": "finwidget.task",
+    # capture: attention recorded without the eager path
+    "capture_attention": "finwidget.capture",
+    "AttentionCapture": "finwidget.capture",
+    "AttentionHook": "finwidget.capture",
+    # reading the statement
+    "read_statement": "finwidget.statement",
+    "Lexicon": "finwidget.statement",
+    # analysis tables
+    "FinancialAttentionAnalyzer": "finwidget.analysis",
+    "quick_attention_analysis": "finwidget.analysis",
+    "head_specialization": "finwidget.analysis",
+    "prediction_attention": "finwidget.analysis",
+    "financial_clustering": "finwidget.analysis",
+    "trace_attention_flow": "finwidget.analysis",
+    "attention_rollout": "finwidget.analysis",
+    "decision_pathway": "finwidget.analysis",
+    "logit_lens": "finwidget.analysis",
+    "head_direct_contributions": "finwidget.analysis",
+    # interventions
+    "HeadIntervention": "finwidget.interventions",
+    "InterventionSet": "finwidget.interventions",
+    "CachedRun": "finwidget.interventions",
+    "sweep_heads": "finwidget.interventions",
+    "attribution_patching": "finwidget.interventions",
+    "activation_patching": "finwidget.interventions",
+    "attention_gradients": "finwidget.interventions",
+    "AttentionInterventions": "finwidget.interventions",
+    # widgets
+    "AttentionExplorer": "finwidget.widgets",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
