@@ -50,6 +50,7 @@ def financial_clustering(
     financial = torch.from_numpy(layout.token_mask(layout.financial_spans())[:n])
     numbers = torch.from_numpy(layout.token_mask(layout.select(kinds=["number"]))[:n])
     query_tokens = [int(i) for i in torch.nonzero(financial).flatten() if i > 0]
+    targets = torch.stack([financial.float(), numbers.float()], dim=1)  # [n, 2]
     window = torch.arange(1, n + 1, dtype=torch.float64)
     share = torch.cumsum(financial.double(), 0) / window
     baseline = float(share[query_tokens].mean()) if query_tokens else math.nan
@@ -63,8 +64,9 @@ def financial_clustering(
             for start in range(run_start, run_stop, step):
                 stop = min(run_stop, start + step)
                 block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n]
-                to_fin += block[:, :, financial].double().sum((1, 2))
-                to_num += block[:, :, numbers].double().sum((1, 2))
+                mass = (block @ targets).sum(1).double()  # [H, 2]
+                to_fin += mass[:, 0]
+                to_num += mass[:, 1]
         count = len(query_tokens)
         for head in range(source.num_heads):
             mass = float(to_fin[head] / count) if count else math.nan
@@ -148,6 +150,8 @@ def category_attention(attention, layout: StatementLayout, layer: int, head: int
     group_index = {g: k for k, g in enumerate(present)}
     token_group = torch.tensor([group_index[labels[s]] if s >= 0 else -1 for s in layout.token_to_span[:n]])
     inside = token_group >= 0
+    one_hot = torch.zeros(n, len(present), dtype=torch.float32)  # [n, G] token -> its group
+    one_hot[torch.nonzero(inside).flatten(), token_group[inside]] = 1.0
     totals = torch.zeros(len(present), len(present), dtype=torch.float64)
     counts = torch.zeros(len(present), dtype=torch.float64)
     step = rows_per_chunk(source.num_heads, n, max_bytes)
@@ -155,8 +159,7 @@ def category_attention(attention, layout: StatementLayout, layer: int, head: int
         stop = min(n, start + step)
         block = layer_rows(source, layer, batch, cols, start, stop)
         rows = block.mean(0) if head is None else block[head]  # [c, n]
-        by_key = torch.zeros(rows.shape[0], len(present), dtype=torch.float64)
-        by_key.index_add_(1, token_group[inside], rows[:, inside].double())
+        by_key = (rows @ one_hot).double()  # [c, G]
         q_groups = token_group[start:stop]
         keep = q_groups >= 0
         totals.index_add_(0, q_groups[keep], by_key[keep])

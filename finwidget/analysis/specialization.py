@@ -121,25 +121,30 @@ def head_specialization(
     queries = torch.arange(1, n)  # the first token is left out
     kv_group = source.num_heads // getattr(source, "num_kv_heads", source.num_heads)
 
+    names = list(masks)
+    # [n, k] float32: one column per token set, so a matmul gives each row's mass on each set
+    mask_matrix = torch.stack([masks[k].float() for k in names], dim=1) if names else None
+    log_window = torch.log(torch.arange(1, n + 1, dtype=torch.float32))  # log(i + 1) for row i
+
     records = []
     for layer in layers:
         sums = {name: torch.zeros(source.num_heads, dtype=torch.float64) for name in
                 ("self_attention", "sink_attention", "previous_token", "entropy",
-                 *(f"{k}_attention" for k in masks))}
+                 *(f"{k}_attention" for k in names))}
         step = rows_per_chunk(source.num_heads, n, max_bytes)
         for start in range(1, n, step):
             stop = min(n, start + step)
-            block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n]
-            rows = torch.arange(start, stop)
-            local = torch.arange(stop - start)
-            sums["self_attention"] += block[:, local, rows].double().sum(1)
-            sums["sink_attention"] += block[:, :, 0].double().sum(1)
-            sums["previous_token"] += block[:, local, rows - 1].double().sum(1)
-            p = block.double()
-            ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)  # [H, c]
-            sums["entropy"] += (ent / torch.log((rows + 1).double())[None, :]).sum(1)
-            for name, mask in masks.items():
-                sums[f"{name}_attention"] += block[:, :, mask].double().sum(-1).sum(1)
+            block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n] float32
+            # row r of the block is token start + r: its own column is on the diagonal at offset start
+            sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double()
+            sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double()
+            sums["sink_attention"] += block[:, :, 0].sum(-1).double()
+            entropy = torch.special.entr(block).sum(-1)  # [H, c], -sum p log p
+            sums["entropy"] += (entropy / log_window[start:stop]).sum(-1).double()
+            if mask_matrix is not None:
+                mass = (block @ mask_matrix).sum(1).double()  # [H, k]
+                for k, name in enumerate(names):
+                    sums[f"{name}_attention"] += mass[:, k]
         count = max(1, queries.numel())
         for head in range(source.num_heads):
             row = {"layer": layer, "head": head, "kv_head": head // kv_group}
