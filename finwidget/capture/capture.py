@@ -227,7 +227,7 @@ class AttentionCapture:
                 if not mask_matches_causal_padding(mask, valid, q_offset, q_len, kv_len, window):
                     problem = ("the model ran with a custom attention mask that is not causal + padding "
                                "(e.g. packed sequences); recomputing attention for it is not supported")
-            self._key_valid = valid
+            self._key_valid = None if valid is None else valid.cpu()
             self._mask_problem = problem
         recording.record(module, query, key, kwargs)
 

@@ -145,8 +145,8 @@ def key_validity_from_mask(mask, batch: int, q_len: int, kv_len: int) -> tuple[t
             (flash-attention implementations).
 
     Returns:
-        ``([B, kv] bool or None, problem)``: None validity means no padding; ``problem``
-        is a message when the mask's form cannot be read.
+        ``([B, kv] bool on the mask's device, or None, problem)``: None validity means no
+        padding; ``problem`` is a message when the mask's form cannot be read.
     """
     if mask is None:
         return None, None
@@ -160,7 +160,7 @@ def key_validity_from_mask(mask, batch: int, q_len: int, kv_len: int) -> tuple[t
         valid = allowed.any(dim=2).any(dim=1)
     else:
         return None, f"the attention mask has {mask.dim()} dimensions, which finwidget cannot read"
-    valid = valid.expand(batch, kv_len).cpu()
+    valid = valid.expand(batch, kv_len)
     if bool(valid.all()):
         return None, None
     return valid, None
@@ -177,15 +177,15 @@ def mask_matches_causal_padding(
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
         return True
     allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
-    allowed = allowed.any(dim=1).cpu()                                    # [B|1, q, kv]
-    query_positions = torch.arange(q_offset, q_offset + q_len)
-    key_positions = torch.arange(kv_len)
+    allowed = allowed.any(dim=1)                                          # [B|1, q, kv]
+    query_positions = torch.arange(q_offset, q_offset + q_len, device=mask.device)
+    key_positions = torch.arange(kv_len, device=mask.device)
     expected = key_positions[None, :] <= query_positions[:, None]
     if sliding_window is not None:
         expected = expected & (key_positions[None, :] > query_positions[:, None] - sliding_window)
     expected = expected[None]
     if key_valid is not None:
-        expected = expected & key_valid[:, None, :]
+        expected = expected & key_valid.to(mask.device)[:, None, :]
     allowed, expected = torch.broadcast_tensors(allowed, expected)
     seen = expected.any(dim=-1, keepdim=True)
     return bool(((allowed == expected) | ~seen).all())
