@@ -2,7 +2,7 @@
 // statement lines and spans, token -> span aggregation, span / line-item groups for the
 // matrix, the layer x head grid's KV groups, and the matrix viewport (zoom, pan, max-pooled levels).
 
-import type { LayoutState, QuantizedMatrix, SpanRecord } from "./protocol";
+import { rowStart, type LayoutState, type QuantizedMatrix, type SpanRecord } from "./protocol";
 
 // ---------------------------------------------------------------- statement text
 /** One piece of a statement line: a span, or the plain text (spaces) between spans. */
@@ -104,8 +104,8 @@ export function aggregateMatrix(m: QuantizedMatrix, groups: TokenGroup[]): Float
       const ks = groups[h].tokens;
       let acc = 0;
       for (const q of qs) {
-        const row = q * m.n;
-        for (const k of ks) acc += m.bytes[row + k];
+        const row = rowStart(m, q);
+        for (const k of ks) if (!m.packed || k <= q) acc += m.bytes[row + k];
       }
       out[g * G + h] = qs.length ? (m.offset * ks.length * qs.length + acc * m.scale) / qs.length : 0;
     }
@@ -121,29 +121,47 @@ export function kvGroupOf(head: number, numHeads: number, numKvHeads: number): n
 }
 
 // ---------------------------------------------------------------- matrix viewport
-/** Max-pooled copies of a square byte matrix: level k has cells of 2^k x 2^k original cells. */
+/**
+ * Max-pooled copies of a square byte matrix: level k has cells of 2^k x 2^k original cells.
+ * The matrix is causal (zero above the diagonal), so only blocks on or below the diagonal
+ * are pooled; the rest stay zero (and are painted as masked anyway).
+ */
 export class MaxPyramid {
-  readonly levels: { size: number; bytes: Uint8Array }[] = [];
+  /** Level 0 is the matrix itself (packed lower triangle or dense); coarser levels are dense. */
+  readonly levels: { size: number; bytes: Uint8Array; packed: boolean }[] = [];
 
   constructor(m: QuantizedMatrix, minSize = 64) {
     let size = m.n;
     let bytes = m.bytes;
-    this.levels.push({ size, bytes });
+    let packed = !!m.packed;
+    this.levels.push({ size, bytes, packed });
     while (size > minSize) {
       const half = Math.ceil(size / 2);
       const next = new Uint8Array(half * half);
-      for (let r = 0; r < size; r++) {
-        const row = r * size;
-        const out = (r >> 1) * half;
-        for (let c = 0; c < size; c++) {
-          const v = bytes[row + c];
-          const j = out + (c >> 1);
-          if (v > next[j]) next[j] = v;
+      for (let r2 = 0; r2 < half; r2++) {
+        const ra = 2 * r2;
+        const a = packed ? (ra * (ra + 1)) / 2 : ra * size;
+        const hasB = ra + 1 < size;
+        const b = packed ? ((ra + 1) * (ra + 2)) / 2 : a + size;
+        const out = r2 * half;
+        const last = Math.min(r2, half - 1);
+        for (let c2 = 0; c2 <= last; c2++) {
+          const c = 2 * c2;
+          let v = bytes[a + c];
+          const hasC = c + 1 < size;
+          // Row ra's cell c + 1 lies above the diagonal when c2 == r2 (absent when packed).
+          if (hasC && (!packed || c + 1 <= ra) && bytes[a + c + 1] > v) v = bytes[a + c + 1];
+          if (hasB) {
+            if (bytes[b + c] > v) v = bytes[b + c];
+            if (hasC && bytes[b + c + 1] > v) v = bytes[b + c + 1];
+          }
+          next[out + c2] = v;
         }
       }
       size = half;
       bytes = next;
-      this.levels.push({ size, bytes });
+      packed = false;
+      this.levels.push({ size, bytes, packed });
     }
   }
 
@@ -239,35 +257,37 @@ export function paintMatrix(
   masked: [number, number, number] = [238, 238, 238],
 ): void {
   const k = pyramid.levelFor(view.cellsPerPixel);
-  const { size, bytes } = pyramid.levels[k];
+  const { size, bytes, packed } = pyramid.levels[k];
   const f = 2 ** k;
+  // Level column of every pixel column (-1: outside the matrix).
+  const colOf = new Int32Array(pixels);
+  for (let px = 0; px < pixels; px++) {
+    const col = Math.floor(view.x0 + px * view.cellsPerPixel);
+    colOf[px] = col >= view.n ? -1 : Math.min(size - 1, Math.floor(col / f));
+  }
   for (let py = 0; py < pixels; py++) {
     const row = Math.floor(view.y0 + py * view.cellsPerPixel);
     const lr = Math.min(size - 1, Math.floor(row / f));
-    for (let px = 0; px < pixels; px++) {
-      const col = Math.floor(view.x0 + px * view.cellsPerPixel);
-      const o = 4 * (py * pixels + px);
-      if (row >= view.n || col >= view.n) {
+    const base = packed ? (lr * (lr + 1)) / 2 : lr * size;
+    let o = 4 * py * pixels;
+    for (let px = 0; px < pixels; px++, o += 4) {
+      const lc = colOf[px];
+      if (row >= view.n || lc < 0) {
         out[o] = 255;
         out[o + 1] = 255;
         out[o + 2] = 255;
-        out[o + 3] = 255;
-        continue;
-      }
-      // A pooled block that straddles the diagonal still holds real values: only blocks
-      // entirely above it are masked.
-      if (Math.floor(col / f) > lr) {
+      } else if (lc > lr) {
+        // A pooled block that straddles the diagonal still holds real values: only blocks
+        // entirely above it are masked.
         out[o] = masked[0];
         out[o + 1] = masked[1];
         out[o + 2] = masked[2];
-        out[o + 3] = 255;
-        continue;
+      } else {
+        const b = 4 * bytes[base + lc];
+        out[o] = lut[b];
+        out[o + 1] = lut[b + 1];
+        out[o + 2] = lut[b + 2];
       }
-      const lc = Math.min(size - 1, Math.floor(col / f));
-      const b = bytes[lr * size + lc];
-      out[o] = lut[4 * b];
-      out[o + 1] = lut[4 * b + 1];
-      out[o + 2] = lut[4 * b + 2];
       out[o + 3] = 255;
     }
   }

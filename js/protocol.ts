@@ -163,25 +163,42 @@ export function decodeArray(spec: ArraySpec, buffers: BufferLike[]): Float32Arra
   return spec.tril ? unpackLowerTriangle(flat, spec.shape[0]) : flat;
 }
 
-/** A square matrix kept as quantized bytes (what the matrix view draws): value = offset + byte * scale. */
+/**
+ * A square matrix kept as quantized bytes (what the matrix view draws): value = offset + byte * scale.
+ * `packed`: bytes hold only the lower triangle, row by row (n (n + 1) / 2 bytes, zero above the
+ * diagonal); otherwise they are dense row-major n x n.
+ */
 export interface QuantizedMatrix {
   n: number;
-  bytes: Uint8Array; // dense row-major n x n
+  bytes: Uint8Array;
   scale: number;
   offset: number;
+  packed?: boolean;
 }
 
-/** Decode a square matrix into bytes + scale without expanding to floats (cheap at T = 4096). */
+/** Index of row `row`'s first byte in a matrix's bytes. */
+export function rowStart(m: QuantizedMatrix, row: number): number {
+  return m.packed ? (row * (row + 1)) / 2 : row * m.n;
+}
+
+/** The byte of cell (row, col) (0 above the diagonal of a packed matrix). */
+export function matrixByte(m: QuantizedMatrix, row: number, col: number): number {
+  if (m.packed && col > row) return 0;
+  return m.bytes[rowStart(m, row) + col];
+}
+
+/** Decode a square matrix into bytes + scale without expanding to floats or to a full
+ * square: a u8 lower triangle is kept as it arrived (cheap at T = 4096). */
 export function decodeQuantizedMatrix(spec: ArraySpec, buffers: BufferLike[]): QuantizedMatrix {
   const n = spec.shape[0];
   if (spec.shape.length !== 2 || spec.shape[1] !== n) throw new Error("matrix must be square");
   if (spec.encoding === "u8") {
     const buf = buffers[spec.buffer];
     if (buf === undefined) throw new Error(`reply refers to missing buffer ${spec.buffer}`);
-    const packed = bytesOf(buf);
-    const bytes = spec.tril ? unpackLowerTriangle(packed, n) : new Uint8Array(packed);
-    if (bytes.length !== n * n) throw new Error(`matrix of ${n} x ${n} needs ${n * n} values, got ${bytes.length}`);
-    return { n, bytes, scale: spec.scale ?? 1, offset: spec.offset ?? 0 };
+    const bytes = bytesOf(buf);
+    const want = spec.tril ? trilLength(n) : n * n;
+    if (bytes.length !== want) throw new Error(`matrix of ${n} x ${n} needs ${want} values, got ${bytes.length}`);
+    return { n, bytes, scale: spec.scale ?? 1, offset: spec.offset ?? 0, packed: !!spec.tril };
   }
   const dense = decodeArray(spec, buffers);
   let lo = Infinity;

@@ -126,3 +126,36 @@ describe("matrix viewport", () => {
     expect(bright).toBe(1);
   });
 });
+
+describe("packed lower triangles", () => {
+  function pack(m: QuantizedMatrix): QuantizedMatrix {
+    const bytes = new Uint8Array((m.n * (m.n + 1)) / 2);
+    let k = 0;
+    for (let r = 0; r < m.n; r++) for (let c = 0; c <= r; c++) bytes[k++] = m.bytes[r * m.n + c];
+    return { ...m, bytes, packed: true };
+  }
+
+  it("pool, paint and aggregate exactly like the dense square", () => {
+    for (const n of [37, 128, 301]) {
+      const dense = randomCausal(n, n);
+      const packed = pack(dense);
+      const a = new MaxPyramid(dense, 8);
+      const b = new MaxPyramid(packed, 8);
+      expect(b.levels.length).toBe(a.levels.length);
+      for (let k = 1; k < a.levels.length; k++) expect(Array.from(b.levels[k].bytes)).toEqual(Array.from(a.levels[k].bytes));
+      const lut = new Uint8ClampedArray(256 * 4);
+      for (let i = 0; i < 256; i++) lut.set([i, 255 - i, i >> 1, 255], 4 * i);
+      for (const zoom of [1, 3, 40]) {
+        const v = new Viewport(n, 64);
+        v.zoomAt(20, 50, zoom);
+        const outA = new Uint8ClampedArray(64 * 64 * 4);
+        const outB = new Uint8ClampedArray(64 * 64 * 4);
+        paintMatrix(outA, 64, a, v, lut);
+        paintMatrix(outB, 64, b, v, lut);
+        expect(outB).toEqual(outA);
+      }
+      const groups = [{ label: "a", tokens: [0, 1, 2] }, { label: "b", tokens: [5, 9, n - 1] }, { label: "c", tokens: [n - 1] }];
+      expect(Array.from(aggregateMatrix(packed, groups))).toEqual(Array.from(aggregateMatrix(dense, groups)));
+    }
+  });
+});

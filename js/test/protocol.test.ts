@@ -6,6 +6,7 @@ import {
   decodeQuantizedMatrix,
   decodeUint8,
   halfToFloat,
+  matrixByte,
   requestKey,
   RequestChannel,
   trilIndex,
@@ -94,12 +95,16 @@ describe("uint8 quantization and lower triangles", () => {
     expected.forEach((v, i) => expect(dense[i]).toBeCloseTo(v, 6));
   });
 
-  it("keeps a u8 matrix as bytes (no float expansion) and rejects bad shapes", () => {
+  it("keeps a u8 lower triangle as it arrived (no float expansion, no square) and rejects bad shapes", () => {
     const m = decodeQuantizedMatrix({ encoding: "u8", shape: [2, 2], tril: true, scale: 0.5, offset: 0, buffer: 0 }, [
       new Uint8Array([2, 4, 6]),
     ]);
-    expect(Array.from(m.bytes)).toEqual([2, 0, 4, 6]);
+    expect(m.packed).toBe(true);
+    expect([matrixByte(m, 0, 0), matrixByte(m, 0, 1), matrixByte(m, 1, 0), matrixByte(m, 1, 1)]).toEqual([2, 0, 4, 6]);
     expect(m.scale).toBe(0.5);
+    expect(() =>
+      decodeQuantizedMatrix({ encoding: "u8", shape: [3, 3], tril: true, scale: 1, buffer: 0 }, [new Uint8Array(5)]),
+    ).toThrow(/needs 6 values/);
     expect(() => decodeArray({ encoding: "f32", shape: [3], buffer: 0 }, [new Float32Array(2)])).toThrow(/needs 3 values/);
     expect(() => decodeArray({ encoding: "f32", shape: [3], buffer: 2 }, [])).toThrow(/buffer 2/);
   });

@@ -6,7 +6,7 @@
 import { ColorScale, formatValue } from "../colors";
 import { el, listen, select } from "../dom";
 import { aggregateMatrix, kvGroupOf, MaxPyramid, paintMatrix, tokenGroups, Viewport, type TokenGroup } from "../layout";
-import type { MatrixAggregate, QuantizedMatrix } from "../protocol";
+import { matrixByte, type MatrixAggregate, type QuantizedMatrix } from "../protocol";
 import { selectionFromTokenRange, selectionTokenRange } from "../selection";
 import type { ExplorerStore } from "../store";
 import type { View } from "./view";
@@ -104,7 +104,8 @@ export class AttentionMatrixView implements View {
       drawn = { n: groups.length, bytes, scale, offset: 0 };
     }
     let maxByte = 0;
-    for (let i = 0; i < drawn.bytes.length; i++) if (drawn.bytes[i] > maxByte) maxByte = drawn.bytes[i];
+    const all = drawn.bytes;
+    for (let i = 0; i < all.length; i++) if (all[i] > maxByte) maxByte = all[i];
     const scale = new ColorScale([], false, drawn.offset + maxByte * drawn.scale);
     this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.byteTable(drawn.scale, drawn.offset) };
     if (resetView || !this.view || this.view.n !== drawn.n) this.view = new Viewport(drawn.n, PIXELS);
@@ -168,7 +169,7 @@ export class AttentionMatrixView implements View {
       const count = Math.ceil(PIXELS * view.cellsPerPixel) + 1;
       for (let r = firstRow; r < Math.min(shown.drawn.n, firstRow + count); r++) {
         for (let c = first; c < Math.min(r + 1, first + count); c++) {
-          const v = shown.drawn.offset + shown.drawn.bytes[r * shown.drawn.n + c] * shown.drawn.scale;
+          const v = shown.drawn.offset + matrixByte(shown.drawn, r, c) * shown.drawn.scale;
           ctx.fillText(v.toFixed(2), toPx(c, view.x0) + 2, toPx(r, view.y0) + pxPerCell / 2 + 3);
         }
       }
@@ -258,7 +259,7 @@ export class AttentionMatrixView implements View {
     const { row, col } = cell;
     const m = shown.drawn;
     const masked = col > row;
-    const value = masked ? 0 : m.offset + m.bytes[row * m.n + col] * m.scale;
+    const value = masked ? 0 : m.offset + matrixByte(m, row, col) * m.scale;
     const name = (i: number) => (shown.groups ? shown.groups[i].label : this.tokenLabel(i));
     this.info.textContent = `query ${name(row)} → key ${name(col)}: ` + (masked ? "masked (future token)" : formatValue(value));
   }
