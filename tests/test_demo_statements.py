@@ -120,6 +120,22 @@ def test_pairs_are_deterministic_and_balanced():
     assert {p.flipped_item for p in pairs} == set(RULE_ITEMS)
 
 
+@pytest.mark.parametrize("distractors", [0, 3, 7])
+def test_fewer_distractors_for_a_curriculum(distractors):
+    for statement in make_statements(50, 17, distractors=distractors):
+        items, _ = parse(statement.text)
+        assert set(RULE_ITEMS) <= set(items)
+        assert len(items) == len(RULE_ITEMS) + distractors
+        assert sorted(items) == sorted(statement.numbers)
+        rises = [items[item]["change"] > 0 for item in RULE_ITEMS]
+        assert statement.label == ("increase" if all(rises) else "decrease")
+
+
+def test_bad_distractor_count_is_a_clear_error():
+    with pytest.raises(InputError, match="distractors must be"):
+        make_statements(3, 0, distractors=-2)
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, "3", None])
 def test_bad_count_is_a_clear_error(bad):
     with pytest.raises(InputError, match="n must be"):

@@ -213,10 +213,22 @@ def _make_statement(numbers, current_year, layout) -> Statement:
     )
 
 
-def _draw_statement(rng: random.Random, rule_signs: tuple[int, int]) -> Statement:
+def _keep_some_distractors(rng: random.Random, numbers, layout, distractors: int):
+    """Show only ``distractors`` randomly chosen distractor items (and both rule items)."""
+    others = [item for item in LINE_ITEMS if item not in RULE_ITEMS]
+    shown = set(RULE_ITEMS) | set(rng.sample(others, min(distractors, len(others))))
+    layout = [(title, [item for item in items if item in shown]) for title, items in layout]
+    layout = [(title, items) for title, items in layout if items]
+    return {item: values for item, values in numbers.items() if item in shown}, layout
+
+
+def _draw_statement(rng: random.Random, rule_signs: tuple[int, int], distractors: int | None = None) -> Statement:
     current_year = rng.randint(FIRST_YEAR, LAST_YEAR)
     numbers = _draw_numbers(rng, rule_signs)
-    return _make_statement(numbers, current_year, _draw_layout(rng))
+    layout = _draw_layout(rng)
+    if distractors is not None:
+        numbers, layout = _keep_some_distractors(rng, numbers, layout, distractors)
+    return _make_statement(numbers, current_year, layout)
 
 
 def _check_count_and_seed(n, seed) -> None:
@@ -228,13 +240,22 @@ def _check_count_and_seed(n, seed) -> None:
         raise InputError(f"seed must be an int, got {seed!r}")
 
 
-def make_statements(n: int, seed: int = 0) -> list[Statement]:
+def make_statements(n: int, seed: int = 0, distractors: int | None = None) -> list[Statement]:
     """``n`` synthetic statements, deterministic from ``seed``, labels balanced.
 
     Each statement is "increase" with probability 1/2; a "decrease" statement has net
     income falling, operating cash flow falling, or both (1/3 each).
+
+    ``distractors``: show only this many of the seven distractor line items (chosen at
+    random per statement; a training curriculum uses shorter statements first). The
+    default, None, shows every line item.
     """
     _check_count_and_seed(n, seed)
+    if distractors is not None and (not isinstance(distractors, int) or isinstance(distractors, bool)
+                                    or distractors < 0):
+        from finwidget.errors import InputError
+
+        raise InputError(f"distractors must be None or a non-negative int, got {distractors!r}")
     rng = random.Random(seed)
     statements = []
     for _ in range(n):
@@ -242,7 +263,7 @@ def make_statements(n: int, seed: int = 0) -> list[Statement]:
             signs = (1, 1)
         else:
             signs = rng.choice(_DECREASE_PATTERNS)
-        statements.append(_draw_statement(rng, signs))
+        statements.append(_draw_statement(rng, signs, distractors))
     return statements
 
 

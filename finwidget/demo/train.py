@@ -58,6 +58,7 @@ class TrainConfig:
     validation_size: int = 256
     stop_at_accuracy: float | None = 1.0  # stop once validation reaches this twice in a row
     min_steps: int = 400
+    curriculum_steps: int = 0  # during these first steps, statements grow from 0 to 7 distractor items
 
 
 @dataclass
@@ -75,6 +76,17 @@ class TrainResult:
 def training_seed(seed: int, step: int) -> int:
     """Seed of the statements in training step ``step``."""
     return 1_000_000 * (seed + 1) + step
+
+
+def curriculum_distractors(config: TrainConfig, step: int) -> int | None:
+    """How many distractor line items the statements of ``step`` show (None: all).
+
+    With ``curriculum_steps = K`` the first K steps go through 0, 1, ..., 7 distractors
+    in equal stages; afterwards (and with K = 0) statements are complete.
+    """
+    if step >= config.curriculum_steps:
+        return None
+    return step * 8 // config.curriculum_steps
 
 
 def build_model(config: TrainConfig, tokenizer):
@@ -171,7 +183,9 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
         for step in range(config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
-            batch, targets = _batch(task, make_statements(config.batch_size, training_seed(config.seed, step)))
+            statements = make_statements(config.batch_size, training_seed(config.seed, step),
+                                         distractors=curriculum_distractors(config, step))
+            batch, targets = _batch(task, statements)
             loss, _ = _answer_loss(model, batch, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
