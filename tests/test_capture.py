@@ -118,6 +118,18 @@ def test_grouped_query_mapping_is_h_div_group(capture):
     torch.testing.assert_close(capture.attention(2, kv_head=1, batch=1), capture.attention(2, head=[2, 3], batch=1))
 
 
+def test_qwen2_7b_head_layout_28_query_heads_over_4_kv_heads(batch):
+    # Groups of 7: query head 13 reads KV head 1 (13 // 7), not 13 % 4 = 1... and head 20 reads 2, not 0.
+    model = peaky_qwen2(seed=14, layers=2, heads=28, kv_heads=4, hidden=28 * 8)
+    model.set_attn_implementation("eager")
+    with torch.no_grad(), capture_attention(model) as cap:
+        weights = model(**batch, output_attentions=True).attentions
+    assert (cap.num_heads, cap.num_kv_heads, cap.head_dim) == (28, 4, 8)
+    assert [cap.kv_head_of(h) for h in (0, 6, 7, 13, 20, 27)] == [0, 0, 1, 1, 2, 3]
+    # Same forward pass: exact. (Against a separate SDPA run, layer 1 drifts by ~1.3e-5 here.)
+    assert max_error_on_real_rows(cap, weights, batch["attention_mask"]) < 1e-6
+
+
 def test_one_head_one_row_and_row_sets_equal_the_full_layer(capture):
     full = capture.attention(1, batch=1)                                   # [H, T, T]
     same(capture.head_matrix(1, 3, batch=1), full[3])
