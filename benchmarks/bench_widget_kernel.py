@@ -86,6 +86,7 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
     from finwidget.widgets.protocol import requests_for_state
 
     widget, build = timed(lambda: AttentionExplorer(model, tokenizer, text))
+    build_cpu = CPU_SECONDS[-1]
     saved = len(json.dumps(embed_data(views=[widget])["manager_state"]).encode("utf-8"))
     state = {name: getattr(widget, name) for name in SYNCED_STATE}
     first_bytes, first_time = 0, 0.0
@@ -96,12 +97,13 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
         first_time += seconds
     geometry = widget.geometry
     heads = [(layer, (3 * layer + 1) % geometry["num_heads"]) for layer in range(1, geometry["num_layers"])]
-    switch_times, switch_bytes = [], 0
+    switch_times, switch_cpu, switch_bytes = [], [], 0
     for layer, head in heads[:max(3, repeats)]:
         (reply, buffers), seconds = timed(
             lambda lh=(layer, head): widget.handle_request({"kind": "head_matrix", "id": 2, "layer": lh[0],
                                                             "head": lh[1]}))
         switch_times.append(seconds)
+        switch_cpu.append(CPU_SECONDS[-1])
         switch_bytes = message_bytes(reply, buffers)
     middle = geometry["num_layers"] // 2
     ablation_times, ablation_cpu = [], []
@@ -111,7 +113,8 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
         ablation_times.append(seconds)
         ablation_cpu.append(CPU_SECONDS[-1])
     return {
-        "T": widget.session.seq_len, "build_s": build, "saved_bytes": saved, "first_draw_s": first_time,
+        "T": widget.session.seq_len, "build_s": build, "build_cpu_s": build_cpu,
+        "focus_cpu_ms": 1000 * statistics.median(switch_cpu), "saved_bytes": saved, "first_draw_s": first_time,
         "first_draw_bytes": first_bytes, "focus_ms": 1000 * statistics.median(switch_times),
         "focus_bytes": switch_bytes, "ablation_ms": 1000 * statistics.median(ablation_times),
         "ablation_cpu_ms": 1000 * statistics.median(ablation_cpu),
@@ -167,7 +170,7 @@ def main(argv=None) -> None:
         have_bertviz = False
     print(f"model: random Qwen2, {GEOMETRY}; torch threads {args.threads}; bertviz "
           f"{'installed' if have_bertviz else 'not installed (anchor not run)'}")
-    header = (f"{'T':>5} | {'build s':>7} {'saved MB':>8} {'1st draw s':>10} {'1st MB':>7} {'focus ms':>8} "
+    header = (f"{'T':>5} | {'build s (cpu)':>13} {'saved MB':>8} {'1st draw s':>10} {'1st MB':>7} {'focus ms (cpu)':>14} "
               f"{'focus MB':>8} {'ablate ms (cpu)':>15} | {'BertViz s':>9} {'HTML MB':>8} | {'bytes ratio':>11}")
     print(header)
     print("-" * len(header))
@@ -183,8 +186,9 @@ def main(argv=None) -> None:
             bv = bench_bertviz(eager, tokenizer, text)
             bv_cols = f"{bv['python_s']:>9.2f} {bv['html_bytes'] / 1e6:>8.1f}"
             ratio = f"{bv['html_bytes'] / (fw['saved_bytes'] + fw['first_draw_bytes']):>10.0f}x"
-        print(f"{fw['T']:>5} | {fw['build_s']:>7.2f} {fw['saved_bytes'] / 1e6:>8.3f} {fw['first_draw_s']:>10.2f} "
-              f"{fw['first_draw_bytes'] / 1e6:>7.3f} {fw['focus_ms']:>8.1f} {fw['focus_bytes'] / 1e6:>8.3f} "
+        print(f"{fw['T']:>5} | {fw['build_s']:>6.2f} ({fw['build_cpu_s']:>4.1f}) {fw['saved_bytes'] / 1e6:>8.3f} "
+              f"{fw['first_draw_s']:>10.2f} {fw['first_draw_bytes'] / 1e6:>7.3f} "
+              f"{fw['focus_ms']:>6.1f} ({fw['focus_cpu_ms']:>5.1f}) {fw['focus_bytes'] / 1e6:>8.3f} "
               f"{fw['ablation_ms']:>7.1f} ({fw['ablation_cpu_ms']:>5.0f}) | {bv_cols} | {ratio}", flush=True)
     print("\nbytes ratio = BertViz HTML / (finwidget saved state + first-draw messages): what reaches the browser.")
     print("finwidget sends one head's matrix per focus switch (lower triangle, 1 byte a cell); BertViz embeds")

@@ -330,7 +330,19 @@ export class RequestChannel {
     if (typeof m.id !== "number") return false;
     const entry = this.pending.get(m.id);
     if (m.kind === "progress") {
-      if (entry && this.latest.get(entry.lane) === m.id) entry.onProgress?.(m as unknown as Progress);
+      if (entry && this.latest.get(entry.lane) === m.id) {
+        // The kernel is alive and working on it: restart the wait.
+        if (entry.timer !== null) this.clearTimer(entry.timer);
+        const wasSlow = entry.slow;
+        entry.slow = false;
+        entry.timer = this.setTimer(() => {
+          entry.slow = true;
+          entry.timer = null;
+          this.emit();
+        }, this.timeoutMs);
+        entry.onProgress?.(m as unknown as Progress);
+        if (wasSlow) this.emit();
+      }
       return true;
     }
     if (m.kind !== "reply") return false;

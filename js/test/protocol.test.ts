@@ -216,6 +216,18 @@ describe("RequestChannel", () => {
     channel.handle({ kind: "progress", id: sent[0].id, done: 4, total: 10 });
     channel.handle({ kind: "progress", id: sent[1].id, done: 5, total: 10 });
     expect(seen).toEqual([3, 105]);
+  });
+
+  it("progress from the kernel restarts the wait, so a long sweep is not reported as a dead kernel", async () => {
+    const { channel, sent, timers } = setup(1000);
+    void channel.request("sweep", "sweep", {});
+    timers[0].fn();
+    expect(channel.status.slow).toBe(true);
+    channel.handle({ kind: "progress", id: sent[0].id, done: 1, total: 10 });
+    expect(channel.status.slow).toBe(false);
+    expect(timers.length).toBe(2);
+    timers[1].fn();
+    expect(channel.status.slow).toBe(true);
     expect(channel.handle({ something: "else" })).toBe(false);
   });
 });
