@@ -407,3 +407,18 @@ def test_an_explorer_of_a_dict_of_attention_tensors(tokenizer, statement, model)
     assert reply["ok"] is False and "not recorded" in reply["error"]
     reply, _ = ask(widget, kind="flow", selection=[])
     assert reply["ok"] and reply["selection_mass"][1] is None
+
+
+def test_select_by_line_item_name_or_text(explorer):
+    layout = explorer.session.layout
+    item = layout.line_items[1]
+    sel = explorer.select(item.name.upper())
+    spans = layout.spans[sel["start"]:sel["end"]]
+    assert spans[0].text == layout.spans[item.name_span].text
+    assert {s.index for s in spans} >= set(item.number_spans)
+    number = layout.spans[item.number_spans[0]]
+    assert explorer.select(number.text) == {"start": number.index, "end": number.index + 1}
+    assert explorer.select((2, 5)) == {"start": 2, "end": 5}
+    with pytest.raises(ValueError, match="neither a line item"):
+        explorer.select("Goodwill impairment of Atlantis")
+    assert explorer.select(None) == {}

@@ -286,6 +286,35 @@ class AttentionExplorer(anywidget.AnyWidget):
         self.ablations = []
         return self.prediction
 
+    def select(self, what) -> dict:
+        """Select spans for every view: ``(start, end)`` span indices, a line item's name
+        (its whole row: name and numbers), or text as written in the statement (the
+        spans covering its first occurrence). ``None`` clears. Returns the selection."""
+        layout = self.session.layout
+        if what is None:
+            self.selection = {}
+            return self.selection
+        if isinstance(what, (tuple, list)):
+            start, end = what
+            self.selection = {"start": start, "end": end}
+            return self.selection
+        if not isinstance(what, str) or not what.strip():
+            raise InputError(f"select() takes (start, end), a line item name or text, got {what!r}")
+        for item in layout.line_items:
+            if item.name.lower() == what.strip().lower():
+                last = max([item.name_span, *item.number_spans])
+                self.selection = {"start": item.name_span, "end": last + 1}
+                return self.selection
+        at = layout.text.find(what)
+        if at < 0:
+            names = ", ".join(repr(i.name) for i in layout.line_items[:12])
+            raise InputError(f"{what!r} is neither a line item ({names}, ...) nor text of the statement")
+        covered = [sp.index for sp in layout.spans if sp.char_end > at and sp.char_start < at + len(what)]
+        if not covered:
+            raise InputError(f"{what!r} covers no span of the statement (only spaces?)")
+        self.selection = {"start": min(covered), "end": max(covered) + 1}
+        return self.selection
+
     @property
     def intervention_set(self):
         """The current ablations as an :class:`~finwidget.interventions.spec.InterventionSet`."""
