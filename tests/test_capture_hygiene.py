@@ -186,6 +186,14 @@ def test_continuing_a_cache_filled_outside_the_capture_is_refused(model, batch, 
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
+def test_beam_search_reordering_is_detected_not_misread(model):
+    prompt = left_padded_batch(lengths=(7,), seed=6)
+    with torch.no_grad(), capture_attention(model) as cap:
+        model.generate(**prompt, max_new_tokens=5, num_beams=3, do_sample=False, pad_token_id=0)
+    with pytest.raises(CaptureStateError, match="reordered between decode steps \\(beam search\\)"):
+        cap.attention(0)
+
+
 def test_a_custom_non_causal_mask_is_refused_when_read(model):
     ids = left_padded_batch(lengths=(6,), seed=5)["input_ids"]
     block_diagonal = torch.zeros(1, 1, 6, 6, dtype=torch.bool)

@@ -227,6 +227,13 @@ class AttentionCapture:
                 if not mask_matches_causal_padding(mask, valid, q_offset, q_len, kv_len, window):
                     problem = ("the model ran with a custom attention mask that is not causal + padding "
                                "(e.g. packed sequences); recomputing attention for it is not supported")
+            if kv_len != q_len and problem is None and self._mask_problem is None \
+                    and not recording.continues(key):
+                problem = ("the KV cache was reordered between decode steps (beam search), so earlier "
+                           "queries no longer line up with their sequences; generate with num_beams=1, or "
+                           "run one forward pass over the final sequences inside a new capture")
+            elif kv_len != q_len and problem is None:
+                problem = self._mask_problem          # a problem found earlier in this sequence stays
             self._key_valid = None if valid is None else valid.cpu()
             self._mask_problem = problem
         recording.record(module, query, key, kwargs)

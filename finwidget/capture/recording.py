@@ -68,6 +68,15 @@ class LayerRecording:
         self.batch_size = batch
         self._read_settings(module, kwargs)
 
+    def continues(self, key: torch.Tensor) -> bool:
+        """Whether a decode step's cache still holds, at the last recorded position, the keys
+        recorded there. False when the cache was reordered between steps (beam search)."""
+        if self.length == 0 or key.shape[2] <= self.length - 1:
+            return False
+        last = self._key_chunks[-1][:, :, -1]
+        now = key[:, :, self.length - 1].detach().to(device=last.device, dtype=last.dtype)
+        return now.shape == last.shape and torch.equal(now, last)
+
     def _reset(self) -> None:
         self._query_chunks.clear()
         self._key_chunks.clear()
