@@ -422,3 +422,18 @@ def test_select_by_line_item_name_or_text(explorer):
     with pytest.raises(ValueError, match="neither a line item"):
         explorer.select("Goodwill impairment of Atlantis")
     assert explorer.select(None) == {}
+
+
+def test_bad_arguments_fail_before_any_model_work(tokenizer, statement):
+    class Untouchable(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the model must not run")
+
+    with pytest.raises(ValueError, match="views must be"):
+        AttentionExplorer(Untouchable(), tokenizer, statement, views="matrix")
+    with pytest.raises(ValueError, match="views must be"):
+        AttentionExplorer(Untouchable(), tokenizer, statement, views=["matrix", "3d"])
+    with pytest.raises(ValueError, match="needs a model"):
+        AttentionExplorer(None, tokenizer, statement)
+    with pytest.raises(ValueError, match="statement is empty"):
+        AttentionExplorer(make_model(tokenizer, layers=1), tokenizer, "   ")

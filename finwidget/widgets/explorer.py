@@ -137,6 +137,13 @@ class AttentionExplorer(anywidget.AnyWidget):
         unknown = set(kwargs) - {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
         if unknown:
             raise InputError(f"AttentionExplorer got unknown keyword arguments {sorted(unknown)}")
+        if views is not None:
+            bad = [v for v in views] if isinstance(views, str) else [v for v in views if v not in VIEW_NAMES]
+            if bad or not views:
+                raise InputError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {views!r}")
+        if session is None and model is None:
+            raise InputError("AttentionExplorer needs a model (or use AttentionExplorer.from_attention for "
+                             "attention recorded without one)")
         self.session = session if session is not None else ExplorerSession(
             model, tokenizer, text, task=task, reference=reference, truncate=truncate)
         s = self.session
