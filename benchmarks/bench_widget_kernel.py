@@ -141,6 +141,24 @@ def bench_bertviz(model, tokenizer, text) -> dict:
     return {"html_bytes": size, "python_s": seconds}
 
 
+def demo_row(repeats: int) -> None:
+    """The same measurements on the shipped demo model and one demo statement (issue 5's
+    ablation target: < 300 ms on the demo model)."""
+    from finwidget.demo import make_statements
+    from finwidget.loading import load_demo_model
+
+    try:
+        model, tokenizer = load_demo_model()
+    except Exception as err:  # noqa: BLE001 - the demo model may not be built in this checkout
+        print(f"demo model: not measured ({type(err).__name__}: {err})")
+        return
+    fw = bench_finwidget(model, tokenizer, make_statements(1, seed=7)[0].text, repeats)
+    print(f"demo model (T={fw['T']}): build {fw['build_s']:.2f} s (cpu {fw['build_cpu_s']:.2f}), first draw "
+          f"{fw['first_draw_s'] * 1000:.0f} ms, {fw['first_draw_bytes'] / 1e3:.0f} kB, focus switch "
+          f"{fw['focus_ms']:.1f} ms (cpu {fw['focus_cpu_ms']:.1f}), ablation {fw['ablation_ms']:.1f} ms "
+          f"(cpu {fw['ablation_cpu_ms']:.1f}), saved state {fw['saved_bytes'] / 1e3:.0f} kB")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=None)
@@ -190,6 +208,7 @@ def main(argv=None) -> None:
               f"{fw['first_draw_s']:>10.2f} {fw['first_draw_bytes'] / 1e6:>7.3f} "
               f"{fw['focus_ms']:>6.1f} ({fw['focus_cpu_ms']:>5.1f}) {fw['focus_bytes'] / 1e6:>8.3f} "
               f"{fw['ablation_ms']:>7.1f} ({fw['ablation_cpu_ms']:>5.0f}) | {bv_cols} | {ratio}", flush=True)
+    demo_row(repeats)
     print("\nbytes ratio = BertViz HTML / (finwidget saved state + first-draw messages): what reaches the browser.")
     print("finwidget sends one head's matrix per focus switch (lower triangle, 1 byte a cell); BertViz embeds")
     print("every layer x head x T x T weight as JSON text, twice, up front. Wall times on a shared machine;")
