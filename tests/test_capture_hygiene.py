@@ -175,14 +175,17 @@ def test_a_generator_closed_mid_capture_restores_the_model(model, batch, clean_l
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 
-def test_continuing_a_cache_filled_outside_the_capture_is_refused(model, batch, clean_logits, hooks):
+def test_continuing_a_cache_filled_outside_the_capture_is_refused_when_read(model, batch, clean_logits, hooks):
     ids = left_padded_batch(lengths=(8,), seed=4)["input_ids"]
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=ids[:, :5], cache=cache, use_cache=True)
-        with pytest.raises(CaptureStateError, match="continues a KV cache that was filled outside the capture"), \
-                capture_attention(model):
-            model(input_ids=ids[:, 5:], cache=cache, use_cache=True)
+        with capture_attention(model) as cap:
+            continued = model(input_ids=ids[:, 5:], cache=cache, use_cache=True).logits   # the model's work goes on
+        whole = model(input_ids=ids).logits
+    torch.testing.assert_close(continued, whole[:, 5:], rtol=0, atol=1e-5)
+    with pytest.raises(CaptureStateError, match="continues a KV cache that was filled outside the capture"):
+        cap.attention(0)
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
 
 

@@ -250,6 +250,9 @@ class AttentionCapture:
         if self.method == "output_attentions":
             self._weights.check_complete()
             return
+        broken = [r.broken for r in self._recordings.values() if r.broken is not None]
+        if broken:
+            raise CaptureStateError(f"cannot read the capture: {broken[0]}")
         lengths = {r.length for r in self._recordings.values()}
         batches = {r.batch_size for r in self._recordings.values()}
         if lengths == {0}:

@@ -27,6 +27,7 @@ class LayerRecording:
         scaling: the factor the model multiplied ``q @ k.T`` by.
         sliding_window: window size if the layer uses sliding-window attention, else None.
         unsupported: why attention cannot be recomputed for this layer (None if it can).
+        broken: why the recorded sequence cannot be read (a cache the capture cannot follow).
     """
 
     def __init__(self, layer: int, store_device: torch.device | None, store_dtype: torch.dtype | None):
@@ -38,6 +39,7 @@ class LayerRecording:
         self.scaling: float | None = None
         self.sliding_window: int | None = None
         self.unsupported: str | None = None
+        self.broken: str | None = None    # why the recorded sequence cannot be read, if it cannot
         self._query_chunks: list[torch.Tensor] = []
         self._key_chunks: list[torch.Tensor] = []
 
@@ -53,14 +55,18 @@ class LayerRecording:
         kv_len = key.shape[2]
         if kv_len == q_len:
             self._reset()
+        elif self.broken is not None:
+            return
         elif kv_len != self.length + q_len or batch != self.batch_size:
-            raise CaptureStateError(
-                f"layer {self.layer}: this forward pass attends over {kv_len} keys for {q_len} new queries, "
-                f"but the capture has recorded {self.length} positions of a batch of {self.batch_size}. "
-                "The call continues a KV cache that was filled outside the capture, or uses a static or "
-                "sliding-window cache; start the capture before the first forward pass of the sequence "
-                "and use the default dynamic cache"
+            # Not raised here: the model's own work goes on; reading the capture raises.
+            self.broken = (
+                f"layer {self.layer}: a forward pass attended over {kv_len} keys for {q_len} new queries, "
+                f"but the capture had recorded {self.length} positions of a batch of {self.batch_size}. "
+                "The call continues a KV cache that was filled outside the capture, or uses a static, "
+                "sliding-window or cropped (assisted-decoding) cache; start the capture before the first "
+                "forward pass of the sequence and use the default dynamic cache"
             )
+            return
         new_keys = key[:, :, kv_len - q_len:]
         self._query_chunks.append(self._store(query))
         self._key_chunks.append(self._store(new_keys, must_copy=new_keys.shape[2] != kv_len))
@@ -78,6 +84,7 @@ class LayerRecording:
         return now.shape == last.shape and torch.equal(now, last)
 
     def _reset(self) -> None:
+        self.broken = None
         self._query_chunks.clear()
         self._key_chunks.clear()
         self.length = 0
