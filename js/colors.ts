@@ -96,11 +96,18 @@ export class ColorScale {
     return css(this.rgb(value));
   }
 
-  /** 256-entry RGBA lookup table for bytes 0..255 mapping to values offset + byte * scale. */
-  byteTable(scale: number, offset: number): Uint8ClampedArray {
+  /**
+   * 256-entry RGBA lookup table for bytes 0..255 mapping to values offset + byte * scale.
+   * `gamma` < 1 spreads small values over more colours (attention is mostly tiny numbers
+   * next to a few large ones): position = (value / max) ** gamma.
+   */
+  byteTable(scale: number, offset: number, gamma = 1): Uint8ClampedArray {
     const lut = new Uint8ClampedArray(256 * 4);
     for (let b = 0; b < 256; b++) {
-      const [r, g, bl] = this.rgb(offset + b * scale);
+      const value = offset + b * scale;
+      const t = this.position(value);
+      const shaped = gamma === 1 ? value : Math.sign(t) * Math.abs(t) ** gamma * this.max;
+      const [r, g, bl] = this.rgb(shaped);
       lut[4 * b] = r;
       lut[4 * b + 1] = g;
       lut[4 * b + 2] = bl;

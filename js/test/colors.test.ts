@@ -46,6 +46,10 @@ describe("colour scales", () => {
     expect(Array.from(lut.slice(255 * 4, 256 * 4))).toEqual([...sequential(1), 255]);
     const mid = s.rgb(128 / 255);
     expect(Array.from(lut.slice(128 * 4, 128 * 4 + 3))).toEqual(mid);
+    // gamma 0.5: a value at a quarter of the max gets the colour of half the max.
+    const g = s.byteTable(1 / 255, 0, 0.5);
+    expect(Array.from(g.slice(64 * 4, 64 * 4 + 3))).toEqual(s.rgb(Math.sqrt(64 / 255)));
+    expect(Array.from(g.slice(255 * 4, 255 * 4 + 3))).toEqual(s.rgb(1));
   });
 
   it("picks readable text colours and formats numbers compactly", () => {

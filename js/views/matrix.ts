@@ -107,12 +107,13 @@ export class AttentionMatrixView implements View {
     const all = drawn.bytes;
     for (let i = 0; i < all.length; i++) if (all[i] > maxByte) maxByte = all[i];
     const scale = new ColorScale([], false, drawn.offset + maxByte * drawn.scale);
-    this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.byteTable(drawn.scale, drawn.offset) };
+    // Square-root colour scale: attention rows hold a few large values and many small ones.
+    this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.byteTable(drawn.scale, drawn.offset, 0.5) };
     if (resetView || !this.view || this.view.n !== drawn.n) this.view = new Viewport(drawn.n, PIXELS);
     this.canvas.setAttribute("data-layer", String(data.layer));
     this.canvas.setAttribute("data-head", String(data.head));
     this.title.textContent = `Attention L${data.layer} H${data.head} (KV ${kvGroupOf(data.head, g.num_heads, g.num_kv_heads)}) · ` +
-      `max ${formatValue(scale.max)}${mode === "tokens" ? "" : ` · ${mode.replace("_", " ")}`}`;
+      `max ${formatValue(scale.max)} (√ colour scale)${mode === "tokens" ? "" : ` · ${mode.replace("_", " ")}`}`;
     this.drawNow();
   }
 
