@@ -15,6 +15,8 @@ export type LinePiece = { span: SpanRecord } | { gap: string };
 export function statementLines(layout: LayoutState): LinePiece[][] {
   const byLine = new Map<number, SpanRecord[]>();
   for (const s of layout.spans) {
+    // Line breaks are the layout itself; special tokens (chat markers) have no text to show.
+    if (s.kind === "break" || s.kind === "special") continue;
     const list = byLine.get(s.line) ?? [];
     list.push(s);
     byLine.set(s.line, list);

@@ -22,6 +22,15 @@ describe("statement lines", () => {
     expect(rebuilt).toBe(layout.text);
     expect(lines[1]).toEqual([]);
   });
+
+  it("leave line-break and special-token spans out (they are the layout, not text)", () => {
+    const withBreak = makeLayout(["a b", "c"]);
+    const nl = withBreak.text.indexOf("\n");
+    withBreak.spans.push({ ...withBreak.spans[0], index: 3, kind: "break", text: "\n", char_start: nl, char_end: nl + 1, line: 1 });
+    const pieces = statementLines(withBreak).flat();
+    expect(pieces.some((p) => "span" in p && p.span.kind === "break")).toBe(false);
+    expect(pieces.map((p) => ("gap" in p ? p.gap : p.span.text)).join("")).toBe("a bc");
+  });
 });
 
 describe("token -> span aggregation", () => {
