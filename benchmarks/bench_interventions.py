@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -63,24 +62,31 @@ class _IdTask:
         return logits[..., 11].float() - logits[..., 12].float()
 
 
-def naive_sweep(model, task, batch, heads, logits_to_keep=0):
+class Clock:
+    """Wall-clock and process CPU time (all threads). On a shared machine the CPU time is
+    the steadier measure of the work done; both are printed."""
+
+    def __init__(self):
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
+        return False
+
+
+def naive_logit_diff(model, task, batch, layer, head, logits_to_keep=0):
+    """One full forward with the head zeroed (the guide's way), logits at every position."""
     from finwidget.interventions import InterventionSet
 
-    out = []
-    for layer, head in heads:
-        with InterventionSet([(layer, head)]).applied(model), torch.inference_mode():
-            logits = model(**batch, logits_to_keep=logits_to_keep).logits
-        out.append(task.logit_diff(logits[:, -1, :]).float().cpu())
-    return torch.stack(out)
-
-
-def timed(fn, repeat=1):
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    with InterventionSet([(layer, head)]).applied(model), torch.inference_mode():
+        logits = model(**batch, logits_to_keep=logits_to_keep).logits
+    return task.logit_diff(logits[:, -1, :]).float().cpu()
 
 
 def forward_backward(model, task, batch):
@@ -90,31 +96,52 @@ def forward_backward(model, task, batch):
     model.zero_grad(set_to_none=True)
 
 
-def compare(name, model, task, batch, heads, with_fair_naive=True, repeat_fb=3):
-    from finwidget.interventions import attribution_patching, sweep_heads
+def compare(name, model, task, batch, heads, repeat_fb=3):
+    """Naive and finwidget runs interleaved head by head, so both see the same machine load."""
+    from finwidget.interventions import CachedRun, InterventionSet, attribution_patching, sweep_heads
 
     print(f"\n## {name}: {len(heads)} heads, batch {tuple(batch['input_ids'].shape)}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
-    sweep_heads(model, task, batch, heads=heads[:1], progress=False)  # warm-up
-    t_fast, table = timed(lambda: sweep_heads(model, task, batch, heads=heads, progress=False))
-    fast = torch.tensor(table["logit_diff"].to_numpy(), dtype=torch.float32).view(len(heads), -1)
-    t_naive, naive = timed(lambda: naive_sweep(model, task, batch, heads))
+    naive_clock, naive1_clock, fast_clock = Clock(), Clock(), Clock()
+    naive_logit_diff(model, task, batch, *heads[0])  # warm-up
+    with fast_clock:
+        run = CachedRun(model, task, batch)
+    naive, naive1, fast = [], [], []
+    for layer, head in heads:
+        with naive_clock:
+            naive.append(naive_logit_diff(model, task, batch, layer, head))
+        with fast_clock:
+            fast.append(run.logit_diffs([InterventionSet([(layer, head)])])[0])
+        with naive1_clock:
+            naive1.append(naive_logit_diff(model, task, batch, layer, head, logits_to_keep=1))
+    naive, naive1, fast = torch.stack(naive), torch.stack(naive1), torch.stack(fast)
+    table = sweep_heads(model, task, batch, heads=heads, progress=False)
+    swept = torch.tensor(table["logit_diff"].to_numpy(), dtype=torch.float32).view(len(heads), -1)
     diff = float((fast - naive).abs().max())
-    print(f"naive sweep (full forward per head, all-position logits): {t_naive:8.2f} s")
-    print(f"finwidget sweep_heads (resume at layer, answer logits):   {t_fast:8.2f} s")
-    print(f"speed-up: {t_naive / t_fast:.2f}x   max |logit diff naive - finwidget| = {diff:.2e}")
-    if with_fair_naive:
-        t_naive1, naive1 = timed(lambda: naive_sweep(model, task, batch, heads, logits_to_keep=1))
-        print(f"naive sweep with logits_to_keep=1 (a stronger baseline):  {t_naive1:8.2f} s "
-              f"-> speed-up {t_naive1 / t_fast:.2f}x, max diff {float((fast - naive1).abs().max()):.2e}")
-    t_fb, _ = timed(lambda: forward_backward(model, task, batch), repeat=repeat_fb)
-    t_attr, _ = timed(lambda: attribution_patching(model, task, batch), repeat=repeat_fb)
+    print(f"naive (full forward per head, logits at all positions): wall {naive_clock.wall:8.2f} s  "
+          f"cpu {naive_clock.cpu:8.2f} s")
+    print(f"finwidget (CachedRun: resume at the head's layer):      wall {fast_clock.wall:8.2f} s  "
+          f"cpu {fast_clock.cpu:8.2f} s  (incl. the cached clean run)")
+    print(f"speed-up: wall {naive_clock.wall / fast_clock.wall:.2f}x, cpu {naive_clock.cpu / fast_clock.cpu:.2f}x; "
+          f"max |logit diff naive - finwidget| = {diff:.2e}; sweep_heads vs per-head runs: "
+          f"{float((swept - fast).abs().max()):.2e}")
+    print(f"stronger baseline, naive with logits_to_keep=1: wall {naive1_clock.wall:.2f} s, cpu {naive1_clock.cpu:.2f} s "
+          f"-> speed-up wall {naive1_clock.wall / fast_clock.wall:.2f}x, cpu {naive1_clock.cpu / fast_clock.cpu:.2f}x, "
+          f"max diff {float((fast - naive1).abs().max()):.2e}")
+    fb, attribution = Clock(), Clock()
+    for _ in range(repeat_fb):
+        with fb:
+            forward_backward(model, task, batch)
+        with attribution:
+            attribution_patching(model, task, batch)
     all_heads = model.config.num_hidden_layers * model.config.num_attention_heads
-    sweep_all = t_fast * all_heads / len(heads)
-    print(f"one forward + backward: {t_fb:.3f} s; attribution patching (all {all_heads} heads): {t_attr:.3f} s "
-          f"= {t_attr / t_fb:.2f}x forward+backward; the real sweep of all heads "
-          f"{'(extrapolated) ' if len(heads) < all_heads else ''}{sweep_all:.2f} s = {sweep_all / t_attr:.1f}x attribution")
-    return {"naive": t_naive, "fast": t_fast, "diff": diff}
+    sweep_cpu = fast_clock.cpu * all_heads / len(heads)
+    print(f"one forward + backward: cpu {fb.cpu / repeat_fb:.3f} s (wall {fb.wall / repeat_fb:.3f}); attribution "
+          f"patching, all {all_heads} heads: cpu {attribution.cpu / repeat_fb:.3f} s (wall {attribution.wall / repeat_fb:.3f})"
+          f" = {attribution.cpu / fb.cpu:.2f}x forward+backward; the exact sweep of all heads "
+          f"{'(extrapolated) ' if len(heads) < all_heads else ''}cpu {sweep_cpu:.2f} s = "
+          f"{sweep_cpu / (attribution.cpu / repeat_fb):.1f}x attribution patching")
+    return {"naive": naive_clock, "fast": fast_clock, "diff": diff}
 
 
 def main(argv=None):
@@ -124,7 +151,11 @@ def main(argv=None):
                         help="heads timed per layer on the large model (default: all)")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 gives steadier CPU times on a shared machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
     print(f"machine: {machine()}")
 

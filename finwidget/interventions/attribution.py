@@ -164,18 +164,32 @@ def attribution_patching(
     return frame.sort_values(["statement", "layer", "head"], kind="stable").reset_index(drop=True)
 
 
-def rank_agreement(estimate: pd.DataFrame, sweep: pd.DataFrame, absolute: bool = False) -> float:
-    """Spearman rank correlation between an attribution estimate and a real sweep, over
-    heads (each head's change averaged over statements). ``absolute=True`` ranks by size
-    of the effect regardless of sign."""
+def rank_agreement(estimate: pd.DataFrame, sweep: pd.DataFrame, statistic: str = "mean_abs") -> float:
+    """Spearman rank correlation between an attribution estimate and a real sweep.
+
+    Args:
+        estimate: :func:`attribution_patching`'s result (``estimated_change``).
+        sweep: the real effects (``change``), e.g. :func:`sweep_heads`'s result, with the
+            same heads (and statements).
+        statistic: ``"mean_abs"`` ranks heads by their mean absolute effect over statements
+            (how much the prediction depends on the head, whatever the direction);
+            ``"mean"`` by the mean signed effect; ``"per_statement"`` ranks every
+            (head, statement) effect with its sign.
+    """
     from scipy.stats import spearmanr
 
-    left = estimate.groupby(["layer", "head"])["estimated_change"].mean()
-    right = sweep.groupby(["layer", "head"])["change"].mean()
-    joined = pd.concat([left, right], axis=1, join="inner")
-    if len(joined) < 3:
-        raise InputError(f"need at least 3 heads in common to rank, got {len(joined)}")
-    a, b = joined["estimated_change"], joined["change"]
-    if absolute:
-        a, b = a.abs(), b.abs()
+    keys = ["layer", "head"] + (["statement"] if "statement" in estimate.columns and "statement" in sweep.columns else [])
+    joined = estimate[keys + ["estimated_change"]].merge(sweep[keys + ["change"]], on=keys, how="inner")
+    if statistic == "per_statement":
+        a, b = joined["estimated_change"], joined["change"]
+    elif statistic in ("mean_abs", "mean"):
+        values = joined[["estimated_change", "change"]]
+        if statistic == "mean_abs":
+            values = values.abs()
+        grouped = values.groupby([joined["layer"], joined["head"]]).mean()
+        a, b = grouped["estimated_change"], grouped["change"]
+    else:
+        raise InputError(f"statistic must be 'mean_abs', 'mean' or 'per_statement', got {statistic!r}")
+    if len(a) < 3:
+        raise InputError(f"need at least 3 heads in common to rank, got {len(a)}")
     return float(spearmanr(a, b).statistic)

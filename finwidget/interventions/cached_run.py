@@ -11,6 +11,7 @@ applied (tests compare them), at a fraction of the cost for later layers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -184,7 +185,8 @@ class CachedRun:
         implementation = getattr(config, "_attn_implementation", None)
         last = self.geometry.num_layers - 1
         position_ids = torch.arange(length, device=hidden.device).unsqueeze(0)
-        with torch.inference_mode(), eval_mode(model):
+        # eval_mode walks every module; skip it when the model is already in eval mode (every click)
+        with torch.inference_mode(), (eval_mode(model) if model.training else contextlib.nullcontext()):
             mask_kwargs = {
                 "config": config, "inputs_embeds": hidden, "attention_mask": attention_mask,
                 "cache": None, "position_ids": position_ids,
