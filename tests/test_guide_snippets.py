@@ -187,10 +187,14 @@ def test_guide_steps_2_to_4_and_attention_flow(model_and_tokenizer):
     for layer_name, pattern in flow.items():
         assert tuple(pattern.shape) == (n,)
         assert float(pattern.sum()) == pytest.approx(1.0, abs=1e-4)
-    # the library's own flow gives the same rows
+    # the library's own flow gives the same rows, as a method and as the guide's function name
+    from finwidget.interpretability_tools import trace_attention_flow
+
     own = analyzer.trace_attention_flow(n - 1)
+    same_name = trace_attention_flow(analyzer, n - 1)
     for layer_name in flow:
         torch.testing.assert_close(own[layer_name].float(), flow[layer_name].float(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(same_name[layer_name].float(), flow[layer_name].float(), atol=1e-6, rtol=0)
 
 
 def test_guide_attention_weights_are_computed_lazily(model_and_tokenizer):

@@ -204,7 +204,7 @@ class FinancialAttentionAnalyzer:
         (layer,) = check_layers(self.source, [layer_idx])
         head = _check_head(head_idx, self.num_heads)
         n = self.columns.count
-        matrix = head_rows(self.source, layer, head, self.batch, self.columns, 0, n)  # [n, n]
+        matrix = head_rows(self.source, layer, head, self.batch, self.columns, 0, n).cpu()  # [n, n]
         return aggregate_to_spans(matrix, self.layout, query_reduce).numpy()
 
     def plot_attention_heatmap(self, layer_idx: int | None = None, head_idx: int = 0, max_spans: int = 80):

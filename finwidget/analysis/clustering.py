@@ -64,7 +64,7 @@ def financial_clustering(
             for start in range(run_start, run_stop, step):
                 stop = min(run_stop, start + step)
                 block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n]
-                mass = (block @ targets).sum(1).double()  # [H, 2]
+                mass = (block @ targets.to(block.device)).sum(1).double().cpu()  # [H, 2]
                 to_fin += mass[:, 0]
                 to_num += mass[:, 1]
         count = len(query_tokens)
@@ -111,8 +111,7 @@ def financial_attention_matrix(attention, layout: StatementLayout, layer: int, h
     matrix = np.zeros((len(spans), len(spans)), dtype=np.float32)
     for qi, span in enumerate(spans):
         block = layer_rows(source, layer, batch, cols, span.token_start, min(span.token_end, n))  # [H, c, n]
-        row = block.mean(1) if head is None else block[head].unsqueeze(0).mean(1)
-        row = row.mean(0) if head is None else row[0]
+        row = (block.mean(1).mean(0) if head is None else block[head].mean(0)).cpu()  # [n]
         for ki, key_span in enumerate(chosen):
             matrix[qi, ki] = float(row[to_span == key_span].sum())
     labels = [f"{s.text} [{s.index}]" for s in spans]
@@ -159,7 +158,7 @@ def category_attention(attention, layout: StatementLayout, layer: int, head: int
         stop = min(n, start + step)
         block = layer_rows(source, layer, batch, cols, start, stop)
         rows = block.mean(0) if head is None else block[head]  # [c, n]
-        by_key = (rows @ one_hot).double()  # [c, G]
+        by_key = (rows @ one_hot.to(rows.device)).double().cpu()  # [c, G]
         q_groups = token_group[start:stop]
         keep = q_groups >= 0
         totals.index_add_(0, q_groups[keep], by_key[keep])

@@ -50,7 +50,7 @@ def attention_flow(attention, position: int = -1, layout: StatementLayout | None
     pos = resolve_position(position, cols.count)
     frames = []
     for layer in layers:
-        row = layer_rows(source, layer, batch, cols, pos, pos + 1)[:, 0, :].mean(0)  # [n]
+        row = layer_rows(source, layer, batch, cols, pos, pos + 1)[:, 0, :].mean(0).cpu()  # [n]
         frames.append(_row_frame(layer, row, layout))
     return pd.concat(frames, ignore_index=True)
 
@@ -103,7 +103,7 @@ def attention_rollout(
             first, last = int(live[0]), int(live[-1]) + 1
             for start in range(first, last, step):
                 stop = min(last, start + step)
-                block = layer_rows(source, layer, batch, cols, start, stop).mean(0).double()  # [c, n]
+                block = layer_rows(source, layer, batch, cols, start, stop).mean(0).double().cpu()  # [c, n]
                 mixed += (1.0 - residual_weight) * (carried[start:stop] @ block)
         carried = mixed
         frames.append(_row_frame(layer, carried.float(), layout))

@@ -40,7 +40,7 @@ def span_attention_from(attention, layout: StatementLayout, position: int = -1, 
     inside = spans >= 0
     out = torch.zeros(len(layers), source.num_heads, layout.num_spans, dtype=torch.float32)
     for k, layer in enumerate(layers):
-        row = layer_rows(source, layer, batch, cols, pos, pos + 1)[:, 0, :]  # [H, n]
+        row = layer_rows(source, layer, batch, cols, pos, pos + 1)[:, 0, :].cpu()  # [H, n]
         out[k].index_add_(1, spans[inside], row[:, inside])
     return layers, out
 

@@ -5,8 +5,8 @@ has it): ``num_layers``, ``num_heads``, ``layers``, ``batch_size``, ``seq_len``,
 ``attention_mask`` (``[B, T]`` long or None) and
 ``attention(layer, head=None, query=None, batch=0) -> float32`` (``[H, Tq, T]`` for
 ``head=None``). ``as_attention_source`` accepts a capture, the guide's
-``AttentionHook``, a ``hook.attention_weights`` mapping, a dict ``{'layer_i': [B, H, T, T]}``
-or the tuple a model returns with ``output_attentions=True``.
+``AttentionHook``, a ``hook.attention_weights`` mapping, a dict ``{'layer_i': [B, H, T, T]}``,
+the tuple a model returns with ``output_attentions=True``, or a ``FinancialAttentionAnalyzer``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ def as_attention_source(attention):
     """Wrap what the user has into an object with the capture's interface."""
     if callable(getattr(attention, "attention", None)) and hasattr(attention, "num_heads"):
         return attention
+    analyzed = getattr(attention, "source", None)  # a FinancialAttentionAnalyzer
+    if analyzed is not None and callable(getattr(analyzed, "attention", None)):
+        return analyzed
     inner = getattr(attention, "capture", None) or getattr(attention, "_capture", None)
     if inner is not None and callable(getattr(inner, "attention", None)):
         return inner
@@ -204,7 +207,7 @@ def layer_rows(source, layer: int, batch: int, cols: TokenColumns, start: int, s
     if cols.contiguous:
         first = int(cols.columns[0]) if cols.count else 0
         return block[..., first:first + cols.count].float()
-    return block[..., cols.columns].float()
+    return block[..., cols.columns.to(block.device)].float()
 
 
 def head_rows(source, layer: int, head: int, batch: int, cols: TokenColumns, start: int, stop: int) -> torch.Tensor:
@@ -215,4 +218,4 @@ def head_rows(source, layer: int, head: int, batch: int, cols: TokenColumns, sta
     if cols.contiguous:
         first = int(cols.columns[0]) if cols.count else 0
         return block[..., first:first + cols.count].float()
-    return block[..., cols.columns].float()
+    return block[..., cols.columns.to(block.device)].float()

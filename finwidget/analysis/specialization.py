@@ -135,14 +135,15 @@ def head_specialization(
         for start in range(1, n, step):
             stop = min(n, start + step)
             block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n] float32
+            device = block.device
             # row r of the block is token start + r: its own column is on the diagonal at offset start
-            sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double()
-            sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double()
-            sums["sink_attention"] += block[:, :, 0].sum(-1).double()
+            sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double().cpu()
+            sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double().cpu()
+            sums["sink_attention"] += block[:, :, 0].sum(-1).double().cpu()
             entropy = torch.special.entr(block).sum(-1)  # [H, c], -sum p log p
-            sums["entropy"] += (entropy / log_window[start:stop]).sum(-1).double()
+            sums["entropy"] += (entropy / log_window[start:stop].to(device)).sum(-1).double().cpu()
             if mask_matrix is not None:
-                mass = (block @ mask_matrix).sum(1).double()  # [H, k]
+                mass = (block @ mask_matrix.to(device)).sum(1).double().cpu()  # [H, k]
                 for k, name in enumerate(names):
                     sums[f"{name}_attention"] += mass[:, k]
         count = max(1, queries.numel())
