@@ -437,3 +437,11 @@ def test_bad_arguments_fail_before_any_model_work(tokenizer, statement):
         AttentionExplorer(None, tokenizer, statement)
     with pytest.raises(ValueError, match="statement is empty"):
         AttentionExplorer(make_model(tokenizer, layers=1), tokenizer, "   ")
+
+
+def test_set_ablations_can_bring_a_grid_measure_along(explorer):
+    reply, buffers = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 3, "mode": "zero"}],
+                         grid="financial_focus")
+    assert reply["ok"] and reply["measure"] == "financial_focus"
+    assert decode_array(reply["arrays"]["values"], buffers).shape == (12,)
+    explorer.reset()
