@@ -124,16 +124,15 @@ def attention_rows(
     heads_per_chunk = max(1, chunk_cells // max(1, rows_per_chunk * key_length))
     for h0 in range(0, n_heads, heads_per_chunk):
         h1 = min(n_heads, h0 + heads_per_chunk)
-        head_keys = keys.index_select(0, kv_of_head[h0:h1])                      # [nh', T, d]
-        head_queries = queries.index_select(0, heads[h0:h1])                     # [nh', T, d]
         for r0 in range(0, n_rows, rows_per_chunk):
             r1 = min(n_rows, r0 + rows_per_chunk)
             rows = query_positions[r0:r1]
             first, last = int(rows.min()), int(rows.max())
             c0 = 0 if sliding_window is None else max(0, first - sliding_window + 1)
             c1 = last + 1
-            q_rows = head_queries.index_select(1, rows).float()                  # [nh', n, d]
-            k_cols = head_keys[:, c0:c1].float()                                 # [nh', c, d]
+            # Select rows / visible columns first (views and small copies), then heads.
+            q_rows = queries.index_select(1, rows).index_select(0, heads[h0:h1]).float()       # [nh', n, d]
+            k_cols = keys[:, c0:c1].index_select(0, kv_of_head[h0:h1]).float()               # [nh', c, d]
             scores = torch.matmul(q_rows, k_cols.transpose(1, 2))               # [nh', n, c]
             scores.mul_(scaling)
             # Causal cut: only columns after the block's first row can be in a row's future.
