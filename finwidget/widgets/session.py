@@ -183,16 +183,19 @@ class ExplorerSession:
     def _to_columns(self, layer: int, heads: list[int], keys: np.ndarray) -> np.ndarray:
         """``[len(heads), T]``: for every query token, the attention it pays to ``keys``.
 
-        Needs every query row of those heads (full ``T x T`` per head, computed a few
-        heads at a time and reduced at once).
+        Only queries at or after the first key can attend to it (causal), so only those
+        rows are computed (a few heads at a time, ~64 MiB of rows at once).
         """
         out = np.zeros((len(heads), self.seq_len), dtype=np.float32)
+        first = int(keys.min())
+        queries = slice(first, self.seq_len)
+        n_rows = self.seq_len - first
         key_index = torch.as_tensor(keys)
-        per_chunk = max(1, (64 * 2**20) // (4 * self.seq_len * self.seq_len))   # ~64 MiB of rows at once
+        per_chunk = max(1, (64 * 2**20) // (4 * n_rows * self.seq_len))
         for start in range(0, len(heads), per_chunk):
             chunk = heads[start:start + per_chunk]
-            rows = self.capture.attention(layer, head=chunk)                       # [h, T, T]
-            out[start:start + len(chunk)] = rows.index_select(2, key_index).sum(dim=2).numpy()
+            rows = self.capture.attention(layer, head=chunk, query=queries)           # [h, T - first, T]
+            out[start:start + len(chunk), first:] = rows.index_select(2, key_index).sum(dim=2).numpy()
         return out
 
     def token_values(self, scope: str, selection: list[int], direction: str, layer=None, head=None,
