@@ -67,6 +67,7 @@ describe("the explorer in a DOM", () => {
     for (const id of ["ablate-mode", "reset", "sweep", "export-png", "ablated-list", "status"]) {
       expect(q(root, `[data-testid="${id}"]`)).toBeTruthy();
     }
+    expect(q(root, '[data-testid="ablated-list"]').children.length).toBe(0);
   });
 
   it("shows statement text only as text: HTML in a filing never becomes elements", async () => {
@@ -118,6 +119,8 @@ describe("the explorer in a DOM", () => {
     expect(ld.getAttribute("data-value")).toBe("-0.5");
     expect(ld.getAttribute("data-clean-value")).toBe("1.25");
     expect(q(root, '[data-testid="ablated-list"]').textContent).toContain("L2 H3 (zero)");
+    const items = q(root, '[data-testid="ablated-list"]').querySelectorAll("li");
+    expect(Array.from(items).map((li) => [li.dataset.layer, li.dataset.head, li.dataset.mode])).toEqual([["2", "3", "zero"]]);
     expect(q(root, '[data-testid="flipped"]').style.display).toBe("");
     expect(root.getAttribute("data-finwidget-busy")).toBe("0");
   });

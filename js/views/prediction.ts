@@ -24,6 +24,7 @@ export class PredictionPanel implements View {
   private flipped: HTMLElement;
   private list: HTMLElement;
   private progress: HTMLElement;
+  private none: HTMLElement;
   private drawn = false;
   private cleanups: (() => void)[] = [];
 
@@ -35,6 +36,7 @@ export class PredictionPanel implements View {
     this.flipped = el("span", { class: "fw-flipped", "data-testid": "flipped", text: "flipped" });
     this.list = el("ul", { class: "fw-ablated-list", "data-testid": "ablated-list" });
     this.progress = el("div", { class: "fw-progress", "data-testid": "sweep-progress" });
+    this.none = el("div", { class: "fw-empty", text: "none (click a head with shift, or use Ablate mode)" });
     const reset = el("button", { class: "fw-button", type: "button", "data-testid": "reset", text: "Reset ablations" });
     reset.addEventListener("click", () => void store.requestAblations([]));
     const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone and colour the grid by the change in logit difference" });
@@ -52,6 +54,7 @@ export class PredictionPanel implements View {
       el("div", { class: "fw-row" }, [el("span", { class: "fw-label", text: "new ablations:" }), mode, reset, sweep]),
       this.progress,
       el("div", { class: "fw-label", text: "Ablated heads" }),
+      this.none,
       this.list,
     ]);
     const paint = () => this.paint();
@@ -82,8 +85,9 @@ export class PredictionPanel implements View {
     this.flipped.style.display = flipped ? "" : "none";
     setFlag(this.root, "data-flipped", flipped);
 
+    // The list holds one item per ablated head and nothing else (tests read it).
     this.list.replaceChildren();
-    if (!ablations.length) this.list.append(el("li", { class: "fw-empty", text: "none" }));
+    this.none.style.display = ablations.length ? "none" : "";
     for (const a of ablations) {
       const modeSel = select<AblationMode>(MODES, a.mode, (m) => {
         void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.get("settings").scale_value));
