@@ -181,6 +181,17 @@ def test_html_in_the_text_is_read_as_text(tokenizer):
     assert span_by_text(layout, "987").year == 2021
 
 
+def test_header_row_with_a_date(tokenizer):
+    text = ("Year ended December 31,        2023        2022\n"
+            "Operating income               5,120       4,870\n")
+    layout = read_statement(text, tokenizer)
+    check_invariants(layout)
+    assert span_by_text(layout, "31").kind == "number"
+    assert [s.year for s in layout.spans if s.kind == "year"] == [2023, 2022]
+    assert (span_by_text(layout, "5,120").year, span_by_text(layout, "4,870").year) == (2023, 2022)
+    assert span_by_text(layout, "Operating income").category == "income_statement"
+
+
 def test_years_only_in_year_positions(tokenizer):
     layout = read_statement("Units sold: 2021 | 2022: 1,980\nInventory 2,013 1,999\n", tokenizer)
     check_invariants(layout)

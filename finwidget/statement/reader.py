@@ -322,7 +322,8 @@ def _mark_years(text: str, by_line: dict[int, list[_Unit]]) -> dict[int, list[in
     headers: dict[int, list[int]] = {}
     for line, units in by_line.items():
         words = [_bare(u.text) if u.kind == "word" else u.text.strip() for u in units]
-        numbers = [u for u in units if u.kind == "number"]
+        # day numbers of dates ("December 31") do not stop a line from being a header row
+        numbers = [u for i, u in enumerate(units) if u.kind == "number" and not (i > 0 and words[i - 1] in _MONTHS)]
         candidates = [u for u in numbers if _is_year_candidate(u)]
         for i, unit in enumerate(units):
             if not _is_year_candidate(unit):
@@ -372,13 +373,13 @@ def _find_line_items(text, by_line, units, header_years, line_starts, lexicon):
         ):
             name_units = name_units[:-1]
         if not any(u.kind == "word" for u in name_units) or name_units[0].kind != "word":
-            _assign_year_columns(text, line, row, [], [], header_years, by_line, line_starts)
+            _assign_year_columns(text, line, row, [], header_years, by_line, line_starts)
             continue
         tail = row[len(name_units):]
         values = [u for u in tail if u.kind == "number" and not u.is_year]
         tail_words_ok = all(_bare(u.text) in COLUMN_WORDS for u in tail if u.kind == "word")
         if not values or not tail_words_ok:
-            _assign_year_columns(text, line, row, [], [], header_years, by_line, line_starts)  # "2022:" labels only
+            _assign_year_columns(text, line, row, [], header_years, by_line, line_starts)  # "2022:" labels only
             continue
         name_text = text[name_units[0].char_start:name_units[-1].char_end]
         name = _merge_units(name_units, "line_item_name")
@@ -386,25 +387,20 @@ def _find_line_items(text, by_line, units, header_years, line_starts, lexicon):
         name.category = lexicon.category_of(name_text)
         merged_away.update(id(u) for u in name_units[1:])
         by_line[line] = [name] + tail
-        _assign_year_columns(text, line, tail, values, header_lines, header_years, by_line, line_starts)
+        _assign_year_columns(text, line, tail, header_lines, header_years, by_line, line_starts)
         for u in tail:
             if u.kind == "number":  # values and the year labels of the row
                 u.line_item = name_text
         line_items.append((name, values))
-    kept = []
-    for unit in units:
-        if id(unit) in merged_away:
-            continue
-        kept.append(unit)
-    # replace the first unit of each merged name by the merged unit
+    # the merged name takes the place of its first word; the other words go
     replacement = {id(name.members[0]): name for name, _ in line_items}
-    kept = [replacement.get(id(u), u) for u in kept]
+    kept = [replacement.get(id(u), u) for u in units if id(u) not in merged_away]
     return kept, line_items
 
 
 def _merge_units(parts: list[_Unit], kind: str) -> _Unit:
     tokens = sorted(t for p in parts for t in p.tokens)
-    unit = _Unit(
+    return _Unit(
         kind=kind,
         char_start=parts[0].char_start,
         char_end=parts[-1].char_end,
@@ -412,10 +408,10 @@ def _merge_units(parts: list[_Unit], kind: str) -> _Unit:
         line=parts[0].line,
         members=list(parts),
     )
-    return unit
 
 
-def _assign_year_columns(text, line, tail, values, header_lines, header_years, by_line, line_starts):
+def _assign_year_columns(text, line, tail, header_lines, header_years, by_line, line_starts):
+    """Years for the numbers of one row: "2022:" labels, else the header row's columns."""
     pending_year: int | None = None
     unlabeled: list[_Unit] = []
     after_change = False
