@@ -34,7 +34,8 @@ export type Topic =
   | "grid"
   | "flow"
   | "status"
-  | "progress";
+  | "progress"
+  | "hover";
 
 export interface MatrixData {
   layer: number;
@@ -121,6 +122,8 @@ export class ExplorerStore {
   replyPrediction: PredictionState | null = null;
   replyAblations: Ablation[] | null = null;
   progress: { done: number; total: number; message: string } | null = null;
+  /** The span under the pointer in the statement view (UI only, not synced), or null. */
+  hoverSpan: number | null = null;
   /** Error message of the last failed request per lane, for the status line. */
   errors = new Map<string, string>();
   status: ChannelStatus = { busy: false, slow: false, message: "" };
@@ -223,6 +226,12 @@ export class ExplorerStore {
 
   emit(topic: Topic): void {
     for (const fn of this.listeners.get(topic) ?? []) fn();
+  }
+
+  setHoverSpan(span: number | null): void {
+    if (span === this.hoverSpan) return;
+    this.hoverSpan = span;
+    this.emit("hover");
   }
 
   /** Fetch whatever the current state needs (coalesced to one round per task). */

@@ -17,6 +17,9 @@ beforeAll(() => {
     moveTo: () => undefined,
     lineTo: () => undefined,
     stroke: () => undefined,
+    save: () => undefined,
+    restore: () => undefined,
+    setLineDash: () => undefined,
   };
   HTMLCanvasElement.prototype.getContext = (() => ctx) as unknown as HTMLCanvasElement["getContext"];
   HTMLCanvasElement.prototype.toDataURL = () => "data:image/png;base64,AAAA";
@@ -196,5 +199,20 @@ describe("readiness", () => {
     await answerAll(model);
     expect(root.getAttribute("data-finwidget-ready")).toBe("1");
     expect(q(root, '[data-testid="status"]').textContent).toBe("the measure failed");
+  });
+});
+
+describe("hover linking", () => {
+  it("hovering a span redraws the matrix with that span marked; leaving clears it", async () => {
+    const { model, root, store } = await mount();
+    await answerAll(model);
+    const canvas = q(root, 'canvas[data-testid="attention-matrix"]');
+    const before = Number(canvas.getAttribute("data-draw-count"));
+    q(root, '[data-testid="span"][data-span-index="3"]').dispatchEvent(new MouseEvent("mouseenter"));
+    expect(store.hoverSpan).toBe(3);
+    await new Promise((r) => setTimeout(r, 40));
+    expect(Number(canvas.getAttribute("data-draw-count"))).toBeGreaterThan(before);
+    q(root, ".fw-statement-body").dispatchEvent(new MouseEvent("mouseleave"));
+    expect(store.hoverSpan).toBeNull();
   });
 });

@@ -17,6 +17,9 @@ beforeAll(() => {
     moveTo: () => undefined,
     lineTo: () => undefined,
     stroke: () => undefined,
+    save: () => undefined,
+    restore: () => undefined,
+    setLineDash: () => undefined,
   };
   HTMLCanvasElement.prototype.getContext = (() => ctx) as unknown as HTMLCanvasElement["getContext"];
 });

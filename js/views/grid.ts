@@ -19,6 +19,7 @@ export class HeadGridView implements View {
   private legend: HTMLElement;
   private hint: HTMLElement;
   private modeButton: HTMLButtonElement;
+  private showAll: HTMLButtonElement;
   private ablateMode = false;
   private drawn = false;
   private scale: ColorScale | null = null;
@@ -41,6 +42,8 @@ export class HeadGridView implements View {
     this.hint = el("div", { class: "fw-hint", "data-testid": "grid-hint" });
     this.info = el("div", { class: "fw-hover-info", "data-testid": "cell-info" });
     this.legend = el("div", { class: "fw-legend" });
+    this.showAll = el("button", { class: "fw-button fw-small", type: "button", text: "show all layers", "data-testid": "grid-all-layers" });
+    this.showAll.addEventListener("click", () => store.set({ layer_range: [] }));
 
     const perGroup = Math.max(1, Math.floor(g.num_heads / Math.max(1, g.num_kv_heads)));
     const table = el("div", { class: "fw-grid", role: "grid" });
@@ -81,7 +84,7 @@ export class HeadGridView implements View {
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layers × heads" }), measure, this.modeButton]),
       this.hint,
       table,
-      this.legend,
+      el("div", { class: "fw-row" }, [this.legend, this.showAll]),
       this.info,
     ]);
     this.setAblateMode(false);
@@ -152,6 +155,7 @@ export class HeadGridView implements View {
         setFlag(cell, "data-ablated", !!findAblation(ablations, l, h));
       }
     }
+    this.showAll.style.display = range.length === 2 ? "" : "none";
     if (grid && this.scale) {
       const lo = this.scale.signed ? -this.scale.max : 0;
       this.legend.textContent = `${grid.label || measure}: ${formatValue(lo)} … ${formatValue(this.scale.max)}` +

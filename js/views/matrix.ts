@@ -71,6 +71,7 @@ export class AttentionMatrixView implements View {
         this.rebuild(true);
       }),
       store.on("selection", () => this.requestDraw()),
+      store.on("hover", () => this.requestDraw()),
       listen(this.canvas, "wheel", (ev) => this.wheel(ev), { passive: false }),
       listen(this.canvas, "mousedown", (ev) => this.down(ev)),
       listen(this.canvas, "mousemove", (ev) => this.move(ev)),
@@ -153,6 +154,21 @@ export class AttentionMatrixView implements View {
       const y0 = toPx(c0, view.y0);
       const y1 = toPx(c1, view.y0);
       ctx.strokeRect(0, y0, PIXELS, Math.max(1, y1 - y0));
+    }
+    // The span under the pointer in the statement view: its rows and columns, dashed.
+    const hovered = this.store.hoverSpan;
+    const span = hovered === null ? undefined : this.store.get("statement_layout").spans[hovered];
+    if (span) {
+      const [h0, h1] = shown.groups ? this.groupRange(shown.groups, [span.token_start, span.token_end]) : [span.token_start, span.token_end];
+      ctx.save();
+      ctx.setLineDash([3, 3]);
+      ctx.strokeStyle = "rgba(120, 60, 160, 0.9)";
+      ctx.lineWidth = 1;
+      const x0 = toPx(h0, view.x0);
+      const y0 = toPx(h0, view.y0);
+      ctx.strokeRect(x0, 0, Math.max(1, toPx(h1, view.x0) - x0), PIXELS);
+      ctx.strokeRect(0, y0, PIXELS, Math.max(1, toPx(h1, view.y0) - y0));
+      ctx.restore();
     }
     if (this.brush) {
       ctx.fillStyle = "rgba(230, 120, 0, 0.25)";

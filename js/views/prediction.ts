@@ -24,6 +24,7 @@ export class PredictionPanel implements View {
   private flipped: HTMLElement;
   private list: HTMLElement;
   private progress: HTMLElement;
+  private progressBar: HTMLProgressElement;
   private none: HTMLElement;
   private drawn = false;
   private cleanups: (() => void)[] = [];
@@ -36,6 +37,7 @@ export class PredictionPanel implements View {
     this.flipped = el("span", { class: "fw-flipped", "data-testid": "flipped", text: "flipped" });
     this.list = el("ul", { class: "fw-ablated-list", "data-testid": "ablated-list" });
     this.progress = el("div", { class: "fw-progress", "data-testid": "sweep-progress" });
+    this.progressBar = el("progress", { class: "fw-progress-bar", max: 1, value: 0 });
     this.none = el("div", { class: "fw-empty", text: "none (click a head with shift, or use Ablate mode)" });
     const reset = el("button", { class: "fw-button", type: "button", "data-testid": "reset", text: "Reset ablations" });
     reset.addEventListener("click", () => void store.requestAblations([]));
@@ -52,6 +54,7 @@ export class PredictionPanel implements View {
       this.logitDiff,
       this.cleanRow,
       el("div", { class: "fw-row" }, [el("span", { class: "fw-label", text: "new ablations:" }), mode, reset, sweep]),
+      this.progressBar,
       this.progress,
       el("div", { class: "fw-label", text: "Ablated heads" }),
       this.none,
@@ -100,6 +103,11 @@ export class PredictionPanel implements View {
     }
     const prog = this.store.progress;
     this.progress.textContent = prog ? `sweep: ${prog.done} / ${prog.total} ${prog.message}` : "";
+    this.progressBar.style.display = prog ? "" : "none";
+    if (prog) {
+      this.progressBar.max = Math.max(1, prog.total);
+      this.progressBar.value = prog.done;
+    }
   }
 
   ready(): boolean {

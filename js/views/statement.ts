@@ -103,6 +103,7 @@ export class StatementView implements View {
     }
     this.body.addEventListener("mouseleave", () => {
       this.info.textContent = "";
+      this.store.setHoverSpan(null);
     });
   }
 
@@ -114,6 +115,7 @@ export class StatementView implements View {
   }
 
   private hover(s: SpanRecord): void {
+    this.store.setHoverSpan(s.index);
     const v = this.spanValues ? this.spanValues[s.index] : undefined;
     const parts = [`“${s.text}”`, s.kind.replace(/_/g, " ")];
     if (s.category) parts.push(s.category.replace(/_/g, " "));
