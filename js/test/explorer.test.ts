@@ -216,3 +216,20 @@ describe("hover linking", () => {
     expect(store.hoverSpan).toBeNull();
   });
 });
+
+describe("keyboard", () => {
+  it("arrow keys move the focused head, Enter ablates it", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    const grid = q(root, ".fw-grid");
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
+    expect(model.traits.focus).toEqual({ layer: 1, head: 1 });
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
+    expect(model.traits.focus).toEqual({ layer: 0, head: 1 });
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    const req = model.sent.find((s) => s.msg.kind === "set_ablations")!.msg;
+    expect(req.ablations).toEqual([{ layer: 0, head: 1, mode: "zero" }]);
+  });
+});

@@ -46,7 +46,13 @@ export class HeadGridView implements View {
     this.showAll.addEventListener("click", () => store.set({ layer_range: [] }));
 
     const perGroup = Math.max(1, Math.floor(g.num_heads / Math.max(1, g.num_kv_heads)));
-    const table = el("div", { class: "fw-grid", role: "grid" });
+    const table = el("div", {
+      class: "fw-grid",
+      role: "grid",
+      tabindex: 0,
+      "aria-label": "layers by heads; arrow keys move the focus, Enter or space ablates / restores the focused head",
+    });
+    table.addEventListener("keydown", (ev) => this.key(ev));
     const head = el("div", { class: "fw-grid-row fw-grid-header" }, [el("span", { class: "fw-row-label", text: "" })]);
     for (let kv = 0; kv < Math.ceil(g.num_heads / perGroup); kv++) {
       const span = Math.min(perGroup, g.num_heads - kv * perGroup);
@@ -117,6 +123,26 @@ export class HeadGridView implements View {
     }
     const s = this.store.get("settings");
     void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, s.ablate_mode, s.scale_value));
+  }
+
+  /** Arrow keys move the focused head (within the layer range); Enter / space toggles its ablation. */
+  private key(ev: KeyboardEvent): void {
+    const g = this.store.get("geometry");
+    const { layer, head } = this.store.get("focus");
+    const range = this.store.get("layer_range");
+    const [lo, hi] = range.length === 2 ? range : [0, g.num_layers - 1];
+    const moves: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    if (ev.key in moves) {
+      const [dl, dh] = moves[ev.key];
+      const next = { layer: Math.max(lo, Math.min(hi, layer + dl)), head: Math.max(0, Math.min(g.num_heads - 1, head + dh)) };
+      if (next.layer !== layer || next.head !== head) this.store.set({ focus: next });
+      this.hover(next.layer, next.head);
+      ev.preventDefault();
+    } else if (ev.key === "Enter" || ev.key === " ") {
+      const s = this.store.get("settings");
+      void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, s.ablate_mode, s.scale_value));
+      ev.preventDefault();
+    }
   }
 
   private hover(layer: number, head: number): void {
