@@ -149,21 +149,23 @@ def _head_timing(model, ids) -> dict:
     pairs = [(layer, (5 * layer + 3) % cap.num_heads) for layer in range(cap.num_layers)]
     cap.head_matrix(0, 0)                                    # warm-up (concatenation, allocator)
 
-    def median_ms(call) -> float:
-        spent = []
+    def median_ms(call) -> tuple[float, float]:
+        """Median (wall ms, CPU ms) over the layer/head pairs."""
+        wall, cpu = [], []
         for layer, head in pairs:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             call(layer, head)
-            spent.append((time.perf_counter() - start) * 1000)
-        return statistics.median(spent)
+            wall.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - cpu_start) * 1000)
+        return statistics.median(wall), statistics.median(cpu)
 
     last = cap.seq_len - 1
     head_ms = median_ms(lambda layer, head: cap.head_matrix(layer, head))
     row_ms = median_ms(lambda layer, head: cap.attention(layer, head=head, query=last))
     lazy_row_ms = median_ms(lambda layer, head: cap.attention_weights[f"layer_{layer}"][0, :, last, :].mean(dim=0))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     cap.attention(0)
-    layer_ms = (time.perf_counter() - start) * 1000
+    layer_ms = ((time.perf_counter() - start) * 1000, (time.process_time() - cpu_start) * 1000)
     return {"head_matrix_ms": head_ms, "query_row_ms": row_ms, "all_heads_row_mean_ms": lazy_row_ms,
             "whole_layer_ms": layer_ms}
 
@@ -268,10 +270,15 @@ def main() -> None:
             print(f"T={length}: eager output_attentions skipped (would keep "
                   f"{_kept(12 * 12 * length * length * 4)} of weights; pass --eager-4096 to run it)")
         if "head_matrix_ms" in timing:
-            print(f"T={length}: one head's TxT matrix {timing['head_matrix_ms']:.1f} ms, one query row "
-                  f"{timing['query_row_ms']:.2f} ms, attn[0, :, pos, :].mean(0) over all heads "
-                  f"{timing['all_heads_row_mean_ms']:.2f} ms, a whole layer (12 heads) {timing['whole_layer_ms']:.0f} ms "
-                  "(median over 12 layer/head pairs)")
+            def both(key, digits, timing=timing):
+                wall, cpu = timing[key]
+                return f"{wall:.{digits}f} ms (CPU {cpu:.{digits}f} ms)"
+
+            print(f"T={length}, recomputed from the capture (median over 12 layer/head pairs, wall and process CPU):")
+            print(f"  one head's TxT matrix       {both('head_matrix_ms', 1)}")
+            print(f"  one query row of one head   {both('query_row_ms', 2)}")
+            print(f"  attn[0, :, pos, :].mean(0)  {both('all_heads_row_mean_ms', 2)}  (every head's row, guide's flow)")
+            print(f"  a whole layer, all heads    {both('whole_layer_ms', 0)}")
     print("\nper-repeat seconds:", json.dumps({r[0]: r[2].get("all_s") for r in rows}))
 
 
