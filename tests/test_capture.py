@@ -21,6 +21,7 @@ from capture_models import (
     logits,
     peaky_qwen2,
 )
+from transformers import Qwen2ForCausalLM
 
 from finwidget.capture import AttentionHook, LazyLayerAttention, attention_rows, capture_attention
 
