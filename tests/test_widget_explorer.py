@@ -445,3 +445,15 @@ def test_set_ablations_can_bring_a_grid_measure_along(explorer):
     assert reply["ok"] and reply["measure"] == "financial_focus"
     assert decode_array(reply["arrays"]["values"], buffers).shape == (12,)
     explorer.reset()
+
+
+def test_save_html_can_embed_a_whole_layer(explorer, tmp_path):
+    explorer.focus = {"layer": 2, "head": 1}
+    page = explorer.save_html(tmp_path / "layer.html", heads="layer").read_text(encoding="utf-8")
+    state = json.loads(re.search(r'id="fw-state">(.*?)</script>', page, re.S).group(1))
+    keys = {r["key"] for r in state["replies"]}
+    assert all(request_key({"kind": "head_matrix", "layer": 2, "head": h}) in keys for h in range(4))
+    assert request_key({"kind": "head_matrix", "layer": 1, "head": 0}) not in keys
+    with pytest.raises(ValueError, match="heads must be"):
+        explorer.save_html(tmp_path / "x.html", heads="all")
+    explorer.focus = {"layer": 0, "head": 0}

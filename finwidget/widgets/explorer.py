@@ -356,11 +356,15 @@ class AttentionExplorer(anywidget.AnyWidget):
         state = self.get_state()
         return len(json.dumps(state, default=str).encode("utf-8"))
 
-    def save_html(self, path, title: str | None = None) -> Path:
-        """Write a standalone page (works offline, no CDN) showing the current state."""
+    def save_html(self, path, title: str | None = None, heads: str = "focus") -> Path:
+        """Write a standalone page (works offline, no CDN) showing the current state.
+
+        ``heads="layer"`` also embeds every head of the focused layer's matrix, so the page
+        can switch between them without a kernel.
+        """
         from finwidget.widgets.export import save_explorer_html
 
-        return save_explorer_html(self, path, title=title)
+        return save_explorer_html(self, path, title=title, heads=heads)
 
     # ------------------------------------------------------------------ messages
     def handle_request(self, content, buffers=None, send_progress=None) -> tuple[dict, list]:

@@ -33,10 +33,21 @@ def script_json(value) -> str:
     return text
 
 
-def embedded_replies(explorer) -> list[dict]:
-    """The replies an exported page needs for the explorer's current state, keyed by request."""
+def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
+    """The replies an exported page needs for the explorer's current state, keyed by request.
+
+    ``heads="layer"`` also embeds the matrix of every head of the focused layer, so a
+    reader can click through that layer's heads offline (about ``H x T^2 / 2`` bytes).
+    """
+    if heads not in ("focus", "layer"):
+        raise InputError(f"heads must be 'focus' or 'layer', got {heads!r}")
     state = {name: getattr(explorer, name) for name in SYNCED_STATE}
     requests = requests_for_state(state)
+    if heads == "layer" and "matrix" in state["views"]:
+        layer = state["focus"]["layer"]
+        for head in range(explorer.session.num_heads):
+            if head != state["focus"]["head"]:
+                requests.append({"kind": "head_matrix", "layer": layer, "head": head})
     if "grid" in state["views"]:
         # Every measure that can be computed, so the measure menu still works offline.
         current = {request_key(r) for r in requests}
@@ -60,8 +71,11 @@ def embedded_replies(explorer) -> list[dict]:
     return out
 
 
-def save_explorer_html(explorer, path, title: str | None = None) -> Path:
-    """Write ``explorer`` as a standalone HTML page at ``path``; returns the path."""
+def save_explorer_html(explorer, path, title: str | None = None, heads: str = "focus") -> Path:
+    """Write ``explorer`` as a standalone HTML page at ``path``; returns the path.
+
+    ``heads``: "focus" embeds the focused head's matrix, "layer" every head of its layer.
+    """
     from finwidget.widgets.explorer import STATIC
 
     bundle_path, css_path = STATIC / "widget.js", STATIC / "widget.css"
@@ -73,7 +87,7 @@ def save_explorer_html(explorer, path, title: str | None = None) -> Path:
         raise InputError(f"save_html writes an .html file, got {str(path)!r}")
     state = {
         "traits": {name: getattr(explorer, name) for name in SYNCED_STATE},
-        "replies": embedded_replies(explorer),
+        "replies": embedded_replies(explorer, heads),
     }
     css = css_path.read_text(encoding="utf-8") if css_path.exists() else ""
     safe_css = css.replace("</", "<\\/")
