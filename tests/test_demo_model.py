@@ -81,7 +81,7 @@ def test_pairs_flip_the_prediction(demo):
 
 def _tiny_config(**overrides) -> TrainConfig:
     settings = dict(layers=1, hidden=32, heads=4, kv_heads=2, ffn=64, steps=30, batch_size=8,
-                    lr=1e-2, warmup=5, validate_every=0, threads=1, seed=3)
+                    lr=1e-2, warmup=5, validate_every=0, threads=1, seed=3, curriculum_steps=16)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -114,3 +114,25 @@ def test_training_is_deterministic_from_its_seed():
         assert torch.equal(a, b), name
     other = train(_tiny_config(steps=4, seed=4), log=lambda message: None)
     assert other.losses != first.losses
+
+
+def test_curriculum_grows_to_complete_statements():
+    from finwidget.demo.train import curriculum_distractors
+
+    config = TrainConfig()
+    stages = [curriculum_distractors(config, step) for step in range(config.curriculum_steps + 1)]
+    assert stages[0] == 0 and stages[-2] == 7 and stages[-1] is None
+    assert stages[:-1] == sorted(stages[:-1])
+    assert curriculum_distractors(TrainConfig(curriculum_steps=0), 0) is None
+
+
+def test_shipped_model_was_trained_with_the_default_command():
+    from dataclasses import asdict
+
+    from finwidget.demo.train import parse_args
+
+    config, out = parse_args([])
+    log = json.loads((MODEL_DIR / "training_log.json").read_text())
+    assert log["config"] == asdict(config)
+    assert out == MODEL_DIR
+    assert log["steps_run"] >= config.curriculum_steps

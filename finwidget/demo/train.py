@@ -230,6 +230,7 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result.model.save_pretrained(out, safe_serialization=True)
+    (out / "model.safetensors").chmod(0o644)  # readable by everyone, like the other files
     if out.resolve() != Path(MODEL_DIR).resolve():
         for name in TOKENIZER_FILES:
             shutil.copyfile(Path(MODEL_DIR) / name, out / name)
