@@ -17,9 +17,10 @@ For each T it measures, with the same weights and tokens:
 Time: median wall time of ``--repeats`` forward passes after one warm-up, the three
 configurations interleaved in one process so that load from other processes hits them
 alike; the CPU seconds of the process (``time.process_time``) are printed next to it,
-as a second view that other processes' load disturbs less. Memory: each configuration runs again in a fresh subprocess; it reports the
-process's peak RSS (VmHWM) and the peak above the RSS before the forward pass (model
-already built). "kept" is the bytes of tensors left after the call (attention weights
+as a second view that other processes' load disturbs less. Memory: each configuration runs again in a fresh subprocess; after the model is
+built the kernel's peak-RSS counter is reset (``/proc/self/clear_refs``), then it
+reports the peak RSS during the forward pass (VmHWM) and that peak above the RSS
+before the pass. "kept" is the bytes of tensors left after the call (attention weights
 for eager, queries + keys for capture).
 
 At T = 2048 it also times recomputing one head's full T x T matrix and one query row
@@ -79,6 +80,17 @@ def _rss_bytes(field: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter (VmHWM) at the current RSS (Linux >= 4.0), so the
+    peak read after the forward pass is the forward pass's, not the model build's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _run(config: str, model, ids):
     """One forward pass of ``config``; returns (what it keeps, bytes kept)."""
     import torch
@@ -107,11 +119,12 @@ def worker_memory(config: str, length: int, threads: int) -> dict:
     model = _build_model(threads)
     ids = _tokens(length)
     gc.collect()
+    peak_reset = _reset_peak_rss()
     before = _rss_bytes("VmRSS")
     _kept_alive, kept_bytes = _run(config, model, ids)    # held until the peak is read
     peak = _rss_bytes("VmHWM")
     return {"config": config, "length": length, "peak_rss": peak, "peak_above_start": peak - before,
-            "kept_bytes": kept_bytes}
+            "kept_bytes": kept_bytes, "peak_reset": peak_reset}
 
 
 def worker_timing(configs: list[str], length: int, repeats: int, threads: int, head_timing: bool) -> dict:
@@ -279,6 +292,9 @@ def main() -> None:
             print(f"  one query row of one head   {both('query_row_ms', 2)}")
             print(f"  attn[0, :, pos, :].mean(0)  {both('all_heads_row_mean_ms', 2)}  (every head's row, guide's flow)")
             print(f"  a whole layer, all heads    {both('whole_layer_ms', 0)}")
+    resets = [m.get("peak_reset") for _, _, _, memory in rows for m in memory.values() if "peak_reset" in m]
+    if resets and not all(resets):
+        print("note: the peak-RSS counter could not be reset here; peaks include the model build")
     print("\nper-repeat seconds:", json.dumps({r[0]: r[2].get("all_s") for r in rows}))
 
 
