@@ -395,6 +395,19 @@ class Artifacts:
         return path
 
 
+def save_failure(page, watch: PageWatch, test_name: str) -> None:
+    """Screenshot and console of a page whose test failed, next to the test's other artifacts."""
+    directory = ARTIFACTS_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        page.screenshot(path=str(directory / "failure.png"), full_page=False)
+    except Exception as err:  # the page may be gone; the console still helps
+        (directory / "failure-screenshot-error.txt").write_text(repr(err))
+    (directory / "failure-console.txt").write_text(
+        watch.summary() + "\n\nall console lines:\n" + "\n".join(watch.console_lines)
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Driving a notebook in the page
 # --------------------------------------------------------------------------------------
@@ -445,8 +458,25 @@ class NotebookDriver:
             polling=200,
         )
 
+    def activate(self) -> None:
+        """Make the notebook the application's current widget (notebook commands act on it)."""
+        self._eval("window.jupyterapp.shell.activateById(panel.id);")
+        self.page.wait_for_function(
+            f"""() => {{
+              const panel = ({_CURRENT_NOTEBOOK_JS})();
+              return !!panel && window.jupyterapp.shell.currentWidget === panel;
+            }}""",
+            timeout=30_000,
+            polling=100,
+        )
+
     def run_all(self) -> None:
-        """Run every cell (the "Run All Cells" command)."""
+        """Run every cell (the "Run All Cells" command), once.
+
+        The command acts on the current notebook; right after the page opens the shell
+        may not have made it current yet, so the notebook is activated first.
+        """
+        self.activate()
         self._eval("await window.jupyterapp.commands.execute('notebook:run-all-cells');")
 
     def wait_all_executed(self, timeout: float = 180.0) -> None:
@@ -466,6 +496,30 @@ class NotebookDriver:
             }}""",
             timeout=timeout * 1000,
             polling=250,
+        )
+
+    def wait_until(self, condition, timeout: float = 120.0, what: str = "the page") -> None:
+        """Wait until ``condition()`` (a Python callable) is true, failing at once if a cell errors.
+
+        A cell that raises stops Run All, so whatever the test waits for would never
+        come: report the cell's error instead of a timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if condition():
+                return
+            errors = self.cell_errors()
+            if errors:
+                raise AssertionError(f"a notebook cell failed while waiting for {what}: {errors}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+            self.page.wait_for_timeout(250)
+
+    def selected_cells(self) -> list[int]:
+        """Indices of the notebook cells that are selected or active (what "run" would run)."""
+        return self._eval(
+            "return panel.content.widgets.map((w, i) => [i, panel.content.isSelectedOrActive(w)])"
+            ".filter(x => x[1]).map(x => x[0]);"
         )
 
     def cell_errors(self) -> list[str]:
@@ -494,7 +548,11 @@ class NotebookDriver:
             const notebook = panel.content;
             const count = notebook.model.cells.length;
             notebook.model.sharedModel.insertCell(count, {cell_type: 'code', source: arg});
+            window.jupyterapp.shell.activateById(panel.id);
+            // run exactly this cell, whatever cells a click in an output may have selected
+            notebook.deselectAll();
             notebook.activeCellIndex = count;
+            notebook.deselectAll();
             await window.jupyterapp.commands.execute('notebook:run-cell');
             return count;
             """,

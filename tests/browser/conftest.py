@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import pytest
 
-from browser_harness import Artifacts, BrowserSession, JupyterServer, chromium_or_skip
+from browser_harness import Artifacts, BrowserSession, JupyterServer, chromium_or_skip, save_failure
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/browser/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failure in teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +84,19 @@ def artifacts(request):
 
 
 @pytest.fixture
-def page(browser):
-    """(page, watch): a fresh tab whose console errors, dialogs and requests are recorded."""
+def page(browser, request):
+    """(page, watch): a fresh tab whose console errors, dialogs and requests are recorded.
+
+    When the test fails, a screenshot of the page and its console are saved under
+    ``test-artifacts/browser/<test>/failure.*``.
+    """
     page, watch = browser.new_page()
     try:
         yield page, watch
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            save_failure(page, watch, request.node.name)
         page.close()
 
 
