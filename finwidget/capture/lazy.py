@@ -12,6 +12,10 @@ when indexed by batch / head / query positions (ints, slices, lists), computes o
 those heads and rows from the recorded queries and keys. Anything else a tensor can do
 (``attn.mean()``, ``torch.max(attn)``, ``attn * 2``, ``attn.numpy()``) materializes the
 whole layer first: ``B x H x T x T`` float32, which is large for long inputs.
+
+Results are CPU float32 tensors whatever device the capture stored on, so the guide's
+``.numpy()`` calls work for GPU models too (``AttentionCapture.attention`` returns
+results on the storage device instead).
 """
 
 from __future__ import annotations
@@ -59,9 +63,9 @@ class LazyLayerAttention:
 
     @property
     def device(self) -> torch.device:
-        if self._capture.method == "registry":
-            return self._capture.queries(self._layer).device
-        return self._capture._weights.device
+        """Always the CPU: the guide calls ``.numpy()`` on what this view returns, so results are
+        moved there (the computation itself runs where the capture stored its tensors)."""
+        return torch.device("cpu")
 
     def numel(self) -> int:
         return self.shape.numel()
@@ -89,7 +93,7 @@ class LazyLayerAttention:
         heads, drop_head = positions(head_index, cap.num_heads, "query head", cap._head_hint())
         rows, drop_query = positions(query_index, cap.seq_len, "query position",
                                      f"the recorded sequence has {cap.seq_len} tokens")
-        blocks = [cap._rows(self._layer, int(b), heads, rows, None) for b in batches]
+        blocks = [cap._rows(self._layer, int(b), heads, rows, None).cpu() for b in batches]
         result = torch.stack(blocks) if len(blocks) != 1 else blocks[0].unsqueeze(0)   # [nb, nh, nq, T]
         result = result[:, :, :, key_index] if not (isinstance(key_index, slice) and key_index == slice(None)) \
             else result
@@ -135,7 +139,8 @@ class LazyLayerAttention:
         cap = self._capture
         all_heads = torch.arange(cap.num_heads)
         all_rows = torch.arange(cap.seq_len)
-        return torch.stack([cap._rows(self._layer, b, all_heads, all_rows, None) for b in range(cap.batch_size)])
+        return torch.stack([cap._rows(self._layer, b, all_heads, all_rows, None).cpu()
+                            for b in range(cap.batch_size)])
 
     def numpy(self):
         return self.materialize().numpy()
