@@ -12,6 +12,14 @@ interventions package until they are needed.
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and linters; at run time the names load on first use
+    from finwidget.analysis.analyzer import FinancialAttentionAnalyzer, quick_attention_analysis
+    from finwidget.analysis.flow import trace_attention_flow
+    from finwidget.analysis.specialization import head_specialization
+    from finwidget.capture import AttentionHook, capture_attention
+    from finwidget.interventions import AttentionInterventions
 
 _SOURCES = {
     "AttentionHook": "finwidget.capture",
@@ -23,7 +31,15 @@ _SOURCES = {
     "AttentionInterventions": "finwidget.interventions",
 }
 
-__all__ = sorted(_SOURCES)
+__all__ = [
+    "AttentionHook",
+    "AttentionInterventions",
+    "FinancialAttentionAnalyzer",
+    "capture_attention",
+    "head_specialization",
+    "quick_attention_analysis",
+    "trace_attention_flow",
+]
 
 
 def __getattr__(name: str):

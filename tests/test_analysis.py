@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from analysis_models import eager_attentions, peaky_qwen2
+from statement_tokenizers import qwen_like_tokenizer
+
 from finwidget.analysis import (
     HeadTypeThresholds,
     TensorAttention,
@@ -26,15 +27,18 @@ from finwidget.capture import capture_attention
 from finwidget.errors import InputError, LocationError
 from finwidget.statement import read_statement
 from finwidget.task import EarningsTask
-from statement_tokenizers import qwen_like_tokenizer
 
 STATEMENTS = [
-    "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
-    "Operating cash flow: change +2,210 | 2022: 9,876 | 2021: 7,666\n"
-    "Total assets: change 120 | 2022: 45,000 | 2021: 44,880\n"
-    "Question: Will earnings increase or decrease next year?",
-    "Revenue: change 5,012 | 2022: 120,456 | 2021: 115,444\n"
-    "Question: Will earnings increase or decrease next year?",
+    (
+        "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
+        "Operating cash flow: change +2,210 | 2022: 9,876 | 2021: 7,666\n"
+        "Total assets: change 120 | 2022: 45,000 | 2021: 44,880\n"
+        "Question: Will earnings increase or decrease next year?"
+    ),
+    (
+        "Revenue: change 5,012 | 2022: 120,456 | 2021: 115,444\n"
+        "Question: Will earnings increase or decrease next year?"
+    ),
 ]
 
 
@@ -44,12 +48,12 @@ def setup():
     task = EarningsTask(tokenizer)
     model = peaky_qwen2(len(tokenizer))
     batch = task.encode(STATEMENTS)
-    with capture_attention(model) as cap:
-        with torch.no_grad():
-            model(**batch)
+    with capture_attention(model) as cap, torch.no_grad():
+        model(**batch)
     eager = eager_attentions(model, batch)
     layouts = [read_statement(text, tokenizer, task=task) for text in STATEMENTS]
-    return dict(tokenizer=tokenizer, task=task, model=model, batch=batch, cap=cap, eager=eager, layouts=layouts)
+    return {"tokenizer": tokenizer, "task": task, "model": model, "batch": batch, "cap": cap, "eager": eager,
+            "layouts": layouts}
 
 
 def valid_block(eager, layer, batch_row, mask):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from analysis_models import eager_attentions, peaky_qwen2
+from statement_tokenizers import qwen_like_tokenizer
+
 from finwidget.analysis import FinancialAttentionAnalyzer, quick_attention_analysis
 from finwidget.capture import AttentionHook, capture_attention
 from finwidget.errors import InputError, LocationError
 from finwidget.task import EarningsTask
-from statement_tokenizers import qwen_like_tokenizer
 
 STATEMENT = (
     "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
@@ -48,7 +48,7 @@ def test_quick_analysis_reads_spans_and_keeps_the_prediction(setup):
     row = analyzer.source.attention(2, head=None, query=-1, batch=0)  # [H, T]
     mask = torch.from_numpy(analyzer.layout.token_mask(analyzer.layout.financial_spans()))
     torch.testing.assert_close(per_head, row[:, mask].sum(-1), atol=1e-5, rtol=0)
-    top_text, top_value = entry["top_attended_tokens"][0]
+    top_text, _top_value = entry["top_attended_tokens"][0]
     spans = analyzer.layout.token_to_span
     mean_row = row.mean(0)
     best = max(range(analyzer.layout.num_spans), key=lambda k: float(mean_row[torch.from_numpy(spans == k)].sum()))
@@ -104,7 +104,7 @@ def test_built_from_eager_tensors_and_the_statement_text(setup):
 def test_span_heatmap_and_category_flow_figures(setup):
     import bqplot
 
-    tokenizer, task, model = setup
+    tokenizer, _task, model = setup
     text = STATEMENT.replace("Question", '<script>alert("x")</script> Question')
     analyzer = quick_attention_analysis(model, tokenizer, text)
     figure = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3)
@@ -122,7 +122,7 @@ def test_span_heatmap_and_category_flow_figures(setup):
 
 
 def test_half_precision_storage_stays_close(setup):
-    tokenizer, task, model = setup
+    tokenizer, _task, model = setup
     full = quick_attention_analysis(model, tokenizer, STATEMENT)
     half = quick_attention_analysis(model, tokenizer, STATEMENT, store_dtype=torch.float16)
     a = full.head_specialization()["previous_token"].to_numpy()
@@ -131,7 +131,7 @@ def test_half_precision_storage_stays_close(setup):
 
 
 def test_bad_input_is_named(setup):
-    tokenizer, task, model = setup
+    tokenizer, _task, model = setup
     analyzer = quick_attention_analysis(model, tokenizer, STATEMENT)
     with pytest.raises(LocationError, match=r"0\.\.3"):
         analyzer.plot_attention_heatmap(layer_idx=0, head_idx=4)

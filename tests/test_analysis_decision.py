@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from analysis_models import peaky_qwen2, qwen2_config
+from statement_tokenizers import qwen_like_tokenizer
+
 from finwidget.analysis import decision_pathway, head_direct_contributions, logit_lens
 from finwidget.errors import InputError
 from finwidget.task import EarningsTask
-from statement_tokenizers import qwen_like_tokenizer
 
 STATEMENTS = [
-    "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
-    "Operating cash flow: change +2,210 | 2022: 9,876 | 2021: 7,666\n"
-    "Question: Will earnings increase or decrease next year?",
+    (
+        "Net income: change -1,433 | 2022: 13,937 | 2021: 15,370\n"
+        "Operating cash flow: change +2,210 | 2022: 9,876 | 2021: 7,666\n"
+        "Question: Will earnings increase or decrease next year?"
+    ),
     "Revenue: change 5,012 | 2022: 120,456 | 2021: 115,444",
     "Net income: change 12 | 2022: 99 | 2021: 87",
 ]
@@ -41,7 +43,7 @@ def model_logit_diff(model, task, batch):
 
 
 def test_contributions_add_up_to_the_logit_difference(setup):
-    tokenizer, task, model = setup
+    _tokenizer, task, model = setup
     batch = task.encode(STATEMENTS)
     actual = model_logit_diff(model, task, batch)
     assert float(actual.abs().max()) > 0.5  # a non-trivial target
@@ -67,7 +69,7 @@ def test_contributions_add_up_to_the_logit_difference(setup):
 def test_a_silenced_heads_contribution_is_zero(setup):
     """Zero one head's o_proj columns: its direct contribution must become 0, the others
     still add up to the (changed) logit difference."""
-    tokenizer, task, model = setup
+    _tokenizer, task, model = setup
     batch = task.encode(STATEMENTS[:2])
     layer, head = 2, 4
     d = model.config.hidden_size // model.config.num_attention_heads
@@ -89,7 +91,7 @@ def test_a_silenced_heads_contribution_is_zero(setup):
 
 
 def test_logit_lens_ends_at_the_models_answer(setup):
-    tokenizer, task, model = setup
+    _tokenizer, task, model = setup
     lens = logit_lens(model, task, STATEMENTS)
     assert list(lens[lens.statement == 0]["layer"]) == [-1, 0, 1, 2]
     assert list(lens[lens.statement == 0]["stage"]) == ["embeddings", "layer_0", "layer_1", "layer_2"]
@@ -110,7 +112,7 @@ def test_one_statement_as_text_equals_its_batch_row(setup):
 
 
 def test_hooks_are_removed_and_the_model_unchanged(setup):
-    tokenizer, task, model = setup
+    _tokenizer, task, model = setup
     batch = task.encode(STATEMENTS)
     before = model(**batch).logits.detach()
     model.train()

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from analysis_models import qwen2_config
 from statement_tokenizers import qwen_like_tokenizer
 
@@ -97,7 +96,7 @@ def as_finwidget(snippet: str) -> str:
 def run(snippet: str, namespace: dict) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(as_finwidget(snippet), "<guide>", "exec"), namespace)
+        exec(compile(as_finwidget(snippet), "<guide>", "exec"), namespace)  # noqa: S102 - the guide's own code
     return out.getvalue()
 
 
@@ -217,4 +216,4 @@ def test_comparative_analyzer_is_not_pretended():
     import finwidget.interpretability_tools as tools
 
     with pytest.raises(AttributeError, match="not implemented"):
-        tools.ComparativeAnalyzer
+        getattr(tools, "ComparativeAnalyzer")  # noqa: B009 - the guide's name, looked up as the guide does

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from statement_tokenizers import qwen_like_tokenizer
 
 from finwidget.errors import InputError
 from finwidget.statement import Lexicon, aggregate_to_spans, read_statement
 from finwidget.task import EarningsTask
-from statement_tokenizers import qwen_like_tokenizer
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "finwidget" / "demo" / "model"
 

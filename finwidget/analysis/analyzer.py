@@ -275,8 +275,8 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
         ids = ids.tolist()
     attempts = []
     if text is not None:
-        attempts.append(dict(text=text, input_ids=ids))
-        attempts.append(dict(text=text, input_ids=ids, task=task or EarningsTask(tokenizer)))
+        attempts.append({"text": text, "input_ids": ids})
+        attempts.append({"text": text, "input_ids": ids, "task": task or EarningsTask(tokenizer)})
     elif ids is None:
         raise InputError("pass text= (what the model read) or input_ids= with the tokenizer")
     errors = []
@@ -323,9 +323,9 @@ def quick_attention_analysis(model, tokenizer, text: str, layer_idx: int = 0, *,
     layer_idx %= num_layers
     from finwidget.task import eval_mode
 
-    with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap:
-        with torch.inference_mode(), eval_mode(model):
-            out = model(**batch, logits_to_keep=1)
+    with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
+            torch.inference_mode(), eval_mode(model):
+        out = model(**batch, logits_to_keep=1)
     analyzer = FinancialAttentionAnalyzer(cap, tokenizer, input_ids=batch["input_ids"], text=text, task=task,
                                           lexicon=lexicon, default_layer=layer_idx)
     analyzer.prediction = task.predictions(out.logits[:, -1, :], batch["attention_mask"])[0]

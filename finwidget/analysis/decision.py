@@ -113,7 +113,7 @@ def decision_pathway(model, task, inputs) -> DecisionPathway:
     """
     task = _as_task(task)
     batch = _as_batch(model, task, inputs)
-    base, layers, norm, embed = _parts(model)
+    _base, layers, norm, embed = _parts(model)
     num_heads = model.config.num_attention_heads
     num_kv = getattr(model.config, "num_key_value_heads", None) or num_heads
     head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // num_heads

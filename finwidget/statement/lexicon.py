@@ -73,12 +73,12 @@ class Lexicon:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def default(cls) -> "Lexicon":
+    def default(cls) -> Lexicon:
         """The vocabulary shipped in ``finwidget/statement/lexicon.json``."""
         return _default_lexicon()
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Lexicon":
+    def from_json(cls, path: str | Path) -> Lexicon:
         """Read ``{"categories": {category: [phrase, ...]}}`` from a JSON file."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -88,7 +88,7 @@ class Lexicon:
             raise InputError(f"lexicon file {str(path)!r} must hold an object with a 'categories' object")
         return cls(data["categories"])
 
-    def extend(self, additions: Mapping[str, Iterable[str] | str]) -> "Lexicon":
+    def extend(self, additions: Mapping[str, Iterable[str] | str]) -> Lexicon:
         """A new lexicon with more phrases.
 
         ``additions`` is either ``{category: [phrase, ...]}`` or ``{phrase: category}``
@@ -130,8 +130,7 @@ class Lexicon:
         matches = self.match(words, normalized=True)
         if not matches:
             return None
-        start, end, category = max(matches, key=lambda m: (m[1] - m[0], -m[0]))
-        return category
+        return max(matches, key=lambda m: (m[1] - m[0], -m[0]))[2]
 
     def match(self, words: Sequence[str], normalized: bool = False) -> list[tuple[int, int, str]]:
         """Greedy longest-first matches in a word sequence.

@@ -39,19 +39,16 @@ from finwidget.statement.pieces import Piece, scan_pieces
 
 #: Words after which a four-digit number is a year.
 YEAR_CUES = frozenset(
-    "fiscal year years fy in since during through from to for of by until ended ending end "
-    "q1 q2 q3 q4 quarter h1 h2 cy calendar january february march april may june july august "
-    "september october november december jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    ["fiscal", "year", "years", "fy", "in", "since", "during", "through", "from", "to", "for", "of", "by", "until", "ended", "ending", "end", "q1", "q2", "q3", "q4", "quarter", "h1", "h2", "cy", "calendar", "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"]
 )
 _MONTHS = frozenset(
-    "january february march april may june july august september october november december "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"]
 )
 #: Words allowed after a line item's name among its numbers.
-COLUMN_WORDS = frozenset("change chg yoy vs versus na nm n a usd eur gbp".split())
+COLUMN_WORDS = frozenset(["change", "chg", "yoy", "vs", "versus", "na", "nm", "n", "a", "usd", "eur", "gbp"])
 #: Punctuation that may sit inside a line item name or a lexicon phrase.
-_NAME_PUNCT = frozenset("& - ' \u2019 / , ( ) .".split())
-_PHRASE_PUNCT = frozenset("& - ' \u2019 / .".split())
+_NAME_PUNCT = frozenset(["&", "-", "'", "’", "/", ",", "(", ")", "."])
+_PHRASE_PUNCT = frozenset(["&", "-", "'", "’", "/", "."])
 _COLUMN_GAP = re.compile(r"\t| {2,}")
 _ALIGN_TOLERANCE = 8
 _LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -76,7 +73,7 @@ class _Unit:
     category: str | None = None
     line_item: str | None = None
     line: int = 0
-    members: list["_Unit"] = field(default_factory=list)  # merged name words
+    members: list[_Unit] = field(default_factory=list)  # merged name words
     text: str = ""
 
 
@@ -179,7 +176,7 @@ def read_tokens(
 
 def _read(prompt, ids, offsets, tokenizer, statement_range, lexicon) -> StatementLayout:
     special_ids = _special_token_ids(tokenizer)
-    units, token_unit = _units_from_tokens(prompt, ids, offsets, special_ids)
+    units, _token_unit = _units_from_tokens(prompt, ids, offsets, special_ids)
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", prompt)]
     for unit in units:
         unit.line = bisect.bisect_right(line_starts, unit.char_start) - 1
@@ -223,7 +220,7 @@ def _check_input_ids(input_ids, ids: list[int], tokenizer) -> int:
 
 
 def _special_token_ids(tokenizer) -> set[int]:
-    special = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or [])
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
     for index, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
         if getattr(token, "special", False):
             special.add(int(index))
@@ -253,7 +250,7 @@ def _units_from_tokens(text, ids, offsets, special_ids) -> tuple[list[_Unit], li
 
     token_pieces: list[list[int]] = []
     for t, (start, end) in enumerate(offsets):
-        covered = [] if ids[t] in special_ids else sorted(set(int(k) for k in char_piece[start:end] if k >= 0))
+        covered = [] if ids[t] in special_ids else sorted({int(k) for k in char_piece[start:end] if k >= 0})
         token_pieces.append(covered)
         for k in covered[1:]:
             parent[find(k)] = find(covered[0])
@@ -330,11 +327,7 @@ def _mark_years(text: str, by_line: dict[int, list[_Unit]]) -> dict[int, list[in
                 continue
             after = words[i + 1] if i + 1 < len(units) else ""
             before = [w for w, u in zip(words[:i], units[:i]) if w not in ("(", "[")]
-            if after.startswith(":"):
-                unit.is_year = True
-            elif before and units[i - 1].kind == "word" and before[-1] in YEAR_CUES:
-                unit.is_year = True
-            elif len(before) >= 3 and before[-1] == "," and before[-3] in _MONTHS:
+            if after.startswith(":") or before and units[i - 1].kind == "word" and before[-1] in YEAR_CUES or len(before) >= 3 and before[-1] == "," and before[-3] in _MONTHS:
                 unit.is_year = True
         has_time_word = any(u.kind == "word" and w in YEAR_CUES for u, w in zip(units, words))
         if candidates and len(candidates) == len(numbers) and (len(candidates) >= 2 or has_time_word):
