@@ -60,13 +60,22 @@ export function textColorOn(rgb: RGB): string {
   return lum > 0.55 ? "#111" : "#fff";
 }
 
-/** Maps data values to colours for one view: sequential over [0, max] or diverging over [-m, m]. */
+/**
+ * Maps data values to colours for one view: sequential over [min, max] (min = 0 unless
+ * `fromMin`) or diverging over [-m, m].
+ */
 export class ColorScale {
   readonly signed: boolean;
   readonly max: number;
+  readonly min: number = 0;
 
-  constructor(values: ArrayLike<number>, signed: boolean, fixedMax?: number) {
+  constructor(values: ArrayLike<number>, signed: boolean, fixedMax?: number, fromMin = false) {
     this.signed = signed;
+    if (fromMin && !signed) {
+      let lo = Infinity;
+      for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]) && values[i] < lo) lo = values[i];
+      this.min = Number.isFinite(lo) ? lo : 0;
+    }
     let m = 0;
     if (fixedMax !== undefined) m = fixedMax;
     else {
@@ -77,14 +86,14 @@ export class ColorScale {
         if (a > m) m = a;
       }
     }
-    this.max = m > 0 ? m : 1;
+    this.max = m > this.min ? m : this.min + 1;
   }
 
   /** Position of a value on the scale: [0, 1] (sequential) or [-1, 1] (signed). */
   position(value: number): number {
     if (!Number.isFinite(value)) return 0;
-    const t = value / this.max;
-    return this.signed ? Math.max(-1, Math.min(1, t)) : clamp01(t);
+    if (this.signed) return Math.max(-1, Math.min(1, value / this.max));
+    return clamp01((value - this.min) / (this.max - this.min));
   }
 
   rgb(value: number): RGB {

@@ -62,3 +62,17 @@ describe("colour scales", () => {
     expect(formatValue(null)).toBe("–");
   });
 });
+
+describe("ColorScale over [min, max]", () => {
+  it("stretches unsigned data between its own min and max", () => {
+    const s = new ColorScale([3.1, 3.5, 4.1], false, undefined, true);
+    expect(s.min).toBeCloseTo(3.1);
+    expect(s.position(3.1)).toBe(0);
+    expect(s.position(4.1)).toBe(1);
+    expect(s.position(3.6)).toBeCloseTo(0.5);
+    const flat = new ColorScale([2, 2], false, undefined, true);
+    expect(flat.position(2)).toBe(0);
+    // Signed data keeps its zero in the middle.
+    expect(new ColorScale([1, 3], true, undefined, true).position(0)).toBe(0);
+  });
+});

@@ -27,7 +27,7 @@ export class LayerFlowView implements View {
 
   constructor(private readonly store: ExplorerStore) {
     const L = store.get("geometry").num_layers;
-    this.rowH = Math.max(6, Math.min(16, Math.floor(420 / Math.max(1, L))));
+    this.rowH = Math.max(6, Math.min(26, Math.floor(420 / Math.max(1, L))));
     this.canvas = el("canvas", { class: "fw-flow-canvas", width: WIDTH, height: this.rowH * L + 20, "data-testid": "layer-flow-canvas" });
     this.ctx = this.canvas.getContext("2d");
     this.info = el("div", { class: "fw-hover-info", "data-testid": "flow-info" });
@@ -144,9 +144,18 @@ export class LayerFlowView implements View {
     ctx.lineTo(zero, top + L * this.rowH);
     ctx.stroke();
     flow.logitLens.forEach((v, l) => {
+      if (v === null || !Number.isFinite(v)) return;
       const w = (v / m) * (LENS_W / 2 - 4);
       ctx.fillStyle = css(diverging(v / m));
       ctx.fillRect(Math.min(zero, zero + w), top + l * this.rowH + 1, Math.abs(w), this.rowH - 3);
+      if (this.rowH >= 12) {
+        // The number itself, on the side away from the bar.
+        ctx.fillStyle = "#222";
+        ctx.font = "9px sans-serif";
+        ctx.textAlign = v >= 0 ? "right" : "left";
+        ctx.fillText(formatValue(v), v >= 0 ? zero - 2 : zero + 2, top + l * this.rowH + this.rowH - 3);
+        ctx.textAlign = "left";
+      }
     });
     // The selection's spans, marked above the rows.
     const sel = this.store.get("selection");

@@ -56,7 +56,11 @@ export class HeadGridView implements View {
     const head = el("div", { class: "fw-grid-row fw-grid-header" }, [el("span", { class: "fw-row-label", text: "" })]);
     for (let kv = 0; kv < Math.ceil(g.num_heads / perGroup); kv++) {
       const span = Math.min(perGroup, g.num_heads - kv * perGroup);
-      const label = el("span", { class: "fw-kv-label", text: `KV ${kv}`, title: `query heads ${kv * perGroup}–${kv * perGroup + span - 1} share key/value head ${kv}` });
+      const label = el("span", {
+        class: `fw-kv-label${kv > 0 ? " fw-kv-start" : ""}`,
+        text: `KV ${kv}`,
+        title: `query heads ${kv * perGroup}–${kv * perGroup + span - 1} share key/value head ${kv}`,
+      });
       label.style.setProperty("--fw-kv-span", String(span));
       head.append(label);
     }
@@ -86,6 +90,8 @@ export class HeadGridView implements View {
     table.addEventListener("mouseleave", () => {
       this.info.textContent = "";
     });
+    // Cells as large as fit (small models get big targets), 14 px for 28 heads.
+    table.style.setProperty("--fw-cell", `${Math.max(12, Math.min(28, Math.floor(440 / Math.max(1, g.num_heads + 2))))}px`);
     this.root = el("div", { class: "fw-view fw-head-grid", "data-testid": "head-grid" }, [
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layers × heads" }), measure, this.modeButton]),
       this.hint,
@@ -168,7 +174,9 @@ export class HeadGridView implements View {
     const ablations = this.store.ablations;
     const grid = this.currentGrid();
     const measure = this.store.get("grid_measure");
-    this.scale = grid ? new ColorScale(grid.values, measureIsSigned(measure)) : null;
+    // Unsigned measures span their own [min, max] (entropy never reaches 0; attention
+    // shares can all be close): the legend prints the range.
+    this.scale = grid ? new ColorScale(grid.values, measureIsSigned(measure), undefined, true) : null;
     for (let l = 0; l < g.num_layers; l++) {
       const visible = layerInRange(range, l);
       this.rows[l].style.display = visible ? "" : "none";
@@ -183,7 +191,7 @@ export class HeadGridView implements View {
     }
     this.showAll.style.display = range.length === 2 ? "" : "none";
     if (grid && this.scale) {
-      const lo = this.scale.signed ? -this.scale.max : 0;
+      const lo = this.scale.signed ? -this.scale.max : this.scale.min;
       this.legend.textContent = `${grid.label || measure}: ${formatValue(lo)} … ${formatValue(this.scale.max)}` +
         (range.length === 2 ? ` · layers ${range[0]}–${range[1]}` : "");
       this.drawn = true;
