@@ -288,6 +288,41 @@ def test_real_statement_prompts_as_the_task_encodes_them():
     torch.testing.assert_close(cap.attention(0, query=-1, batch=0), reference[0][0][:, -1], rtol=0, atol=1e-6)
 
 
+def sharpen(model, factor: float):
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                projection.weight.mul_(factor)
+                projection.bias.mul_(factor)
+    return model
+
+
+def test_the_shipped_demo_model_on_demo_statements():
+    from finwidget.demo import make_statements
+    from finwidget.loading import load_demo_model
+    from finwidget.task import EarningsTask
+
+    model, tokenizer = load_demo_model()
+    batch = EarningsTask(tokenizer).encode([s.text for s in make_statements(3, seed=5)])
+    mask = batch["attention_mask"]
+    # As shipped (trained attention is fairly diffuse), and with Q/K scaled by 2 (sharper).
+    for factor, sharp_rows in ((1.0, 0.0), (2.0, 0.3)):
+        sharpen(model, factor)
+        reference = eager_attentions(model, batch)
+        peaks = torch.cat([reference[layer][row][:, mask[row].bool()].max(dim=-1).values.flatten()
+                           for layer in range(len(reference)) for row in range(3)])
+        assert (peaks > 0.9).float().mean() >= sharp_rows
+        with torch.no_grad(), capture_attention(model) as cap:
+            model(**batch)
+        assert max_error_on_real_rows(cap, reference, mask) < TOLERANCE
+    # Sharper still (x8 in all): SDPA-vs-eager drift grows, so check the same forward pass.
+    sharpen(model, 4.0)
+    model.set_attn_implementation("eager")
+    with torch.no_grad(), capture_attention(model) as cap:
+        weights = model(**batch, output_attentions=True).attentions
+    assert max_error_on_real_rows(cap, weights, mask) < 1e-6
+
+
 def test_a_new_forward_pass_replaces_the_previous_recording(model, batch):
     short = left_padded_batch(lengths=(6,), seed=9)
     with torch.no_grad(), capture_attention(model, layers=[0]) as cap:
