@@ -179,8 +179,10 @@ def _head_timing(model, ids) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     cap.attention(0)
     layer_ms = ((time.perf_counter() - start) * 1000, (time.process_time() - cpu_start) * 1000)
+    with torch.inference_mode(), capture_attention(model, store_dtype=torch.float16) as half:
+        model(input_ids=ids, logits_to_keep=1)
     return {"head_matrix_ms": head_ms, "query_row_ms": row_ms, "all_heads_row_mean_ms": lazy_row_ms,
-            "whole_layer_ms": layer_ms}
+            "whole_layer_ms": layer_ms, "kept_fp16_bytes": half.nbytes}
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -292,6 +294,10 @@ def main() -> None:
             print(f"  one query row of one head   {both('query_row_ms', 2)}")
             print(f"  attn[0, :, pos, :].mean(0)  {both('all_heads_row_mean_ms', 2)}  (every head's row, guide's flow)")
             print(f"  a whole layer, all heads    {both('whole_layer_ms', 0)}")
+            kept = timing["kept_bytes"]
+            if "eager" in kept:
+                print(f"  capture with store_dtype=torch.float16 keeps {_kept(timing['kept_fp16_bytes'])}: "
+                      f"{kept['eager'] / timing['kept_fp16_bytes']:.1f}x fewer bytes than eager")
     resets = [m.get("peak_reset") for _, _, _, memory in rows for m in memory.values() if "peak_reset" in m]
     if resets and not all(resets):
         print("note: the peak-RSS counter could not be reset here; peaks include the model build")
