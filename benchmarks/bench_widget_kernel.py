@@ -42,8 +42,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-GEOMETRY = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
-                intermediate_size=3072)
+GEOMETRY = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "intermediate_size": 3072,
+}
 
 
 def statement_of_length(tokenizer, target: int) -> str:
@@ -98,25 +103,40 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
     geometry = widget.geometry
     heads = [(layer, (3 * layer + 1) % geometry["num_heads"]) for layer in range(1, geometry["num_layers"])]
     switch_times, switch_cpu, switch_bytes = [], [], 0
-    for layer, head in heads[:max(3, repeats)]:
+    for layer, head in heads[: max(3, repeats)]:
         (reply, buffers), seconds = timed(
-            lambda lh=(layer, head): widget.handle_request({"kind": "head_matrix", "id": 2, "layer": lh[0],
-                                                            "head": lh[1]}))
+            lambda lh=(layer, head): widget.handle_request(
+                {"kind": "head_matrix", "id": 2, "layer": lh[0], "head": lh[1]}
+            )
+        )
         switch_times.append(seconds)
         switch_cpu.append(CPU_SECONDS[-1])
         switch_bytes = message_bytes(reply, buffers)
     middle = geometry["num_layers"] // 2
     ablation_times, ablation_cpu = [], []
     for head in range(max(1, repeats)):
-        _, seconds = timed(lambda h=head: widget.handle_request(
-            {"kind": "set_ablations", "id": 3, "ablations": [{"layer": middle, "head": h, "mode": "zero"}]}))
+        _, seconds = timed(
+            lambda h=head: widget.handle_request(
+                {
+                    "kind": "set_ablations",
+                    "id": 3,
+                    "ablations": [{"layer": middle, "head": h, "mode": "zero"}],
+                }
+            )
+        )
         ablation_times.append(seconds)
         ablation_cpu.append(CPU_SECONDS[-1])
     return {
-        "T": widget.session.seq_len, "build_s": build, "build_cpu_s": build_cpu,
-        "focus_cpu_ms": 1000 * statistics.median(switch_cpu), "saved_bytes": saved, "first_draw_s": first_time,
-        "first_draw_bytes": first_bytes, "focus_ms": 1000 * statistics.median(switch_times),
-        "focus_bytes": switch_bytes, "ablation_ms": 1000 * statistics.median(ablation_times),
+        "T": widget.session.seq_len,
+        "build_s": build,
+        "build_cpu_s": build_cpu,
+        "focus_cpu_ms": 1000 * statistics.median(switch_cpu),
+        "saved_bytes": saved,
+        "first_draw_s": first_time,
+        "first_draw_bytes": first_bytes,
+        "focus_ms": 1000 * statistics.median(switch_times),
+        "focus_bytes": switch_bytes,
+        "ablation_ms": 1000 * statistics.median(ablation_times),
         "ablation_cpu_ms": 1000 * statistics.median(ablation_cpu),
     }
 
@@ -153,14 +173,18 @@ def demo_row(repeats: int) -> None:
         print(f"demo model: not measured ({type(err).__name__}: {err})")
         return
     fw = bench_finwidget(model, tokenizer, make_statements(1, seed=7)[0].text, repeats)
-    print(f"demo model (T={fw['T']}): build {fw['build_s']:.2f} s (cpu {fw['build_cpu_s']:.2f}), first draw "
-          f"{fw['first_draw_s'] * 1000:.0f} ms, {fw['first_draw_bytes'] / 1e3:.0f} kB, focus switch "
-          f"{fw['focus_ms']:.1f} ms (cpu {fw['focus_cpu_ms']:.1f}), ablation {fw['ablation_ms']:.1f} ms "
-          f"(cpu {fw['ablation_cpu_ms']:.1f}), saved state {fw['saved_bytes'] / 1e3:.0f} kB")
+    print(
+        f"demo model (T={fw['T']}): build {fw['build_s']:.2f} s (cpu {fw['build_cpu_s']:.2f}), first draw "
+        f"{fw['first_draw_s'] * 1000:.0f} ms, {fw['first_draw_bytes'] / 1e3:.0f} kB, focus switch "
+        f"{fw['focus_ms']:.1f} ms (cpu {fw['focus_cpu_ms']:.1f}), ablation {fw['ablation_ms']:.1f} ms "
+        f"(cpu {fw['ablation_cpu_ms']:.1f}), saved state {fw['saved_bytes'] / 1e3:.0f} kB"
+    )
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lengths", type=int, nargs="+", default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
@@ -183,13 +207,19 @@ def main(argv=None) -> None:
     eager = None
     try:
         import bertviz  # noqa: F401
+
         have_bertviz = True
     except ImportError:
         have_bertviz = False
-    print(f"model: random Qwen2, {GEOMETRY}; torch threads {args.threads}; bertviz "
-          f"{'installed' if have_bertviz else 'not installed (anchor not run)'}")
-    header = (f"{'T':>5} | {'build s (cpu)':>13} {'saved MB':>8} {'1st draw s':>10} {'1st MB':>7} {'focus ms (cpu)':>14} "
-              f"{'focus MB':>8} {'ablate ms (cpu)':>15} | {'BertViz s':>9} {'HTML MB':>8} | {'bytes ratio':>11}")
+    print(
+        f"model: random Qwen2, {GEOMETRY}; torch threads {args.threads}; bertviz "
+        f"{'installed' if have_bertviz else 'not installed (anchor not run)'}"
+    )
+    header = (
+        f"{'T':>5} | {'build s (cpu)':>13} {'saved MB':>8} {'1st draw s':>10} {'1st MB':>7} "
+        f"{'focus ms (cpu)':>14} {'focus MB':>8} {'ablate ms (cpu)':>15} | "
+        f"{'BertViz s':>9} {'HTML MB':>8} | {'bytes ratio':>11}"
+    )
     print(header)
     print("-" * len(header))
     for target in lengths:
@@ -198,19 +228,34 @@ def main(argv=None) -> None:
         bv_cols, ratio = f"{'not run':>9} {'':>8}", f"{'':>11}"
         if have_bertviz and target <= args.bertviz_max:
             if eager is None:
-                eager = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), attn_implementation="eager",
-                                                     max_position_embeddings=max(lengths) + 512, **GEOMETRY)).eval()
+                eager = Qwen2ForCausalLM(
+                    Qwen2Config(
+                        vocab_size=len(tokenizer),
+                        attn_implementation="eager",
+                        max_position_embeddings=max(lengths) + 512,
+                        **GEOMETRY,
+                    )
+                ).eval()
                 eager.load_state_dict(model.state_dict())
             bv = bench_bertviz(eager, tokenizer, text)
             bv_cols = f"{bv['python_s']:>9.2f} {bv['html_bytes'] / 1e6:>8.1f}"
             ratio = f"{bv['html_bytes'] / (fw['saved_bytes'] + fw['first_draw_bytes']):>10.0f}x"
-        print(f"{fw['T']:>5} | {fw['build_s']:>6.2f} ({fw['build_cpu_s']:>4.1f}) {fw['saved_bytes'] / 1e6:>8.3f} "
-              f"{fw['first_draw_s']:>10.2f} {fw['first_draw_bytes'] / 1e6:>7.3f} "
-              f"{fw['focus_ms']:>6.1f} ({fw['focus_cpu_ms']:>5.1f}) {fw['focus_bytes'] / 1e6:>8.3f} "
-              f"{fw['ablation_ms']:>7.1f} ({fw['ablation_cpu_ms']:>5.0f}) | {bv_cols} | {ratio}", flush=True)
+        print(
+            f"{fw['T']:>5} | {fw['build_s']:>6.2f} ({fw['build_cpu_s']:>4.1f}) "
+            f"{fw['saved_bytes'] / 1e6:>8.3f} "
+            f"{fw['first_draw_s']:>10.2f} {fw['first_draw_bytes'] / 1e6:>7.3f} "
+            f"{fw['focus_ms']:>6.1f} ({fw['focus_cpu_ms']:>5.1f}) {fw['focus_bytes'] / 1e6:>8.3f} "
+            f"{fw['ablation_ms']:>7.1f} ({fw['ablation_cpu_ms']:>5.0f}) | {bv_cols} | {ratio}",
+            flush=True,
+        )
     demo_row(repeats)
-    print("\nbytes ratio = BertViz HTML / (finwidget saved state + first-draw messages): what reaches the browser.")
-    print("finwidget sends one head's matrix per focus switch (lower triangle, 1 byte a cell); BertViz embeds")
+    print(
+        "\nbytes ratio = BertViz HTML / (finwidget saved state + first-draw messages): "
+        "what reaches the browser."
+    )
+    print(
+        "finwidget sends one head's matrix per focus switch (lower triangle, 1 byte a cell); BertViz embeds"
+    )
     print("every layer x head x T x T weight as JSON text, twice, up front. Wall times on a shared machine;")
     print("(cpu) is this process's CPU time for the same call, which other jobs' load disturbs less.")
 

@@ -19,7 +19,9 @@ from finwidget.task import EarningsTask
 from finwidget.widgets import AttentionExplorer, HeadGrid, heatmap_view
 from finwidget.widgets.protocol import decode_array, request_key
 
-PAYLOADS = '<script>alert("x")</script> <img src=x onerror=alert(1)> </script> <svg onload=alert(2)> <!-- \u2028'
+PAYLOADS = (
+    '<script>alert("x")</script> <img src=x onerror=alert(1)> </script> <svg onload=alert(2)> <!-- \u2028'
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,13 @@ def tokenizer():
 def make_model(tokenizer, layers=3, heads=4, kv_heads=2, attn="sdpa", seed=0, context=2048):
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=context,
         attn_implementation=attn,
     )
     model = Qwen2ForCausalLM(config).eval()
@@ -73,7 +80,7 @@ def test_head_matrix_reply_is_the_heads_attention_as_eager_attention_computes_it
     spec = reply["arrays"]["matrix"]
     T = explorer.session.seq_len
     assert spec["tril"] and spec["shape"] == [T, T] and spec["encoding"] == "u8"
-    assert len(buffers[0]) == T * (T + 1) // 2          # lower triangle, one byte a cell
+    assert len(buffers[0]) == T * (T + 1) // 2  # lower triangle, one byte a cell
     shown = decode_array(spec, buffers)
     # Independent reference: the same weights run with eager attention and output_attentions.
     eager = make_model(tokenizer, attn="eager")
@@ -82,7 +89,7 @@ def test_head_matrix_reply_is_the_heads_attention_as_eager_attention_computes_it
         out = eager(**explorer.session.batch, output_attentions=True)
     expected = out.attentions[2][0, 3].numpy()
     assert np.abs(shown - expected).max() <= spec["scale"] / 2 + 1e-5
-    assert expected.max() > 0.5        # peaky enough for the comparison to mean something
+    assert expected.max() > 0.5  # peaky enough for the comparison to mean something
 
 
 def test_head_matrix_in_float16(explorer):
@@ -96,36 +103,47 @@ def test_head_matrix_in_float16(explorer):
 def test_token_values_from_a_selection_are_its_mean_attention_row(explorer):
     span = number_span(explorer)
     selection = [span.index, span.index + 1]
-    reply, buffers = ask(explorer, kind="token_values", scope="focus", layer=1, head=2, selection=selection,
-                         direction="from")
+    reply, buffers = ask(
+        explorer, kind="token_values", scope="focus", layer=1, head=2, selection=selection, direction="from"
+    )
     assert reply["ok"] and reply["reduce"] == "sum"
     values = decode_array(reply["arrays"]["values"], buffers)
     matrix = explorer.session.capture.head_matrix(1, 2).numpy()
-    expected = matrix[span.token_start:span.token_end].mean(axis=0)
+    expected = matrix[span.token_start : span.token_end].mean(axis=0)
     assert np.allclose(values, expected, atol=1e-3)
 
 
 def test_token_values_to_a_selection_over_a_layer_range(explorer):
     span = number_span(explorer)
     tokens = list(range(span.token_start, span.token_end))
-    reply, buffers = ask(explorer, kind="token_values", scope="range", layer_range=[1, 2],
-                         selection=[span.index, span.index + 1], direction="to")
+    reply, buffers = ask(
+        explorer,
+        kind="token_values",
+        scope="range",
+        layer_range=[1, 2],
+        selection=[span.index, span.index + 1],
+        direction="to",
+    )
     assert reply["reduce"] == "mean"
     values = decode_array(reply["arrays"]["values"], buffers)
     cap, H = explorer.session.capture, explorer.session.num_heads
-    expected = np.mean([cap.head_matrix(layer, h).numpy()[:, tokens].sum(axis=1)
-                        for layer in (1, 2) for h in range(H)], axis=0)
+    expected = np.mean(
+        [cap.head_matrix(layer, h).numpy()[:, tokens].sum(axis=1) for layer in (1, 2) for h in range(H)],
+        axis=0,
+    )
     assert np.allclose(values, expected, atol=2e-3)
 
 
 def test_grid_attention_to_selection_is_the_answer_rows_mass_on_it(explorer):
     span = number_span(explorer)
-    reply, buffers = ask(explorer, kind="grid", measure="attention_to_selection", selection=[span.index, span.index + 1])
+    reply, buffers = ask(
+        explorer, kind="grid", measure="attention_to_selection", selection=[span.index, span.index + 1]
+    )
     grid = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
     s = explorer.session
     for layer, head in [(0, 0), (2, 3)]:
         row = s.capture.head_matrix(layer, head).numpy()[-1]
-        assert math.isclose(grid[layer, head], row[span.token_start:span.token_end].sum(), abs_tol=2e-3)
+        assert math.isclose(grid[layer, head], row[span.token_start : span.token_end].sum(), abs_tol=2e-3)
 
 
 def test_grid_entropy_and_financial_focus(explorer):
@@ -146,20 +164,25 @@ def test_flow_reply_has_one_row_per_layer(explorer):
     S = explorer.session.layout.num_spans
     assert spread.shape == (3, S)
     # A selection can only attend to itself and what came before it (causal).
-    assert np.all(spread[:, span.index + 1:] == 0)
-    assert np.allclose(spread.sum(axis=1), 1.0, atol=0.05)   # rows sum to ~1 over the spans
+    assert np.all(spread[:, span.index + 1 :] == 0)
+    assert np.allclose(spread.sum(axis=1), 1.0, atol=0.05)  # rows sum to ~1 over the spans
     assert len(reply["selection_mass"]) == 3 and len(reply["logit_lens"]) == 3
 
 
 def test_set_ablations_answers_with_the_python_apis_number(explorer, model, statement, tokenizer):
-    ablations = [{"layer": 1, "head": 2, "mode": "zero"}, {"layer": 2, "head": 0, "mode": "scale", "value": 3.0}]
+    ablations = [
+        {"layer": 1, "head": 2, "mode": "zero"},
+        {"layer": 2, "head": 0, "mode": "scale", "value": 3.0},
+    ]
     reply, _ = ask(explorer, kind="set_ablations", ablations=ablations)
     assert reply["ok"]
     shown = reply["prediction"]["ablated"]["logit_diff"]
     # Python API: apply the same interventions and run the whole model.
     task = EarningsTask(tokenizer)
     batch = task.encode(statement)
-    interventions = InterventionSet([HeadIntervention(1, 2, "zero"), HeadIntervention(2, 0, "scale", value=3.0)])
+    interventions = InterventionSet(
+        [HeadIntervention(1, 2, "zero"), HeadIntervention(2, 0, "scale", value=3.0)]
+    )
     with interventions.applied(model):
         full = float(task.logit_diff(task.answer_logits(model, batch))[0])
     assert math.isclose(shown, full, rel_tol=1e-4, abs_tol=1e-5)
@@ -167,8 +190,7 @@ def test_set_ablations_answers_with_the_python_apis_number(explorer, model, stat
     # The traits follow (saved with the notebook, seen by Python code).
     assert explorer.ablations == ablations
     assert explorer.prediction["ablated"]["logit_diff"] == shown
-    assert explorer.prediction["flipped"] == (
-        (shown > 0) != (explorer.prediction["clean"]["logit_diff"] > 0))
+    assert explorer.prediction["flipped"] == ((shown > 0) != (explorer.prediction["clean"]["logit_diff"] > 0))
     reply, _ = ask(explorer, kind="set_ablations", ablations=[])
     assert reply["prediction"]["ablated"] is None and explorer.ablations == []
 
@@ -184,9 +206,13 @@ def test_mean_ablation_uses_the_statement_as_reference(explorer, model, statemen
 
 
 def test_malformed_messages_get_error_replies_and_the_widget_keeps_working(explorer):
-    for bad in ["not a dict", {"id": 3}, {"id": 4, "kind": "head_matrix", "layer": 99, "head": 0},
-                {"id": 5, "kind": "set_ablations", "ablations": [{"layer": 0, "head": 0, "mode": "rm -rf"}]},
-                {"id": 6, "kind": "grid", "measure": "entropy", "selection": [0, 10**9]}]:
+    for bad in [
+        "not a dict",
+        {"id": 3},
+        {"id": 4, "kind": "head_matrix", "layer": 99, "head": 0},
+        {"id": 5, "kind": "set_ablations", "ablations": [{"layer": 0, "head": 0, "mode": "rm -rf"}]},
+        {"id": 6, "kind": "grid", "measure": "entropy", "selection": [0, 10**9]},
+    ]:
         reply, buffers = explorer.handle_request(bad)
         assert reply["ok"] is False and reply["kind"] == "reply" and buffers == []
         assert reply["error"].startswith("bad request:")
@@ -214,8 +240,9 @@ def test_ablation_effect_before_a_sweep_says_what_to_do(model, tokenizer, statem
 
 def test_sweep_sends_progress_and_colours_the_grid_by_each_heads_effect(explorer):
     progress = []
-    reply, buffers = explorer.handle_request({"id": 9, "kind": "sweep", "mode": "zero"},
-                                             send_progress=lambda d, t, m="": progress.append((d, t)))
+    reply, buffers = explorer.handle_request(
+        {"id": 9, "kind": "sweep", "mode": "zero"}, send_progress=lambda d, t, m="": progress.append((d, t))
+    )
     assert reply["ok"] and reply["measure"] == "ablation_effect"
     assert progress[-1] == (12, 12) and len(progress) >= 2
     effect = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
@@ -228,35 +255,57 @@ def test_sweep_sends_progress_and_colours_the_grid_by_each_heads_effect(explorer
 
 def test_png_from_the_frontend_is_kept(explorer):
     png = b"\x89PNG\r\n\x1a\nfake"
-    reply, _ = ask(explorer, kind="png", view="matrix", data_url="data:image/png;base64," + base64.b64encode(png).decode())
+    reply, _ = ask(
+        explorer,
+        kind="png",
+        view="matrix",
+        data_url="data:image/png;base64," + base64.b64encode(png).decode(),
+    )
     assert reply["ok"] and explorer.last_png == png and explorer.last_png_view == "matrix"
 
 
 # ---------------------------------------------------------------------------- traits
 def test_traits_round_trip_through_the_frontends_state_messages(explorer):
-    explorer.set_state({"focus": {"layer": 2, "head": 1}, "selection": {"start": 3, "end": 6},
-                        "direction": "to", "layer_range": [1, 2], "grid_measure": "entropy"})
+    explorer.set_state(
+        {
+            "focus": {"layer": 2, "head": 1},
+            "selection": {"start": 3, "end": 6},
+            "direction": "to",
+            "layer_range": [1, 2],
+            "grid_measure": "entropy",
+        }
+    )
     assert explorer.focus == {"layer": 2, "head": 1}
     assert explorer.selection == {"start": 3, "end": 6}
     state = explorer.get_state()
     assert state["focus"] == {"layer": 2, "head": 1} and state["direction"] == "to"
     assert state["layer_range"] == [1, 2]
-    explorer.set_state({"focus": {"layer": 0, "head": 0}, "selection": {}, "direction": "from", "layer_range": [],
-                        "grid_measure": "attention_to_selection"})
+    explorer.set_state(
+        {
+            "focus": {"layer": 0, "head": 0},
+            "selection": {},
+            "direction": "from",
+            "layer_range": [],
+            "grid_measure": "attention_to_selection",
+        }
+    )
 
 
-@pytest.mark.parametrize("name,value,problem", [
-    ("focus", {"layer": 3, "head": 0}, "outside the model"),
-    ("focus", {"layer": 0}, "focus must be"),
-    ("selection", {"start": 5, "end": 2}, "out of range"),
-    ("direction", "up", "direction must be"),
-    ("grid_measure", "vibes", "grid_measure must be"),
-    ("layer_range", [0, 7], "out of range"),
-    ("ablations", [{"layer": 0, "head": 9}], "outside the model"),
-    ("views", ["matrix", "radar"], "views must be"),
-    ("settings", {"ablate_mode": "nuke"}, "ablate_mode"),
-    ("settings", {"colour": "red"}, "unknown settings"),
-])
+@pytest.mark.parametrize(
+    "name,value,problem",
+    [
+        ("focus", {"layer": 3, "head": 0}, "outside the model"),
+        ("focus", {"layer": 0}, "focus must be"),
+        ("selection", {"start": 5, "end": 2}, "out of range"),
+        ("direction", "up", "direction must be"),
+        ("grid_measure", "vibes", "grid_measure must be"),
+        ("layer_range", [0, 7], "out of range"),
+        ("ablations", [{"layer": 0, "head": 9}], "outside the model"),
+        ("views", ["matrix", "radar"], "views must be"),
+        ("settings", {"ablate_mode": "nuke"}, "ablate_mode"),
+        ("settings", {"colour": "red"}, "unknown settings"),
+    ],
+)
 def test_bad_trait_values_are_refused_and_leave_the_old_value(explorer, name, value, problem):
     before = getattr(explorer, name)
     with pytest.raises(traitlets.TraitError, match=problem):
@@ -305,8 +354,10 @@ def test_saved_state_of_a_1024_token_statement_is_under_2_mb(tokenizer):
 
     saved = embed_data(views=[widget])["manager_state"]
     size = len(json.dumps(saved).encode("utf-8"))
-    print(f"saved widget state at T={widget.session.seq_len}: {size / 1e6:.3f} MB "
-          f"(traits alone: {widget.state_size() / 1e6:.3f} MB)")
+    print(
+        f"saved widget state at T={widget.session.seq_len}: {size / 1e6:.3f} MB "
+        f"(traits alone: {widget.state_size() / 1e6:.3f} MB)"
+    )
     assert size < 2_000_000
     # No attention tensor is in the state: nothing in it grows with T x T.
     assert widget.state_size() < 60 * widget.session.seq_len + 200_000
@@ -321,8 +372,10 @@ def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statem
     # The statement's HTML never appears raw: only our own script elements open and close.
     assert page.count("<script") == 3 and page.count("</script>") == 3
     assert "<img" not in page and "<svg" not in page and "<!--" not in page and "\u2028" not in page
-    assert "https://" not in page and "http://" not in page      # nothing from a CDN
-    state_json = re.search(r'<script type="application/json" id="fw-state">(.*?)</script>', page, re.S).group(1)
+    assert "https://" not in page and "http://" not in page  # nothing from a CDN
+    state_json = re.search(
+        r'<script type="application/json" id="fw-state">(.*?)</script>', page, re.DOTALL
+    ).group(1)
     state = json.loads(state_json)
     assert PAYLOADS.split(" ")[0] in state["traits"]["statement_layout"]["text"]
     assert state["traits"]["ablations"] == [{"layer": 1, "head": 0, "mode": "zero"}]
@@ -375,8 +428,10 @@ def test_the_guides_analyzer_gets_widget_views_of_its_recorded_attention(model, 
     assert matrix.views == ["matrix"] and matrix.focus == {"layer": 1, "head": 2}
     reply, buffers = ask(matrix, kind="head_matrix", layer=1, head=2)
     expected = analyzer.attention_weights["layer_1"][0, 2]
-    assert np.abs(decode_array(reply["arrays"]["matrix"], buffers) - np.asarray(expected)).max() <= \
-        reply["arrays"]["matrix"]["scale"] / 2 + 1e-5
+    assert (
+        np.abs(decode_array(reply["arrays"]["matrix"], buffers) - np.asarray(expected)).max()
+        <= reply["arrays"]["matrix"]["scale"] / 2 + 1e-5
+    )
     flow = flow_view(analyzer, layer=1)
     assert flow.settings["statement_heads"] == "layer" and flow.focus["layer"] == 1
     reply, _ = ask(flow, kind="flow", selection=[])
@@ -396,7 +451,7 @@ def test_an_explorer_of_a_dict_of_attention_tensors(tokenizer, statement, model)
     eager.load_state_dict(model.state_dict())
     with torch.no_grad():
         out = eager(**batch, output_attentions=True)
-    weights = {f"layer_{i}": a for i, a in enumerate(out.attentions) if i != 1}   # layer 1 not kept
+    weights = {f"layer_{i}": a for i, a in enumerate(out.attentions) if i != 1}  # layer 1 not kept
     layout = read_statement(statement, tokenizer, input_ids=batch["input_ids"][0].tolist(), task=task)
     widget = AttentionExplorer.from_attention(weights, layout)
     assert "prediction" not in widget.views and widget.prediction == {}
@@ -413,7 +468,7 @@ def test_select_by_line_item_name_or_text(explorer):
     layout = explorer.session.layout
     item = layout.line_items[1]
     sel = explorer.select(item.name.upper())
-    spans = layout.spans[sel["start"]:sel["end"]]
+    spans = layout.spans[sel["start"] : sel["end"]]
     assert spans[0].text == layout.spans[item.name_span].text
     assert {s.index for s in spans} >= set(item.number_spans)
     number = layout.spans[item.number_spans[0]]
@@ -440,8 +495,12 @@ def test_bad_arguments_fail_before_any_model_work(tokenizer, statement):
 
 
 def test_set_ablations_can_bring_a_grid_measure_along(explorer):
-    reply, buffers = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 3, "mode": "zero"}],
-                         grid="financial_focus")
+    reply, buffers = ask(
+        explorer,
+        kind="set_ablations",
+        ablations=[{"layer": 0, "head": 3, "mode": "zero"}],
+        grid="financial_focus",
+    )
     assert reply["ok"] and reply["measure"] == "financial_focus"
     assert decode_array(reply["arrays"]["values"], buffers).shape == (12,)
     explorer.reset()
@@ -450,7 +509,7 @@ def test_set_ablations_can_bring_a_grid_measure_along(explorer):
 def test_save_html_can_embed_a_whole_layer(explorer, tmp_path):
     explorer.focus = {"layer": 2, "head": 1}
     page = explorer.save_html(tmp_path / "layer.html", heads="layer").read_text(encoding="utf-8")
-    state = json.loads(re.search(r'id="fw-state">(.*?)</script>', page, re.S).group(1))
+    state = json.loads(re.search(r'id="fw-state">(.*?)</script>', page, re.DOTALL).group(1))
     keys = {r["key"] for r in state["replies"]}
     assert all(request_key({"kind": "head_matrix", "layer": 2, "head": h}) in keys for h in range(4))
     assert request_key({"kind": "head_matrix", "layer": 1, "head": 0}) not in keys

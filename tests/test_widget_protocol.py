@@ -86,57 +86,146 @@ def test_request_key_is_the_same_text_as_the_js_side():
 def test_valid_requests_are_normalized():
     r = parse_request({"kind": "head_matrix", "id": 4, "layer": 2, "head": 3}, GEOMETRY)
     assert (r.kind, r.id, r.params) == ("head_matrix", 4, {"layer": 2, "head": 3, "encoding": "u8"})
-    r = parse_request({"kind": "token_values", "id": 1, "scope": "range", "selection": [], "direction": "to",
-                       "layer_range": []}, GEOMETRY)
+    r = parse_request(
+        {
+            "kind": "token_values",
+            "id": 1,
+            "scope": "range",
+            "selection": [],
+            "direction": "to",
+            "layer_range": [],
+        },
+        GEOMETRY,
+    )
     assert r.params["layer_range"] == [0, 2]
-    r = parse_request({"kind": "set_ablations", "id": 2, "ablations": [
-        {"layer": 2, "head": 0, "mode": "scale", "value": 2}, {"layer": 0, "head": 1, "mode": "zero"}]}, GEOMETRY)
-    assert r.params["ablations"] == [{"layer": 0, "head": 1, "mode": "zero"},
-                                     {"layer": 2, "head": 0, "mode": "scale", "value": 2.0}]
+    r = parse_request(
+        {
+            "kind": "set_ablations",
+            "id": 2,
+            "ablations": [
+                {"layer": 2, "head": 0, "mode": "scale", "value": 2},
+                {"layer": 0, "head": 1, "mode": "zero"},
+            ],
+        },
+        GEOMETRY,
+    )
+    assert r.params["ablations"] == [
+        {"layer": 0, "head": 1, "mode": "zero"},
+        {"layer": 2, "head": 0, "mode": "scale", "value": 2.0},
+    ]
 
 
-@pytest.mark.parametrize("message,problem", [
-    ("hello", "JSON object"),
-    ({"kind": "grid", "measure": "entropy"}, "integer id"),
-    ({"kind": "grid", "id": True, "measure": "entropy"}, "integer id"),
-    ({"kind": "grid", "id": -1, "measure": "entropy"}, "integer id"),
-    ({"kind": "launch", "id": 1}, "unknown request kind"),
-    ({"kind": "grid", "id": 1}, "missing ['measure']"),
-    ({"kind": "grid", "id": 1, "measure": "entropy", "extra": 1}, "unknown keys ['extra']"),
-    ({"kind": "grid", "id": 1, "measure": "loudness"}, "measure must be one of"),
-    ({"kind": "head_matrix", "id": 1, "layer": 3, "head": 0}, "layer 3 is outside the model"),
-    ({"kind": "head_matrix", "id": 1, "layer": 0, "head": -1}, "head -1 is outside the model"),
-    ({"kind": "head_matrix", "id": 1, "layer": "0", "head": 0}, "layer must be an integer"),
-    ({"kind": "head_matrix", "id": 1, "layer": 1.0, "head": 0}, "layer must be an integer"),
-    ({"kind": "head_matrix", "id": 1, "layer": 0, "head": 0, "encoding": "png"}, "encoding must be one of"),
-    ({"kind": "flow", "id": 1, "selection": [5, 3]}, "out of range"),
-    ({"kind": "flow", "id": 1, "selection": [0, 11]}, "out of range"),
-    ({"kind": "flow", "id": 1, "selection": "0:3"}, "must be a list"),
-    ({"kind": "flow", "id": 1, "selection": [1, 2, 3]}, "two integers"),
-    ({"kind": "flow", "id": 1, "selection": [], "direction": "to"}, "unknown keys"),
-    ({"kind": "token_values", "id": 1, "scope": "layer", "selection": [], "direction": "sideways", "layer": 0},
-     "direction must be one of"),
-    ({"kind": "token_values", "id": 1, "scope": "focus", "selection": [], "direction": "from", "layer": 0},
-     "head must be an integer"),
-    ({"kind": "token_values", "id": 1, "scope": "range", "selection": [], "direction": "from"}, "needs layer_range"),
-    ({"kind": "token_values", "id": 1, "scope": "range", "selection": [], "direction": "from",
-      "layer_range": [2, 1]}, "out of range"),
-    ({"kind": "set_ablations", "id": 1, "ablations": {"layer": 0}}, "must be a list"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [[0, 1]]}, "must be a dict"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "mode": "explode"}]}, "mode must be"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "mode": "scale", "value": float("nan")}]},
-     "finite number"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "mode": "zero", "value": 3}]},
-     "takes no value"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1}, {"layer": 0, "head": 1}]},
-     "listed twice"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "positions": [1]}]}, "unknown keys"),
-    ({"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": h % 4, "mode": "zero"}
-                                                       for h in range(13)]}, "only 12 heads"),
-    ({"kind": "sweep", "id": 1, "mode": "scale", "value": "2"}, "finite number"),
-    ({"kind": "png", "id": 1, "view": "matrix", "data_url": "javascript:alert(1)"}, "PNG data URL"),
-    ({"kind": "png", "id": 1, "view": "desktop", "data_url": "data:image/png;base64,"}, "view must be one of"),
-])
+@pytest.mark.parametrize(
+    "message,problem",
+    [
+        ("hello", "JSON object"),
+        ({"kind": "grid", "measure": "entropy"}, "integer id"),
+        ({"kind": "grid", "id": True, "measure": "entropy"}, "integer id"),
+        ({"kind": "grid", "id": -1, "measure": "entropy"}, "integer id"),
+        ({"kind": "launch", "id": 1}, "unknown request kind"),
+        ({"kind": "grid", "id": 1}, "missing ['measure']"),
+        ({"kind": "grid", "id": 1, "measure": "entropy", "extra": 1}, "unknown keys ['extra']"),
+        ({"kind": "grid", "id": 1, "measure": "loudness"}, "measure must be one of"),
+        ({"kind": "head_matrix", "id": 1, "layer": 3, "head": 0}, "layer 3 is outside the model"),
+        ({"kind": "head_matrix", "id": 1, "layer": 0, "head": -1}, "head -1 is outside the model"),
+        ({"kind": "head_matrix", "id": 1, "layer": "0", "head": 0}, "layer must be an integer"),
+        ({"kind": "head_matrix", "id": 1, "layer": 1.0, "head": 0}, "layer must be an integer"),
+        (
+            {"kind": "head_matrix", "id": 1, "layer": 0, "head": 0, "encoding": "png"},
+            "encoding must be one of",
+        ),
+        ({"kind": "flow", "id": 1, "selection": [5, 3]}, "out of range"),
+        ({"kind": "flow", "id": 1, "selection": [0, 11]}, "out of range"),
+        ({"kind": "flow", "id": 1, "selection": "0:3"}, "must be a list"),
+        ({"kind": "flow", "id": 1, "selection": [1, 2, 3]}, "two integers"),
+        ({"kind": "flow", "id": 1, "selection": [], "direction": "to"}, "unknown keys"),
+        (
+            {
+                "kind": "token_values",
+                "id": 1,
+                "scope": "layer",
+                "selection": [],
+                "direction": "sideways",
+                "layer": 0,
+            },
+            "direction must be one of",
+        ),
+        (
+            {
+                "kind": "token_values",
+                "id": 1,
+                "scope": "focus",
+                "selection": [],
+                "direction": "from",
+                "layer": 0,
+            },
+            "head must be an integer",
+        ),
+        (
+            {"kind": "token_values", "id": 1, "scope": "range", "selection": [], "direction": "from"},
+            "needs layer_range",
+        ),
+        (
+            {
+                "kind": "token_values",
+                "id": 1,
+                "scope": "range",
+                "selection": [],
+                "direction": "from",
+                "layer_range": [2, 1],
+            },
+            "out of range",
+        ),
+        ({"kind": "set_ablations", "id": 1, "ablations": {"layer": 0}}, "must be a list"),
+        ({"kind": "set_ablations", "id": 1, "ablations": [[0, 1]]}, "must be a dict"),
+        (
+            {"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "mode": "explode"}]},
+            "mode must be",
+        ),
+        (
+            {
+                "kind": "set_ablations",
+                "id": 1,
+                "ablations": [{"layer": 0, "head": 1, "mode": "scale", "value": float("nan")}],
+            },
+            "finite number",
+        ),
+        (
+            {
+                "kind": "set_ablations",
+                "id": 1,
+                "ablations": [{"layer": 0, "head": 1, "mode": "zero", "value": 3}],
+            },
+            "takes no value",
+        ),
+        (
+            {
+                "kind": "set_ablations",
+                "id": 1,
+                "ablations": [{"layer": 0, "head": 1}, {"layer": 0, "head": 1}],
+            },
+            "listed twice",
+        ),
+        (
+            {"kind": "set_ablations", "id": 1, "ablations": [{"layer": 0, "head": 1, "positions": [1]}]},
+            "unknown keys",
+        ),
+        (
+            {
+                "kind": "set_ablations",
+                "id": 1,
+                "ablations": [{"layer": 0, "head": h % 4, "mode": "zero"} for h in range(13)],
+            },
+            "only 12 heads",
+        ),
+        ({"kind": "sweep", "id": 1, "mode": "scale", "value": "2"}, "finite number"),
+        ({"kind": "png", "id": 1, "view": "matrix", "data_url": "javascript:alert(1)"}, "PNG data URL"),
+        (
+            {"kind": "png", "id": 1, "view": "desktop", "data_url": "data:image/png;base64,"},
+            "view must be one of",
+        ),
+    ],
+)
 def test_malformed_requests_are_rejected_with_a_reason(message, problem):
     with pytest.raises(ProtocolError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         parse_request(message, GEOMETRY)

@@ -21,7 +21,9 @@ def _pathway(session):
     cached = getattr(session, "_decision_pathway", None)
     if cached is None:
         if session.model is None:
-            raise AnalysisUnavailable("direct contributions need the model (this explorer shows recorded attention)")
+            raise AnalysisUnavailable(
+                "direct contributions need the model (this explorer shows recorded attention)"
+            )
         from finwidget.analysis import decision_pathway
 
         try:
@@ -50,12 +52,14 @@ def logit_lens(session) -> np.ndarray:
     model, cached_run = session.model, session.cached
     norm = getattr(getattr(model, "model", None), "norm", None)
     if norm is None:
-        raise AnalysisUnavailable(f"{type(model).__name__} has no model.norm (final norm) to read the logit lens with")
+        raise AnalysisUnavailable(
+            f"{type(model).__name__} has no model.norm (final norm) to read the logit lens with"
+        )
     lm_head = model.get_output_embeddings()
     values = []
     with torch.inference_mode():
         for layer in range(1, session.num_layers):
-            hidden = cached_run.residuals[layer][:, -1:, :]            # input of layer l = output of layer l-1
+            hidden = cached_run.residuals[layer][:, -1:, :]  # input of layer l = output of layer l-1
             logits = lm_head(norm(hidden))[:, -1, :]
             values.append(float(session.task.logit_diff(logits)[0]))
     values.append(float(cached_run.clean_logit_diff[0]))
@@ -68,5 +72,7 @@ def direct_head_contributions(session) -> np.ndarray:
     heads = _pathway(session).heads
     heads = heads[heads["statement"] == 0]
     out = np.zeros((session.num_layers, session.num_heads), dtype=np.float32)
-    out[heads["layer"].to_numpy(), heads["head"].to_numpy()] = heads["contribution"].to_numpy(dtype=np.float32)
+    out[heads["layer"].to_numpy(), heads["head"].to_numpy()] = heads["contribution"].to_numpy(
+        dtype=np.float32
+    )
     return out

@@ -56,8 +56,10 @@ def _bundle(name: str) -> Path | str:
         return path
     # A source checkout without `npm run build`: say so in the page rather than fail to import.
     if name.endswith(".js"):
-        message = "finwidget's frontend is not built: run `npm run build` (or `make frontend`) in the repository"
-        return (f"export default {{ render({{ el }}) {{ el.textContent = {message!r}; }} }};")
+        message = (
+            "finwidget's frontend is not built: run `npm run build` (or `make frontend`) in the repository"
+        )
+        return f"export default {{ render({{ el }}) {{ el.textContent = {message!r}; }} }};"
     return ""
 
 
@@ -73,11 +75,23 @@ def layout_state(session: ExplorerSession) -> dict:
     spans = []
     for s in layout.spans:
         value = s.value if s.value is None or math.isfinite(s.value) else None
-        spans.append({
-            "index": s.index, "kind": s.kind, "text": s.text, "char_start": s.char_start, "char_end": s.char_end,
-            "token_start": s.token_start, "token_end": s.token_end, "line": s.line, "category": s.category,
-            "value": value, "year": s.year, "line_item": s.line_item, "in_statement": bool(s.in_statement),
-        })
+        spans.append(
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "text": s.text,
+                "char_start": s.char_start,
+                "char_end": s.char_end,
+                "token_start": s.token_start,
+                "token_end": s.token_end,
+                "line": s.line,
+                "category": s.category,
+                "value": value,
+                "year": s.year,
+                "line_item": s.line_item,
+                "in_statement": bool(s.in_statement),
+            }
+        )
     return {
         "text": layout.text,
         "tokens": tokens,
@@ -85,8 +99,13 @@ def layout_state(session: ExplorerSession) -> dict:
         "spans": spans,
         "lines": [list(map(int, line)) for line in layout.lines],
         "line_items": [
-            {"name": li.name, "line": li.line, "name_span": li.name_span, "number_spans": list(li.number_spans),
-             "category": li.category}
+            {
+                "name": li.name,
+                "line": li.line,
+                "name_span": li.name_span,
+                "number_spans": list(li.number_spans),
+                "category": li.category,
+            }
             for li in layout.line_items
         ],
         "answer_position": session.answer_position,
@@ -132,9 +151,29 @@ class AttentionExplorer(anywidget.AnyWidget):
     views = traitlets.List(list(VIEW_NAMES)).tag(sync=True)
     sweep_done = traitlets.Bool(False).tag(sync=True)
 
-    def __init__(self, model, tokenizer, text: str, task=None, *, views=None, focus=None, selection=None,
-                 reference=None, truncate: bool = False, session: ExplorerSession | None = None, **kwargs):
-        unknown = set(kwargs) - {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        text: str,
+        task=None,
+        *,
+        views=None,
+        focus=None,
+        selection=None,
+        reference=None,
+        truncate: bool = False,
+        session: ExplorerSession | None = None,
+        **kwargs,
+    ):
+        unknown = set(kwargs) - {
+            "statement_layout",
+            "geometry",
+            "direction",
+            "grid_measure",
+            "layer_range",
+            "settings",
+        }
         if unknown:
             raise InputError(f"AttentionExplorer got unknown keyword arguments {sorted(unknown)}")
         if views is not None:
@@ -142,12 +181,19 @@ class AttentionExplorer(anywidget.AnyWidget):
             if bad or not views:
                 raise InputError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {views!r}")
         if session is None and model is None:
-            raise InputError("AttentionExplorer needs a model (or use AttentionExplorer.from_attention for "
-                             "attention recorded without one)")
-        self.session = session if session is not None else ExplorerSession(
-            model, tokenizer, text, task=task, reference=reference, truncate=truncate)
+            raise InputError(
+                "AttentionExplorer needs a model (or use AttentionExplorer.from_attention for "
+                "attention recorded without one)"
+            )
+        self.session = (
+            session
+            if session is not None
+            else ExplorerSession(model, tokenizer, text, task=task, reference=reference, truncate=truncate)
+        )
         s = self.session
-        self._geometry = Geometry(num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans)
+        self._geometry = Geometry(
+            num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
+        )
         self.last_png: bytes | None = None
         self.last_png_view: str | None = None
         if model is None:
@@ -155,10 +201,17 @@ class AttentionExplorer(anywidget.AnyWidget):
         else:
             model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         kwargs.setdefault("statement_layout", layout_state(s))
-        kwargs.setdefault("geometry", {
-            "num_layers": s.num_layers, "num_heads": s.num_heads, "num_kv_heads": s.num_kv_heads,
-            "head_dim": s.head_dim, "seq_len": s.seq_len, "model_name": str(model_name).split("/")[-1],
-        })
+        kwargs.setdefault(
+            "geometry",
+            {
+                "num_layers": s.num_layers,
+                "num_heads": s.num_heads,
+                "num_kv_heads": s.num_kv_heads,
+                "head_dim": s.head_dim,
+                "seq_len": s.seq_len,
+                "model_name": str(model_name).split("/")[-1],
+            },
+        )
         super().__init__(**kwargs)
         if views is not None:
             self.views = list(views)
@@ -172,18 +225,32 @@ class AttentionExplorer(anywidget.AnyWidget):
         self.on_msg(self._on_custom_message)
 
     @classmethod
-    def from_attention(cls, attention, layout, prediction=None, *, views=None, focus=None, selection=None,
-                       model_name: str = "recorded attention", **kwargs) -> "AttentionExplorer":
+    def from_attention(
+        cls,
+        attention,
+        layout,
+        prediction=None,
+        *,
+        views=None,
+        focus=None,
+        selection=None,
+        model_name: str = "recorded attention",
+        **kwargs,
+    ) -> AttentionExplorer:
         """An explorer of attention already recorded, without the model (nothing to ablate).
 
         ``attention``: a capture, ``hook.attention_weights``, ``{'layer_i': [B, H, T, T]}`` or an
         ``output_attentions`` tuple; ``layout``: ``read_statement`` of the same tokens;
         ``prediction``: the model's :class:`~finwidget.task.Prediction`, if known.
         """
-        session = ExplorerSession.from_attention(attention, layout, prediction=prediction, model_name=model_name)
+        session = ExplorerSession.from_attention(
+            attention, layout, prediction=prediction, model_name=model_name
+        )
         if views is None:
             views = [v for v in VIEW_NAMES if v != "prediction" or prediction is not None]
-        return cls(None, None, layout.text, views=views, focus=focus, selection=selection, session=session, **kwargs)
+        return cls(
+            None, None, layout.text, views=views, focus=focus, selection=selection, session=session, **kwargs
+        )
 
     # ------------------------------------------------------------------ validation of traits
     @traitlets.validate("focus")
@@ -203,11 +270,17 @@ class AttentionExplorer(anywidget.AnyWidget):
         if not value:
             return {}
         if set(value) != {"start", "end"}:
-            raise traitlets.TraitError(f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}")
+            raise traitlets.TraitError(
+                f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}"
+            )
         try:
-            parse_request({"kind": "flow", "id": 0, "selection": [value["start"], value["end"]]}, self._geometry)
+            parse_request(
+                {"kind": "flow", "id": 0, "selection": [value["start"], value["end"]]}, self._geometry
+            )
         except ProtocolError as err:
-            raise traitlets.TraitError(f"selection (span indices, {self._geometry.num_spans} spans): {err}") from None
+            raise traitlets.TraitError(
+                f"selection (span indices, {self._geometry.num_spans} spans): {err}"
+            ) from None
         return {"start": value["start"], "end": value["end"]}
 
     @traitlets.validate("direction")
@@ -219,7 +292,9 @@ class AttentionExplorer(anywidget.AnyWidget):
     @traitlets.validate("grid_measure")
     def _valid_measure(self, proposal):
         if proposal["value"] not in GRID_MEASURES:
-            raise traitlets.TraitError(f"grid_measure must be one of {GRID_MEASURES}, got {proposal['value']!r}")
+            raise traitlets.TraitError(
+                f"grid_measure must be one of {GRID_MEASURES}, got {proposal['value']!r}"
+            )
         return proposal["value"]
 
     @traitlets.validate("layer_range")
@@ -228,8 +303,17 @@ class AttentionExplorer(anywidget.AnyWidget):
         if not value:
             return []
         try:
-            parse_request({"kind": "token_values", "id": 0, "scope": "range", "selection": [], "direction": "from",
-                           "layer_range": value}, self._geometry)
+            parse_request(
+                {
+                    "kind": "token_values",
+                    "id": 0,
+                    "scope": "range",
+                    "selection": [],
+                    "direction": "from",
+                    "layer_range": value,
+                },
+                self._geometry,
+            )
         except ProtocolError as err:
             raise traitlets.TraitError(str(err)) from None
         return value
@@ -254,10 +338,14 @@ class AttentionExplorer(anywidget.AnyWidget):
         value = {**DEFAULT_SETTINGS, **proposal["value"]}
         unknown = set(value) - set(DEFAULT_SETTINGS)
         checks = {
-            "statement_heads": STATEMENT_HEADS, "matrix_aggregate": MATRIX_AGGREGATES, "ablate_mode": ABLATION_MODES,
+            "statement_heads": STATEMENT_HEADS,
+            "matrix_aggregate": MATRIX_AGGREGATES,
+            "ablate_mode": ABLATION_MODES,
         }
         if unknown:
-            raise traitlets.TraitError(f"unknown settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
+            raise traitlets.TraitError(
+                f"unknown settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}"
+            )
         for key, options in checks.items():
             if value[key] not in options:
                 raise traitlets.TraitError(f"settings[{key!r}] must be one of {options}, got {value[key]!r}")
@@ -345,8 +433,16 @@ class AttentionExplorer(anywidget.AnyWidget):
         for layer in range(effect.shape[0]):
             for head in range(effect.shape[1]):
                 diff = clean + float(effect[layer, head])
-                rows.append({"layer": layer, "head": head, "mode": mode, "logit_diff": diff,
-                             "change": float(effect[layer, head]), "flipped": (diff > 0) != (clean > 0)})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "head": head,
+                        "mode": mode,
+                        "logit_diff": diff,
+                        "change": float(effect[layer, head]),
+                        "flipped": (diff > 0) != (clean > 0),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def state_size(self) -> int:
@@ -384,7 +480,9 @@ class AttentionExplorer(anywidget.AnyWidget):
             return error_reply(request.id, request.kind, str(err))
         except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
             detail = traceback.format_exception_only(type(err), err)[-1].strip()
-            return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}")
+            return error_reply(
+                request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}"
+            )
 
     def _on_custom_message(self, _widget, content, buffers):
         def send_progress(done, total, message=""):
@@ -401,8 +499,14 @@ class AttentionExplorer(anywidget.AnyWidget):
             payload.add_causal_matrix("matrix", s.head_matrix(p["layer"], p["head"]), p["encoding"])
             return ok_reply(request, {"layer": p["layer"], "head": p["head"]}, payload)
         if request.kind == "token_values":
-            values, reduce, label = s.token_values(p["scope"], p["selection"], p["direction"], p.get("layer"),
-                                                   p.get("head"), p.get("layer_range"))
+            values, reduce, label = s.token_values(
+                p["scope"],
+                p["selection"],
+                p["direction"],
+                p.get("layer"),
+                p.get("head"),
+                p.get("layer_range"),
+            )
             payload = Payload()
             payload.add_f16("values", values)
             return ok_reply(request, {"reduce": reduce, "label": label}, payload)
@@ -412,12 +516,15 @@ class AttentionExplorer(anywidget.AnyWidget):
             flow = s.flow(p["selection"])
             payload = Payload()
             payload.add_f16("spread", flow["spread"])
-            fields = {"selection_mass": flow["selection_mass"], "logit_lens": flow["logit_lens"],
-                      "label": flow["label"]}
+            fields = {
+                "selection_mass": flow["selection_mass"],
+                "logit_lens": flow["logit_lens"],
+                "label": flow["label"],
+            }
             return ok_reply(request, fields, payload)
         if request.kind == "set_ablations":
             prediction = s.prediction(p["ablations"])
-            self.ablations = p["ablations"]   # the observer finds the prediction cached
+            self.ablations = p["ablations"]  # the observer finds the prediction cached
             fields = {"prediction": prediction, "ablations": p["ablations"]}
             payload = None
             if "grid" in p:
@@ -435,7 +542,7 @@ class AttentionExplorer(anywidget.AnyWidget):
             self.sweep(p["mode"], p.get("value"), progress=progress)
             return ok_reply(request, *self._grid_fields("ablation_effect", []))
         if request.kind == "png":
-            self.last_png = base64.b64decode(p["data_url"][len(PNG_PREFIX):], validate=False)
+            self.last_png = base64.b64decode(p["data_url"][len(PNG_PREFIX) :], validate=False)
             self.last_png_view = p["view"]
             return ok_reply(request, {"bytes": len(self.last_png)})
         raise ProtocolError(f"unhandled request kind {request.kind!r}")

@@ -21,8 +21,20 @@ from finwidget.widgets.protocol import GRID_MEASURES, request_key, requests_for_
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
-SYNCED_STATE = ("statement_layout", "geometry", "focus", "selection", "direction", "grid_measure", "layer_range", "ablations",
-                "settings", "prediction", "views", "sweep_done")
+SYNCED_STATE = (
+    "statement_layout",
+    "geometry",
+    "focus",
+    "selection",
+    "direction",
+    "grid_measure",
+    "layer_range",
+    "ablations",
+    "settings",
+    "prediction",
+    "views",
+    "sweep_done",
+)
 
 
 def script_json(value) -> str:
@@ -54,8 +66,11 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
         for measure in GRID_MEASURES:
             extra = {"kind": "grid", "measure": measure}
             if measure in ("attention_to_selection", "entropy"):
-                extra["selection"] = next(r for r in requests if r["kind"] == "grid").get("selection", []) \
-                    if any(r["kind"] == "grid" for r in requests) else []
+                extra["selection"] = (
+                    next(r for r in requests if r["kind"] == "grid").get("selection", [])
+                    if any(r["kind"] == "grid" for r in requests)
+                    else []
+                )
             if request_key(extra) not in current:
                 requests.append(extra)
     out = []
@@ -63,11 +78,13 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
         reply, buffers = explorer.handle_request({**request, "id": 0})
         if not reply.get("ok"):
             continue
-        out.append({
-            "key": request_key(request),
-            "reply": reply,
-            "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers],
-        })
+        out.append(
+            {
+                "key": request_key(request),
+                "reply": reply,
+                "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers],
+            }
+        )
     return out
 
 
@@ -80,8 +97,10 @@ def save_explorer_html(explorer, path, title: str | None = None, heads: str = "f
 
     bundle_path, css_path = STATIC / "widget.js", STATIC / "widget.css"
     if not bundle_path.exists():
-        raise InputError("finwidget's frontend is not built (finwidget/static/widget.js is missing): "
-                         "run `npm run build` in the repository first")
+        raise InputError(
+            "finwidget's frontend is not built (finwidget/static/widget.js is missing): "
+            "run `npm run build` in the repository first"
+        )
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"save_html writes an .html file, got {str(path)!r}")

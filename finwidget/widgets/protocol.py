@@ -49,7 +49,13 @@ PROTOCOL_VERSION = 1
 DIRECTIONS = ("from", "to")
 SCOPES = ("focus", "layer", "range")
 ENCODINGS = ("u8", "f16")
-GRID_MEASURES = ("attention_to_selection", "entropy", "financial_focus", "direct_logit_diff", "ablation_effect")
+GRID_MEASURES = (
+    "attention_to_selection",
+    "entropy",
+    "financial_focus",
+    "direct_logit_diff",
+    "ablation_effect",
+)
 #: measures that depend on the selection (and so carry it in the grid request)
 SELECTION_MEASURES = ("attention_to_selection", "entropy")
 ABLATION_MODES = ("zero", "mean", "scale")
@@ -60,7 +66,10 @@ STATEMENT_HEADS = ("focus", "layer", "range")
 #: request kind -> (required params, optional params)
 REQUEST_PARAMS: dict[str, tuple[frozenset, frozenset]] = {
     "head_matrix": (frozenset({"layer", "head"}), frozenset({"encoding"})),
-    "token_values": (frozenset({"scope", "selection", "direction"}), frozenset({"layer", "head", "layer_range"})),
+    "token_values": (
+        frozenset({"scope", "selection", "direction"}),
+        frozenset({"layer", "head", "layer_range"}),
+    ),
     "grid": (frozenset({"measure"}), frozenset({"selection"})),
     "flow": (frozenset({"selection"}), frozenset()),
     "set_ablations": (frozenset({"ablations"}), frozenset({"grid"})),
@@ -135,7 +144,11 @@ class Payload:
     def add_u8(self, name: str, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float32)
         q, scale, offset = quantize_u8(values)
-        self._add(name, {"encoding": "u8", "shape": list(values.shape), "scale": scale, "offset": offset}, q.tobytes())
+        self._add(
+            name,
+            {"encoding": "u8", "shape": list(values.shape), "scale": scale, "offset": offset},
+            q.tobytes(),
+        )
 
     def add_causal_matrix(self, name: str, matrix: np.ndarray, encoding: str = "u8") -> None:
         """A square matrix that is zero above the diagonal: only its lower triangle is sent."""
@@ -160,7 +173,9 @@ def decode_array(spec: dict, buffers: list) -> np.ndarray:
     elif spec["encoding"] == "f32":
         flat = np.frombuffer(data, dtype="<f4").astype(np.float32)
     elif spec["encoding"] == "u8":
-        flat = spec.get("offset", 0.0) + np.frombuffer(data, dtype=np.uint8).astype(np.float32) * spec["scale"]
+        flat = (
+            spec.get("offset", 0.0) + np.frombuffer(data, dtype=np.uint8).astype(np.float32) * spec["scale"]
+        )
     else:
         raise ValueError(f"unknown encoding {spec['encoding']!r}")
     if spec.get("tril"):
@@ -169,7 +184,9 @@ def decode_array(spec: dict, buffers: list) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- messages out
-def ok_reply(request: "Request", fields: dict | None = None, payload: Payload | None = None) -> tuple[dict, list]:
+def ok_reply(
+    request: Request, fields: dict | None = None, payload: Payload | None = None
+) -> tuple[dict, list]:
     content = {"kind": "reply", "id": request.id, "request": request.kind, "ok": True, **(fields or {})}
     buffers: list = []
     if payload is not None:
@@ -269,7 +286,9 @@ def validate_ablations(items, geometry: Geometry) -> list[dict]:
         head = _int_in(item, "head", geometry.num_heads, f"{geometry.num_heads} heads per layer")
         mode = item.get("mode", "zero")
         if mode not in ABLATION_MODES:
-            raise ProtocolError(f"ablation {i}: mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}")
+            raise ProtocolError(
+                f"ablation {i}: mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}"
+            )
         entry = {"layer": layer, "head": head, "mode": mode}
         if mode == "scale":
             entry["value"] = _finite_number(item.get("value", 0.0), f"ablation {i} value")
@@ -317,7 +336,10 @@ def parse_request(content, geometry: Geometry) -> Request:
         if scope == "range":
             if "layer_range" not in params:
                 raise ProtocolError("token_values with scope 'range' needs layer_range")
-            clean["layer_range"] = _range(params["layer_range"], L, "layer_range", half_open=False) or [0, L - 1]
+            clean["layer_range"] = _range(params["layer_range"], L, "layer_range", half_open=False) or [
+                0,
+                L - 1,
+            ]
     elif kind == "grid":
         clean["measure"] = _choice(params, "measure", GRID_MEASURES)
         clean["selection"] = _range(params.get("selection", []), S, "selection", half_open=True)
@@ -377,14 +399,21 @@ def requests_for_state(state: dict) -> list[dict]:
         out.append({"kind": "head_matrix", "layer": focus["layer"], "head": focus["head"]})
     if "statement" in views:
         scope = state["settings"]["statement_heads"]
-        msg = {"kind": "token_values", "scope": scope, "selection": selection, "direction": state["direction"]}
+        msg = {
+            "kind": "token_values",
+            "scope": scope,
+            "selection": selection,
+            "direction": state["direction"],
+        }
         if scope == "focus":
             msg.update(layer=focus["layer"], head=focus["head"])
         elif scope == "layer":
             msg["layer"] = focus["layer"]
         else:
             layer_range = state["layer_range"]
-            msg["layer_range"] = list(layer_range) if len(layer_range) == 2 else [0, state["geometry"]["num_layers"] - 1]
+            msg["layer_range"] = (
+                list(layer_range) if len(layer_range) == 2 else [0, state["geometry"]["num_layers"] - 1]
+            )
         out.append(msg)
     if "grid" in views:
         msg = {"kind": "grid", "measure": state["grid_measure"]}

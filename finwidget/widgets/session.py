@@ -46,14 +46,23 @@ class ExplorerSession:
         store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
     """
 
-    def __init__(self, model, tokenizer, text: str, task: EarningsTask | None = None,
-                 reference=None, truncate: bool = False, store_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        text: str,
+        task: EarningsTask | None = None,
+        reference=None,
+        truncate: bool = False,
+        store_dtype: torch.dtype | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.task = task if task is not None else EarningsTask(tokenizer)
         self.text = text
-        self.batch = self.task.encode(text, max_length=context_length(model), truncate=truncate,
-                                      device=model_device(model))
+        self.batch = self.task.encode(
+            text, max_length=context_length(model), truncate=truncate, device=model_device(model)
+        )
         with capture_attention(model, store_dtype=store_dtype) as capture:
             self.cached = CachedRun(model, self.task, self.batch)
         input_ids = self.batch["input_ids"][0].tolist()
@@ -63,8 +72,9 @@ class ExplorerSession:
         self._clean = self.cached.clean[0]
 
     @classmethod
-    def from_attention(cls, attention, layout, prediction: Prediction | None = None,
-                       model_name: str = "recorded attention") -> "ExplorerSession":
+    def from_attention(
+        cls, attention, layout, prediction: Prediction | None = None, model_name: str = "recorded attention"
+    ) -> ExplorerSession:
         """A session that only *shows* attention already recorded (no model: no ablations,
         no logit lens, no direct contributions).
 
@@ -79,8 +89,10 @@ class ExplorerSession:
 
         source = as_attention_source(attention)
         if source.seq_len != layout.num_tokens:
-            raise InputError(f"the attention covers {source.seq_len} tokens but the statement layout has "
-                             f"{layout.num_tokens}; pass the layout of exactly the tokens the model ran")
+            raise InputError(
+                f"the attention covers {source.seq_len} tokens but the statement layout has "
+                f"{layout.num_tokens}; pass the layout of exactly the tokens the model ran"
+            )
         self = cls.__new__(cls)
         self.model = None
         self.tokenizer = None
@@ -106,16 +118,19 @@ class ExplorerSession:
         self.seq_len = int(source.seq_len)
         self.layers = list(getattr(source, "layers", range(self.num_layers)))
         if self.layout.num_tokens != self.seq_len:
-            raise InputError(f"the statement reader found {self.layout.num_tokens} tokens but the model ran "
-                             f"{self.seq_len}; the tokenizer and the task disagree")
+            raise InputError(
+                f"the statement reader found {self.layout.num_tokens} tokens but the model ran "
+                f"{self.seq_len}; the tokenizer and the task disagree"
+            )
         self.answer_position = self.seq_len - 1
         self._answer_rows: np.ndarray | None = None
         self._predictions: dict[str, dict] = {}
-        self.sweep_effect: np.ndarray | None = None   # [L, H] change in logit diff, after sweep()
+        self.sweep_effect: np.ndarray | None = None  # [L, H] change in logit diff, after sweep()
         self.sweep_mode: str | None = None
         self._financial = self._financial_tokens()
         self._numbers = self.layout.token_mask(
-            [s for s in self.layout.spans if s.kind == "number" and s.in_statement])
+            [s for s in self.layout.spans if s.kind == "number" and s.in_statement]
+        )
 
     @property
     def can_intervene(self) -> bool:
@@ -124,8 +139,10 @@ class ExplorerSession:
 
     def _require_model(self, what: str) -> None:
         if self.cached is None:
-            raise InputError(f"{what} needs the model: this explorer only shows recorded attention; "
-                             "use AttentionExplorer(model, tokenizer, text) to change heads")
+            raise InputError(
+                f"{what} needs the model: this explorer only shows recorded attention; "
+                "use AttentionExplorer(model, tokenizer, text) to change heads"
+            )
 
     def _check_layer_recorded(self, layer: int) -> None:
         if layer not in self.layers:
@@ -134,8 +151,11 @@ class ExplorerSession:
     # ------------------------------------------------------------------ the statement
     def _financial_tokens(self) -> np.ndarray:
         """``[T]`` bool: tokens of financial terms, line item names and line items' numbers."""
-        spans = [s for s in self.layout.spans
-                 if s.in_statement and (s.is_financial or (s.kind == "number" and s.line_item is not None))]
+        spans = [
+            s
+            for s in self.layout.spans
+            if s.in_statement and (s.is_financial or (s.kind == "number" and s.line_item is not None))
+        ]
         return self.layout.token_mask(spans)
 
     def selection_tokens(self, selection: list[int]) -> np.ndarray:
@@ -149,8 +169,8 @@ class ExplorerSession:
     def selection_text(self, selection: list[int]) -> str:
         if not selection:
             return ""
-        spans = self.layout.spans[selection[0]:selection[1]]
-        return " ".join(self.layout.text[spans[0].char_start:spans[-1].char_end].split())
+        spans = self.layout.spans[selection[0] : selection[1]]
+        return " ".join(self.layout.text[spans[0].char_start : spans[-1].char_end].split())
 
     # ------------------------------------------------------------------ attention
     def head_matrix(self, layer: int, head: int) -> np.ndarray:
@@ -193,13 +213,14 @@ class ExplorerSession:
         key_index = torch.as_tensor(keys)
         per_chunk = max(1, (64 * 2**20) // (4 * n_rows * self.seq_len))
         for start in range(0, len(heads), per_chunk):
-            chunk = heads[start:start + per_chunk]
-            rows = self.capture.attention(layer, head=chunk, query=queries)           # [h, T - first, T]
-            out[start:start + len(chunk), first:] = rows.index_select(2, key_index).sum(dim=2).numpy()
+            chunk = heads[start : start + per_chunk]
+            rows = self.capture.attention(layer, head=chunk, query=queries)  # [h, T - first, T]
+            out[start : start + len(chunk), first:] = rows.index_select(2, key_index).sum(dim=2).numpy()
         return out
 
-    def token_values(self, scope: str, selection: list[int], direction: str, layer=None, head=None,
-                     layer_range=None) -> tuple[np.ndarray, str, str]:
+    def token_values(
+        self, scope: str, selection: list[int], direction: str, layer=None, head=None, layer_range=None
+    ) -> tuple[np.ndarray, str, str]:
         """Per-token attention for the statement view: ``([T] float32, reduce, label)``.
 
         direction "from": the mean attention row of the selection's tokens (or of the
@@ -211,13 +232,19 @@ class ExplorerSession:
         tokens = self.selection_tokens(selection)
         if tokens.size == 0:
             tokens = np.asarray([self.answer_position])
-        heads = {lay: hs for lay, hs in self._heads_for(scope, layer, head, layer_range).items() if lay in self.layers}
+        heads = {
+            lay: hs
+            for lay, hs in self._heads_for(scope, layer, head, layer_range).items()
+            if lay in self.layers
+        }
         if not heads:
             raise InputError(f"no recorded layer in that range; recorded layers: {self.layers}")
         total = np.zeros(self.seq_len, dtype=np.float64)
         count = 0
         for lay, hs in heads.items():
-            part = self._from_rows(lay, hs, tokens) if direction == "from" else self._to_columns(lay, hs, tokens)
+            part = (
+                self._from_rows(lay, hs, tokens) if direction == "from" else self._to_columns(lay, hs, tokens)
+            )
             total += part.sum(axis=0)
             count += len(hs)
         values = (total / max(count, 1)).astype(np.float32)
@@ -252,13 +279,18 @@ class ExplorerSession:
             return out, f"entropy (nats) of the attention of {what}"
         if measure == "financial_focus":
             rows = self.answer_rows()
-            return rows[..., self._financial].sum(axis=-1), "answer position's attention to financial terms and line items"
+            return rows[..., self._financial].sum(
+                axis=-1
+            ), "answer position's attention to financial terms and line items"
         if measure == "direct_logit_diff":
             return self.direct_logit_diff(), "direct contribution to the logit difference"
         if measure == "ablation_effect":
             if self.sweep_effect is None:
                 raise InputError("no ablation effects yet: press Sweep (or call explorer.sweep()) first")
-            return self.sweep_effect, f"change in logit difference when each head is ablated ({self.sweep_mode})"
+            return (
+                self.sweep_effect,
+                f"change in logit difference when each head is ablated ({self.sweep_mode})",
+            )
         raise InputError(f"unknown grid measure {measure!r}")
 
     def direct_logit_diff(self) -> np.ndarray:
@@ -311,8 +343,12 @@ class ExplorerSession:
         except AnalysisUnavailable as err:
             lens = [None] * self.num_layers
             label += f" (no logit lens: {err})"
-        return {"spread": spread, "selection_mass": [None if np.isnan(v) else float(v) for v in mass],
-                "logit_lens": lens, "label": label}
+        return {
+            "spread": spread,
+            "selection_mass": [None if np.isnan(v) else float(v) for v in mass],
+            "logit_lens": lens,
+            "label": label,
+        }
 
     # ------------------------------------------------------------------ ablations
     def intervention_set(self, ablations: list[dict]) -> InterventionSet:
@@ -320,7 +356,9 @@ class ExplorerSession:
         items = []
         for a in ablations:
             if a["mode"] == "scale":
-                items.append(HeadIntervention(a["layer"], a["head"], mode="scale", value=float(a.get("value", 0.0))))
+                items.append(
+                    HeadIntervention(a["layer"], a["head"], mode="scale", value=float(a.get("value", 0.0)))
+                )
             else:
                 items.append(HeadIntervention(a["layer"], a["head"], mode=a["mode"]))
         return InterventionSet(items)
@@ -348,7 +386,9 @@ class ExplorerSession:
             if not ablations:
                 result = {"clean": clean, "ablated": None, "flipped": False}
             else:
-                ablated = self.cached.predict(self.intervention_set(ablations), reference=self.reference)[0].to_dict()
+                ablated = self.cached.predict(self.intervention_set(ablations), reference=self.reference)[
+                    0
+                ].to_dict()
                 result = {"clean": clean, "ablated": ablated, "flipped": ablated["label"] != clean["label"]}
             self._predictions[key] = result
         return self._predictions[key]

@@ -57,8 +57,12 @@ def _session_of(source) -> ExplorerSession:
     if hasattr(source, "source") and hasattr(source, "layout"):
         if getattr(source, "batch", 0) != 0:
             raise InputError("the widgets show batch row 0; build the analyzer for that statement alone")
-        return ExplorerSession.from_attention(source.source, source.layout, prediction=getattr(source, "prediction", None))
-    raise InputError(f"expected a FinancialAttentionAnalyzer or an ExplorerSession, got {type(source).__name__}")
+        return ExplorerSession.from_attention(
+            source.source, source.layout, prediction=getattr(source, "prediction", None)
+        )
+    raise InputError(
+        f"expected a FinancialAttentionAnalyzer or an ExplorerSession, got {type(source).__name__}"
+    )
 
 
 def heatmap_view(source, layer: int, head: int = 0) -> AttentionMatrix:
@@ -68,8 +72,9 @@ def heatmap_view(source, layer: int, head: int = 0) -> AttentionMatrix:
     ``source``: the analyzer itself, or an :class:`~finwidget.widgets.session.ExplorerSession`.
     """
     session = _session_of(source)
-    return AttentionMatrix(session.model, session.tokenizer, session.text, session.task, focus=(layer, head),
-                           session=session)
+    return AttentionMatrix(
+        session.model, session.tokenizer, session.text, session.task, focus=(layer, head), session=session
+    )
 
 
 def flow_view(source, layer: int = 0) -> LayerFlow:
@@ -77,7 +82,8 @@ def flow_view(source, layer: int = 0) -> LayerFlow:
     layer flow (where the selection's attention goes, layer by layer) next to the statement,
     coloured by the mean attention of ``layer``'s heads."""
     session = _session_of(source)
-    widget = LayerFlow(session.model, session.tokenizer, session.text, session.task, focus=(layer, 0),
-                       session=session)
+    widget = LayerFlow(
+        session.model, session.tokenizer, session.text, session.task, focus=(layer, 0), session=session
+    )
     widget.settings = {**widget.settings, "statement_heads": "layer"}
     return widget
