@@ -18,6 +18,7 @@ model is switched back when the last one leaves.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import threading
@@ -233,7 +234,10 @@ class ModelRouting:
             names = {original for _, original in originals.values()}
             set_attn = getattr(self.model, "set_attn_implementation", None)
             if len(names) == 1 and callable(set_attn):
-                set_attn(ensure_registered(names.pop()))
+                # The official switch (validates the name). Should a model refuse it, the
+                # per-config switch below still routes its attention modules.
+                with contextlib.suppress(Exception):
+                    set_attn(ensure_registered(names.pop()))
             for config, original in originals.values():
                 config._attn_implementation_internal = ensure_registered(original)
         except BaseException:
