@@ -241,7 +241,7 @@ class JupyterServer:
             except Exception:
                 pass
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGTERM)
                 try:
