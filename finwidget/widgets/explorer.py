@@ -35,6 +35,7 @@ from finwidget.widgets.protocol import (
     ok_reply,
     parse_request,
     progress_message,
+    selection_param,
     validate_ablations,
 )
 from finwidget.widgets.session import ExplorerSession
@@ -177,7 +178,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         if unknown:
             raise InputError(f"AttentionExplorer got unknown keyword arguments {sorted(unknown)}")
         if views is not None:
-            bad = [v for v in views] if isinstance(views, str) else [v for v in views if v not in VIEW_NAMES]
+            bad = [views] if isinstance(views, str) else [v for v in views if v not in VIEW_NAMES]
             if bad or not views:
                 raise InputError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {views!r}")
         if session is None and model is None:
@@ -528,7 +529,7 @@ class AttentionExplorer(anywidget.AnyWidget):
             fields = {"prediction": prediction, "ablations": p["ablations"]}
             payload = None
             if "grid" in p:
-                grid_fields, payload = self._grid_fields(p["grid"], selection_param_of(self.selection))
+                grid_fields, payload = self._grid_fields(p["grid"], selection_param(self.selection))
                 fields.update(grid_fields)
             return ok_reply(request, fields, payload)
         if request.kind == "sweep":
@@ -553,8 +554,3 @@ class AttentionExplorer(anywidget.AnyWidget):
         payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
         return {"measure": measure, "label": label}, payload
 
-
-def selection_param_of(selection: dict) -> list[int]:
-    from finwidget.widgets.protocol import selection_param
-
-    return selection_param(selection)
