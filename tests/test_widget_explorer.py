@@ -521,9 +521,9 @@ def test_save_html_can_embed_a_whole_layer(explorer, tmp_path):
 def test_a_bfloat16_model_works_like_on_a_gpu(tokenizer, statement):
     model = make_model(tokenizer, layers=2).to(torch.bfloat16)
     widget = AttentionExplorer(model, tokenizer, statement)
-    reply, buffers = ask(widget, kind="head_matrix", layer=1, head=2)
+    reply, buffers = ask(widget, kind="head_matrix", layer=1, head=2, encoding="f16")
     matrix = decode_array(reply["arrays"]["matrix"], buffers)
-    assert np.allclose(matrix.sum(axis=1), 1.0, atol=0.02)     # rows are probabilities (float32 from bf16 Q/K)
+    assert np.allclose(matrix.sum(axis=1), 1.0, atol=0.02)  # rows are probabilities (float32 from bf16 Q/K)
     reply, _ = ask(widget, kind="flow", selection=[])
     assert reply["logit_lens"][-1] == pytest.approx(widget.prediction["clean"]["logit_diff"], abs=1e-2)
     reply, _ = ask(widget, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "zero"}])
