@@ -225,3 +225,14 @@ def test_fallback_cannot_nest_inside_a_registry_capture(model, batch, clean_logi
     with capture_attention(model), pytest.raises(CaptureStateError, match="cannot nest inside it"):
         inner.__enter__()
     assert_model_clean(model, batch, clean_logits, hooks_before=hooks)
+
+
+@pytest.mark.parametrize("inner_method", ["registry", "output_attentions"])
+def test_nothing_nests_inside_a_fallback_capture(model, batch, clean_logits, hooks, inner_method):
+    inner = capture_attention(model, method=inner_method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with capture_attention(model, method="output_attentions"), \
+                pytest.raises(CaptureStateError, match="output_attentions capture is already open"):
+            inner.__enter__()
+    assert_model_clean(model, batch, clean_logits, hooks_before=hooks)

@@ -163,17 +163,22 @@ class AttentionCapture:
                 f"this capture was already {'entered' if self._state == 'open' else 'used and closed'}; "
                 "start a new one with capture_attention(model)"
             )
+        from finwidget.capture.fallback import AttentionWeightsRecorder, fallback_active
+
+        if fallback_active(self.model):
+            raise CaptureStateError(
+                "an output_attentions capture is already open on this model; another capture cannot nest "
+                "inside it (close that one first)"
+            )
         if self.method == "registry":
             self._routing = ModelRouting.attach(self.model, self._on_attention, self.layers)
         else:
-            from finwidget.capture.fallback import AttentionWeightsRecorder
-
             if active_routing(self.model) is not None:
                 raise CaptureStateError(
                     "a registry capture is already open on this model; an output_attentions capture cannot "
                     "nest inside it (close the other capture first)"
                 )
-            warnings.warn(self._fallback_cost_message(), stacklevel=3)
+            warnings.warn(self._fallback_cost_message(), stacklevel=2)
             self._weights = AttentionWeightsRecorder(self.model, self.layers, self.store_device)
             self._weights.attach()
         self._state = "open"

@@ -16,6 +16,14 @@ import torch
 
 from finwidget.errors import CaptureStateError
 
+# id(model) of models with an output_attentions capture open (they do not nest)
+_ACTIVE: set[int] = set()
+
+
+def fallback_active(model) -> bool:
+    """Whether an output_attentions capture is open on ``model``."""
+    return id(model) in _ACTIVE
+
 
 class AttentionWeightsRecorder:
     """Keeps the attention weights a model returns with ``output_attentions=True``."""
@@ -51,11 +59,13 @@ class AttentionWeightsRecorder:
                 # The private flag: the public setter refuses unless the config already says "eager".
                 setattr(config, _output_attentions_attribute(config), True)
             self._handle = self.model.register_forward_hook(self._on_forward, with_kwargs=True)
+            _ACTIVE.add(id(self.model))
         except BaseException:
             self.detach()
             raise
 
     def detach(self) -> None:
+        _ACTIVE.discard(id(self.model))
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
