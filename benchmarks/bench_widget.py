@@ -197,3 +197,364 @@ def measure_bertviz_in_browser(browser, html: str, heads: int, folder: Path, ass
         return {"drawn": True, "draw_ms": draw_ms, "dom_nodes": nodes, "errors": watch.page_errors[:3]}
     finally:
         page.close()
+
+
+def bertviz_size_estimate(bytes_per_value: float, layers: int, heads: int, tokens: int) -> float:
+    """HTML bytes BertViz's head view would need: it embeds every layer x head x T x T weight as JSON."""
+    return bytes_per_value * layers * heads * tokens * tokens
+
+
+# --------------------------------------------------------------------------------------
+# The explorer in JupyterLab, timed in the page
+# --------------------------------------------------------------------------------------
+
+# Run cell `index` of the open notebook and resolve with the ms from the run command to the
+# moment a new explorer root in that cell's output carries data-finwidget-ready="1".
+_RUN_CELL_TO_READY_JS = """
+async ([index, limitMs]) => {
+  const app = window.jupyterapp;
+  let panel = app.shell.currentWidget;
+  const notebook = panel.content;
+  const cell = notebook.widgets[index];
+  const old = cell.node.querySelector('.fw-explorer');
+  app.shell.activateById(panel.id);
+  notebook.deselectAll();
+  notebook.activeCellIndex = index;
+  notebook.deselectAll();
+  performance.mark('fw-bench:run-cell');
+  const t0 = performance.now();
+  const ready = new Promise((resolve, reject) => {
+    const check = () => {
+      const root = cell.node.querySelector('.fw-explorer[data-finwidget-ready="1"]');
+      if (root && root !== old) { observer.disconnect(); resolve(performance.now()); return true; }
+      return false;
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(cell.node, {subtree: true, childList: true, attributes: true,
+                                 attributeFilter: ['data-finwidget-ready']});
+    setTimeout(() => { observer.disconnect(); reject(new Error('no draw within ' + limitMs + ' ms')); }, limitMs);
+  });
+  await app.commands.execute('notebook:run-cell');
+  const t1 = await ready;
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  performance.mark('fw-bench:first-draw');
+  performance.measure('fw-bench:cell-to-first-draw', 'fw-bench:run-cell', 'fw-bench:first-draw');
+  return {ready_ms: t1 - t0, painted_ms: performance.now() - t0};
+}
+"""
+
+# Click grid cell (layer, head) of the explorer in cell `index`; resolve with ms to the redrawn matrix.
+_FOCUS_SWITCH_JS = """
+async ([index, layer, head, limitMs]) => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const root = notebook.widgets[index].node.querySelector('.fw-explorer');
+  const canvas = root.querySelector('canvas[data-testid=attention-matrix]');
+  const before = +canvas.getAttribute('data-draw-count');
+  const target = root.querySelector(`[data-testid=head-cell][data-layer="${layer}"][data-head="${head}"]`);
+  const done = new Promise((resolve, reject) => {
+    const check = () => {
+      if (canvas.getAttribute('data-layer') === String(layer) && canvas.getAttribute('data-head') === String(head)
+          && +canvas.getAttribute('data-draw-count') > before) { observer.disconnect(); resolve(performance.now()); }
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(canvas, {attributes: true});
+    setTimeout(() => { observer.disconnect(); reject(new Error('no redraw within ' + limitMs + ' ms')); }, limitMs);
+  });
+  performance.mark('fw-bench:focus-click');
+  const t0 = performance.now();
+  target.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, view: window}));
+  const t1 = await done;
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  performance.mark('fw-bench:focus-drawn');
+  performance.measure('fw-bench:focus-switch', 'fw-bench:focus-click', 'fw-bench:focus-drawn');
+  return {drawn_ms: t1 - t0, painted_ms: performance.now() - t0};
+}
+"""
+
+# Shift+click grid cell (layer, head); resolve with ms until the prediction panel shows the new answer.
+_ABLATION_JS = """
+async ([index, layer, head, ablatedAfter, limitMs]) => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const root = notebook.widgets[index].node.querySelector('.fw-explorer');
+  const panel = root.querySelector('[data-testid=prediction-panel]');
+  const value = root.querySelector('[data-testid=logit-diff]');
+  const cell = root.querySelector(`[data-testid=head-cell][data-layer="${layer}"][data-head="${head}"]`);
+  const done = new Promise((resolve, reject) => {
+    let seenPending = false;
+    const check = () => {
+      if (panel.getAttribute('data-pending') === '1') { seenPending = true; return; }
+      if (seenPending && (cell.getAttribute('data-ablated') === '1') === ablatedAfter
+          && root.getAttribute('data-finwidget-busy') !== '1') {
+        observer.disconnect(); resolve(performance.now());
+      }
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(root, {attributes: true, subtree: true,
+                            attributeFilter: ['data-pending', 'data-value', 'data-ablated', 'data-finwidget-busy']});
+    setTimeout(() => { observer.disconnect(); reject(new Error('no answer within ' + limitMs + ' ms')); }, limitMs);
+  });
+  performance.mark('fw-bench:ablation-click');
+  const t0 = performance.now();
+  cell.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, view: window, shiftKey: true}));
+  const t1 = await done;
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  performance.mark('fw-bench:ablation-shown');
+  performance.measure('fw-bench:ablation', 'fw-bench:ablation-click', 'fw-bench:ablation-shown');
+  return {shown_ms: t1 - t0, painted_ms: performance.now() - t0, value: parseFloat(value.getAttribute('data-value'))};
+}
+"""
+
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def _fmt_ms(values) -> str:
+    if not values:
+        return "n/a"
+    return f"median {_median(values):7.1f} ms (min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
+
+
+def bench_notebook_cells(lengths: dict[str, int]) -> list[str]:
+    """Source of the benchmark notebook: setup, then one explorer per case (cell index = case order)."""
+    setup = f"""import sys, json, time
+sys.path.insert(0, {str(BENCH_DIR)!r})
+import torch
+import finwidget
+from finwidget.widgets import AttentionExplorer
+from bench_widget import random_qwen2_model, statement_of_length, prompt_length
+demo, tokenizer = finwidget.load_demo_model()
+big = random_qwen2_model(tokenizer)
+texts = {{name: statement_of_length(tokenizer, t) for name, t in {lengths!r}.items()}}
+build_times = {{}}
+print(json.dumps({{name: prompt_length(tokenizer, text) for name, text in texts.items()}}))"""
+    return [setup]
+
+
+CASES = [
+    # (name, model variable, text key)
+    ("warm-up (demo, T~380)", "demo", "short"),
+    ("demo model, T~380", "demo", "short"),
+    ("demo model, T~1024", "demo", "t1024"),
+    ("28x28 random Qwen2, T~1024", "big", "t1024"),
+    ("28x28 random Qwen2, T~2048", "big", "t2048"),
+]
+
+
+def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bool) -> dict:
+    from browser_harness import NotebookDriver, output_text, write_notebook
+
+    lengths = {"short": 380, "t1024": 1024, "t2048": 2048}
+    cases = CASES[:-1] if quick else CASES
+    cells = bench_notebook_cells(lengths)
+    first_case_cell = len(cells)
+    for index, (name, model_var, text_key) in enumerate(cases):
+        cells.append(
+            "_t0, _c0 = time.perf_counter(), time.process_time()\n"
+            f"ex{index} = AttentionExplorer({model_var}, tokenizer, texts[{text_key!r}])\n"
+            f"build_times.setdefault({name!r}, []).append("
+            "[time.perf_counter() - _t0, time.process_time() - _c0])\n"
+            f"ex{index}"
+        )
+    write_notebook(folder / "bench.ipynb", cells)
+
+    page, watch = browser.new_page()
+    results: dict = {"first_draw": {}, "focus": {}, "ablation": {}, "state": {}}
+    try:
+        driver = NotebookDriver(page, server)
+        driver.open(f"{folder.name}/bench.ipynb")
+        # run the setup cell (cell 0) and read the real prompt lengths
+        driver.activate()
+        page.evaluate("() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+                      " nb.deselectAll(); nb.activeCellIndex = 0; }")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+        driver.wait_until(
+            lambda: page.evaluate("() => !!window.jupyterapp.shell.currentWidget.content.model.cells.get(0)"
+                                  ".executionCount && window.jupyterapp.shell.currentWidget.sessionContext"
+                                  ".session.kernel.status === 'idle'"),
+            timeout=600, what="the setup cell")
+        tokens = json.loads(page.evaluate(
+            "() => { const c = window.jupyterapp.shell.currentWidget.content.model.cells.get(0);"
+            " const outs = []; for (let j = 0; j < c.outputs.length; j++) outs.push(c.outputs.get(j).toJSON());"
+            " return outs.filter(o => o.output_type === 'stream').map(o => Array.isArray(o.text) ? o.text.join('') : o.text).join(''); }"
+        ).strip().splitlines()[-1])
+        results["tokens"] = tokens
+
+        for index, (name, model_var, text_key) in enumerate(cases):
+            cell_index = first_case_cell + index
+            runs = 1 if index == 0 else (repeats if model_var == "demo" or text_key == "t1024" else max(1, repeats - 1))
+            timings = []
+            for _ in range(runs):
+                timings.append(page.evaluate(_RUN_CELL_TO_READY_JS, [cell_index, 300_000]))
+                driver.wait_until(lambda: page.evaluate(
+                    "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"),
+                    timeout=300, what="kernel idle")
+            results["first_draw"][name] = [t["painted_ms"] for t in timings]
+            print(f"  first draw  {name:30s} T={tokens[text_key]:5d}: {_fmt_ms(results['first_draw'][name])}",
+                  flush=True)
+
+        # focus switches on the 28x28 explorers (and the demo one), different heads each time
+        import random
+
+        rng = random.Random(0)
+        for index, (name, model_var, text_key) in enumerate(cases):
+            if index == 0 or (model_var == "demo" and text_key != "short"):
+                continue
+            cell_index = first_case_cell + index
+            layers, heads = (28, 28) if model_var == "big" else (2, 4)
+            times = []
+            previous = (0, 0)
+            for _ in range(max(5, 3 * repeats)):
+                target = previous
+                while target == previous:
+                    target = (rng.randrange(layers), rng.randrange(heads))
+                times.append(page.evaluate(_FOCUS_SWITCH_JS, [cell_index, target[0], target[1], 60_000])["painted_ms"])
+                previous = target
+            results["focus"][name] = times
+            print(f"  focus switch {name:30s}: {_fmt_ms(times)}", flush=True)
+
+        # ablation clicks on the demo explorers: ablate, then restore, each head in turn
+        for index, (name, model_var, text_key) in enumerate(cases):
+            if index == 0 or model_var != "demo":
+                continue
+            cell_index = first_case_cell + index
+            ablate, restore = [], []
+            for head in range(4):
+                for layer in range(2):
+                    ablate.append(page.evaluate(_ABLATION_JS, [cell_index, layer, head, True, 60_000])["painted_ms"])
+                    restore.append(page.evaluate(_ABLATION_JS, [cell_index, layer, head, False, 60_000])["painted_ms"])
+                if len(ablate) >= 2 * repeats + 2:
+                    break
+            results["ablation"][name] = ablate + restore
+            print(f"  ablation     {name:30s}: {_fmt_ms(ablate + restore)}", flush=True)
+
+        # saved widget state (what a notebook save / HTML embed stores) per explorer
+        sizes = json.loads(output_text(driver.append_and_run(
+            "from ipywidgets.embed import dependency_state, embed_data\n"
+            "_sizes = {}\n"
+            + "".join(
+                f"_sizes[{name!r}] = [ex{index}.state_size(), len(json.dumps(embed_data(views=[ex{index}], "
+                f"state=dependency_state([ex{index}], drop_defaults=False))['manager_state']))]\n"
+                for index, (name, _, _) in enumerate(cases) if index > 0)
+            + "print(json.dumps(_sizes))", timeout=300)).strip().splitlines()[-1])
+        results["state"] = sizes
+        results["build"] = json.loads(output_text(driver.append_and_run(
+            "print(json.dumps(build_times))")).strip().splitlines()[-1])
+        results["page_problems"] = watch.console_errors + watch.page_errors
+        page.screenshot(path=str(folder / "bench-last.png"))
+    finally:
+        page.close()
+    return results
+
+
+def run_bertviz(browser, folder: Path, assets: Path, limit_s: float) -> dict:
+    """BertViz head view on the demo model's attention at T ~ 256 and ~ 512, in the same browser."""
+    from finwidget.loading import load_demo_model
+
+    model, tokenizer = load_demo_model()
+    out = {}
+    for target in (256, 512):
+        text = statement_of_length(tokenizer, target)
+        tokens = prompt_length(tokenizer, text)
+        html, forward_s, python_s = bertviz_html(model, tokenizer, text)
+        drawn = measure_bertviz_in_browser(browser, html, model.config.num_attention_heads, folder, assets, limit_s)
+        layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+        out[target] = {
+            "tokens": tokens, "html_bytes": len(html.encode()), "forward_s": forward_s, "python_s": python_s,
+            "bytes_per_value": len(html.encode()) / (layers * heads * tokens * tokens), **drawn,
+        }
+        print(f"  BertViz demo T={tokens}: HTML {len(html.encode()) / 1e6:.1f} MB, python {python_s:.2f} s, "
+              + (f"drawn in {drawn['draw_ms'] / 1000:.2f} s ({drawn['dom_nodes']} DOM nodes)" if drawn["drawn"]
+                 else f"NOT drawn within {limit_s:.0f} s"), flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, no T = 2048 case")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bertviz-assets", type=Path, default=DEFAULT_ASSETS)
+    parser.add_argument("--bertviz-limit", type=float, default=75.0, help="seconds BertViz may take to draw")
+    parser.add_argument("--no-bertviz", action="store_true")
+    args = parser.parse_args(argv)
+
+    from browser_harness import BrowserSession, JupyterServer, chromium_or_skip  # noqa: F401
+
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        print("bench_widget: /usr/bin/chromium is missing (sudo apt-get install chromium)")
+        return 1
+    repeats = 2 if args.quick else args.repeats
+    print(f"bench_widget: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, headless Chromium, JupyterLab 4")
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
+        tmp = Path(tmp)
+        server = JupyterServer("lab", tmp / "root", tmp / "state")
+        browser = None
+        try:
+            server.start()
+            browser = BrowserSession(tmp / "chromium-profile")
+            folder = tmp / "root" / "bench"
+            folder.mkdir(parents=True)
+            results = run_browser_benchmark(browser, server, folder, repeats, args.quick)
+            bertviz_results = {}
+            if not args.no_bertviz:
+                import importlib.util
+
+                missing = [p for p in BERTVIZ_CDN.values() if not (args.bertviz_assets / p).is_file()]
+                if importlib.util.find_spec("bertviz") is None:
+                    print("  BertViz not run: `pip install bertviz` to compare")
+                elif missing:
+                    print(f"  BertViz not run: local copies of its CDN scripts missing under {args.bertviz_assets}"
+                          " (npm install --prefix DIR d3@5.7.0 jquery@2.2.4 requirejs)")
+                else:
+                    bertviz_results = run_bertviz(browser, tmp, args.bertviz_assets, args.bertviz_limit)
+        finally:
+            if browser is not None:
+                browser.close()
+            server.stop()
+    print_summary(results, bertviz_results)
+    return 0
+
+
+def print_summary(results: dict, bertviz: dict) -> None:
+    tokens = results["tokens"]
+    print("\nSummary (browser timings from performance marks; ratio = measured / target)")
+    print(f"  prompt lengths: {tokens}")
+    build = results.get("build", {})
+    for name, values in results["first_draw"].items():
+        builds = build.get(name, [])
+        wall = _median([b[0] * 1000 for b in builds])
+        cpu = _median([b[1] * 1000 for b in builds])
+        split = (f"  (of which AttentionExplorer(...) in the kernel: wall {wall:.0f} ms, cpu {cpu:.0f} ms;"
+                 f" the rest, messages + drawing: {_median(values) - wall:.0f} ms)") if builds else ""
+        if name.startswith("warm-up"):
+            print(f"  first draw (cold page, bundle load) {name}: {values[0]:.0f} ms{split}")
+            continue
+        print(f"  first draw  {name:30s} {_median(values):8.0f} ms  target {TARGETS_MS['first_draw']:.0f} ms"
+              f"  ratio {_median(values) / TARGETS_MS['first_draw']:.2f}{split}")
+    for name, values in results["focus"].items():
+        print(f"  focus switch {name:29s} {_median(values):8.1f} ms  target {TARGETS_MS['focus_switch']:.0f} ms"
+              f"  ratio {_median(values) / TARGETS_MS['focus_switch']:.2f}")
+    for name, values in results["ablation"].items():
+        print(f"  ablation    {name:30s} {_median(values):8.1f} ms  target {TARGETS_MS['ablation']:.0f} ms"
+              f"  ratio {_median(values) / TARGETS_MS['ablation']:.2f}")
+    for name, (own, embedded) in results["state"].items():
+        print(f"  saved state {name:30s} {own / 1e6:8.3f} MB traits, {embedded / 1e6:.3f} MB as embedded"
+              f" (incl. the JS bundle)  target {TARGET_STATE_BYTES / 1e6:.1f} MB  ratio {own / TARGET_STATE_BYTES:.3f}")
+    if results.get("page_problems"):
+        print(f"  page errors during the run: {results['page_problems'][:5]}")
+    if bertviz:
+        per_value = statistics.mean(v["bytes_per_value"] for v in bertviz.values())
+        for target, v in bertviz.items():
+            drawn = f"{v['draw_ms']:.0f} ms to draw" if v["drawn"] else "not drawn in the time limit"
+            print(f"  BertViz head view, demo model T={v['tokens']}: {v['html_bytes'] / 1e6:.1f} MB HTML,"
+                  f" {v['python_s']:.2f} s in Python, {drawn}"
+                  + (f", {v['dom_nodes']} DOM nodes" if v["drawn"] else ""))
+        for t in (256, 512, 1024):
+            estimate = bertviz_size_estimate(per_value, 28, 28, t)
+            print(f"  BertViz head view, 28x28 model T={t}: would embed ~{estimate / 1e9:.2f} GB of HTML"
+                  f" (estimate: {per_value:.1f} bytes per weight as measured above x 28 x 28 x T^2; not run)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
