@@ -75,6 +75,9 @@ class Statement:
     previous_year: int
     line_order: tuple[str, ...] = field(default=())
 
+    def __hash__(self) -> int:  # numbers is a dict; the text determines the statement
+        return hash((self.text, self.label))
+
     @property
     def rule_signs(self) -> tuple[int, int]:
         """Signs (+1/-1) of the changes of the two rule items (net income, operating cash flow)."""
