@@ -111,9 +111,16 @@ export class ColorScale {
    * next to a few large ones): position = (value / max) ** gamma.
    */
   byteTable(scale: number, offset: number, gamma = 1): Uint8ClampedArray {
+    const values = new Float32Array(256);
+    for (let b = 0; b < 256; b++) values[b] = offset + b * scale;
+    return this.tableColors(values, gamma);
+  }
+
+  /** 256-entry RGBA lookup table for bytes whose values are `values[byte]` (see byteTable). */
+  tableColors(values: Float32Array, gamma = 1): Uint8ClampedArray {
     const lut = new Uint8ClampedArray(256 * 4);
     for (let b = 0; b < 256; b++) {
-      const value = offset + b * scale;
+      const value = values[b];
       const t = this.position(value);
       const shaped = gamma === 1 ? value : Math.sign(t) * Math.abs(t) ** gamma * this.max;
       const [r, g, bl] = this.rgb(shaped);

@@ -107,9 +107,9 @@ export function aggregateMatrix(m: QuantizedMatrix, groups: TokenGroup[]): Float
       let acc = 0;
       for (const q of qs) {
         const row = rowStart(m, q);
-        for (const k of ks) if (!m.packed || k <= q) acc += m.bytes[row + k];
+        for (const k of ks) acc += !m.packed || k <= q ? m.table[m.bytes[row + k]] : m.table[0];
       }
-      out[g * G + h] = qs.length ? (m.offset * ks.length * qs.length + acc * m.scale) / qs.length : 0;
+      out[g * G + h] = qs.length ? acc / qs.length : 0;
     }
   }
   return out;

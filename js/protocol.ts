@@ -13,6 +13,8 @@
 //   encoding "f16": IEEE half floats, little endian
 //   encoding "f32": IEEE single floats, little endian
 //   encoding "u8":  value = offset + byte * scale
+//   encoding "u8sqrt": value = max * (byte / 255)^2 (non-negative data such as attention:
+//         small values keep their precision next to a large one)
 //   tril: true -> a square [n, n] matrix whose upper triangle (column > row) is zero,
 //         stored as its lower triangle row by row: row i holds columns 0..i.
 
@@ -27,7 +29,7 @@ export type RequestKind =
   | "sweep"
   | "png";
 
-export type Encoding = "f16" | "f32" | "u8";
+export type Encoding = "f16" | "f32" | "u8" | "u8sqrt";
 
 export interface ArraySpec {
   encoding: Encoding;
@@ -36,6 +38,7 @@ export interface ArraySpec {
   tril?: boolean;
   scale?: number;
   offset?: number;
+  max?: number; // "u8sqrt"
 }
 
 export interface Reply {
@@ -157,6 +160,12 @@ export function decodeArray(spec: ArraySpec, buffers: BufferLike[]): Float32Arra
   if (spec.encoding === "f16") flat = decodeFloat16(buf);
   else if (spec.encoding === "f32") flat = decodeFloat32(buf);
   else if (spec.encoding === "u8") flat = decodeUint8(buf, spec.scale ?? 1, spec.offset ?? 0);
+  else if (spec.encoding === "u8sqrt") {
+    const table = sqrtTable(spec.max ?? 1);
+    const bytes = bytesOf(buf);
+    flat = new Float32Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) flat[i] = table[bytes[i]];
+  }
   else throw new Error(`unknown array encoding ${String((spec as ArraySpec).encoding)}`);
   const want = expectedLength(spec);
   if (flat.length !== want) throw new Error(`array of shape [${spec.shape.join(", ")}] needs ${want} values, got ${flat.length}`);
@@ -164,16 +173,38 @@ export function decodeArray(spec: ArraySpec, buffers: BufferLike[]): Float32Arra
 }
 
 /**
- * A square matrix kept as quantized bytes (what the matrix view draws): value = offset + byte * scale.
- * `packed`: bytes hold only the lower triangle, row by row (n (n + 1) / 2 bytes, zero above the
- * diagonal); otherwise they are dense row-major n x n.
+ * A square matrix kept as quantized bytes (what the matrix view draws): the value of a cell
+ * is `table[byte]`. `packed`: bytes hold only the lower triangle, row by row
+ * (n (n + 1) / 2 bytes, zero above the diagonal); otherwise they are dense row-major n x n.
  */
 export interface QuantizedMatrix {
   n: number;
   bytes: Uint8Array;
-  scale: number;
-  offset: number;
+  table: Float32Array; // [256] value of each byte
   packed?: boolean;
+}
+
+/** Byte values of linear quantization: offset + byte * scale. */
+export function linearTable(scale: number, offset = 0): Float32Array {
+  const t = new Float32Array(256);
+  for (let b = 0; b < 256; b++) t[b] = offset + b * scale;
+  return t;
+}
+
+/** Byte values of square-root quantization: max * (byte / 255)^2. */
+export function sqrtTable(max: number): Float32Array {
+  const t = new Float32Array(256);
+  for (let b = 0; b < 256; b++) t[b] = max * (b / 255) ** 2;
+  return t;
+}
+
+/** Non-negative floats -> square-root quantized bytes and their table (as Python's quantize_sqrt_u8). */
+export function quantizeSqrt(values: ArrayLike<number>): { bytes: Uint8Array; table: Float32Array } {
+  let top = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] > top) top = values[i];
+  const bytes = new Uint8Array(values.length);
+  if (top > 0) for (let i = 0; i < values.length; i++) bytes[i] = Math.round(Math.sqrt(Math.max(0, values[i]) / top) * 255);
+  return { bytes, table: sqrtTable(top > 0 ? top : 1) };
 }
 
 /** Index of row `row`'s first byte in a matrix's bytes. */
@@ -192,13 +223,14 @@ export function matrixByte(m: QuantizedMatrix, row: number, col: number): number
 export function decodeQuantizedMatrix(spec: ArraySpec, buffers: BufferLike[]): QuantizedMatrix {
   const n = spec.shape[0];
   if (spec.shape.length !== 2 || spec.shape[1] !== n) throw new Error("matrix must be square");
-  if (spec.encoding === "u8") {
+  if (spec.encoding === "u8" || spec.encoding === "u8sqrt") {
     const buf = buffers[spec.buffer];
     if (buf === undefined) throw new Error(`reply refers to missing buffer ${spec.buffer}`);
     const bytes = bytesOf(buf);
     const want = spec.tril ? trilLength(n) : n * n;
     if (bytes.length !== want) throw new Error(`matrix of ${n} x ${n} needs ${want} values, got ${bytes.length}`);
-    return { n, bytes, scale: spec.scale ?? 1, offset: spec.offset ?? 0, packed: !!spec.tril };
+    const table = spec.encoding === "u8sqrt" ? sqrtTable(spec.max ?? 1) : linearTable(spec.scale ?? 1, spec.offset ?? 0);
+    return { n, bytes, table, packed: !!spec.tril };
   }
   const dense = decodeArray(spec, buffers);
   let lo = Infinity;
@@ -214,7 +246,7 @@ export function decodeQuantizedMatrix(spec: ArraySpec, buffers: BufferLike[]): Q
   const scale = hi > lo ? (hi - lo) / 255 : 1;
   const bytes = new Uint8Array(dense.length);
   for (let i = 0; i < dense.length; i++) bytes[i] = Math.round((dense[i] - lo) / scale);
-  return { n, bytes, scale, offset: lo };
+  return { n, bytes, table: linearTable(scale, lo) };
 }
 
 // ---------------------------------------------------------------- request keys

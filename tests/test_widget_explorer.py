@@ -19,6 +19,12 @@ from finwidget.task import EarningsTask
 from finwidget.widgets import AttentionExplorer, HeadGrid, heatmap_view
 from finwidget.widgets.protocol import decode_array, request_key
 
+def sqrt_byte_tolerance(spec, exact):
+    """Largest error square-root bytes allow for each exact value (see protocol.quantize_sqrt_u8)."""
+    top, half_step = spec["max"], 0.5 / 255
+    return top * half_step * (2 * np.sqrt(np.maximum(exact, 0) / top) + half_step) + 1e-6
+
+
 PAYLOADS = (
     '<script>alert("x")</script> <img src=x onerror=alert(1)> </script> <svg onload=alert(2)> <!-- \u2028'
 )
@@ -79,7 +85,7 @@ def test_head_matrix_reply_is_the_heads_attention_as_eager_attention_computes_it
     assert reply["ok"] and reply["id"] == 1 and (reply["layer"], reply["head"]) == (2, 3)
     spec = reply["arrays"]["matrix"]
     T = explorer.session.seq_len
-    assert spec["tril"] and spec["shape"] == [T, T] and spec["encoding"] == "u8"
+    assert spec["tril"] and spec["shape"] == [T, T] and spec["encoding"] == "u8sqrt"
     assert len(buffers[0]) == T * (T + 1) // 2  # lower triangle, one byte a cell
     shown = decode_array(spec, buffers)
     # Independent reference: the same weights run with eager attention and output_attentions.
@@ -88,7 +94,7 @@ def test_head_matrix_reply_is_the_heads_attention_as_eager_attention_computes_it
     with torch.no_grad():
         out = eager(**explorer.session.batch, output_attentions=True)
     expected = out.attentions[2][0, 3].numpy()
-    assert np.abs(shown - expected).max() <= spec["scale"] / 2 + 1e-5
+    assert np.all(np.abs(shown - expected) <= sqrt_byte_tolerance(spec, expected) + 1e-5)
     assert expected.max() > 0.5  # peaky enough for the comparison to mean something
 
 
@@ -427,11 +433,9 @@ def test_the_guides_analyzer_gets_widget_views_of_its_recorded_attention(model, 
     matrix = heatmap_view(analyzer, layer=1, head=2)
     assert matrix.views == ["matrix"] and matrix.focus == {"layer": 1, "head": 2}
     reply, buffers = ask(matrix, kind="head_matrix", layer=1, head=2)
-    expected = analyzer.attention_weights["layer_1"][0, 2]
-    assert (
-        np.abs(decode_array(reply["arrays"]["matrix"], buffers) - np.asarray(expected)).max()
-        <= reply["arrays"]["matrix"]["scale"] / 2 + 1e-5
-    )
+    expected = np.asarray(analyzer.attention_weights["layer_1"][0, 2])
+    shown = decode_array(reply["arrays"]["matrix"], buffers)
+    assert np.all(np.abs(shown - expected) <= sqrt_byte_tolerance(reply["arrays"]["matrix"], expected) + 1e-5)
     flow = flow_view(analyzer, layer=1)
     assert flow.settings["statement_heads"] == "layer" and flow.focus["layer"] == 1
     reply, _ = ask(flow, kind="flow", selection=[])

@@ -12,6 +12,7 @@ from finwidget.widgets.protocol import (
     decode_array,
     pack_lower_triangle,
     parse_request,
+    quantize_sqrt_u8,
     quantize_u8,
     request_key,
     requests_for_state,
@@ -52,7 +53,9 @@ def test_uint8_quantization_error_is_at_most_half_a_step():
     assert scale == 1.0 and q.tolist() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("encoding,bytes_per_value,tolerance", [("u8", 1, 1 / 255 / 2), ("f16", 2, 1e-3)])
+@pytest.mark.parametrize(
+    "encoding,bytes_per_value,tolerance", [("u8", 1, 1 / 255 / 2), ("u8sqrt", 1, 1 / 255), ("f16", 2, 1e-3)]
+)
 def test_causal_matrix_sends_only_the_lower_triangle(encoding, bytes_per_value, tolerance):
     n = 64
     m = causal_matrix(n)
@@ -64,6 +67,18 @@ def test_causal_matrix_sends_only_the_lower_triangle(encoding, bytes_per_value, 
     back = decode_array(spec, payload.buffers)
     assert np.abs(back - m).max() <= tolerance * max(1.0, m.max())
     assert np.all(back[np.triu_indices(n, 1)] == 0)
+
+
+def test_square_root_bytes_keep_small_attention_values():
+    values = np.array([1.0, 0.01, 0.001, 0.0002, 0.0], dtype=np.float32)
+    q, top = quantize_sqrt_u8(values)
+    back = top * (q / 255.0) ** 2
+    assert top == 1.0 and back[0] == 1.0 and back[-1] == 0.0
+    # relative error of small values stays bounded; linear bytes would send 0 for all three
+    assert np.all(np.abs(back[1:4] - values[1:4]) / values[1:4] < 0.3)
+    linear, scale, offset = quantize_u8(values)
+    assert np.all(offset + linear[2:4] * scale == 0)
+    assert quantize_sqrt_u8(np.zeros(3))[0].tolist() == [0, 0, 0]
 
 
 def test_several_arrays_get_their_own_buffers():
@@ -85,7 +100,7 @@ def test_request_key_is_the_same_text_as_the_js_side():
 
 def test_valid_requests_are_normalized():
     r = parse_request({"kind": "head_matrix", "id": 4, "layer": 2, "head": 3}, GEOMETRY)
-    assert (r.kind, r.id, r.params) == ("head_matrix", 4, {"layer": 2, "head": 3, "encoding": "u8"})
+    assert (r.kind, r.id, r.params) == ("head_matrix", 4, {"layer": 2, "head": 3, "encoding": "u8sqrt"})
     r = parse_request(
         {
             "kind": "token_values",

@@ -9,7 +9,8 @@ Requests (JS -> Python), ``{"kind": <kind>, "id": <int>, ...params}``:
 ================  ===========================================================================
 kind              params
 ================  ===========================================================================
-head_matrix       layer, head [, encoding "u8"|"f16"] -> the head's [T, T] attention (lower triangle)
+head_matrix       layer, head [, encoding "u8sqrt"|"u8"|"f16"] -> the head's [T, T] attention
+                  (lower triangle; default "u8sqrt")
 token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to",
                   layer+head (focus) | layer (layer) | layer_range (range) -> values [T]
 grid              measure [, selection] -> values [L * H]
@@ -26,7 +27,10 @@ or ``{"kind": "reply", "id", "request", "ok": False, "error": "<message>"}``; lo
 also send ``{"kind": "progress", "id", "done", "total", "message"}``.
 
 Array specs say how to read buffer number ``buffer``: ``encoding`` "f16" / "f32" (little
-endian IEEE floats) or "u8" (``value = offset + byte * scale``), ``shape``, and ``tril``
+endian IEEE floats), "u8" (``value = offset + byte * scale``) or "u8sqrt" for non-negative
+data such as attention (``value = max * (byte / 255) ** 2``: small values keep their
+precision next to a large one: at max 1 a value of 0.001 is sent as 0.00098, where linear
+bytes would send 0), ``shape``, and ``tril``
 for a square matrix whose upper triangle is zero (causal attention), stored as its lower
 triangle row by row (row i holds columns 0..i), which halves what is sent.
 
@@ -48,7 +52,7 @@ PROTOCOL_VERSION = 1
 
 DIRECTIONS = ("from", "to")
 SCOPES = ("focus", "layer", "range")
-ENCODINGS = ("u8", "f16")
+ENCODINGS = ("u8sqrt", "u8", "f16")
 GRID_MEASURES = (
     "attention_to_selection",
     "entropy",
@@ -120,6 +124,21 @@ def quantize_u8(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return q, float(scale), float(lo)
 
 
+def quantize_sqrt_u8(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative floats -> (uint8 bytes, max) with ``value ~= max * (byte / 255) ** 2``.
+
+    The error of a value ``v`` is at most about ``sqrt(v * max) / 255`` (relative precision
+    for small values, ``max / 255`` at the top). Negative and non-finite values become 0.
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.maximum(values, 0.0)
+    top = float(values.max()) if values.size else 0.0
+    if top <= 0:
+        return np.zeros(values.shape, dtype=np.uint8), 1.0
+    q = np.clip(np.rint(np.sqrt(values / top) * 255.0), 0, 255).astype(np.uint8)
+    return q, top
+
+
 @dataclass
 class Payload:
     """Arrays of one reply: their specs (go in the message) and their bytes (the buffers)."""
@@ -150,7 +169,7 @@ class Payload:
             q.tobytes(),
         )
 
-    def add_causal_matrix(self, name: str, matrix: np.ndarray, encoding: str = "u8") -> None:
+    def add_causal_matrix(self, name: str, matrix: np.ndarray, encoding: str = "u8sqrt") -> None:
         """A square matrix that is zero above the diagonal: only its lower triangle is sent."""
         matrix = np.asarray(matrix, dtype=np.float32)
         n = matrix.shape[0]
@@ -161,6 +180,9 @@ class Payload:
         elif encoding == "u8":
             q, scale, offset = quantize_u8(packed)
             self._add(name, {"encoding": "u8", **spec, "scale": scale, "offset": offset}, q.tobytes())
+        elif encoding == "u8sqrt":
+            q, top = quantize_sqrt_u8(packed)
+            self._add(name, {"encoding": "u8sqrt", **spec, "max": top}, q.tobytes())
         else:
             raise ValueError(f"unknown encoding {encoding!r}")
 
@@ -172,6 +194,8 @@ def decode_array(spec: dict, buffers: list) -> np.ndarray:
         flat = np.frombuffer(data, dtype="<f2").astype(np.float32)
     elif spec["encoding"] == "f32":
         flat = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    elif spec["encoding"] == "u8sqrt":
+        flat = spec["max"] * (np.frombuffer(data, dtype=np.uint8).astype(np.float32) / 255.0) ** 2
     elif spec["encoding"] == "u8":
         flat = (
             spec.get("offset", 0.0) + np.frombuffer(data, dtype=np.uint8).astype(np.float32) * spec["scale"]
@@ -324,7 +348,7 @@ def parse_request(content, geometry: Geometry) -> Request:
     if kind == "head_matrix":
         clean["layer"] = _int_in(params, "layer", L, layers_what)
         clean["head"] = _int_in(params, "head", H, heads_what)
-        clean["encoding"] = _choice(params, "encoding", ENCODINGS) if "encoding" in params else "u8"
+        clean["encoding"] = _choice(params, "encoding", ENCODINGS) if "encoding" in params else "u8sqrt"
     elif kind == "token_values":
         clean["scope"] = scope = _choice(params, "scope", SCOPES)
         clean["selection"] = _range(params["selection"], S, "selection", half_open=True)

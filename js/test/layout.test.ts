@@ -9,7 +9,7 @@ import {
   tokenGroups,
   Viewport,
 } from "../layout";
-import type { QuantizedMatrix } from "../protocol";
+import { linearTable, type QuantizedMatrix } from "../protocol";
 import { makeLayout } from "./fixtures";
 
 const layout = makeLayout(["Net income  1,234 2,345", "", "Revenue 100 90"]);
@@ -52,7 +52,7 @@ function randomCausal(n: number, seed = 1): QuantizedMatrix {
   const rand = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
   const bytes = new Uint8Array(n * n);
   for (let r = 0; r < n; r++) for (let c = 0; c <= r; c++) bytes[r * n + c] = Math.floor(rand() * 256);
-  return { n, bytes, scale: 1 / 255, offset: 0 };
+  return { n, bytes, table: linearTable(1 / 255) };
 }
 
 describe("matrix aggregation to spans and line items", () => {
@@ -66,7 +66,7 @@ describe("matrix aggregation to spans and line items", () => {
     const G = groups.length;
     for (const [g, h] of [[2, 2], [3, 2], [G - 1, 0], [4, 3]]) {
       let acc = 0;
-      for (const q of groups[g].tokens) for (const k of groups[h].tokens) acc += m.bytes[q * n + k] * m.scale;
+      for (const q of groups[g].tokens) for (const k of groups[h].tokens) acc += m.table[m.bytes[q * n + k]];
       expect(agg[g * G + h]).toBeCloseTo(acc / groups[g].tokens.length, 5);
     }
     const lines = tokenGroups(layout, "line_items");
@@ -113,7 +113,7 @@ describe("matrix viewport", () => {
 
   it("max-pools so that one strong cell stays visible when zoomed out at T = 4096", () => {
     const n = 4096;
-    const m: QuantizedMatrix = { n, bytes: new Uint8Array(n * n), scale: 1 / 255, offset: 0 };
+    const m: QuantizedMatrix = { n, bytes: new Uint8Array(n * n), table: linearTable(1 / 255) };
     m.bytes[3001 * n + 17] = 255;
     const pyr = new MaxPyramid(m);
     expect(pyr.levels[0].size).toBe(4096);

@@ -7,6 +7,7 @@ import {
   decodeUint8,
   halfToFloat,
   matrixByte,
+  quantizeSqrt,
   requestKey,
   RequestChannel,
   trilIndex,
@@ -85,6 +86,19 @@ describe("uint8 quantization and lower triangles", () => {
     expect(() => unpackLowerTriangle(new Float32Array(5), 3)).toThrow(/needs 6 values/);
   });
 
+  it("decodes square-root bytes: max * (byte / 255)^2, small values kept", () => {
+    const bytes = new Uint8Array([0, 8, 128, 255]);
+    const out = decodeArray({ encoding: "u8sqrt", shape: [4], max: 0.8, buffer: 0 }, [bytes]);
+    [0, 8, 128, 255].forEach((b, i) => expect(out[i]).toBeCloseTo(0.8 * (b / 255) ** 2, 6));
+    // 0.001 next to a max of 1 survives (linear bytes would round it to 0).
+    const q = quantizeSqrt([1, 0.001, 0]);
+    expect(q.table[q.bytes[1]]).toBeGreaterThan(0.0008);
+    expect(q.table[q.bytes[1]]).toBeLessThan(0.0012);
+    const m = decodeQuantizedMatrix({ encoding: "u8sqrt", shape: [2, 2], tril: true, max: 2, buffer: 0 }, [new Uint8Array([255, 0, 128])]);
+    expect(m.table[matrixByte(m, 0, 0)]).toBe(2);
+    expect(m.table[matrixByte(m, 1, 1)]).toBeCloseTo(2 * (128 / 255) ** 2, 6);
+  });
+
   it("decodes a u8 lower-triangle array spec into a dense matrix", () => {
     const packed = new Uint8Array([255, 0, 255, 51, 102, 153]);
     const dense = decodeArray({ encoding: "u8", shape: [3, 3], tril: true, scale: 1 / 255, offset: 0, buffer: 1 }, [
@@ -101,7 +115,7 @@ describe("uint8 quantization and lower triangles", () => {
     ]);
     expect(m.packed).toBe(true);
     expect([matrixByte(m, 0, 0), matrixByte(m, 0, 1), matrixByte(m, 1, 0), matrixByte(m, 1, 1)]).toEqual([2, 0, 4, 6]);
-    expect(m.scale).toBe(0.5);
+    expect(m.table[4]).toBe(2);
     expect(() =>
       decodeQuantizedMatrix({ encoding: "u8", shape: [3, 3], tril: true, scale: 1, buffer: 0 }, [new Uint8Array(5)]),
     ).toThrow(/needs 6 values/);

@@ -6,7 +6,7 @@
 import { ColorScale, formatValue } from "../colors";
 import { el, listen, select } from "../dom";
 import { aggregateMatrix, kvGroupOf, MaxPyramid, paintMatrix, tokenGroups, Viewport, type TokenGroup } from "../layout";
-import { matrixByte, type MatrixAggregate, type QuantizedMatrix } from "../protocol";
+import { matrixByte, quantizeSqrt, type MatrixAggregate, type QuantizedMatrix } from "../protocol";
 import { selectionFromTokenRange, selectionTokenRange } from "../selection";
 import type { ExplorerStore } from "../store";
 import type { View } from "./view";
@@ -96,20 +96,15 @@ export class AttentionMatrixView implements View {
     let groups: TokenGroup[] | null = null;
     if (mode !== "tokens") {
       groups = tokenGroups(this.store.get("statement_layout"), mode);
-      const values = aggregateMatrix(source, groups);
-      let hi = 0;
-      for (const v of values) if (v > hi) hi = v;
-      const scale = hi > 0 ? hi / 255 : 1;
-      const bytes = new Uint8Array(values.length);
-      for (let i = 0; i < values.length; i++) bytes[i] = Math.round(values[i] / scale);
-      drawn = { n: groups.length, bytes, scale, offset: 0 };
+      const { bytes, table } = quantizeSqrt(aggregateMatrix(source, groups));
+      drawn = { n: groups.length, bytes, table };
     }
     let maxByte = 0;
     const all = drawn.bytes;
     for (let i = 0; i < all.length; i++) if (all[i] > maxByte) maxByte = all[i];
-    const scale = new ColorScale([], false, drawn.offset + maxByte * drawn.scale);
+    const scale = new ColorScale([], false, drawn.table[maxByte]);
     // Square-root colour scale: attention rows hold a few large values and many small ones.
-    this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.byteTable(drawn.scale, drawn.offset, 0.5) };
+    this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.tableColors(drawn.table, 0.5) };
     if (resetView || !this.view || this.view.n !== drawn.n) this.view = new Viewport(drawn.n, PIXELS);
     this.canvas.setAttribute("data-layer", String(data.layer));
     this.canvas.setAttribute("data-head", String(data.head));
@@ -186,7 +181,7 @@ export class AttentionMatrixView implements View {
       const count = Math.ceil(PIXELS * view.cellsPerPixel) + 1;
       for (let r = firstRow; r < Math.min(shown.drawn.n, firstRow + count); r++) {
         for (let c = first; c < Math.min(r + 1, first + count); c++) {
-          const v = shown.drawn.offset + matrixByte(shown.drawn, r, c) * shown.drawn.scale;
+          const v = shown.drawn.table[matrixByte(shown.drawn, r, c)];
           ctx.fillText(v.toFixed(2), toPx(c, view.x0) + 2, toPx(r, view.y0) + pxPerCell / 2 + 3);
         }
       }
@@ -276,7 +271,7 @@ export class AttentionMatrixView implements View {
     const { row, col } = cell;
     const m = shown.drawn;
     const masked = col > row;
-    const value = masked ? 0 : m.offset + matrixByte(m, row, col) * m.scale;
+    const value = masked ? 0 : m.table[matrixByte(m, row, col)];
     const name = (i: number) => (shown.groups ? shown.groups[i].label : this.tokenLabel(i));
     this.info.textContent = `query ${name(row)} → key ${name(col)}: ` + (masked ? "masked (future token)" : formatValue(value));
   }
