@@ -17,18 +17,32 @@ FRESH_SEED = 424_242  # used nowhere else: not in training, validation, the toke
 
 
 @pytest.fixture(scope="module")
-def demo(monkeypatch_module):
+def demo():
     from finwidget.loading import load_demo_model
 
-    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch_module.setenv("TRANSFORMERS_OFFLINE", "1")
     return load_demo_model()
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def test_loads_and_predicts_offline_in_a_fresh_process():
+    """A fresh interpreter with the hub switched off and no proxy reachable."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    code = (
+        "from finwidget import load_demo_model, predict\n"
+        "from finwidget.demo import make_statements\n"
+        "model, tokenizer = load_demo_model()\n"
+        "s = make_statements(4, 99)\n"
+        "print([p.label == t.label for p, t in zip(predict(model, tokenizer, [t.text for t in s]), s)])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[True, True, True, True]"
 
 
 def test_fresh_seed_is_not_a_training_seed():
