@@ -19,6 +19,7 @@ from finwidget.task import EarningsTask
 from finwidget.widgets import AttentionExplorer, HeadGrid, heatmap_view
 from finwidget.widgets.protocol import decode_array, request_key
 
+
 def sqrt_byte_tolerance(spec, exact):
     """Largest error square-root bytes allow for each exact value (see protocol.quantize_sqrt_u8)."""
     top, half_step = spec["max"], 0.5 / 255

@@ -553,4 +553,3 @@ class AttentionExplorer(anywidget.AnyWidget):
         payload = Payload()
         payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
         return {"measure": measure, "label": label}, payload
-
