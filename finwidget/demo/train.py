@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 
 from finwidget.demo.answer_forward import answer_position_logits
+from finwidget.demo.statements import LINE_ITEMS, RULE_ITEMS
+from finwidget.errors import InputError
 
 VALIDATION_SEED = 777
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
@@ -88,11 +90,13 @@ def curriculum_distractors(config: TrainConfig, step: int) -> int | None:
     """How many distractor line items the statements of ``step`` show (None: all).
 
     With ``curriculum_steps = K`` the first K steps go through 0, 1, ..., 7 distractors
-    in equal stages; afterwards (and with K = 0) statements are complete.
+    (every item outside the rule) in equal stages; afterwards (and with K = 0)
+    statements are complete.
     """
     if step >= config.curriculum_steps:
         return None
-    return step * 8 // config.curriculum_steps
+    stages = len(LINE_ITEMS) - len(RULE_ITEMS) + 1
+    return step * stages // config.curriculum_steps
 
 
 def build_model(config: TrainConfig, tokenizer):
@@ -100,7 +104,7 @@ def build_model(config: TrainConfig, tokenizer):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if config.hidden % config.heads or config.heads % config.kv_heads:
-        raise ValueError(
+        raise InputError(
             f"hidden ({config.hidden}) must be divisible by heads ({config.heads}) and heads by "
             f"kv_heads ({config.kv_heads})"
         )
