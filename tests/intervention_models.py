@@ -103,3 +103,16 @@ def same_shape_statement(text: str, seed: int) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def single_thread():
+    """Fixture body: run a test module with one torch thread, then restore the setting.
+
+    The models here are tiny; on a CPU shared with other jobs, a second thread mostly
+    spins waiting (measured: 3-8x more CPU time for the same work)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

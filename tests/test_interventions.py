@@ -19,6 +19,7 @@ from finwidget.interventions import (
     sweep_heads,
 )
 from intervention_models import (
+    single_thread,
     full_forward_logit_diff,
     registered_hooks,
     same_shape_statement,
@@ -28,6 +29,8 @@ from intervention_models import (
 
 EXACT = 1e-5
 
+
+one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
 def setup():

@@ -18,8 +18,16 @@ from finwidget.interventions import (
     rank_agreement,
     sweep_heads,
 )
-from intervention_models import full_forward_logit_diff, same_shape_statement, statement, tiny_setup
+from intervention_models import (
+    full_forward_logit_diff,
+    same_shape_statement,
+    single_thread,
+    statement,
+    tiny_setup,
+)
 
+
+one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
 def setup():
@@ -132,6 +140,21 @@ def test_residual_patching_is_exact_where_it_can_be_checked(setup):
     frame = result.frame()
     assert set(frame.columns) == {"layer", "position", "patched_logit_diff", "recovered", "token"}
     assert frame.token.iloc[position].strip() in "+-"
+
+
+def test_patching_every_position_at_once_restores_the_clean_run_at_every_layer(setup):
+    model, _, task = setup
+    clean = statement(15, lines=3)
+    corrupted = _flip_first_sign(clean)
+    n = task.encode(clean)["input_ids"].shape[1]
+    result = activation_patching(model, task, clean, corrupted,
+                                 position_groups={"everything": list(range(n)), "first half": list(range(n // 2))})
+    assert result.columns == ["everything", "first half"]
+    assert np.abs(result.recovered[:, 0] - 1.0).max() < 1e-4
+    assert not np.allclose(result.recovered[1:, 1], 1.0, atol=1e-3)  # half the stream is not the whole story
+    assert set(result.frame()["group"]) == {"everything", "first half"}
+    with pytest.raises(InputError, match="outside"):
+        activation_patching(model, task, clean, corrupted, position_groups={"bad": [n + 3]})
 
 
 def test_head_patching_equals_a_full_forward_with_the_clean_head_output(setup):

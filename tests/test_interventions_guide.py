@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from finwidget.interventions import AttentionInterventions, HeadIntervention, InterventionSet
-from intervention_models import registered_hooks, statement, tiny_setup
+from intervention_models import registered_hooks, single_thread, statement, tiny_setup
 
 STEP_5 = textwrap.dedent('''
     from finwidget.interpretability_tools import AttentionInterventions
@@ -51,6 +51,8 @@ CAUSAL_INTERVENTION_TESTING = textwrap.dedent('''
         return results
 ''')
 
+
+one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
 def guide_model():

@@ -25,12 +25,14 @@ from finwidget.interventions import (
     attribution_patching,
     sweep_heads,
 )
-from intervention_models import registered_hooks, same_shape_statement, statement, tiny_setup
+from intervention_models import registered_hooks, same_shape_statement, single_thread, statement, tiny_setup
 
 
 class Fault(Exception):
     pass
 
+
+one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
 def setup():

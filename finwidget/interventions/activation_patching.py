@@ -41,8 +41,9 @@ class PatchingResult:
     patched_logit_diff: ``[layers, tokens]`` (residual) or ``[layers, heads]`` (heads) float64.
     recovered: same shape, ``(patched - corrupted) / (clean - corrupted)``.
     clean_logit_diff, corrupted_logit_diff: the two unpatched runs.
-    tokens: the prompt's tokens as text (residual rows' columns).
+    tokens: the prompt's tokens as text.
     differing_positions: token positions where the clean and corrupted prompts differ.
+    columns: what each column is: token positions, group names (``position_groups``) or heads.
     """
 
     over: str
@@ -52,20 +53,37 @@ class PatchingResult:
     corrupted_logit_diff: float
     tokens: list[str] = field(default_factory=list)
     differing_positions: list[int] = field(default_factory=list)
+    columns: list = field(default_factory=list)
 
     def frame(self) -> pd.DataFrame:
         """Tidy form: ``layer, position|head, patched_logit_diff, recovered`` (+ ``token``)."""
-        column = "position" if self.over == "residual" else "head"
+        grouped = self.over == "residual" and self.columns and not isinstance(self.columns[0], (int, np.integer))
+        column = "group" if grouped else ("position" if self.over == "residual" else "head")
         layers, cells = self.recovered.shape
         frame = pd.DataFrame({
             "layer": np.repeat(np.arange(layers), cells),
-            column: np.tile(np.arange(cells), layers),
+            column: np.tile(np.array(self.columns if self.columns else range(cells), dtype=object), layers),
             "patched_logit_diff": self.patched_logit_diff.reshape(-1),
             "recovered": self.recovered.reshape(-1),
         })
-        if self.over == "residual" and self.tokens:
+        if column == "position" and self.tokens:
             frame["token"] = np.tile(np.array(self.tokens, dtype=object), layers)
         return frame
+
+
+def _check_groups(position_groups, seq_len: int) -> dict:
+    if not isinstance(position_groups, dict) or not position_groups:
+        raise InputError("position_groups must be a non-empty dict: name -> list of token positions")
+    groups = {}
+    for name, positions in position_groups.items():
+        positions = [int(p) for p in positions]
+        if not positions:
+            raise InputError(f"position group {name!r} is empty")
+        bad = [p for p in positions if not -seq_len <= p < seq_len]
+        if bad:
+            raise InputError(f"position group {name!r} has positions {bad} outside the {seq_len}-token prompt")
+        groups[name] = [p % seq_len for p in positions]
+    return groups
 
 
 def _single_statement_batch(task, statement, device, what):
@@ -84,6 +102,7 @@ def activation_patching(
     corrupted=None,
     over: str = "residual",
     layers=None,
+    position_groups: dict[str, list[int]] | None = None,
 ) -> PatchingResult:
     """Patch clean activations into the corrupted run, one at a time.
 
@@ -95,6 +114,9 @@ def activation_patching(
         corrupted: the corrupted statement (same token length), unless ``clean`` is a pair.
         over: ``"residual"`` (layer x position) or ``"heads"`` (layer x head).
         layers: layers to patch (default: all).
+        position_groups: ``over="residual"`` only: name -> token positions patched together
+            (e.g. every token of one line item); the result then has one column per group
+            (``PatchingResult.columns``) instead of one per position.
 
     Raises:
         InputError: the two prompts have different token lengths (positions would not
@@ -124,19 +146,28 @@ def activation_patching(
     clean_ld = float(clean_run.clean_logit_diff[0])
     corrupted_ld = float(corrupted_run.clean_logit_diff[0])
     seq_len = n_clean
+    columns: list = list(range(seq_len))
+    if position_groups is not None:
+        if over != "residual":
+            raise InputError("position_groups applies to over='residual' only")
+        groups = _check_groups(position_groups, seq_len)
+        columns = list(groups)
+    else:
+        groups = {p: [p] for p in range(seq_len)}
 
     if over == "residual":
-        patched = np.full((geometry.num_layers, seq_len), np.nan)
+        patched = np.full((geometry.num_layers, len(columns)), np.nan)
+        masks = torch.zeros((len(columns), seq_len), dtype=torch.bool)
+        for index, name in enumerate(columns):
+            masks[index, groups[name]] = True
         for layer in layers:
             source = clean_run.residuals[layer]  # [1, T, hidden]
             target = corrupted_run.residuals[layer]
-            for start in range(0, seq_len, ROWS_PER_CALL):
-                positions = torch.arange(start, min(seq_len, start + ROWS_PER_CALL), device=target.device)
-                hidden = target.repeat(len(positions), 1, 1)
-                rows = torch.arange(len(positions), device=target.device)
-                hidden[rows, positions] = source[0, positions].to(hidden.dtype)
+            for start in range(0, len(columns), ROWS_PER_CALL):
+                select = masks[start:start + ROWS_PER_CALL].to(target.device).unsqueeze(-1)  # [R, T, 1]
+                hidden = torch.where(select, source.to(target.dtype), target)
                 logits = corrupted_run.resume(layer, hidden)
-                patched[layer, start:start + len(positions)] = task.logit_diff(logits).float().cpu().numpy()
+                patched[layer, start:start + select.shape[0]] = task.logit_diff(logits).float().cpu().numpy()
     else:
         source = HeadOutputs.record(model, clean_batch, layers=layers, what="clean statement")
         sets = [InterventionSet([HeadIntervention(l, h, "resample")]) for l in layers for h in range(geometry.num_heads)]
@@ -153,6 +184,7 @@ def activation_patching(
     tokenizer = task.tokenizer
     tokens = [tokenizer.decode([int(i)]) for i in ids_clean] if tokenizer is not None else []
     return PatchingResult(
+        columns=columns if over == "residual" else list(range(geometry.num_heads)),
         over=over,
         patched_logit_diff=patched,
         recovered=recovered,
