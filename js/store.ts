@@ -335,6 +335,9 @@ export class ExplorerStore {
     const mode = this.get("settings").ablate_mode;
     const params: Record<string, unknown> = { mode };
     if (mode === "scale") params.value = this.get("settings").scale_value;
+    // Only the layers the grid shows (a full sweep of a 28 x 28 model takes a while).
+    const range = this.get("layer_range");
+    if (range.length === 2) params.layer_range = range;
     this.progress = { done: 0, total: 1, message: "starting sweep" };
     this.emit("progress");
     const outcome = await this.channel.request("sweep", "sweep", params, (p) => {

@@ -533,3 +533,19 @@ def test_a_bfloat16_model_works_like_on_a_gpu(tokenizer, statement):
     assert reply["logit_lens"][-1] == pytest.approx(widget.prediction["clean"]["logit_diff"], abs=1e-2)
     reply, _ = ask(widget, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "zero"}])
     assert reply["ok"] and reply["prediction"]["ablated"] is not None
+
+
+def test_a_sweep_can_cover_only_a_layer_range(model, tokenizer, statement, explorer):
+    widget = AttentionExplorer(model, tokenizer, statement, session=explorer.session)
+    progress = []
+    reply, buffers = widget.handle_request(
+        {"id": 3, "kind": "sweep", "mode": "zero", "layer_range": [1, 2]},
+        send_progress=lambda d, t, m="": progress.append((d, t)),
+    )
+    effect = decode_array(reply["arrays"]["values"], buffers).reshape(3, 4)
+    assert np.isnan(effect[0]).all() and np.isfinite(effect[1:]).all()
+    assert progress[-1] == (8, 8)
+    table = widget.sweep(layers=[2])
+    assert sorted(set(table["layer"])) == [2] and len(table) == 4
+    with pytest.raises(ValueError, match="layers must be"):
+        widget.sweep(layers=[5])

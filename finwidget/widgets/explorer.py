@@ -416,16 +416,27 @@ class AttentionExplorer(anywidget.AnyWidget):
         """The current ablations as an :class:`~finwidget.interventions.spec.InterventionSet`."""
         return self.session.intervention_set(self.ablations)
 
-    def sweep(self, mode: str = "zero", value: float | None = None, progress=None):
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
         """Ablate every head alone; colour the grid by the change in logit difference.
 
-        Returns a pandas DataFrame (layer, head, mode, logit_diff, change, flipped).
+        ``layers``: only the heads of these layers (e.g. ``range(20, 28)``), NaN elsewhere.
+        Returns a pandas DataFrame (layer, head, mode, logit_diff, change, flipped) of the
+        heads swept.
         """
         import pandas as pd
 
         if mode not in ABLATION_MODES:
             raise InputError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
-        effect = self.session.sweep(mode, value, progress=progress)
+        if layers is not None:
+            layers = list(layers)
+            bad = [
+                lay for lay in layers if not isinstance(lay, int) or not 0 <= lay < self.session.num_layers
+            ]
+            if bad or not layers:
+                raise InputError(
+                    f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
+                )
+        effect = self.session.sweep(mode, value, progress=progress, layers=layers)
         self.sweep_done = False
         self.sweep_done = True
         self.grid_measure = "ablation_effect"
@@ -433,6 +444,8 @@ class AttentionExplorer(anywidget.AnyWidget):
         rows = []
         for layer in range(effect.shape[0]):
             for head in range(effect.shape[1]):
+                if np.isnan(effect[layer, head]):
+                    continue
                 diff = clean + float(effect[layer, head])
                 rows.append(
                     {
@@ -533,14 +546,18 @@ class AttentionExplorer(anywidget.AnyWidget):
                 fields.update(grid_fields)
             return ok_reply(request, fields, payload)
         if request.kind == "sweep":
-            total = s.num_layers * s.num_heads
+            layers = None
+            if p.get("layer_range"):
+                first, last = p["layer_range"]
+                layers = list(range(first, last + 1))
+            total = (len(layers) if layers else s.num_layers) * s.num_heads
             step = max(1, total // 50)
 
             def progress(done, total_):
                 if send_progress is not None and (done % step == 0 or done == total_):
                     send_progress(done, total_, "heads ablated")
 
-            self.sweep(p["mode"], p.get("value"), progress=progress)
+            self.sweep(p["mode"], p.get("value"), progress=progress, layers=layers)
             return ok_reply(request, *self._grid_fields("ablation_effect", []))
         if request.kind == "png":
             self.last_png = base64.b64decode(p["data_url"][len(PNG_PREFIX) :], validate=False)

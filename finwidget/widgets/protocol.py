@@ -16,7 +16,8 @@ token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to
 grid              measure [, selection] -> values [L * H]
 flow              selection -> spread [L, S], selection_mass [L], logit_lens [L]
 set_ablations     ablations: [{layer, head, mode "zero"|"mean"|"scale" [, value]}] -> prediction
-sweep             mode [, value] -> values [L * H] (change in logit difference); progress messages
+sweep             mode [, value, layer_range] -> values [L * H] (change in logit difference; NaN
+                  outside layer_range); progress messages
 png               view, data_url -> stored on the widget (``explorer.last_png``)
 ================  ===========================================================================
 
@@ -77,7 +78,7 @@ REQUEST_PARAMS: dict[str, tuple[frozenset, frozenset]] = {
     "grid": (frozenset({"measure"}), frozenset({"selection"})),
     "flow": (frozenset({"selection"}), frozenset()),
     "set_ablations": (frozenset({"ablations"}), frozenset({"grid"})),
-    "sweep": (frozenset({"mode"}), frozenset({"value"})),
+    "sweep": (frozenset({"mode"}), frozenset({"value", "layer_range"})),
     "png": (frozenset({"view", "data_url"}), frozenset()),
 }
 REQUEST_KINDS = tuple(REQUEST_PARAMS)
@@ -377,6 +378,8 @@ def parse_request(content, geometry: Geometry) -> Request:
         clean["mode"] = _choice(params, "mode", ABLATION_MODES)
         if clean["mode"] == "scale":
             clean["value"] = _finite_number(params.get("value", 0.0), "value")
+        if "layer_range" in params:
+            clean["layer_range"] = _range(params["layer_range"], L, "layer_range", half_open=False)
     elif kind == "png":
         view = params["view"]
         if not isinstance(view, str) or view not in VIEW_NAMES:

@@ -393,14 +393,18 @@ class ExplorerSession:
             self._predictions[key] = result
         return self._predictions[key]
 
-    def sweep(self, mode: str = "zero", value: float | None = None, progress=None) -> np.ndarray:
+    def sweep(
+        self, mode: str = "zero", value: float | None = None, progress=None, layers: list[int] | None = None
+    ) -> np.ndarray:
         """``[L, H]`` float32 change in logit difference when each head alone is ablated.
 
-        ``progress``: called as ``progress(done, total)`` while it runs.
+        ``layers``: sweep only the heads of these layers (NaN elsewhere), e.g. the grid's
+        layer range on a large model. ``progress``: called as ``progress(done, total)``.
         """
         self._require_model("the sweep")
+        layers = list(range(self.num_layers)) if layers is None else sorted(set(layers))
         sets = []
-        for layer in range(self.num_layers):
+        for layer in layers:
             for head in range(self.num_heads):
                 entry = {"layer": layer, "head": head, "mode": mode}
                 if mode == "scale":
@@ -417,7 +421,8 @@ class ExplorerSession:
                     progress(self.done, total)
 
         diffs = self.cached.logit_diffs(sets, reference=self.reference, progress=_Counter())[:, 0].numpy()
-        effect = (diffs - float(self.cached.clean_logit_diff[0])).reshape(self.num_layers, self.num_heads)
-        self.sweep_effect = effect.astype(np.float32)
+        effect = np.full((self.num_layers, self.num_heads), np.nan, dtype=np.float32)
+        effect[layers] = (diffs - float(self.cached.clean_logit_diff[0])).reshape(len(layers), self.num_heads)
+        self.sweep_effect = effect
         self.sweep_mode = mode if mode != "scale" else f"scale ×{value}"
         return self.sweep_effect

@@ -41,7 +41,7 @@ export class PredictionPanel implements View {
     this.none = el("div", { class: "fw-empty", text: "none (click a head with shift, or use Ablate mode)" });
     const reset = el("button", { class: "fw-button", type: "button", "data-testid": "reset", text: "Reset ablations" });
     reset.addEventListener("click", () => void store.requestAblations([]));
-    const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone and colour the grid by the change in logit difference" });
+    const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone (only the layers in the grid's layer range, if one is set) and colour the grid by the change in logit difference" });
     sweep.addEventListener("click", () => void store.requestSweep());
     const mode = select<AblationMode>(MODES, store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
       "data-testid": "ablation-mode",
