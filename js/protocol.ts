@@ -562,6 +562,17 @@ export const GRID_MEASURES: { value: GridMeasure; label: string }[] = [
   { value: "ablation_effect", label: "ablation effect" },
 ];
 
+/** What each grid measure means, shown under the grid. */
+export const GRID_MEASURE_HELP: Record<GridMeasure, string> = {
+  attention_to_selection:
+    "attention the answer position pays to the selected spans (to all numbers when nothing is selected)",
+  entropy: "entropy (nats) of the attention of the selected tokens (of the answer position without a selection): low = focused",
+  financial_focus: "share of the answer position's attention on financial terms, line item names and their numbers",
+  direct_logit_diff:
+    "the head's direct contribution to the logit difference (increase − decrease) through the residual stream, final norm frozen",
+  ablation_effect: "change in the logit difference when the head alone is ablated (Sweep); red raises 'increase', blue lowers it",
+};
+
 /** Whether a measure is signed (diverging colours around zero). */
 export function measureIsSigned(measure: GridMeasure): boolean {
   return measure === "direct_logit_diff" || measure === "ablation_effect";

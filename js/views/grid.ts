@@ -5,7 +5,7 @@
 import { ColorScale, formatValue } from "../colors";
 import { el, select, setFlag } from "../dom";
 import { kvGroupOf } from "../layout";
-import { GRID_MEASURES, measureIsSigned, type GridMeasure } from "../protocol";
+import { GRID_MEASURE_HELP, GRID_MEASURES, measureIsSigned, type GridMeasure } from "../protocol";
 import { findAblation, layerInRange, toggleAblation } from "../selection";
 import type { ExplorerStore } from "../store";
 import { exportCanvas, type View } from "./view";
@@ -20,6 +20,7 @@ export class HeadGridView implements View {
   private hint: HTMLElement;
   private modeButton: HTMLButtonElement;
   private showAll: HTMLButtonElement;
+  private help: HTMLElement;
   private ablateMode = false;
   private drawn = false;
   private scale: ColorScale | null = null;
@@ -42,6 +43,7 @@ export class HeadGridView implements View {
     this.hint = el("div", { class: "fw-hint", "data-testid": "grid-hint" });
     this.info = el("div", { class: "fw-hover-info", "data-testid": "cell-info" });
     this.legend = el("div", { class: "fw-legend" });
+    this.help = el("div", { class: "fw-hint", "data-testid": "measure-help" });
     this.showAll = el("button", { class: "fw-button fw-small", type: "button", text: "show all layers", "data-testid": "grid-all-layers" });
     this.showAll.addEventListener("click", () => store.set({ layer_range: [] }));
 
@@ -95,6 +97,7 @@ export class HeadGridView implements View {
     this.root = el("div", { class: "fw-view fw-head-grid", "data-testid": "head-grid" }, [
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layers × heads" }), measure, this.modeButton]),
       this.hint,
+      this.help,
       table,
       el("div", { class: "fw-row" }, [this.legend, this.showAll]),
       this.info,
@@ -190,6 +193,7 @@ export class HeadGridView implements View {
       }
     }
     this.showAll.style.display = range.length === 2 ? "" : "none";
+    this.help.textContent = GRID_MEASURE_HELP[measure] ?? "";
     if (grid && this.scale) {
       const lo = this.scale.signed ? -this.scale.max : this.scale.min;
       this.legend.textContent = `${grid.label || measure}: ${formatValue(lo)} … ${formatValue(this.scale.max)}` +
