@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from finwidget.interventions import AttentionInterventions, HeadIntervention, InterventionSet
+from finwidget.task import EarningsTask
 from intervention_models import registered_hooks, single_thread, statement, tiny_setup
 
 STEP_5 = textwrap.dedent('''
@@ -127,3 +128,24 @@ def test_missing_input_is_a_clear_error(guide_model):
     with AttentionInterventions(model, tokenizer) as interventions:
         with pytest.raises(ValueError, match="pass input_ids"):
             interventions.ablate_attention_head(0, 0)
+
+
+def test_causal_intervention_testing_on_the_demo_model():
+    """The guide's bare ``model.generate(input_ids)`` needs the demo model's generation
+    config to set ``max_new_tokens`` (transformers' default ``max_length`` of 20 is shorter
+    than any statement prompt, and generate refuses)."""
+    from finwidget.demo import make_statements
+    from finwidget.loading import load_demo_model
+
+    model, tokenizer = load_demo_model()
+    assert model.generation_config.max_new_tokens is not None, (
+        "finwidget/demo/model/generation_config.json must set max_new_tokens (e.g. 20) for the guide's "
+        "model.generate(input_ids) to work"
+    )
+    namespace = {"model": model, "tokenizer": tokenizer}
+    exec(CAUSAL_INTERVENTION_TESTING, namespace)
+    prompt = EarningsTask(tokenizer).prompt(make_statements(1, seed=4242)[0].text)
+    with AttentionInterventions(model, tokenizer) as interventions:
+        results = namespace["test_causal_intervention"](interventions, prompt, [(0, 1, "ablate"), (1, 3, "amplify")])
+    assert {key: value.sequences.shape[0] for key, value in results.items()} == {
+        (0, 1, "ablate"): 1, (1, 3, "amplify"): 1}
