@@ -115,6 +115,15 @@ def test_span_heatmap_and_category_flow_figures(setup):
     assert any("script" in label for label in labels)  # plain strings; bqplot draws them as SVG text
     matrix = analyzer.span_attention_matrix(1, 3)
     np.testing.assert_allclose(np.asarray(grid.color), matrix, atol=1e-6)
+    # chunked over query rows, it equals aggregating the whole head at once
+    from finwidget.statement import aggregate_to_spans
+
+    whole = analyzer.source.attention(1, head=3, batch=0)
+    for reduce in ("mean", "max"):
+        expected = aggregate_to_spans(whole, analyzer.layout, reduce).numpy()
+        analyzer.max_bytes = 4 * whole.shape[-1] * 3  # three rows per chunk
+        np.testing.assert_allclose(analyzer.span_attention_matrix(1, 3, reduce), expected, atol=1e-6)
+    analyzer.max_bytes = None
     smaller = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3, max_spans=10)
     assert len(smaller.marks[0].column) == 10
     flow = analyzer.plot_financial_attention_flow(layer_idx=0)

@@ -21,10 +21,16 @@ from finwidget.analysis import figures
 from finwidget.analysis.clustering import category_attention, financial_attention_matrix, financial_clustering
 from finwidget.analysis.flow import attention_flow, attention_rollout, trace_attention_flow
 from finwidget.analysis.prediction import prediction_attention, resolve_position, span_attention_from
-from finwidget.analysis.source import as_attention_source, check_layers, head_rows, token_columns
+from finwidget.analysis.source import (
+    as_attention_source,
+    check_layers,
+    head_rows,
+    rows_per_chunk,
+    token_columns,
+)
 from finwidget.analysis.specialization import head_specialization
 from finwidget.errors import InputError, LocationError
-from finwidget.statement import aggregate_to_spans, read_statement, read_tokens
+from finwidget.statement import read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
 from finwidget.task import EarningsTask
 
@@ -203,9 +209,33 @@ class FinancialAttentionAnalyzer:
         ``query_reduce`` over query tokens)."""
         (layer,) = check_layers(self.source, [layer_idx])
         head = _check_head(head_idx, self.num_heads)
-        n = self.columns.count
-        matrix = head_rows(self.source, layer, head, self.batch, self.columns, 0, n).cpu()  # [n, n]
-        return aggregate_to_spans(matrix, self.layout, query_reduce).numpy()
+        if query_reduce not in ("mean", "max"):
+            raise InputError(f"query_reduce must be 'mean' or 'max', got {query_reduce!r}")
+        n, num_spans = self.columns.count, self.layout.num_spans
+        spans = torch.as_tensor(self.layout.token_to_span[:n])
+        inside = spans >= 0
+        key_to_span = torch.zeros(n, num_spans, dtype=torch.float32)  # [n, S] one-hot: token -> its span
+        key_to_span[torch.nonzero(inside).flatten(), spans[inside]] = 1.0
+        fill = 0.0 if query_reduce == "mean" else float("-inf")
+        out = torch.full((num_spans, num_spans), fill, dtype=torch.float32)
+        step = rows_per_chunk(1, n, self.max_bytes)  # one head: rows of n float32 each
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            rows = head_rows(self.source, layer, head, self.batch, self.columns, start, stop).cpu()  # [c, n]
+            by_span = rows @ key_to_span  # [c, S]: summed over each key span's tokens
+            q_spans = spans[start:stop]
+            keep = q_spans >= 0
+            if query_reduce == "mean":
+                out.index_add_(0, q_spans[keep], by_span[keep])
+            else:
+                index = q_spans[keep][:, None].expand(-1, num_spans)
+                out.scatter_reduce_(0, index, by_span[keep], reduce="amax", include_self=True)
+        if query_reduce == "mean":
+            counts = torch.bincount(spans[inside], minlength=num_spans).clamp(min=1).float()
+            out /= counts[:, None]
+        else:
+            out[torch.isinf(out)] = 0.0
+        return out.numpy()
 
     def plot_attention_heatmap(self, layer_idx: int | None = None, head_idx: int = 0, max_spans: int = 80):
         """One head's attention between spans as a heat map (bqplot figure).
