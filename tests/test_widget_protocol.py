@@ -79,6 +79,8 @@ def test_square_root_bytes_keep_small_attention_values():
     linear, scale, offset = quantize_u8(values)
     assert np.all(offset + linear[2:4] * scale == 0)
     assert quantize_sqrt_u8(np.zeros(3))[0].tolist() == [0, 0, 0]
+    q, top = quantize_sqrt_u8(np.array([4.0, -1.0, np.nan, np.inf, 1.0]))
+    assert top == 4.0 and q.tolist() == [255, 0, 0, 0, 128]
 
 
 def test_several_arrays_get_their_own_buffers():

@@ -97,8 +97,13 @@ def pack_lower_triangle(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {matrix.shape}")
-    # Boolean indexing walks the matrix row by row: exactly the packing order.
-    return matrix[np.tri(matrix.shape[0], dtype=bool)]
+    n = matrix.shape[0]
+    out = np.empty(n * (n + 1) // 2, dtype=matrix.dtype)
+    start = 0
+    for row in range(n):  # row slices: several times faster than a boolean mask at T = 4096
+        out[start : start + row + 1] = matrix[row, : row + 1]
+        start += row + 1
+    return out
 
 
 def unpack_lower_triangle(packed: np.ndarray, n: int) -> np.ndarray:
@@ -131,13 +136,21 @@ def quantize_sqrt_u8(values: np.ndarray) -> tuple[np.ndarray, float]:
     The error of a value ``v`` is at most about ``sqrt(v * max) / 255`` (relative precision
     for small values, ``max / 255`` at the top). Negative and non-finite values become 0.
     """
-    values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    values = np.maximum(values, 0.0)
-    top = float(values.max()) if values.size else 0.0
+    work = np.array(values, dtype=np.float32, copy=True)  # worked on in place below
+    if work.size == 0:
+        return np.zeros(work.shape, dtype=np.uint8), 1.0
+    top, bottom = float(work.max()), float(work.min())
+    if not (np.isfinite(top) and np.isfinite(bottom) and bottom >= 0):  # attention never needs this
+        np.nan_to_num(work, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.maximum(work, 0.0, out=work)
+        top = float(work.max())
     if top <= 0:
-        return np.zeros(values.shape, dtype=np.uint8), 1.0
-    q = np.clip(np.rint(np.sqrt(values / top) * 255.0), 0, 255).astype(np.uint8)
-    return q, top
+        return np.zeros(work.shape, dtype=np.uint8), 1.0
+    np.sqrt(work, out=work)
+    work *= 255.0 / np.sqrt(top)  # sqrt(v / top) * 255 in [0, 255]
+    work += 0.5  # round half up by truncation below
+    np.minimum(work, 255.0, out=work)
+    return work.astype(np.uint8), top
 
 
 @dataclass
