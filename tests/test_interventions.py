@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from intervention_models import (
+    full_forward_logit_diff,
+    registered_hooks,
+    same_shape_statement,
+    single_thread,
+    statement,
+    tiny_setup,
+)
 
 from finwidget.errors import InputError, LocationError
 from finwidget.interventions import (
@@ -17,14 +25,6 @@ from finwidget.interventions import (
     InterventionSet,
     summarize_sweep,
     sweep_heads,
-)
-from intervention_models import (
-    single_thread,
-    full_forward_logit_diff,
-    registered_hooks,
-    same_shape_statement,
-    statement,
-    tiny_setup,
 )
 
 EXACT = 1e-5
@@ -88,9 +88,8 @@ def test_out_of_range_heads_are_refused_before_touching_the_model(setup, texts):
     model, _, task = setup
     hooks = registered_hooks(model)
     for bad, words in [((4, 0), "layer 4 is out of range"), ((0, 4), "head 4 of layer 0 is out of range")]:
-        with pytest.raises(LocationError, match=words):
-            with InterventionSet([bad]).applied(model):
-                pass
+        with pytest.raises(LocationError, match=words), InterventionSet([bad]).applied(model):
+            pass
         with pytest.raises(LocationError, match=words):
             CachedRun(model, task, texts).predict(InterventionSet([bad]))
     assert registered_hooks(model) == hooks

@@ -6,6 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from intervention_models import (
+    full_forward_logit_diff,
+    same_shape_statement,
+    single_thread,
+    statement,
+    tiny_setup,
+)
 
 from finwidget.errors import InputError
 from finwidget.interventions import (
@@ -18,14 +25,6 @@ from finwidget.interventions import (
     rank_agreement,
     sweep_heads,
 )
-from intervention_models import (
-    full_forward_logit_diff,
-    same_shape_statement,
-    single_thread,
-    statement,
-    tiny_setup,
-)
-
 
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
@@ -43,7 +42,7 @@ def _flip_first_sign(text: str) -> str:
 
 def test_attribution_is_the_first_order_effect_of_each_head(setup):
     """For a small change (scale by 1 + eps) the estimate must equal the real change / first order."""
-    model, _, task = setup
+    _model, _, task = setup
     model64 = tiny_setup(seed=1, layers=3)[0].double()
     texts = [statement(3, lines=3), statement(4, lines=2)]
     eps = 1e-3
@@ -113,7 +112,7 @@ def test_attention_gradients_equal_autograd_through_transformers_eager_attention
 
 
 def test_attention_gradients_for_one_token_logit_like_the_guide(setup):
-    model, tokenizer, task = setup
+    model, _tokenizer, task = setup
     ids = task.encode(statement(10))["input_ids"]
     target = task.answer_token_ids[0]
     result = attention_gradients(model, ids, target_logit=target, layers=[2])

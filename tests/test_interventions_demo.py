@@ -13,6 +13,7 @@ import random
 
 import numpy as np
 import pytest
+from intervention_models import single_thread
 
 from finwidget.demo import make_statement_pairs, make_statements
 from finwidget.interventions import (
@@ -27,7 +28,6 @@ from finwidget.interventions import (
 )
 from finwidget.loading import load_demo_model
 from finwidget.task import EarningsTask
-from intervention_models import single_thread
 
 RANKING_SEED = 31_337  # statements the sweep ranks heads on
 HELD_OUT_SEED = 424_242  # statements accuracy is measured on

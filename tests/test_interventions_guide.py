@@ -13,10 +13,10 @@ import textwrap
 
 import pytest
 import torch
+from intervention_models import registered_hooks, single_thread, statement, tiny_setup
 
 from finwidget.interventions import AttentionInterventions, HeadIntervention, InterventionSet
 from finwidget.task import EarningsTask
-from intervention_models import registered_hooks, single_thread, statement, tiny_setup
 
 STEP_5 = textwrap.dedent('''
     from finwidget.interpretability_tools import AttentionInterventions
@@ -75,7 +75,7 @@ def test_step_5_runs_as_written_and_ablates_the_head(guide_model, capsys):
     hooks = registered_hooks(model)
     input_ids = tokenizer(task.prompt(statement(1, lines=2)), return_tensors="pt").input_ids
     namespace = {"model": model, "tokenizer": tokenizer, "input_ids": input_ids}
-    exec(STEP_5, namespace)
+    exec(STEP_5, namespace)  # noqa: S102 - running the guide's snippet as written is the test
     printed = capsys.readouterr().out
     assert "Effect of ablating layer 15, head 5:" in printed and "Ablated: " in printed
     ablated = namespace["ablated_output"].sequences
@@ -89,7 +89,7 @@ def test_causal_intervention_testing_runs_as_written(guide_model):
     model, tokenizer, task = guide_model
     hooks = registered_hooks(model)
     namespace = {"model": model, "tokenizer": tokenizer}
-    exec(CAUSAL_INTERVENTION_TESTING, namespace)
+    exec(CAUSAL_INTERVENTION_TESTING, namespace)  # noqa: S102 - the guide's snippet as written
     base_text = task.prompt(statement(2, lines=2))
     with AttentionInterventions(model, tokenizer) as interventions:
         results = namespace["test_causal_intervention"](
@@ -125,9 +125,8 @@ def test_the_method_version_and_nonzero_ablation_values(guide_model):
 
 def test_missing_input_is_a_clear_error(guide_model):
     model, tokenizer, _ = guide_model
-    with AttentionInterventions(model, tokenizer) as interventions:
-        with pytest.raises(ValueError, match="pass input_ids"):
-            interventions.ablate_attention_head(0, 0)
+    with AttentionInterventions(model, tokenizer) as interventions, pytest.raises(ValueError, match="pass input_ids"):
+        interventions.ablate_attention_head(0, 0)
 
 
 def test_causal_intervention_testing_on_the_demo_model():
@@ -143,7 +142,7 @@ def test_causal_intervention_testing_on_the_demo_model():
         "model.generate(input_ids) to work"
     )
     namespace = {"model": model, "tokenizer": tokenizer}
-    exec(CAUSAL_INTERVENTION_TESTING, namespace)
+    exec(CAUSAL_INTERVENTION_TESTING, namespace)  # noqa: S102 - the guide's snippet as written
     prompt = EarningsTask(tokenizer).prompt(make_statements(1, seed=4242)[0].text)
     with AttentionInterventions(model, tokenizer) as interventions:
         results = namespace["test_causal_intervention"](interventions, prompt, [(0, 1, "ablate"), (1, 3, "amplify")])

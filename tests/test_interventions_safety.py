@@ -13,6 +13,7 @@ import itertools
 
 import pytest
 import torch
+from intervention_models import registered_hooks, same_shape_statement, single_thread, statement, tiny_setup
 
 from finwidget.errors import InputError
 from finwidget.interventions import (
@@ -25,7 +26,6 @@ from finwidget.interventions import (
     attribution_patching,
     sweep_heads,
 )
-from intervention_models import registered_hooks, same_shape_statement, single_thread, statement, tiny_setup
 
 
 class Fault(Exception):
@@ -105,9 +105,9 @@ def test_faults_at_every_hook_point_leave_the_model_as_it_was(setup):
         kind = next(kinds)
         calls = []
 
-        def fault(*_args, kind=kind, calls=calls):
+        def fault(*_args, kind=kind, calls=calls, where=point_name):
             calls.append(1)
-            raise kind(f"injected at {point_name}")
+            raise kind(f"injected at {where}")
 
         # a third of the faults run before finwidget's own hooks on the same module, the rest after
         handle = module.register_forward_pre_hook(fault, prepend=index % 3 == 0)
@@ -124,17 +124,17 @@ def test_faults_at_every_hook_point_leave_the_model_as_it_was(setup):
 
 
 def test_errors_raised_inside_an_intervention_hook_clean_up(setup):
-    model, _, task, texts, batch, fresh = setup
+    model, _, task, _texts, batch, fresh = setup
     hooks_before = registered_hooks(model)
     resample = InterventionSet([HeadIntervention(1, 1, "resample")])
-    with pytest.raises(InputError, match="same token length"):
-        with resample.applied(model, source=task.encode(statement(9, lines=4))):
-            model(**batch)
+    source = task.encode(statement(9, lines=4))
+    with pytest.raises(InputError, match="same token length"), resample.applied(model, source=source):
+        model(**batch)
     _assert_untouched(model, fresh, batch, hooks_before, model.config._attn_implementation, "a failing hook")
 
 
 def test_nested_and_overlapping_sets_compose_and_unwind(setup):
-    model, _, task, texts, batch, fresh = setup
+    model, _, _task, _texts, batch, fresh = setup
     hooks_before = registered_hooks(model)
 
     def logits():
@@ -164,7 +164,7 @@ def test_nested_and_overlapping_sets_compose_and_unwind(setup):
 
 
 def test_a_generator_closed_inside_the_block_removes_the_hooks(setup):
-    model, _, task, texts, batch, fresh = setup
+    model, _, _task, _texts, batch, fresh = setup
     hooks_before = registered_hooks(model)
 
     def predictions_one_by_one():
@@ -193,9 +193,10 @@ def test_bad_input_leaves_model_and_data_unchanged(setup):
     saved = {k: v.clone() for k, v in batch.items()}
     with pytest.raises(InputError, match="different token length|same token length|tokens"):
         activation_patching(model, task, texts[0], texts[1])
-    with pytest.raises(InputError, match="needs reference"):
-        with InterventionSet([HeadIntervention(0, 0, "mean")]).applied(model):
-            pass
+    with pytest.raises(InputError, match="needs reference"), InterventionSet([HeadIntervention(0, 0, "mean")]).applied(
+        model
+    ):
+        pass
     with pytest.raises(InputError, match="needs source"):
         CachedRun(model, task, batch).predict(InterventionSet([HeadIntervention(0, 0, "resample")]))
     assert all(torch.equal(batch[k], saved[k]) for k in batch)

@@ -35,7 +35,7 @@ class HeadGeometry:
     hidden_size: int
 
     @classmethod
-    def of(cls, model) -> "HeadGeometry":
+    def of(cls, model) -> HeadGeometry:
         config = getattr(model, "config", None)
         if config is None:
             raise InputError(f"{type(model).__name__} has no .config; pass a Hugging Face causal LM")

@@ -16,7 +16,7 @@ is how :class:`~finwidget.interventions.cached_run.CachedRun` batches many sets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -205,7 +205,6 @@ def _window_tracker(window: SequenceWindow):
         window.total = offset + call_length
         mask = kwargs.get("attention_mask")
         window.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        return None
 
     return hook
 

@@ -100,7 +100,7 @@ class CachedRun:
 
     def __init__(self, model, task: EarningsTask, batch):
         self.model = model
-        self.task = task if task is not None else None
+        self.task = task
         self.geometry = HeadGeometry.of(model)
         self.batch = encode_statements(task, batch, model_device(model), "batch")
         self._layers = decoder_layers(model)

@@ -43,13 +43,13 @@ class _PromptMemory:
     def __call__(self, module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
-            return None
+            return
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if isinstance(input_ids, torch.Tensor):
             self.input_ids = input_ids.detach()
             mask = kwargs.get("attention_mask")
             self.attention_mask = mask.detach() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        return None
+        return
 
 
 def _is_default(value) -> bool:

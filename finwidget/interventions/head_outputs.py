@@ -69,7 +69,7 @@ class HeadOutputs:
     attention_mask: torch.Tensor
 
     @classmethod
-    def record(cls, model, batch, layers: Iterable[int] | None = None, what: str = "reference") -> "HeadOutputs":
+    def record(cls, model, batch, layers: Iterable[int] | None = None, what: str = "reference") -> HeadOutputs:
         """Run ``model`` once on ``batch`` (no interventions) and keep the ``o_proj`` inputs of ``layers``."""
         batch = coerce_batch(batch, what)
         geometry = HeadGeometry.of(model)

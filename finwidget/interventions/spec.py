@@ -114,7 +114,7 @@ class HeadIntervention:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HeadIntervention":
+    def from_dict(cls, data: dict) -> HeadIntervention:
         if not isinstance(data, dict):
             raise InputError(f"a head intervention must be a dict, got {type(data).__name__}")
         unknown = set(data) - {"layer", "head", "mode", "value", "positions", "per_position"}
@@ -201,29 +201,29 @@ class InterventionSet:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def ablating(cls, heads: Iterable[tuple[int, int]], mode: str = "zero", **options) -> "InterventionSet":
+    def ablating(cls, heads: Iterable[tuple[int, int]], mode: str = "zero", **options) -> InterventionSet:
         """One intervention of ``mode`` for each ``(layer, head)`` in ``heads``."""
         return cls(tuple(HeadIntervention(int(layer), int(head), mode, **options) for layer, head in heads))
 
-    def add(self, intervention, *args, **kwargs) -> "InterventionSet":
+    def add(self, intervention, *args, **kwargs) -> InterventionSet:
         """A new set with one more intervention (a ``HeadIntervention`` or its arguments)."""
         if not isinstance(intervention, HeadIntervention):
             intervention = HeadIntervention(intervention, *args, **kwargs)
         return InterventionSet(self.interventions + (intervention,))
 
-    def remove(self, layer: int, head: int) -> "InterventionSet":
+    def remove(self, layer: int, head: int) -> InterventionSet:
         """A new set without the intervention on ``(layer, head)`` (raises if there is none)."""
         if (layer, head) not in self:
             raise InputError(f"layer {layer} head {head} is not in this intervention set")
         return InterventionSet(tuple(iv for iv in self.interventions if iv.location != (layer, head)))
 
-    def toggle(self, layer: int, head: int, mode: str = "zero", **options) -> "InterventionSet":
+    def toggle(self, layer: int, head: int, mode: str = "zero", **options) -> InterventionSet:
         """Remove ``(layer, head)`` if present, else add it with ``mode``: what a click in a grid does."""
         if (layer, head) in self:
             return self.remove(layer, head)
         return self.add(HeadIntervention(layer, head, mode, **options))
 
-    def union(self, other: "InterventionSet") -> "InterventionSet":
+    def union(self, other: InterventionSet) -> InterventionSet:
         """Both sets' interventions; the same head with different settings raises."""
         if not isinstance(other, InterventionSet):
             other = InterventionSet(other)
@@ -273,7 +273,7 @@ class InterventionSet:
     def at_layer(self, layer: int) -> tuple[HeadIntervention, ...]:
         return tuple(iv for iv in self.interventions if iv.layer == layer)
 
-    def validate_for(self, model_or_geometry) -> "InterventionSet":
+    def validate_for(self, model_or_geometry) -> InterventionSet:
         """Check every layer and head against a model's geometry; returns self."""
         from finwidget.interventions.anatomy import HeadGeometry
 
@@ -292,7 +292,7 @@ class InterventionSet:
         return json.dumps({"interventions": self.to_list()})
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "InterventionSet":
+    def from_json(cls, text: str | bytes) -> InterventionSet:
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as error:
