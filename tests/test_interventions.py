@@ -6,6 +6,7 @@ hooks applied (transformers' own code computing every layer and every position).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from intervention_models import (
@@ -154,6 +155,20 @@ def test_last_layer_interventions_at_chosen_positions(setup, texts):
     with pytest.raises(InputError, match="same token length"):
         CachedRun(model, task, texts[0]).predict(InterventionSet([HeadIntervention(3, 0, "resample")]),
                                                  source=texts[1])
+
+
+def test_effects_report_the_answer_next_to_the_clean_one(setup, texts):
+    model, _, task = setup
+    run = CachedRun(model, task, texts)
+    interventions = InterventionSet([(0, 2), HeadIntervention(2, 3, "scale", value=-2.0)])
+    frame = run.effects(interventions)
+    assert list(frame.columns) == ["statement", "logit_diff", "p_increase", "label", "clean_logit_diff",
+                                   "clean_label", "change", "flipped"]
+    predictions = run.predict(interventions)
+    assert frame.logit_diff.tolist() == [p.logit_diff for p in predictions]
+    assert ((frame.logit_diff - frame.clean_logit_diff - frame.change).abs() < 1e-9).all()
+    assert (frame.flipped == (frame.label != frame.clean_label)).all()
+    assert (frame.p_increase.sub(1 / (1 + np.exp(-frame.logit_diff))).abs() < 1e-6).all()
 
 
 def test_one_batched_call_equals_one_call_per_set(setup, texts):

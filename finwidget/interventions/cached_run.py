@@ -344,6 +344,24 @@ class CachedRun:
             interventions = InterventionSet(interventions)
         return self._predictions(self.logit_diffs([interventions], reference=reference, source=source)[0])
 
+    def effects(self, interventions, reference=None, source=None):
+        """One row per statement: the answer with ``interventions`` next to the clean one.
+
+        Returns a DataFrame with ``statement, logit_diff, p_increase, label,
+        clean_logit_diff, clean_label, change`` (``logit_diff - clean_logit_diff``) and
+        ``flipped`` (the label changed).
+        """
+        import pandas as pd
+
+        predictions = self.predict(interventions, reference=reference, source=source)
+        frame = pd.DataFrame([p.to_dict() for p in predictions]).drop(columns="n_tokens")
+        frame.insert(0, "statement", range(len(predictions)))
+        frame["clean_logit_diff"] = [p.logit_diff for p in self.clean]
+        frame["clean_label"] = [p.label for p in self.clean]
+        frame["change"] = frame["logit_diff"] - frame["clean_logit_diff"]
+        frame["flipped"] = frame["label"] != frame["clean_label"]
+        return frame
+
     def predict_many(self, intervention_sets, reference=None, source=None, max_batch_tokens=None) -> list[list[Prediction]]:
         """``predict`` for many sets at once (batched where the device benefits)."""
         diffs = self.logit_diffs(intervention_sets, reference=reference, source=source, max_batch_tokens=max_batch_tokens)
