@@ -14,7 +14,8 @@ timings are in bench_widget.py):
 finwidget, ``AttentionExplorer(model, tokenizer, text)``:
 - build: the cell's work (one forward pass with Q/K recorded and the residual stream
   cached, statement read);
-- saved state: ``ipywidgets.embed.embed_data`` of the widget (what a saved notebook keeps);
+- saved state: ``ipywidgets.embed.embed_data`` of the widget and its dependencies (what a
+  saved notebook keeps for it);
 - first draw: answering every request the frontend makes for its first draw (the focused
   head's matrix, statement colours, grid, layer flow), time and bytes (JSON + buffers);
 - focus switch: the head_matrix request for another head (median over heads);
@@ -84,7 +85,7 @@ def timed(fn):
 
 
 def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
-    from ipywidgets.embed import embed_data
+    from ipywidgets.embed import dependency_state, embed_data
 
     from finwidget.widgets import AttentionExplorer
     from finwidget.widgets.export import SYNCED_STATE
@@ -92,7 +93,9 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
 
     widget, build = timed(lambda: AttentionExplorer(model, tokenizer, text))
     build_cpu = CPU_SECONDS[-1]
-    saved = len(json.dumps(embed_data(views=[widget])["manager_state"]).encode("utf-8"))
+    # This widget and what it depends on only (not every widget alive in the process).
+    state = embed_data(views=[widget], state=dependency_state([widget]))["manager_state"]
+    saved = len(json.dumps(state).encode("utf-8"))
     state = {name: getattr(widget, name) for name in SYNCED_STATE}
     first_bytes, first_time = 0, 0.0
     for request in requests_for_state(state):
@@ -126,8 +129,10 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
         )
         ablation_times.append(seconds)
         ablation_cpu.append(CPU_SECONDS[-1])
+    seq_len = widget.session.seq_len
+    widget.close()
     return {
-        "T": widget.session.seq_len,
+        "T": seq_len,
         "build_s": build,
         "build_cpu_s": build_cpu,
         "focus_cpu_ms": 1000 * statistics.median(switch_cpu),

@@ -357,9 +357,9 @@ def test_saved_state_of_a_1024_token_statement_is_under_2_mb(tokenizer):
     model = make_model(tokenizer, layers=2, heads=4, kv_heads=2)
     widget = AttentionExplorer(model, tokenizer, text)
     assert widget.session.seq_len >= 1024
-    from ipywidgets.embed import embed_data
+    from ipywidgets.embed import dependency_state, embed_data
 
-    saved = embed_data(views=[widget])["manager_state"]
+    saved = embed_data(views=[widget], state=dependency_state([widget]))["manager_state"]
     size = len(json.dumps(saved).encode("utf-8"))
     print(
         f"saved widget state at T={widget.session.seq_len}: {size / 1e6:.3f} MB "
