@@ -98,9 +98,13 @@ def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_mode
     # 2. select a number: the grid and the matrix follow the selection
     grid_before = explorer.grid_values()
     matrix_before = explorer.matrix_state()
-    numbers = [s for s in explorer.spans() if s["kind"] == "number"]
+    spans = explorer.spans()
+    numbers = [s for s in spans if s["kind"] == "number"]
     assert numbers, "the statement view shows no number spans"
-    chosen = numbers[len(numbers) // 2]
+    # the change of a rule item (the planted mechanism reads it), else a number in the middle
+    rule_names = [s["index"] for s in spans if s["text"].strip() == "Net income"]
+    after_name = [s for s in numbers if rule_names and s["index"] > rule_names[0]]
+    chosen = after_name[0] if after_name else numbers[len(numbers) // 2]
     explorer.select_span(chosen["index"])
     explorer.wait_idle()
     page.wait_for_function(
@@ -135,8 +139,11 @@ def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_mode
     assert abs(shown["value"] - ablated) < TOLERANCE, (shown, ablated)
     assert abs(shown["clean"] - clean) < TOLERANCE, (shown, clean)
     assert [layer, head, "zero"] in shown["ablated"]
+    explorer.focus_head(layer, head)
+    assert explorer.matrix_state()["layer"] == str(layer) and explorer.matrix_state()["head"] == str(head)
     explorer.root.scroll_into_view_if_needed()
     artifacts.shot(page, f"ablated-L{layer}H{head}")
+    artifacts.shot(explorer.root, "explorer-only")
     python_ablations = kernel_value(driver, "explorer.ablations")
     assert [[a["layer"], a["head"], a["mode"]] for a in python_ablations] == [[layer, head, "zero"]], python_ablations
 
