@@ -116,6 +116,8 @@ def compare(name, model, task, batch, heads, repeat_fb=3):
             naive1.append(naive_logit_diff(model, task, batch, layer, head, logits_to_keep=1))
     naive, naive1, fast = torch.stack(naive), torch.stack(naive1), torch.stack(fast)
     table = sweep_heads(model, task, batch, heads=heads, progress=False)
+    if "statement" in table.columns:  # rows come statement by statement; line them up head by head
+        table = table.sort_values(["layer", "head", "statement"], kind="stable")
     swept = torch.tensor(table["logit_diff"].to_numpy(), dtype=torch.float32).view(len(heads), -1)
     diff = float((fast - naive).abs().max())
     all_heads = model.config.num_hidden_layers * model.config.num_attention_heads
@@ -156,6 +158,7 @@ def main(argv=None):
                         help="heads timed per layer on the large model (default: all)")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-random", action="store_true", help="only the demo model")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 gives steadier CPU times on a shared machine)")
     args = parser.parse_args(argv)
@@ -168,27 +171,36 @@ def main(argv=None):
     tokens = args.tokens
     if args.quick:
         layers, hidden, inter, vocab, tokens = 4, 384, 1536, 32000, 128
+    if not args.skip_random:
+        run_random(layers, hidden, heads, kv, inter, vocab, tokens, args.heads_per_layer)
+    if not args.skip_demo:
+        run_demo()
+
+
+def run_random(layers, hidden, heads, kv, inter, vocab, tokens, heads_per_layer):
     model = random_qwen2(layers, hidden, heads, kv, inter, vocab)
     generator = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(20, vocab, (1, tokens), generator=generator),
              "attention_mask": torch.ones((1, tokens), dtype=torch.long)}
-    per_layer = args.heads_per_layer or heads
+    per_layer = heads_per_layer or heads
     chosen = [(l, h) for l in range(layers) for h in range(0, heads, max(1, heads // per_layer))][: layers * per_layer]
     print(f"random Qwen2-shaped model: {layers} layers, hidden {hidden}, {heads} query heads over {kv} KV heads, "
           f"intermediate {inter}, vocabulary {vocab}, float32, T={tokens}")
     compare("random Qwen2-shaped model", model, _IdTask(), batch, chosen)
 
-    if not args.skip_demo:
-        from finwidget.demo import make_statements
-        from finwidget.loading import load_demo_model
-        from finwidget.task import EarningsTask
 
-        demo, tokenizer = load_demo_model()
-        task = EarningsTask(tokenizer)
-        statements = [s.text for s in make_statements(8, seed=123)]
-        batch = task.encode(statements)
-        all_heads = [(l, h) for l in range(demo.config.num_hidden_layers) for h in range(demo.config.num_attention_heads)]
-        compare("demo model (8 statements)", demo, task, batch, all_heads, repeat_fb=5)
+def run_demo():
+    from finwidget.demo import make_statements
+    from finwidget.loading import load_demo_model
+    from finwidget.task import EarningsTask
+
+    demo, tokenizer = load_demo_model()
+    task = EarningsTask(tokenizer)
+    statements = [s.text for s in make_statements(8, seed=123)]
+    batch = task.encode(statements)
+    config = demo.config
+    all_heads = [(layer, head) for layer in range(config.num_hidden_layers) for head in range(config.num_attention_heads)]
+    compare("demo model (8 statements)", demo, task, batch, all_heads, repeat_fb=5)
 
 
 if __name__ == "__main__":
