@@ -178,6 +178,9 @@ def test_one_batched_call_equals_one_call_per_set(setup, texts):
     one_by_one = run.logit_diffs(sets, reference=texts, max_batch_tokens=0)
     batched = run.logit_diffs(sets, reference=texts, max_batch_tokens=10**9)
     assert (one_by_one - batched).abs().max() < EXACT
+    lean = CachedRun(model, task, texts, cache_head_outputs=False)  # whole layers from the residual only
+    assert all(h is None for h in lean.head_outputs)
+    assert (lean.logit_diffs(sets, reference=texts, max_batch_tokens=10**9) - one_by_one).abs().max() < EXACT
 
 
 def test_left_padding_does_not_change_a_statements_answer(setup, texts):
