@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.finwidget-installed
-JS_SOURCES := $(wildcard js/*.ts js/**/*.ts)
+JS_SOURCES := $(wildcard js/*.ts js/*/*.ts js/*.css)
 PORT ?= 8888
 
 .PHONY: demo test setup report frontend test-python test-js test-browser chromium clean

@@ -38,6 +38,7 @@ def test_wheel_contains_bundle_and_demo_model(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in [
         "finwidget/static/widget.js",
+        "finwidget/static/widget.css",
         "finwidget/demo/model/model.safetensors",
         "finwidget/demo/model/config.json",
         "finwidget/demo/model/tokenizer.json",
