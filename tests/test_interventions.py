@@ -237,6 +237,10 @@ def test_mean_reference_must_be_given_and_not_empty(setup, texts):
         run.predict(mean)
     with pytest.raises(InputError, match="empty"):
         run.predict(mean, reference=[])
+    with pytest.raises(InputError, match="empty"), mean.applied(model, reference=[]):
+        pass
+    with pytest.raises(InputError, match="encode it first"), mean.applied(model, reference=texts):
+        pass
     per_position = InterventionSet([HeadIntervention(1, 1, "mean", per_position=True)])
     with pytest.raises(InputError, match="one token length|same token length"):
         run.predict(per_position, reference=texts)

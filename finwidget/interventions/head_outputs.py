@@ -19,6 +19,15 @@ from finwidget.task import eval_mode, model_device
 def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
     """An encoded batch ``{"input_ids": [B, T] long, "attention_mask": [B, T] long}`` from a
     dict (e.g. ``EarningsTask.encode`` or a tokenizer's output) or a tensor of token ids."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            raise InputError(f"{what} is empty (0 statements); pass at least one statement")
+        if any(isinstance(item, str) or hasattr(item, "text") for item in value):
+            raise InputError(
+                f"{what} is given as text here; encode it first (EarningsTask(tokenizer).encode(texts)) "
+                "or pass it where a task is known (CachedRun, sweep_heads)"
+            )
+        value = torch.as_tensor(value)
     if isinstance(value, torch.Tensor):
         input_ids = value
         attention_mask = None
