@@ -546,7 +546,7 @@ def print_summary(results: dict, bertviz: dict) -> None:
               f"  ratio {_median(values) / TARGETS_MS['ablation']:.2f}")
     for name, (own, embedded) in results["state"].items():
         print(f"  saved state {name:30s} {own / 1e6:8.3f} MB traits, {embedded / 1e6:.3f} MB as ipywidgets.embed stores it"
-              f"  target {TARGET_STATE_BYTES / 1e6:.1f} MB  ratio {own / TARGET_STATE_BYTES:.3f}")
+              f"  target {TARGET_STATE_BYTES / 2**20:.0f} MiB  ratio {own / TARGET_STATE_BYTES:.3f}")
     if results.get("page_problems"):
         print(f"  page errors during the run: {results['page_problems'][:5]}")
     if bertviz:
