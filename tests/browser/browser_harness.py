@@ -541,6 +541,23 @@ class NotebookDriver:
             """
         )
 
+    def append_cell_and_start(self, source: str) -> int:
+        """Append a code cell and start running it without waiting for it; returns its index."""
+        return self._eval(
+            """
+            const notebook = panel.content;
+            const count = notebook.model.cells.length;
+            notebook.model.sharedModel.insertCell(count, {cell_type: 'code', source: arg});
+            window.jupyterapp.shell.activateById(panel.id);
+            notebook.deselectAll();
+            notebook.activeCellIndex = count;
+            notebook.deselectAll();
+            void window.jupyterapp.commands.execute('notebook:run-cell');
+            return count;
+            """,
+            source,
+        )
+
     def append_and_run(self, source: str, timeout: float = 120.0) -> list[dict]:
         """Append a code cell at the end, run it, wait for it, and return its outputs (JSON)."""
         index = self._eval(
