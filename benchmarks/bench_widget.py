@@ -60,8 +60,15 @@ TARGET_STATE_BYTES = 2 * 1024 * 1024
 # --------------------------------------------------------------------------------------
 
 
-def random_qwen2_model(tokenizer, layers: int = 28, heads: int = 28, kv_heads: int = 4, head_dim: int = 16,
-                       seed: int = 0, max_positions: int = 4096):
+def random_qwen2_model(
+    tokenizer,
+    layers: int = 28,
+    heads: int = 28,
+    kv_heads: int = 4,
+    head_dim: int = 16,
+    seed: int = 0,
+    max_positions: int = 4096,
+):
     """A randomly initialised ``Qwen2ForCausalLM`` with Qwen2-7B's head layout (28 x 28, 4 KV heads).
 
     The hidden size is ``heads * head_dim`` (448 by default) so a forward pass at
@@ -163,16 +170,21 @@ def _serve_bytes(body: bytes):
     return handler
 
 
-def measure_bertviz_in_browser(browser, html: str, heads: int, folder: Path, assets: Path,
-                               limit_s: float) -> dict:
+def measure_bertviz_in_browser(
+    browser, html: str, heads: int, folder: Path, assets: Path, limit_s: float
+) -> dict:
     """Open BertViz's page (CDN URLs answered from ``assets``) and time load -> drawn.
 
     Drawn = the head view's SVG holds its attention lines and one box per head.
     Returns {"drawn": bool, "draw_ms": float | None, "dom_nodes": int | None}.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page_path = folder / "bertviz.html"
-    page_path.write_text('<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
-                         "</head><body>" + html + "</body></html>")
+    page_path.write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+        "</head><body>" + html + "</body></html>"
+    )
     page, watch = browser.new_page()
     try:
         for url, local in BERTVIZ_CDN.items():
@@ -192,7 +204,7 @@ def measure_bertviz_in_browser(browser, html: str, heads: int, folder: Path, ass
                 timeout=limit_s * 1000,
                 polling=250,
             )
-        except Exception:
+        except PlaywrightTimeoutError:
             return {"drawn": False, "draw_ms": None, "dom_nodes": None, "errors": watch.page_errors[:3]}
         draw_ms = (time.perf_counter() - started) * 1000
         nodes = page.evaluate("() => document.getElementsByTagName('*').length")
@@ -371,33 +383,53 @@ def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bo
         driver.open(f"{folder.name}/bench.ipynb")
         # run the setup cell (cell 0) and read the real prompt lengths
         driver.activate()
-        page.evaluate("() => { const nb = window.jupyterapp.shell.currentWidget.content;"
-                      " nb.deselectAll(); nb.activeCellIndex = 0; }")
+        page.evaluate(
+            "() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+            " nb.deselectAll(); nb.activeCellIndex = 0; }"
+        )
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
         driver.wait_until(
-            lambda: page.evaluate("() => !!window.jupyterapp.shell.currentWidget.content.model.cells.get(0)"
-                                  ".executionCount && window.jupyterapp.shell.currentWidget.sessionContext"
-                                  ".session.kernel.status === 'idle'"),
-            timeout=600, what="the setup cell")
-        tokens = json.loads(page.evaluate(
-            "() => { const c = window.jupyterapp.shell.currentWidget.content.model.cells.get(0);"
-            " const outs = []; for (let j = 0; j < c.outputs.length; j++) outs.push(c.outputs.get(j).toJSON());"
-            " return outs.filter(o => o.output_type === 'stream').map(o => Array.isArray(o.text) ? o.text.join('') : o.text).join(''); }"
-        ).strip().splitlines()[-1])
+            lambda: page.evaluate(
+                "() => !!window.jupyterapp.shell.currentWidget.content.model.cells.get(0)"
+                ".executionCount && window.jupyterapp.shell.currentWidget.sessionContext"
+                ".session.kernel.status === 'idle'"
+            ),
+            timeout=600,
+            what="the setup cell",
+        )
+        tokens = json.loads(
+            page.evaluate(
+                "() => { const c = window.jupyterapp.shell.currentWidget.content.model.cells.get(0);"
+                " const outs = []; for (let j = 0; j < c.outputs.length; j++) outs.push(c.outputs.get(j).toJSON());"
+                " return outs.filter(o => o.output_type === 'stream').map(o => Array.isArray(o.text) ? o.text.join('') : o.text).join(''); }"
+            )
+            .strip()
+            .splitlines()[-1]
+        )
         results["tokens"] = tokens
 
         for index, (name, model_var, text_key) in enumerate(cases):
             cell_index = first_case_cell + index
-            runs = 1 if index == 0 else (repeats if model_var == "demo" else max(1, repeats - 1 - (text_key == "t2048")))
+            runs = (
+                1
+                if index == 0
+                else (repeats if model_var == "demo" else max(1, repeats - 1 - (text_key == "t2048")))
+            )
             timings = []
             for _ in range(runs):
                 timings.append(page.evaluate(_RUN_CELL_TO_READY_JS, [cell_index, 300_000]))
-                driver.wait_until(lambda: page.evaluate(
-                    "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"),
-                    timeout=300, what="kernel idle")
+                driver.wait_until(
+                    lambda: page.evaluate(
+                        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
+                    ),
+                    timeout=300,
+                    what="kernel idle",
+                )
             results["first_draw"][name] = [t["painted_ms"] for t in timings]
-            print(f"  first draw  {name:30s} T={tokens[text_key]:5d}: {_fmt_ms(results['first_draw'][name])}",
-                  flush=True)
+            print(
+                f"  first draw  {name:30s} T={tokens[text_key]:5d}: {_fmt_ms(results['first_draw'][name])}",
+                flush=True,
+            )
 
         # focus switches on the 28x28 explorers (and the demo one), different heads each time
         import random
@@ -414,7 +446,9 @@ def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bo
                 target = previous
                 while target == previous:
                     target = (rng.randrange(layers), rng.randrange(heads))
-                times.append(page.evaluate(_FOCUS_SWITCH_JS, [cell_index, target[0], target[1], 60_000])["painted_ms"])
+                times.append(
+                    page.evaluate(_FOCUS_SWITCH_JS, [cell_index, target[0], target[1], 60_000])["painted_ms"]
+                )
                 previous = target
             results["focus"][name] = times
             print(f"  focus switch {name:30s}: {_fmt_ms(times)}", flush=True)
@@ -427,25 +461,40 @@ def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bo
             ablate, restore = [], []
             for head in range(4):
                 for layer in range(2):
-                    ablate.append(page.evaluate(_ABLATION_JS, [cell_index, layer, head, True, 60_000])["painted_ms"])
-                    restore.append(page.evaluate(_ABLATION_JS, [cell_index, layer, head, False, 60_000])["painted_ms"])
+                    ablate.append(
+                        page.evaluate(_ABLATION_JS, [cell_index, layer, head, True, 60_000])["painted_ms"]
+                    )
+                    restore.append(
+                        page.evaluate(_ABLATION_JS, [cell_index, layer, head, False, 60_000])["painted_ms"]
+                    )
                 if len(ablate) >= 2 * repeats + 2:
                     break
             results["ablation"][name] = ablate + restore
             print(f"  ablation     {name:30s}: {_fmt_ms(ablate + restore)}", flush=True)
 
         # saved widget state (what a notebook save / HTML embed stores) per explorer
-        sizes = json.loads(output_text(driver.append_and_run(
-            "from ipywidgets.embed import dependency_state, embed_data\n"
-            "_sizes = {}\n"
-            + "".join(
-                f"_sizes[{name!r}] = [ex{index}.state_size(), len(json.dumps(embed_data(views=[ex{index}], "
-                f"state=dependency_state([ex{index}], drop_defaults=False))['manager_state']))]\n"
-                for index, (name, _, _) in enumerate(cases) if index > 0)
-            + "print(json.dumps(_sizes))", timeout=300)).strip().splitlines()[-1])
+        sizes = json.loads(
+            output_text(
+                driver.append_and_run(
+                    "from ipywidgets.embed import dependency_state, embed_data\n"
+                    "_sizes = {}\n"
+                    + "".join(
+                        f"_sizes[{name!r}] = [ex{index}.state_size(), len(json.dumps(embed_data(views=[ex{index}], "
+                        f"state=dependency_state([ex{index}], drop_defaults=False))['manager_state']))]\n"
+                        for index, (name, _, _) in enumerate(cases)
+                        if index > 0
+                    )
+                    + "print(json.dumps(_sizes))",
+                    timeout=300,
+                )
+            )
+            .strip()
+            .splitlines()[-1]
+        )
         results["state"] = sizes
-        results["build"] = json.loads(output_text(driver.append_and_run(
-            "print(json.dumps(build_times))")).strip().splitlines()[-1])
+        results["build"] = json.loads(
+            output_text(driver.append_and_run("print(json.dumps(build_times))")).strip().splitlines()[-1]
+        )
         results["page_problems"] = watch.console_errors + watch.page_errors
         page.screenshot(path=str(folder / "bench-last.png"))
     finally:
@@ -463,15 +512,27 @@ def run_bertviz(browser, folder: Path, assets: Path, limit_s: float) -> dict:
         text = statement_of_length(tokenizer, target)
         tokens = prompt_length(tokenizer, text)
         html, forward_s, python_s = bertviz_html(model, tokenizer, text)
-        drawn = measure_bertviz_in_browser(browser, html, model.config.num_attention_heads, folder, assets, limit_s)
+        drawn = measure_bertviz_in_browser(
+            browser, html, model.config.num_attention_heads, folder, assets, limit_s
+        )
         layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
         out[target] = {
-            "tokens": tokens, "html_bytes": len(html.encode()), "forward_s": forward_s, "python_s": python_s,
-            "bytes_per_value": len(html.encode()) / (layers * heads * tokens * tokens), **drawn,
+            "tokens": tokens,
+            "html_bytes": len(html.encode()),
+            "forward_s": forward_s,
+            "python_s": python_s,
+            "bytes_per_value": len(html.encode()) / (layers * heads * tokens * tokens),
+            **drawn,
         }
-        print(f"  BertViz demo T={tokens}: HTML {len(html.encode()) / 1e6:.1f} MB, python {python_s:.2f} s, "
-              + (f"drawn in {drawn['draw_ms'] / 1000:.2f} s ({drawn['dom_nodes']} DOM nodes)" if drawn["drawn"]
-                 else f"NOT drawn within {limit_s:.0f} s"), flush=True)
+        print(
+            f"  BertViz demo T={tokens}: HTML {len(html.encode()) / 1e6:.1f} MB, python {python_s:.2f} s, "
+            + (
+                f"drawn in {drawn['draw_ms'] / 1000:.2f} s ({drawn['dom_nodes']} DOM nodes)"
+                if drawn["drawn"]
+                else f"NOT drawn within {limit_s:.0f} s"
+            ),
+            flush=True,
+        )
     return out
 
 
@@ -490,8 +551,10 @@ def main(argv=None) -> int:
         print("bench_widget: /usr/bin/chromium is missing (sudo apt-get install chromium)")
         return 1
     repeats = 2 if args.quick else args.repeats
-    print(f"bench_widget: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, headless Chromium, JupyterLab 4")
+    print(
+        f"bench_widget: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, headless Chromium, JupyterLab 4"
+    )
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         tmp = Path(tmp)
         server = JupyterServer("lab", tmp / "root", tmp / "state")
@@ -510,8 +573,10 @@ def main(argv=None) -> int:
                 if importlib.util.find_spec("bertviz") is None:
                     print("  BertViz not run: `pip install bertviz` to compare")
                 elif missing:
-                    print(f"  BertViz not run: local copies of its CDN scripts missing under {args.bertviz_assets}"
-                          " (npm install --prefix DIR d3@5.7.0 jquery@2.2.4 requirejs)")
+                    print(
+                        f"  BertViz not run: local copies of its CDN scripts missing under {args.bertviz_assets}"
+                        " (npm install --prefix DIR d3@5.7.0 jquery@2.2.4 requirejs)"
+                    )
                 else:
                     bertviz_results = run_bertviz(browser, tmp, args.bertviz_assets, args.bertviz_limit)
         finally:
@@ -531,35 +596,53 @@ def print_summary(results: dict, bertviz: dict) -> None:
         builds = build.get(name, [])
         wall = _median([b[0] * 1000 for b in builds])
         cpu = _median([b[1] * 1000 for b in builds])
-        split = (f"  (of which AttentionExplorer(...) in the kernel: wall {wall:.0f} ms, cpu {cpu:.0f} ms;"
-                 f" the rest, messages + drawing: {_median(values) - wall:.0f} ms)") if builds else ""
+        split = (
+            (
+                f"  (of which AttentionExplorer(...) in the kernel: wall {wall:.0f} ms, cpu {cpu:.0f} ms;"
+                f" the rest, messages + drawing: {_median(values) - wall:.0f} ms)"
+            )
+            if builds
+            else ""
+        )
         if name.startswith("warm-up"):
             print(f"  first draw (cold page, bundle load) {name}: {values[0]:.0f} ms{split}")
             continue
-        print(f"  first draw  {name:30s} {_median(values):8.0f} ms  target {TARGETS_MS['first_draw']:.0f} ms"
-              f"  ratio {_median(values) / TARGETS_MS['first_draw']:.2f}{split}")
+        print(
+            f"  first draw  {name:30s} {_median(values):8.0f} ms  target {TARGETS_MS['first_draw']:.0f} ms"
+            f"  ratio {_median(values) / TARGETS_MS['first_draw']:.2f}{split}"
+        )
     for name, values in results["focus"].items():
-        print(f"  focus switch {name:29s} {_median(values):8.1f} ms  target {TARGETS_MS['focus_switch']:.0f} ms"
-              f"  ratio {_median(values) / TARGETS_MS['focus_switch']:.2f}")
+        print(
+            f"  focus switch {name:29s} {_median(values):8.1f} ms  target {TARGETS_MS['focus_switch']:.0f} ms"
+            f"  ratio {_median(values) / TARGETS_MS['focus_switch']:.2f}"
+        )
     for name, values in results["ablation"].items():
-        print(f"  ablation    {name:30s} {_median(values):8.1f} ms  target {TARGETS_MS['ablation']:.0f} ms"
-              f"  ratio {_median(values) / TARGETS_MS['ablation']:.2f}")
+        print(
+            f"  ablation    {name:30s} {_median(values):8.1f} ms  target {TARGETS_MS['ablation']:.0f} ms"
+            f"  ratio {_median(values) / TARGETS_MS['ablation']:.2f}"
+        )
     for name, (own, embedded) in results["state"].items():
-        print(f"  saved state {name:30s} {own / 1e6:8.3f} MB traits, {embedded / 1e6:.3f} MB as ipywidgets.embed stores it"
-              f"  target {TARGET_STATE_BYTES / 2**20:.0f} MiB  ratio {own / TARGET_STATE_BYTES:.3f}")
+        print(
+            f"  saved state {name:30s} {own / 1e6:8.3f} MB traits, {embedded / 1e6:.3f} MB as ipywidgets.embed stores it"
+            f"  target {TARGET_STATE_BYTES / 2**20:.0f} MiB  ratio {own / TARGET_STATE_BYTES:.3f}"
+        )
     if results.get("page_problems"):
         print(f"  page errors during the run: {results['page_problems'][:5]}")
     if bertviz:
         per_value = statistics.mean(v["bytes_per_value"] for v in bertviz.values())
-        for target, v in bertviz.items():
+        for v in bertviz.values():
             drawn = f"{v['draw_ms']:.0f} ms to draw" if v["drawn"] else "not drawn in the time limit"
-            print(f"  BertViz head view, demo model T={v['tokens']}: {v['html_bytes'] / 1e6:.1f} MB HTML,"
-                  f" {v['python_s']:.2f} s in Python, {drawn}"
-                  + (f", {v['dom_nodes']} DOM nodes" if v["drawn"] else ""))
+            print(
+                f"  BertViz head view, demo model T={v['tokens']}: {v['html_bytes'] / 1e6:.1f} MB HTML,"
+                f" {v['python_s']:.2f} s in Python, {drawn}"
+                + (f", {v['dom_nodes']} DOM nodes" if v["drawn"] else "")
+            )
         for t in (256, 512, 1024):
             estimate = bertviz_size_estimate(per_value, 28, 28, t)
-            print(f"  BertViz head view, 28x28 model T={t}: would embed ~{estimate / 1e9:.2f} GB of HTML"
-                  f" (estimate: {per_value:.1f} bytes per weight as measured above x 28 x 28 x T^2; not run)")
+            print(
+                f"  BertViz head view, 28x28 model T={t}: would embed ~{estimate / 1e9:.2f} GB of HTML"
+                f" (estimate: {per_value:.1f} bytes per weight as measured above x 28 x 28 x T^2; not run)"
+            )
 
 
 if __name__ == "__main__":

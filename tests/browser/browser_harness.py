@@ -154,7 +154,7 @@ class JupyterServer:
         )
         return env
 
-    def start(self, timeout: float = 90.0) -> "JupyterServer":
+    def start(self, timeout: float = 90.0) -> JupyterServer:
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         jupyter = str(Path(sys.executable).parent / "jupyter")
@@ -175,8 +175,7 @@ class JupyterServer:
         if self.flavour == "lab":
             command.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
         started = time.monotonic()
-        log = open(self.log_path, "wb")
-        try:
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 command,
                 cwd=self.root_dir,
@@ -185,8 +184,6 @@ class JupyterServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            log.close()
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -238,8 +235,8 @@ class JupyterServer:
         if self.process.poll() is None:
             try:
                 self.api("POST", "/api/shutdown", timeout=5)
-            except Exception:
-                pass
+            except (urllib.error.URLError, OSError) as err:  # then terminate / kill below
+                print(f"jupyter {self.flavour}: POST /api/shutdown failed ({err}); terminating it")
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -295,10 +292,12 @@ class PageWatch:
 
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        from playwright.sync_api import Error as PlaywrightError
+
         try:
             dialog.dismiss()
-        except Exception:
-            pass
+        except PlaywrightError as err:  # the page closed meanwhile: the dialog is recorded anyway
+            self.dialogs.append(f"(could not dismiss: {err})")
 
     def external_requests(self) -> list[str]:
         """Requests that left the machine (anything but file:, data:, blob: and local hosts)."""
@@ -399,9 +398,11 @@ def save_failure(page, watch: PageWatch, test_name: str) -> None:
     """Screenshot and console of a page whose test failed, next to the test's other artifacts."""
     directory = ARTIFACTS_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
     directory.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import Error as PlaywrightError
+
     try:
         page.screenshot(path=str(directory / "failure.png"), full_page=False)
-    except Exception as err:  # the page may be gone; the console still helps
+    except PlaywrightError as err:  # the page may be gone; the console still helps
         (directory / "failure-screenshot-error.txt").write_text(repr(err))
     (directory / "failure-console.txt").write_text(
         watch.summary() + "\n\nall console lines:\n" + "\n".join(watch.console_lines)

@@ -12,7 +12,6 @@ screenshots.
 from __future__ import annotations
 
 import pytest
-
 from browser_harness import Artifacts, BrowserSession, JupyterServer, chromium_or_skip, save_failure
 
 
@@ -109,4 +108,3 @@ def notebook_dir(jupyter, request):
     folder = jupyter.root_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     return jupyter, folder, name
-

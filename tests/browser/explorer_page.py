@@ -45,19 +45,22 @@ class ExplorerPage:
             "([selector, index, arg]) => { const root = document.querySelectorAll(selector)[index];"
             " if (!root) return false; " + predicate_body + " }"
         )
-        self.page.wait_for_function(script, arg=[self.selector, self.index, arg], timeout=timeout_s * 1000,
-                                    polling=100)
+        self.page.wait_for_function(
+            script, arg=[self.selector, self.index, arg], timeout=timeout_s * 1000, polling=100
+        )
 
     # ------------------------------------------------------------------ waiting
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         self._wait("return root.getAttribute('data-finwidget-ready') === '1';", timeout_s=timeout_s)
 
     def is_ready(self) -> bool:
-        return bool(self.page.evaluate(
-            "([selector, index]) => { const r = document.querySelectorAll(selector)[index];"
-            " return !!r && r.getAttribute('data-finwidget-ready') === '1'; }",
-            [self.selector, self.index],
-        ))
+        return bool(
+            self.page.evaluate(
+                "([selector, index]) => { const r = document.querySelectorAll(selector)[index];"
+                " return !!r && r.getAttribute('data-finwidget-ready') === '1'; }",
+                [self.selector, self.index],
+            )
+        )
 
     def wait_idle(self, timeout_s: float = 60.0) -> None:
         self._wait("return root.getAttribute('data-finwidget-busy') !== '1';", timeout_s=timeout_s)
@@ -75,7 +78,9 @@ class ExplorerPage:
         )
 
     def grid_values(self) -> list[str]:
-        return self._js("return [...root.querySelectorAll('[data-testid=head-cell]')].map(c => c.getAttribute('data-value') + '|' + c.style.backgroundColor);")
+        return self._js(
+            "return [...root.querySelectorAll('[data-testid=head-cell]')].map(c => c.getAttribute('data-value') + '|' + c.style.backgroundColor);"
+        )
 
     def matrix_state(self) -> dict:
         return self._js(
@@ -118,7 +123,7 @@ class ExplorerPage:
     def select_span(self, index: int, timeout_s: float = 30.0) -> None:
         self.span(index).click()
         self._wait(
-            "const s = root.querySelector(`[data-testid=span][data-span-index=\"${arg}\"]`);"
+            'const s = root.querySelector(`[data-testid=span][data-span-index="${arg}"]`);'
             " return s && s.getAttribute('data-selected') === '1';",
             arg=index,
             timeout_s=timeout_s,

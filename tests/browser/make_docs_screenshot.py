@@ -17,18 +17,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
-from browser_harness import REPO_ROOT, BrowserSession, JupyterServer, NotebookDriver, write_notebook  # noqa: E402
-from explorer_page import ExplorerPage  # noqa: E402
-from test_explorer_e2e import kernel_value, most_important_head  # noqa: E402
+from browser_harness import REPO_ROOT, BrowserSession, JupyterServer, NotebookDriver, write_notebook
+from explorer_page import ExplorerPage
+from test_explorer_e2e import kernel_value, most_important_head
 
 NOTEBOOK = [
-    "import finwidget\n"
-    "from finwidget.demo import make_statements\n"
-    "from finwidget.widgets import AttentionExplorer\n"
-    "model, tokenizer = finwidget.load_demo_model()\n"
-    "text = make_statements(8, seed=2026)[0].text\n"
-    "explorer = AttentionExplorer(model, tokenizer, text)\n"
-    "explorer",
+    (
+        "import finwidget\n"
+        "from finwidget.demo import make_statements\n"
+        "from finwidget.widgets import AttentionExplorer\n"
+        "model, tokenizer = finwidget.load_demo_model()\n"
+        "text = make_statements(8, seed=2026)[0].text\n"
+        "explorer = AttentionExplorer(model, tokenizer, text)\n"
+        "explorer"
+    ),
 ]
 
 

@@ -15,7 +15,6 @@ import json
 import shutil
 
 import pytest
-
 from browser_harness import REPO_ROOT, NotebookDriver, output_text
 from explorer_page import ExplorerPage
 
@@ -68,10 +67,12 @@ def most_important_head(model, tokenizer, text):
 def kernel_value(driver: NotebookDriver, expression: str):
     """Evaluate ``expression`` in the notebook's kernel and return it (through JSON)."""
     marker = "@@finwidget-test@@"
-    text = output_text(driver.append_and_run(f"import json as _j; print({marker!r} + _j.dumps({expression}))"))
+    text = output_text(
+        driver.append_and_run(f"import json as _j; print({marker!r} + _j.dumps({expression}))")
+    )
     lines = [line for line in text.splitlines() if line.startswith(marker)]
     assert lines, f"no value printed for {expression!r}; cell output: {text!r}"
-    return json.loads(lines[-1][len(marker):])
+    return json.loads(lines[-1][len(marker) :])
 
 
 def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_model, browser):
@@ -145,7 +146,9 @@ def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_mode
     artifacts.shot(page, f"ablated-L{layer}H{head}")
     artifacts.shot(explorer.root, "explorer-only")
     python_ablations = kernel_value(driver, "explorer.ablations")
-    assert [[a["layer"], a["head"], a["mode"]] for a in python_ablations] == [[layer, head, "zero"]], python_ablations
+    assert [[a["layer"], a["head"], a["mode"]] for a in python_ablations] == [[layer, head, "zero"]], (
+        python_ablations
+    )
 
     # 4. restore it: back to the clean number
     explorer.toggle_ablation(layer, head, ablated_after=False)

@@ -22,10 +22,12 @@ def test_grid_gestures_stay_in_the_widget(lab_server, page, artifacts):
         folder / "gestures.ipynb",
         [
             MODEL_CELL,
-            "from finwidget.demo import make_statements\n"
-            "from finwidget.widgets import AttentionExplorer\n"
-            "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=5)[0].text)\n"
-            "explorer",
+            (
+                "from finwidget.demo import make_statements\n"
+                "from finwidget.widgets import AttentionExplorer\n"
+                "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=5)[0].text)\n"
+                "explorer"
+            ),
             "print('a cell after the explorer')",
         ],
     )
@@ -51,7 +53,7 @@ def test_grid_gestures_stay_in_the_widget(lab_server, page, artifacts):
     explorer.root.locator("[data-testid=ablate-mode]").click()
     explorer.cell(0, 0).click()
     explorer._wait(
-        "const c = root.querySelector('[data-testid=head-cell][data-layer=\"0\"][data-head=\"0\"]');"
+        'const c = root.querySelector(\'[data-testid=head-cell][data-layer="0"][data-head="0"]\');'
         " return c.getAttribute('data-ablated') === '1' && root.getAttribute('data-finwidget-busy') !== '1'"
         " && root.querySelector('[data-testid=prediction-panel]').getAttribute('data-pending') !== '1';"
     )

@@ -33,11 +33,13 @@ def test_dead_kernel_is_reported(lab_server, page, artifacts):
         folder / "states.ipynb",
         [
             MODEL_CELL,
-            "from finwidget.demo import make_statements\n"
-            "from finwidget.widgets import AttentionExplorer\n"
-            "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=3)[0].text,\n"
-            f"                             settings={{'reply_timeout_ms': {REPLY_TIMEOUT_MS}}})\n"
-            "explorer",
+            (
+                "from finwidget.demo import make_statements\n"
+                "from finwidget.widgets import AttentionExplorer\n"
+                "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=3)[0].text,\n"
+                f"                             settings={{'reply_timeout_ms': {REPLY_TIMEOUT_MS}}})\n"
+                "explorer"
+            ),
         ],
     )
     driver = NotebookDriver(page, lab_server)
@@ -49,8 +51,10 @@ def test_dead_kernel_is_reported(lab_server, page, artifacts):
     driver.wait_all_executed()
     assert _status(explorer)["kind"] == "idle"
     explorer.cell(1, 1).click()
-    explorer._wait("const c = root.querySelector('canvas[data-testid=attention-matrix]');"
-                   " return c.getAttribute('data-layer') === '1' && c.getAttribute('data-head') === '1';")
+    explorer._wait(
+        "const c = root.querySelector('canvas[data-testid=attention-matrix]');"
+        " return c.getAttribute('data-layer') === '1' && c.getAttribute('data-head') === '1';"
+    )
     assert watch.problems_since(loaded) == [], watch.summary()
 
     # gone: shut the kernel down behind the page's back, then ask for something

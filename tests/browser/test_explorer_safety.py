@@ -19,8 +19,8 @@ PAYLOADS = [
     "<img src=x onerror=alert(1)>",
     "</script>",
     "<svg onload=alert(1)>",
-    "\"><script>alert(document.domain)</script>",
-    "<img src=x onerror=\"window.__finwidget_pwned=1\">",
+    '"><script>alert(document.domain)</script>',
+    '<img src=x onerror="window.__finwidget_pwned=1">',
 ]
 
 MODEL_CELL = "import finwidget\nmodel, tokenizer = finwidget.load_demo_model()"
@@ -61,7 +61,9 @@ def check_page_is_inert(page, scope: str = "") -> None:
     assert page.evaluate("() => window.__finwidget_pwned === undefined")
 
 
-def test_html_in_statements_is_shown_as_text_live_and_exported(lab_server, page, artifacts, browser, tmp_path):
+def test_html_in_statements_is_shown_as_text_live_and_exported(
+    lab_server, page, artifacts, browser, tmp_path
+):
     page, watch = page
     folder = lab_server.root_dir / "safety"
     text = hostile_statement()
@@ -70,11 +72,15 @@ def test_html_in_statements_is_shown_as_text_live_and_exported(lab_server, page,
         [
             MODEL_CELL,
             f"text = {json.dumps(text)}\nprint(text)",
-            "from finwidget.interpretability_tools import quick_attention_analysis\n"
-            "analyzer = quick_attention_analysis(model, tokenizer, text, layer_idx=0)\n"
-            "analyzer.plot_attention_heatmap(layer_idx=0, head_idx=0)",
-            "from finwidget.widgets import AttentionExplorer\n"
-            "explorer = AttentionExplorer(model, tokenizer, text)\nexplorer",
+            (
+                "from finwidget.interpretability_tools import quick_attention_analysis\n"
+                "analyzer = quick_attention_analysis(model, tokenizer, text, layer_idx=0)\n"
+                "analyzer.plot_attention_heatmap(layer_idx=0, head_idx=0)"
+            ),
+            (
+                "from finwidget.widgets import AttentionExplorer\n"
+                "explorer = AttentionExplorer(model, tokenizer, text)\nexplorer"
+            ),
         ],
     )
     driver = NotebookDriver(page, lab_server)

@@ -7,15 +7,17 @@ button's click handler (Python) changes the button's description, which the page
 from browser_harness import NotebookDriver, output_text, write_notebook
 
 BUTTON_CELLS = [
-    "import ipywidgets as widgets\n"
-    "clicks = []\n"
-    "button = widgets.Button(description='click me')\n"
-    "button.add_class('fw-harness-button')\n"
-    "def on_click(b):\n"
-    "    clicks.append(1)\n"
-    "    b.description = f'clicked {len(clicks)}'\n"
-    "button.on_click(on_click)\n"
-    "button",
+    (
+        "import ipywidgets as widgets\n"
+        "clicks = []\n"
+        "button = widgets.Button(description='click me')\n"
+        "button.add_class('fw-harness-button')\n"
+        "def on_click(b):\n"
+        "    clicks.append(1)\n"
+        "    b.description = f'clicked {len(clicks)}'\n"
+        "button.on_click(on_click)\n"
+        "button"
+    ),
 ]
 
 
@@ -50,9 +52,8 @@ def test_widget_click_round_trips_through_the_kernel(notebook_dir, page, artifac
 
 def test_missing_chromium_skips_outside_ci_and_fails_in_ci(monkeypatch):
     import _pytest.outcomes
-    import pytest
-
     import browser_harness
+    import pytest
 
     monkeypatch.setattr(browser_harness, "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("CI", "false")
