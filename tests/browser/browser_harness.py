@@ -523,6 +523,10 @@ class NotebookDriver:
             ".filter(x => x[1]).map(x => x[0]);"
         )
 
+    def deselect_cells(self) -> None:
+        """Collapse the notebook's cell selection to the active cell."""
+        self._eval("panel.content.deselectAll();")
+
     def cell_errors(self) -> list[str]:
         """Error outputs (ename: evalue) of all code cells."""
         return self._eval(

@@ -1,4 +1,4 @@
-"""The explorer's gestures inside a real notebook page (JupyterLab 4).
+"""The explorer's gestures inside a real notebook page (JupyterLab 4 and Notebook 7).
 
 Shift+click is the explorer's "ablate this head" gesture, and JupyterLab's notebook
 also listens for shift+click ("extend the cell selection"). If the notebook sees the
@@ -15,9 +15,9 @@ from explorer_page import ExplorerPage
 MODEL_CELL = "import finwidget\nmodel, tokenizer = finwidget.load_demo_model()"
 
 
-def test_grid_gestures_stay_in_the_widget(lab_server, page, artifacts):
+def test_grid_gestures_stay_in_the_widget(notebook_dir, page, artifacts):
+    server, folder, name = notebook_dir
     page, watch = page
-    folder = lab_server.root_dir / "gestures"
     write_notebook(
         folder / "gestures.ipynb",
         [
@@ -31,25 +31,39 @@ def test_grid_gestures_stay_in_the_widget(lab_server, page, artifacts):
             "print('a cell after the explorer')",
         ],
     )
-    driver = NotebookDriver(page, lab_server)
-    driver.open("gestures/gestures.ipynb")
+    driver = NotebookDriver(page, server)
+    driver.open(f"{name}/gestures.ipynb")
     loaded = watch.snapshot()
     driver.run_all()
     explorer = ExplorerPage(page)
     driver.wait_until(explorer.is_ready, timeout=180, what="the explorer's first draw")
     driver.wait_all_executed()
 
-    # shift+click in the grid: the head is ablated and the notebook's cell selection is untouched
+    # shift+click in the grid ablates the head; shift+click in the statement selects a range.
+    # Neither may reach the notebook (whose shift+click extends the cell selection).
+    leaks = []
     selected_before = driver.selected_cells()
     explorer.toggle_ablation(0, 0, ablated_after=True)
-    assert driver.selected_cells() == selected_before, (
-        "shift+click in the explorer's grid extended the notebook's cell selection "
-        f"from {selected_before} to {driver.selected_cells()}: the next Shift+Enter would re-run them"
-    )
+    if driver.selected_cells() != selected_before:
+        leaks.append(f"grid shift+click: cell selection {selected_before} -> {driver.selected_cells()}")
     ablated_by_shift = explorer.prediction()["value"]
     explorer.toggle_ablation(0, 0, ablated_after=False)
+    driver.deselect_cells()
 
-    # the other gesture: Ablate mode on, then a plain click
+    numbers = [s["index"] for s in explorer.spans() if s["kind"] == "number"]
+    selected_before = driver.selected_cells()
+    explorer.select_span(numbers[0])
+    explorer.span(numbers[2]).click(modifiers=["Shift"])
+    explorer._wait(
+        'return root.querySelector(`[data-testid=span][data-span-index="${arg}"]`)'
+        ".getAttribute('data-selected') === '1';",
+        arg=numbers[2],
+    )
+    if driver.selected_cells() != selected_before:
+        leaks.append(f"statement shift+click: cell selection {selected_before} -> {driver.selected_cells()}")
+    driver.deselect_cells()
+
+    # the other ablation gesture: Ablate mode on, then a plain click
     explorer.root.locator("[data-testid=ablate-mode]").click()
     explorer.cell(0, 0).click()
     explorer._wait(
@@ -60,3 +74,7 @@ def test_grid_gestures_stay_in_the_widget(lab_server, page, artifacts):
     assert explorer.prediction()["value"] == ablated_by_shift
     artifacts.shot(page, "ablate-mode")
     assert watch.problems_since(loaded) == [], watch.summary()
+    assert leaks == [], (
+        "shift+click inside the explorer reached the notebook and extended its cell selection "
+        f"(the next Shift+Enter would re-run those cells and replace the explorer): {leaks}"
+    )
