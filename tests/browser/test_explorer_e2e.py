@@ -22,6 +22,7 @@ QUICKSTART = REPO_ROOT / "examples" / "quickstart.ipynb"
 TOLERANCE = 1e-4
 # The demo model has a planted mechanism: its most important head moves the answer a lot.
 MIN_TOP_HEAD_EFFECT = 0.5
+PLANTED_HEADS = {(0, 1), (0, 2)}
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +134,8 @@ def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_mode
     layer, head, change = most_important_head(model, tokenizer, text)
     clean, ablated = python_api_ablation(model, tokenizer, text, layer, head)
     assert abs(change) > MIN_TOP_HEAD_EFFECT, f"the top head moves the logit difference by only {change}"
+    # finwidget/demo/model/MODEL_CARD.md: the planted rule is read by layer-0 heads 1 and 2
+    assert (layer, head) in PLANTED_HEADS, f"top head L{layer} H{head} is not one the model card names"
     shown_clean = explorer.prediction()
     assert abs(shown_clean["value"] - clean) < TOLERANCE, (shown_clean, clean)
     explorer.toggle_ablation(layer, head, ablated_after=True)
