@@ -2,9 +2,9 @@
 
 Filings contain HTML. A statement carrying ``<script>``, ``<img onerror>``, a stray
 ``</script>`` and ``<svg onload>`` is shown in the explorer (and in the guide's bqplot
-heat map) in real JupyterLab and in the exported standalone page; nothing may run (no
-dialog, no console error, no element made from the text) and the text must be shown as
-written.
+heat map) in real JupyterLab, in Notebook 7 and in the exported standalone page;
+nothing may run (no dialog, no console error, no element made from the text) and the
+text must be shown as written.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def check_page_is_inert(page, scope: str = "") -> None:
 
 
 def test_html_in_statements_is_shown_as_text_live_and_exported(
-    lab_server, page, artifacts, browser, tmp_path
+    notebook_dir, page, artifacts, browser, tmp_path
 ):
+    server, folder, name = notebook_dir
     page, watch = page
-    folder = lab_server.root_dir / "safety"
     text = hostile_statement()
     write_notebook(
         folder / "safety.ipynb",
@@ -83,8 +83,8 @@ def test_html_in_statements_is_shown_as_text_live_and_exported(
             ),
         ],
     )
-    driver = NotebookDriver(page, lab_server)
-    driver.open("safety/safety.ipynb")
+    driver = NotebookDriver(page, server)
+    driver.open(f"{name}/safety.ipynb")
     loaded = watch.snapshot()
     driver.run_all()
     explorer = ExplorerPage(page)
