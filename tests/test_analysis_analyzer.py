@@ -107,7 +107,7 @@ def test_span_heatmap_and_category_flow_figures(setup):
     tokenizer, _task, model = setup
     text = STATEMENT.replace("Question", '<script>alert("x")</script> Question')
     analyzer = quick_attention_analysis(model, tokenizer, text)
-    figure = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3)
+    figure = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3, as_figure=True)
     assert isinstance(figure, bqplot.Figure)
     grid = figure.marks[0]
     labels = list(grid.column)
@@ -124,10 +124,22 @@ def test_span_heatmap_and_category_flow_figures(setup):
         analyzer.max_bytes = 4 * whole.shape[-1] * 3  # three rows per chunk
         np.testing.assert_allclose(analyzer.span_attention_matrix(1, 3, reduce), expected, atol=1e-6)
     analyzer.max_bytes = None
-    smaller = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3, max_spans=10)
+    smaller = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3, max_spans=10, as_figure=True)
     assert len(smaller.marks[0].column) == 10
-    flow = analyzer.plot_financial_attention_flow(layer_idx=0)
+    flow = analyzer.plot_financial_attention_flow(layer_idx=0, as_figure=True)
     assert {"income_statement", "cash_flow", "number", "year"} <= set(flow.marks[0].column)
+
+
+def test_guide_plots_return_the_explorer_views(setup):
+    from finwidget.widgets import AttentionMatrix, LayerFlow
+
+    tokenizer, _task, model = setup
+    analyzer = quick_attention_analysis(model, tokenizer, STATEMENT)
+    matrix = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3)
+    assert isinstance(matrix, AttentionMatrix)
+    assert (matrix.focus["layer"], matrix.focus["head"]) == (1, 3)
+    flow = analyzer.plot_financial_attention_flow(layer_idx=1)
+    assert isinstance(flow, LayerFlow) and flow.focus["layer"] == 1
 
 
 def test_half_precision_storage_stays_close(setup):

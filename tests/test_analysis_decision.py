@@ -158,3 +158,18 @@ def test_geometry_comes_from_the_config():
     pathway = decision_pathway(model, tokenizer, STATEMENTS[2])
     assert sorted(pathway.heads["head"].unique()) == list(range(8))
     assert pathway.max_abs_error < 1e-4
+
+
+def test_bfloat16_model_is_read_within_its_rounding():
+    """Qwen2-7B runs in bfloat16 on GPUs: the checks allow bf16 rounding, and the sum of
+    contributions still lands near the model's own logit difference."""
+    from finwidget import load_demo_model
+    from finwidget.demo import make_statements
+
+    model, tokenizer = load_demo_model()
+    model = model.to(torch.bfloat16)
+    task = EarningsTask(tokenizer)
+    pathway = decision_pathway(model, task, task.encode(make_statements(1, seed=5)[0].text))
+    scale = float(pathway.logit_diff.abs().max()) + 1.0
+    assert pathway.max_abs_error < 0.05 * scale
+    assert len(pathway.heads) == model.config.num_hidden_layers * model.config.num_attention_heads

@@ -237,24 +237,42 @@ class FinancialAttentionAnalyzer:
             out[torch.isinf(out)] = 0.0
         return out.numpy()
 
-    def plot_attention_heatmap(self, layer_idx: int | None = None, head_idx: int = 0, max_spans: int = 80):
-        """One head's attention between spans as a heat map (bqplot figure).
+    def plot_attention_heatmap(self, layer_idx: int | None = None, head_idx: int = 0, max_spans: int = 80,
+                               as_figure: bool = False):
+        """One head's attention: the explorer's attention-matrix widget (canvas, zoom and pan,
+        hover shows the query and key spans, line-item aggregation).
 
-        Spans, not tokens: ``1,234`` is one row and column. With more than ``max_spans``
-        spans, punctuation and line breaks are left out, then the spans receiving the
-        most attention are kept (in text order).
+        ``as_figure=True`` returns a bqplot heat map between spans instead: spans, not
+        tokens (``1,234`` is one row and column); with more than ``max_spans`` spans,
+        punctuation and line breaks are left out, then the spans receiving the most
+        attention are kept (in text order).
         """
         layer = self.default_layer if layer_idx is None else layer_idx
+        if not as_figure:
+            _check_head(head_idx, self.num_heads)
+            from finwidget.widgets.views import heatmap_view  # the widget layer, loaded only when asked for
+
+            return heatmap_view(self, layer, head_idx)
         matrix = self.span_attention_matrix(layer, head_idx)
         keep = _spans_to_show(self.layout, matrix, max_spans)
         labels = [self.layout.spans[i].text for i in keep]
         shown = matrix[np.ix_(keep, keep)]
         return figures.heatmap_figure(shown, labels, labels, f"Layer {layer}, head {head_idx}: attention between spans")
 
-    def plot_financial_attention_flow(self, layer_idx: int | None = None, head_idx: int | None = None):
-        """Attention between span groups (financial categories, numbers, years, other) in one
-        layer, averaged over heads unless ``head_idx`` is given (bqplot figure)."""
+    def plot_financial_attention_flow(self, layer_idx: int | None = None, head_idx: int | None = None,
+                                      as_figure: bool = False):
+        """Where attention flows in the statement: the explorer's layer-flow widget, the
+        statement coloured by the mean attention of ``layer_idx``'s heads.
+
+        ``as_figure=True`` returns a bqplot heat map of attention between span groups
+        (financial categories, numbers, years, other) in that layer, averaged over heads
+        unless ``head_idx`` is given.
+        """
         layer = self.default_layer if layer_idx is None else layer_idx
+        if not as_figure:
+            from finwidget.widgets.views import flow_view  # the widget layer, loaded only when asked for
+
+            return flow_view(self, layer)
         table = category_attention(self.source, self.layout, layer, head_idx, self.batch, self.max_bytes)
         who = "mean over heads" if head_idx is None else f"head {head_idx}"
         return figures.heatmap_figure(table.to_numpy(), list(table.index), list(table.columns),
