@@ -1,0 +1,18 @@
+"""The README's Python quick start runs as written, on the demo model."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
+def test_quick_start_runs():
+    blocks = _python_blocks(README.read_text())
+    quick_start = next(b for b in blocks if "load_demo_model" in b)
+    namespace: dict = {}
+    exec(compile(quick_start, "README quick start", "exec"), namespace)
+    assert namespace["analyzer"].prediction is not None
