@@ -13,16 +13,28 @@ holding ``[data-testid=logit-diff]`` (``data-value``, ``data-clean-value``) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: the views of a full AttentionExplorer (single-view widgets, such as the one
+#: ``analyzer.plot_attention_heatmap`` returns, share the root class but not all views)
+FULL_EXPLORER_VIEWS = ("statement-view", "head-grid", "matrix-view", "layer-flow", "prediction-panel")
+
+# JS: the index-th root under `selector` that holds every view in `views`
+_FIND_ROOT = (
+    "const root = [...document.querySelectorAll(selector)]"
+    ".filter(r => views.every(v => r.querySelector(`[data-testid=${v}]`)))[index];"
+)
 
 
 @dataclass
 class ExplorerPage:
-    """The ``index``-th explorer root in ``page`` (or inside ``scope``, a CSS selector)."""
+    """The ``index``-th explorer root in ``page`` (or inside ``scope``, a CSS selector)
+    that shows every view in ``views`` (default: a full explorer)."""
 
     page: object
     index: int = 0
     scope: str = ""
+    views: tuple = field(default=FULL_EXPLORER_VIEWS)
 
     @property
     def selector(self) -> str:
@@ -30,37 +42,35 @@ class ExplorerPage:
 
     @property
     def root(self):
-        return self.page.locator(self.selector).nth(self.index)
+        locator = self.page.locator(self.selector)
+        for view in self.views:
+            locator = locator.filter(has=self.page.locator(f"[data-testid={view}]"))
+        return locator.nth(self.index)
+
+    def _args(self, arg=None) -> list:
+        return [self.selector, self.index, list(self.views), arg]
 
     def _js(self, body: str, arg=None):
         """Evaluate ``body`` with ``root`` bound to this explorer's root element."""
         script = (
-            "([selector, index, arg]) => { const root = document.querySelectorAll(selector)[index];"
-            " if (!root) throw new Error('no explorer root ' + selector + ' #' + index); " + body + " }"
+            "([selector, index, views, arg]) => { " + _FIND_ROOT + " if (!root) throw new Error("
+            "'no explorer root ' + selector + ' #' + index); " + body + " }"
         )
-        return self.page.evaluate(script, [self.selector, self.index, arg])
+        return self.page.evaluate(script, self._args(arg))
 
     def _wait(self, predicate_body: str, arg=None, timeout_s: float = 30.0) -> None:
-        script = (
-            "([selector, index, arg]) => { const root = document.querySelectorAll(selector)[index];"
-            " if (!root) return false; " + predicate_body + " }"
-        )
-        self.page.wait_for_function(
-            script, arg=[self.selector, self.index, arg], timeout=timeout_s * 1000, polling=100
-        )
+        script = "([selector, index, views, arg]) => { " + _FIND_ROOT + " if (!root) return false; "
+        script += predicate_body + " }"
+        self.page.wait_for_function(script, arg=self._args(arg), timeout=timeout_s * 1000, polling=100)
 
     # ------------------------------------------------------------------ waiting
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         self._wait("return root.getAttribute('data-finwidget-ready') === '1';", timeout_s=timeout_s)
 
     def is_ready(self) -> bool:
-        return bool(
-            self.page.evaluate(
-                "([selector, index]) => { const r = document.querySelectorAll(selector)[index];"
-                " return !!r && r.getAttribute('data-finwidget-ready') === '1'; }",
-                [self.selector, self.index],
-            )
-        )
+        script = "([selector, index, views]) => { " + _FIND_ROOT
+        script += " return !!root && root.getAttribute('data-finwidget-ready') === '1'; }"
+        return bool(self.page.evaluate(script, self._args()[:3]))
 
     def wait_idle(self, timeout_s: float = 60.0) -> None:
         self._wait("return root.getAttribute('data-finwidget-busy') !== '1';", timeout_s=timeout_s)

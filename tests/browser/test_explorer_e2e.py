@@ -109,17 +109,14 @@ def test_quickstart_explorer_end_to_end(notebook_dir, page, artifacts, demo_mode
     chosen = after_name[0] if after_name else numbers[len(numbers) // 2]
     explorer.select_span(chosen["index"])
     explorer.wait_idle()
-    page.wait_for_function(
-        "(before) => { const cells = [...document.querySelectorAll('.fw-explorer [data-testid=head-cell]')];"
-        " return cells.map(c => c.getAttribute('data-value') + '|' + c.style.backgroundColor).join() !== before; }",
+    explorer._wait(
+        "const cells = [...root.querySelectorAll('[data-testid=head-cell]')];"
+        " return cells.map(c => c.getAttribute('data-value') + '|' + c.style.backgroundColor).join() !== arg;",
         arg=",".join(grid_before),
-        timeout=30_000,
     )
-    page.wait_for_function(
-        "(before) => +document.querySelector('.fw-explorer canvas[data-testid=attention-matrix]')"
-        ".getAttribute('data-draw-count') > before",
+    explorer._wait(
+        "return +root.querySelector('canvas[data-testid=attention-matrix]').getAttribute('data-draw-count') > arg;",
         arg=matrix_before["draws"],
-        timeout=30_000,
     )
     assert explorer.grid_values() != grid_before
     selected = [s["index"] for s in explorer.spans() if s["selected"]]

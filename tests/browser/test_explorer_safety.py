@@ -58,6 +58,15 @@ def check_page_is_inert(page, scope: str = "") -> None:
         scope,
     )
     assert made == [], f"elements made from statement text: {made}"
+    # anywhere on the page (the bqplot heat map's labels too): no element born from a payload
+    # (embedded JSON data may hold the text, as data)
+    anywhere = page.evaluate(
+        """() => [...document.querySelectorAll('img[src="x"], [onerror], [onload], script')]
+                  .filter(el => el.tagName !== 'SCRIPT'
+                          || (el.type !== 'application/json' && el.textContent.includes('alert(')))
+                  .map(el => el.outerHTML.slice(0, 120))"""
+    )
+    assert anywhere == [], f"elements made from statement text: {anywhere}"
     assert page.evaluate("() => window.__finwidget_pwned === undefined")
 
 
