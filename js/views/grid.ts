@@ -80,6 +80,11 @@ export class HeadGridView implements View {
           "data-kv": kv,
           role: "gridcell",
         });
+        // A shift/alt press must stay in the widget: the notebook would otherwise extend
+        // its cell selection (and the next Shift+Enter would re-run those cells).
+        cell.addEventListener("mousedown", (ev) => {
+          if (ev.shiftKey || ev.altKey) ev.preventDefault();
+        });
         cell.addEventListener("click", (ev) => this.click(l, h, ev));
         cell.addEventListener("mouseenter", () => this.hover(l, h));
         cells.push(cell);
