@@ -200,7 +200,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         if model is None:
             model_name = getattr(s, "model_name", "recorded attention")
         else:
-            model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            model_name = _model_name(model)
         kwargs.setdefault("statement_layout", layout_state(s))
         kwargs.setdefault(
             "geometry",
@@ -570,3 +570,15 @@ class AttentionExplorer(anywidget.AnyWidget):
         payload = Payload()
         payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
         return {"measure": measure, "label": label}, payload
+
+
+def _model_name(model) -> str:
+    """What the toolbar calls the model: its hub id or folder, the demo model by name."""
+    from pathlib import Path
+
+    from finwidget.demo import MODEL_DIR
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    if name and Path(name).expanduser().resolve() == Path(MODEL_DIR).resolve():
+        return "finwidget demo model"
+    return name
