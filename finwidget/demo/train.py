@@ -233,6 +233,9 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Room for the guide's bare `model.generate(input_ids)`: transformers' default
+    # max_length (20) is shorter than any demo prompt.
+    result.model.generation_config.max_new_tokens = 20
     result.model.save_pretrained(out, safe_serialization=True)
     (out / "model.safetensors").chmod(0o644)  # readable by everyone, like the other files
     if out.resolve() != Path(MODEL_DIR).resolve():
