@@ -74,6 +74,6 @@ def test_wheel_installs_and_runs_in_a_fresh_environment(wheel, tmp_path):
         assert esm_path == bundle.resolve(), (esm_path, bundle)
         print("OK", where)
     """)
-    result = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("OK")
