@@ -63,6 +63,7 @@ test-js: node_modules/.package-lock.json
 	npm test
 
 test-python: setup
+	$(BIN)/ruff check finwidget tests benchmarks
 	$(BIN)/python -m pytest -q
 
 clean:
