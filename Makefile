@@ -14,8 +14,11 @@ PORT ?= 8888
 
 .PHONY: demo test setup report frontend test-python test-js test-browser chromium clean
 
+# JupyterLab refuses to run as root without --allow-root (containers, CI machines).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 demo: setup
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) examples/quickstart.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ALLOW_ROOT) examples/quickstart.ipynb
 
 report: setup
 	$(BIN)/finwidget report --demo finwidget-report.html
