@@ -9,6 +9,7 @@ bugs (every wrong answer is close to the right one). Scaling q_proj and k_proj b
 from __future__ import annotations
 
 import torch
+from sharp_attention import sharpen_attention
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from finwidget.capture.registry import _ROUTED_MODELS, _ROUTES
@@ -22,13 +23,7 @@ def peaky_qwen2(seed: int = 0, layers: int = 3, heads: int = 4, kv_heads: int = 
                       num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                       pad_token_id=0, **config)
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                projection.weight.mul_(sharpness)
-                projection.bias.mul_(sharpness)
-    return model
+    return sharpen_attention(Qwen2ForCausalLM(cfg).eval(), sharpness)
 
 
 def left_padded_batch(lengths=(24, 19, 13), seed: int = 1) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 import torch
+from sharp_attention import sharpen_attention
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -57,12 +58,7 @@ def peaky_qwen2(vocab_size: int, seed: int = 0, layers: int = 4, heads: int = 4,
                       max_position_embeddings=512, pad_token_id=1, eos_token_id=1, bos_token_id=None, **config)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                projection.weight.mul_(sharpness)
-                projection.bias.mul_(sharpness)
+    model = sharpen_attention(Qwen2ForCausalLM(cfg).eval(), sharpness)
     model.generation_config.pad_token_id = 1
     return model
 

@@ -21,6 +21,7 @@ from capture_models import (
     logits,
     peaky_qwen2,
 )
+from sharp_attention import sharpen_attention
 from transformers import Qwen2ForCausalLM
 
 from finwidget.capture import AttentionHook, LazyLayerAttention, attention_rows, capture_attention
@@ -288,15 +289,6 @@ def test_real_statement_prompts_as_the_task_encodes_them():
     torch.testing.assert_close(cap.attention(0, query=-1, batch=0), reference[0][0][:, -1], rtol=0, atol=1e-6)
 
 
-def sharpen(model, factor: float):
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                projection.weight.mul_(factor)
-                projection.bias.mul_(factor)
-    return model
-
-
 def test_the_shipped_demo_model_on_demo_statements():
     from finwidget.demo import make_statements
     from finwidget.loading import load_demo_model
@@ -307,7 +299,7 @@ def test_the_shipped_demo_model_on_demo_statements():
     mask = batch["attention_mask"]
     # As shipped (trained attention is fairly diffuse), and with Q/K scaled by 2 (sharper).
     for factor, sharp_rows in ((1.0, 0.0), (2.0, 0.3)):
-        sharpen(model, factor)
+        sharpen_attention(model, factor)
         reference = eager_attentions(model, batch)
         peaks = torch.cat([reference[layer][row][:, mask[row].bool()].max(dim=-1).values.flatten()
                            for layer in range(len(reference)) for row in range(3)])
@@ -316,7 +308,7 @@ def test_the_shipped_demo_model_on_demo_statements():
             model(**batch)
         assert max_error_on_real_rows(cap, reference, mask) < TOLERANCE
     # Sharper still (x8 in all): SDPA-vs-eager drift grows, so check the same forward pass.
-    sharpen(model, 4.0)
+    sharpen_attention(model, 4.0)
     model.set_attn_implementation("eager")
     with torch.no_grad(), capture_attention(model) as cap:
         weights = model(**batch, output_attentions=True).attentions

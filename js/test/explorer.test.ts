@@ -2,26 +2,11 @@
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { mountExplorer } from "../explorer";
 import { ExplorerStore, requestsForState } from "../store";
+import { installCanvasStub } from "./canvas_stub";
 import { answer, answerAll, FakeModel, makeTraits } from "./fake_kernel";
 
 beforeAll(() => {
-  // jsdom has no canvas: a 2D context that records what is drawn is enough here.
-  const ctx = {
-    createImageData: (w: number, h: number) => ({ width: w, height: h, data: new Uint8ClampedArray(w * h * 4) }),
-    putImageData: () => undefined,
-    fillRect: () => undefined,
-    strokeRect: () => undefined,
-    fillText: () => undefined,
-    measureText: (s: string) => ({ width: s.length * 7 }),
-    beginPath: () => undefined,
-    moveTo: () => undefined,
-    lineTo: () => undefined,
-    stroke: () => undefined,
-    save: () => undefined,
-    restore: () => undefined,
-    setLineDash: () => undefined,
-  };
-  HTMLCanvasElement.prototype.getContext = (() => ctx) as unknown as HTMLCanvasElement["getContext"];
+  installCanvasStub();
   HTMLCanvasElement.prototype.toDataURL = () => "data:image/png;base64,AAAA";
 });
 

@@ -3,25 +3,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { requestKey } from "../protocol";
 import { requestsForState } from "../store";
 import { mountStatic } from "../widget";
+import { installCanvasStub } from "./canvas_stub";
 import { answer, FakeModel, makeTraits } from "./fake_kernel";
 
 beforeAll(() => {
-  const ctx = {
-    createImageData: (w: number, h: number) => ({ width: w, height: h, data: new Uint8ClampedArray(w * h * 4) }),
-    putImageData: () => undefined,
-    fillRect: () => undefined,
-    strokeRect: () => undefined,
-    fillText: () => undefined,
-    measureText: (s: string) => ({ width: s.length * 7 }),
-    beginPath: () => undefined,
-    moveTo: () => undefined,
-    lineTo: () => undefined,
-    stroke: () => undefined,
-    save: () => undefined,
-    restore: () => undefined,
-    setLineDash: () => undefined,
-  };
-  HTMLCanvasElement.prototype.getContext = (() => ctx) as unknown as HTMLCanvasElement["getContext"];
+  installCanvasStub();
 });
 
 function toBase64(view: DataView): string {
