@@ -28,3 +28,11 @@ class LocationError(FinwidgetError, IndexError):
 
 class CaptureStateError(FinwidgetError, RuntimeError):
     """A capture or intervention used outside its lifetime, or nested where it cannot be."""
+
+
+class LocationTypeError(LocationError, TypeError):
+    """A layer, head or position given as something other than an integer (a float, bool, string)."""
+
+
+class UnsupportedModelError(InputError):
+    """The model lacks a part finwidget needs (its architecture and the missing part are named)."""

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from finwidget.errors import AnswerWordError, InputError
+from finwidget.model_parts import answer_direction, embed_tokens, text_config
 
 DEFAULT_QUESTION = "Question: Will earnings increase or decrease next year?"
 DEFAULT_ANSWERS = (" increase", " decrease")
@@ -171,11 +172,10 @@ class EarningsTask:
         return (answer_logits[..., inc].float() - answer_logits[..., dec].float())
 
     def unembedding_direction(self, model) -> torch.Tensor:
-        """``[hidden]`` direction in the final residual stream (after the final norm)
+        """``[E]`` direction in the final residual stream (after the final norm)
         whose dot product with the normed residual is the logit difference."""
-        weight = model.get_output_embeddings().weight
         inc, dec = self.answer_token_ids
-        return (weight[inc].float() - weight[dec].float()).detach()
+        return answer_direction(model, inc, dec)
 
     def predictions(self, answer_logits: torch.Tensor, attention_mask: torch.Tensor) -> list[Prediction]:
         """Read a batch of answer-position logits ``[B, vocab]`` into predictions."""
@@ -239,12 +239,12 @@ def _check_texts(statements) -> list[str]:
 
 def context_length(model) -> int | None:
     """The model's context length from its config, or None when it does not say."""
-    return getattr(model.config, "max_position_embeddings", None)
+    return getattr(text_config(model), "max_position_embeddings", None)
 
 
 def model_device(model) -> torch.device:
     """Where the model's input embeddings live (where input ids must go)."""
-    return model.get_input_embeddings().weight.device
+    return embed_tokens(model).weight.device
 
 
 def _trim_left_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,10 +29,11 @@ from finwidget.analysis.source import (
     token_columns,
 )
 from finwidget.analysis.specialization import head_specialization
-from finwidget.errors import InputError, LocationError
+from finwidget.errors import InputError
+from finwidget.model_parts import ModelGeometry, check_index
 from finwidget.statement import read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
-from finwidget.task import EarningsTask
+from finwidget.task import EarningsTask, context_length, eval_mode, model_device
 
 
 class FinancialAttentionAnalyzer:
@@ -285,11 +286,7 @@ class FinancialAttentionAnalyzer:
 
 
 def _check_head(head, num_heads: int) -> int:
-    if not isinstance(head, int) or isinstance(head, bool):
-        raise LocationError(f"head must be an int, got {head!r}")
-    if not -num_heads <= head < num_heads:
-        raise LocationError(f"head {head} is out of range: this model has {num_heads} query heads (0..{num_heads - 1})")
-    return head % num_heads
+    return check_index(head, num_heads, "head", f"this model has {num_heads} query heads per layer")
 
 
 def _spans_to_show(layout: StatementLayout, matrix: np.ndarray, max_spans: int) -> list[int]:
@@ -358,18 +355,11 @@ def quick_attention_analysis(model, tokenizer, text: str, layer_idx: int = 0, *,
     from finwidget.capture import capture_attention
 
     task = task or EarningsTask(tokenizer)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    device = model.get_input_embeddings().weight.device
-    batch = task.encode(text, max_length=limit, device=device)
+    batch = task.encode(text, max_length=context_length(model), device=model_device(model))
     layers_to_capture = layers
     if layers is not None:
         layers_to_capture = sorted(set([layers] if isinstance(layers, int) else layers) | {layer_idx})
-    num_layers = model.config.num_hidden_layers
-    if not isinstance(layer_idx, int) or not -num_layers <= layer_idx < num_layers:
-        raise LocationError(f"layer_idx {layer_idx!r} is out of range: this model has {num_layers} layers "
-                            f"(0..{num_layers - 1})")
-    layer_idx %= num_layers
-    from finwidget.task import eval_mode
+    layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
 
     with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
             torch.inference_mode(), eval_mode(model):

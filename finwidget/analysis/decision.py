@@ -30,7 +30,18 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.task import EarningsTask, eval_mode, model_device
+from finwidget.model_parts import (
+    ModelGeometry,
+    decoder_layers,
+    embed_tokens,
+    final_norm,
+    head_output_site,
+    hook_head_outputs,
+    mlp_module,
+    remove_hooks,
+    unembedding,
+)
+from finwidget.task import EarningsTask, context_length, eval_mode, model_device
 
 
 @dataclass
@@ -69,24 +80,17 @@ def _as_batch(model, task: EarningsTask, inputs) -> dict[str, torch.Tensor]:
         if mask is None:
             mask = torch.ones_like(ids)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    limit = getattr(model.config, "max_position_embeddings", None)
-    return task.encode(inputs, max_length=limit, device=device)
+    return task.encode(inputs, max_length=context_length(model), device=device)
 
 
 def _parts(model):
-    base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
-    layers = getattr(base, "layers", None)
-    norm = getattr(base, "norm", None)
-    embed = getattr(base, "embed_tokens", None)
-    if layers is None or norm is None or embed is None:
-        raise InputError(
-            f"{type(model).__name__} does not have the decoder layout the decision pathway reads "
-            "(model.model.embed_tokens / .layers / .norm, as Qwen2, Llama and Mistral have)"
-        )
-    for index, layer in enumerate(layers):
-        if not hasattr(getattr(layer, "self_attn", None), "o_proj") or not hasattr(layer, "mlp"):
-            raise InputError(f"layer {index} of {type(model).__name__} has no self_attn.o_proj / mlp")
-    return base, layers, norm, embed
+    """The decoder layers, the final norm and the input embedding; every layer must have an
+    ``o_proj`` and an MLP (:class:`~finwidget.errors.UnsupportedModelError` otherwise)."""
+    layers = decoder_layers(model)
+    for index in range(len(layers)):
+        head_output_site(model, index)
+        mlp_module(model, index)
+    return layers, final_norm(model), embed_tokens(model)
 
 
 def _norm_eps(norm) -> float:
@@ -113,10 +117,8 @@ def decision_pathway(model, task, inputs) -> DecisionPathway:
     """
     task = _as_task(task)
     batch = _as_batch(model, task, inputs)
-    _base, layers, norm, embed = _parts(model)
-    num_heads = model.config.num_attention_heads
-    num_kv = getattr(model.config, "num_key_value_heads", None) or num_heads
-    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // num_heads
+    layers, norm, embed = _parts(model)
+    geometry = ModelGeometry.of(model)
 
     seen: dict[str, torch.Tensor] = {}
     handles = []
@@ -135,23 +137,21 @@ def decision_pathway(model, task, inputs) -> DecisionPathway:
         handles.append(embed.register_forward_hook(keep("embeddings")))
         for index, layer in enumerate(layers):
             handles.append(layer.register_forward_hook(keep(f"layer_{index}")))
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(keep_input(f"z_{index}")))
-            handles.append(layer.mlp.register_forward_hook(keep(f"mlp_{index}")))
+            handles.append(mlp_module(model, index).register_forward_hook(keep(f"mlp_{index}")))
+        handles += hook_head_outputs(model, range(len(layers)), lambda index: keep_input(f"z_{index}"))
         handles.append(norm.register_forward_pre_hook(keep_input("final")))
         with torch.inference_mode(), eval_mode(model):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
             actual = task.logit_diff(out.logits[:, -1, :]).float().cpu()
     finally:
-        for handle in handles:
-            handle.remove()
+        remove_hooks(handles)
 
     missing = [k for k in ("embeddings", "final") if k not in seen]
     if missing:
         raise InputError(f"the forward pass did not run through {missing}; the model's layout is not supported")
     with torch.inference_mode():
         lens_rows = _logit_lens_rows(model, task, norm, seen, len(layers))
-        heads, components, total = _direct_contributions(model, task, norm, layers, seen, num_heads, num_kv,
-                                                         head_dim)
+        heads, components, total = _direct_contributions(model, task, norm, seen, geometry)
     error = float((total - actual).abs().max())
     scale = float(actual.abs().max()) + 1.0
     if error > 1e-2 * scale:
@@ -170,7 +170,7 @@ def decision_pathway(model, task, inputs) -> DecisionPathway:
 
 
 def _logit_lens_rows(model, task, norm, seen, num_layers) -> list[dict]:
-    lm_head = model.get_output_embeddings()
+    lm_head = unembedding(model)
     weight_dtype = lm_head.weight.dtype
     rows = []
     stages = [("embeddings", -1)] + [(f"layer_{i}", i) for i in range(num_layers)]
@@ -183,13 +183,16 @@ def _logit_lens_rows(model, task, norm, seen, num_layers) -> list[dict]:
     return rows
 
 
-def _direct_contributions(model, task, norm, layers, seen, num_heads, num_kv, head_dim):
+def _direct_contributions(model, task, norm, seen, geometry: ModelGeometry):
+    """Per-head ``[B, H]`` and per-component contributions to the logit difference, from the
+    answer-position activations in ``seen`` (float32 ``[B, E]`` and ``[B, H*D]``)."""
+    num_heads, head_dim = geometry.num_heads, geometry.head_dim
     final = seen["final"]  # [B, D] float32
     device = final.device
     rms = torch.sqrt(final.pow(2).mean(-1, keepdim=True) + _norm_eps(norm))
     gain = norm.weight.detach().float().to(device)
     unembed = task.unembedding_direction(model).float().to(device)
-    readout = unembed * gain / rms  # [B, D]: logit_diff = readout . residual (+ bias)
+    readout = unembed * gain / rms  # [B, E]: logit_diff = readout . residual (+ bias)
     normed = norm(final.to(norm.weight.dtype)).float()
     # The model runs in its own dtype: allow its rounding (bf16 keeps ~3 significant digits).
     tolerance = max(1e-3, 4 * torch.finfo(norm.weight.dtype).eps)
@@ -199,17 +202,16 @@ def _direct_contributions(model, task, norm, layers, seen, num_heads, num_kv, he
             "need that form"
         )
     batch_size = final.shape[0]
-    group = num_heads // num_kv
     head_rows, comp_rows = [], []
     residual = seen["embeddings"].clone()
     total = (readout * seen["embeddings"]).sum(-1)
     for b in range(batch_size):
         comp_rows.append({"statement": b, "component": "embeddings", "layer": -1,
                           "contribution": float(total[b])})
-    for index, layer in enumerate(layers):
-        o_proj = layer.self_attn.o_proj
-        weight = o_proj.weight.detach().float().to(device)  # [D, H*d]
-        z = seen[f"z_{index}"]  # [B, H*d]
+    for index in range(geometry.num_layers):
+        o_proj = head_output_site(model, index)
+        weight = o_proj.weight.detach().float().to(device)  # [E, H*D]
+        z = seen[f"z_{index}"]  # [B, H*D]
         per_head = ((readout @ weight) * z).reshape(batch_size, num_heads, head_dim).sum(-1)  # [B, H]
         attn_out = z @ weight.T
         mlp_out = seen[f"mlp_{index}"]
@@ -218,7 +220,7 @@ def _direct_contributions(model, task, norm, layers, seen, num_heads, num_kv, he
         total = total + per_head.sum(-1) + mlp
         for b in range(batch_size):
             for h in range(num_heads):
-                head_rows.append({"statement": b, "layer": index, "head": h, "kv_head": h // group,
+                head_rows.append({"statement": b, "layer": index, "head": h, "kv_head": geometry.kv_head_of(h),
                                   "contribution": float(per_head[b, h])})
             comp_rows.append({"statement": b, "component": "attention", "layer": index,
                               "contribution": float(per_head[b].sum())})
@@ -232,7 +234,7 @@ def _direct_contributions(model, task, norm, layers, seen, num_heads, num_kv, he
                                   "contribution": float(bias_part[b])})
         for b in range(batch_size):
             comp_rows.append({"statement": b, "component": "mlp", "layer": index, "contribution": float(mlp[b])})
-    lm_head = model.get_output_embeddings()
+    lm_head = unembedding(model)
     if getattr(lm_head, "bias", None) is not None:
         inc, dec = task.answer_token_ids
         bias_diff = float(lm_head.bias[inc] - lm_head.bias[dec])

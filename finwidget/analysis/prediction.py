@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from finwidget.analysis.source import as_attention_source, check_layers, layer_rows, token_columns
-from finwidget.errors import LocationError
+from finwidget.model_parts import check_index
 from finwidget.statement.layout import StatementLayout
 
 PREDICTION_COLUMNS = ["layer", "head", "span", "text", "kind", "category", "line_item", "year", "attention", "rank"]
@@ -19,14 +19,8 @@ PREDICTION_COLUMNS = ["layer", "head", "span", "text", "kind", "category", "line
 
 def resolve_position(position: int, num_tokens: int) -> int:
     """A layout token index (negative counts from the end) -> its non-negative index."""
-    if not isinstance(position, int) or isinstance(position, bool):
-        raise LocationError(f"position must be an int token index, got {position!r}")
-    if not -num_tokens <= position < num_tokens:
-        raise LocationError(
-            f"position {position} is out of range: the statement has {num_tokens} tokens "
-            f"(0..{num_tokens - 1}, or -1 for the answer position)"
-        )
-    return position % num_tokens
+    return check_index(position, num_tokens, "position",
+                       f"the statement has {num_tokens} tokens (-1 is the answer position)")
 
 
 def span_attention_from(attention, layout: StatementLayout, position: int = -1, layers=None,

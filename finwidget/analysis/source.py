@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from finwidget.errors import InputError, LocationError
+from finwidget.model_parts import check_index, is_integer
 from finwidget.statement.layout import StatementLayout
 
 #: Default cap on the attention values one chunk may hold (bytes, float32).
@@ -59,9 +60,7 @@ class TensorAttention:
     def attention(self, layer: int, head=None, query=None, batch: int = 0) -> torch.Tensor:
         if layer not in self._layers:
             raise LocationError(f"layer {layer} is not available; layers held: {self.layers}")
-        if not -self.batch_size <= batch < self.batch_size:
-            raise LocationError(f"batch row {batch} is out of range: valid rows are 0..{self.batch_size - 1}")
-        data = self._layers[layer][batch]
+        data = self._layers[layer][check_index(batch, self.batch_size, "batch row")]
         data = data if head is None else data[head]
         if query is not None:
             data = data[..., query, :]
@@ -147,8 +146,7 @@ def token_columns(source, batch: int = 0, layout: StatementLayout | None = None)
     The layout's tokens are matched to the row's valid (unpadded) positions from the
     first one; positions after them (e.g. generated tokens) are not in the layout.
     """
-    if not -source.batch_size <= batch < source.batch_size:
-        raise LocationError(f"batch row {batch} is out of range: valid rows are 0..{source.batch_size - 1}")
+    batch = check_index(batch, source.batch_size, "batch row")
     mask = source.attention_mask
     if mask is None:
         columns = torch.arange(source.seq_len)
@@ -171,19 +169,13 @@ def check_layers(source, layers) -> list[int]:
     held = list(source.layers)
     if layers is None:
         return held
-    if isinstance(layers, int) and not isinstance(layers, bool):
+    if is_integer(layers):
         layers = [layers]
     if not isinstance(layers, Sequence):
         raise InputError(f"layers must be None, an int or a list of ints, got {type(layers).__name__}")
     out = []
     for layer in layers:
-        if not isinstance(layer, int) or isinstance(layer, bool):
-            raise LocationError(f"layer must be an int, got {layer!r}")
-        resolved = layer + source.num_layers if layer < 0 else layer
-        if not 0 <= resolved < source.num_layers:
-            raise LocationError(
-                f"layer {layer} is out of range: this model has {source.num_layers} layers (0..{source.num_layers - 1})"
-            )
+        resolved = check_index(layer, source.num_layers, "layer", f"this model has {source.num_layers} layers")
         if resolved not in held:
             raise LocationError(f"layer {resolved} was not captured; captured layers: {held}")
         out.append(resolved)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from finwidget.capture.attention_math import DEFAULT_CHUNK_CELLS, attention_rows, kv_head_for
-from finwidget.capture.indexing import check_position, positions
+from finwidget.capture.attention_math import DEFAULT_CHUNK_CELLS, attention_rows
+from finwidget.capture.indexing import positions
 from finwidget.capture.recording import LayerRecording, key_validity_from_mask, mask_matches_causal_padding
 from finwidget.capture.registry import (
     ModelRouting,
@@ -33,20 +33,13 @@ from finwidget.capture.registry import (
     attention_modules,
     uses_attention_registry,
 )
-from finwidget.errors import CaptureStateError, InputError, LocationError
+from finwidget.errors import CaptureStateError, InputError, LocationError, LocationTypeError
+from finwidget.model_parts import ModelGeometry, check_index, is_integer
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 METHODS = ("auto", "registry", "output_attentions")
-
-
-def _text_config(model):
-    config = getattr(model, "config", None)
-    if config is None:
-        raise InputError(f"{type(model).__name__} has no `config`; pass a Hugging Face transformers model")
-    get_text_config = getattr(config, "get_text_config", None)
-    return get_text_config() if callable(get_text_config) else config
 
 
 def _model_dtype(model) -> torch.dtype:
@@ -86,13 +79,13 @@ class AttentionCapture:
             raise InputError(f"capture_attention needs a torch model, got {type(model).__name__}")
         if method not in METHODS:
             raise InputError(f"method must be one of {METHODS}, got {method!r}")
-        config = _text_config(model)
         self.model = model
-        self.num_heads = int(config.num_attention_heads)
-        self.num_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.num_heads)
-        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.num_heads)
         modules = attention_modules(model)
-        self.num_layers = int(getattr(config, "num_hidden_layers", None) or len(modules))
+        self.geometry = ModelGeometry.of(model, num_layers=len(modules))
+        self.num_layers = self.geometry.num_layers
+        self.num_heads = self.geometry.num_heads
+        self.num_kv_heads = self.geometry.num_kv_heads
+        self.head_dim = self.geometry.head_dim
         self.layers = self._check_layers(layers)
         self.store_device = self._check_store_on(store_on)
         if store_dtype is not None and (not isinstance(store_dtype, torch.dtype) or not store_dtype.is_floating_point):
@@ -114,12 +107,13 @@ class AttentionCapture:
     def _check_layers(self, layers) -> list[int]:
         if layers is None:
             return list(range(self.num_layers))
-        if isinstance(layers, int) and not isinstance(layers, bool):
+        if is_integer(layers):
             layers = [layers]
         try:
-            chosen = [check_position(layer, self.num_layers, "layer") for layer in layers]
+            layers = list(layers)
         except TypeError:
             raise InputError(f"layers must be None, an int or a list of ints, got {layers!r}") from None
+        chosen = [self.geometry.check_layer(layer, negative=True) for layer in layers]
         if not chosen:
             raise InputError("layers is empty; pass None for every layer or at least one layer index")
         return sorted(set(chosen))
@@ -302,33 +296,14 @@ class AttentionCapture:
     # ------------------------------------------------------------------ heads
     def kv_head_of(self, head: int) -> int:
         """The key/value head query head ``head`` reads: ``head // (H // Hkv)``."""
-        head = check_position(head, self.num_heads, "query head", self._head_hint())
-        return int(kv_head_for(head, self.num_heads, self.num_kv_heads))
+        return self.geometry.kv_head_of(self.geometry.check_query_head(head))
 
     def query_heads_of(self, kv_head: int) -> list[int]:
         """The query heads that share key/value head ``kv_head``."""
-        kv_head = self._check_kv_head(kv_head)
-        group = self.num_heads // self.num_kv_heads
-        return list(range(kv_head * group, (kv_head + 1) * group))
-
-    def _head_hint(self) -> str:
-        if self.num_kv_heads == self.num_heads:
-            return f"this model has {self.num_heads} query heads per layer"
-        return (f"this model has {self.num_heads} query heads per layer sharing {self.num_kv_heads} key/value "
-                f"heads (query head h reads KV head h // {self.num_heads // self.num_kv_heads})")
-
-    def _check_kv_head(self, kv_head) -> int:
-        size = self.num_kv_heads
-        if isinstance(kv_head, int) and not isinstance(kv_head, bool) and size <= kv_head < self.num_heads:
-            raise LocationError(
-                f"KV head {kv_head} is out of range: this model has only {size} key/value heads (0..{size - 1}). "
-                f"{kv_head} looks like a query-head index: query head {kv_head} reads KV head "
-                f"{kv_head // (self.num_heads // size)}; use kv_head_of(head) to convert"
-            )
-        return check_position(kv_head, size, "KV head", self._head_hint())
+        return self.geometry.query_heads_of(self.geometry.check_kv_head(kv_head))
 
     def _check_layer(self, layer) -> int:
-        layer = check_position(layer, self.num_layers, "layer", f"this model has {self.num_layers} layers")
+        layer = self.geometry.check_layer(layer, negative=True)
         if layer not in self._recordings:
             raise LocationError(f"layer {layer} was not captured; captured layers: {self.layers} "
                                 "(pass layers=None to capture_attention to capture every layer)")
@@ -343,7 +318,7 @@ class AttentionCapture:
         queries = self._recordings[layer].queries()
         if head is None:
             return queries
-        return queries[:, check_position(head, self.num_heads, "query head", self._head_hint())]
+        return queries[:, self.geometry.check_query_head(head)]
 
     def keys(self, layer: int, kv_head=None) -> torch.Tensor:
         """Post-RoPE keys of ``layer``: ``[B, Hkv, T, d]`` (stored dtype), or ``[B, T, d]`` for one KV head.
@@ -356,7 +331,7 @@ class AttentionCapture:
         keys = self._recordings[layer].keys()
         if kv_head is None:
             return keys
-        return keys[:, self._check_kv_head(kv_head)]
+        return keys[:, self.geometry.check_kv_head(kv_head)]
 
     def _require_qk(self) -> None:
         if self.method == "output_attentions":
@@ -385,12 +360,12 @@ class AttentionCapture:
         """
         layer = self._check_layer(layer)
         self._check_complete()
-        batch = check_position(batch, self.batch_size, "batch row")
+        batch = check_index(batch, self.batch_size, "batch row")
         if kv_head is not None:
             if head is not None:
                 raise InputError("pass either head (query-head index) or kv_head (key/value-head index), not both")
             head = self.query_heads_of(kv_head)
-        heads, drop_head = positions(head, self.num_heads, "query head", self._head_hint())
+        heads, drop_head = positions(head, self.num_heads, "query head", self.geometry.heads_hint())
         rows, drop_query = positions(query, self.seq_len, "query position",
                                      f"the recorded sequence has {self.seq_len} tokens")
         result = self._rows(layer, batch, heads, rows, chunk_cells)
@@ -402,8 +377,8 @@ class AttentionCapture:
 
     def head_matrix(self, layer: int, head: int, batch: int = 0) -> torch.Tensor:
         """One head's full ``[T, T]`` float32 attention matrix."""
-        if head is None or not isinstance(head, int) or isinstance(head, bool):
-            raise LocationError(f"head must be an int query-head index, got {head!r}")
+        if not is_integer(head):
+            raise LocationTypeError(f"head must be an int query-head index, got {head!r}")
         return self.attention(layer, head=head, batch=batch)
 
     def _rows(self, layer: int, batch: int, heads: torch.Tensor, rows: torch.Tensor,

@@ -1,4 +1,8 @@
-"""Turning user indices (int, slice, list, tensor, None) into positions, with clear range errors."""
+"""Turning user indices (int, slice, list, tensor, None) into positions, with clear range errors.
+
+One index is checked by :func:`finwidget.model_parts.check_index`; this module reads the
+selections (slices, lists, tensors) built from them.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from finwidget.errors import LocationError
-
-
-def is_int(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
-            and value.dtype != torch.bool:
-        return True
-    try:
-        import numpy as np
-
-        return isinstance(value, np.integer)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return False
-
-
-def check_position(value, size: int, what: str, valid_hint: str = "") -> int:
-    """One index in ``[-size, size)`` -> its non-negative position, or a LocationError naming the range."""
-    if not is_int(value):
-        raise LocationError(f"{what} must be an int, got {type(value).__name__} {value!r}")
-    index = int(value)
-    if not -size <= index < size:
-        hint = f"; {valid_hint}" if valid_hint else ""
-        raise LocationError(f"{what} {index} is out of range: valid {what}s are 0..{size - 1}{hint}")
-    return index % size
+from finwidget.model_parts import check_index, is_integer
 
 
 def positions(index, size: int, what: str, valid_hint: str = "") -> tuple[torch.Tensor, bool]:
@@ -45,8 +23,8 @@ def positions(index, size: int, what: str, valid_hint: str = "") -> tuple[torch.
     """
     if index is None:
         return torch.arange(size), False
-    if is_int(index):
-        return torch.tensor([check_position(index, size, what, valid_hint)]), True
+    if is_integer(index):
+        return torch.tensor([check_index(index, size, what, valid_hint)]), True
     if isinstance(index, slice):
         return torch.arange(size)[index], False
     if isinstance(index, range):
@@ -57,7 +35,7 @@ def positions(index, size: int, what: str, valid_hint: str = "") -> tuple[torch.
                                 f"of shape {tuple(index.shape)}")
         index = index.tolist()
     if isinstance(index, Sequence) and not isinstance(index, (str, bytes)):
-        return torch.tensor([check_position(i, size, what, valid_hint) for i in index], dtype=torch.long), False
+        return torch.tensor([check_index(i, size, what, valid_hint) for i in index], dtype=torch.long), False
     try:
         import numpy as np
 

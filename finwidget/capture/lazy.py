@@ -24,12 +24,13 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from finwidget.capture.indexing import is_int, positions
+from finwidget.capture.indexing import positions
 from finwidget.errors import LocationError
+from finwidget.model_parts import is_integer
 
 
 def _is_basic(index) -> bool:
-    return isinstance(index, slice) or is_int(index)
+    return isinstance(index, slice) or is_integer(index)
 
 
 class LazyLayerAttention:
@@ -90,7 +91,7 @@ class LazyLayerAttention:
         batch_index, head_index, query_index, key_index = parts
         cap = self._capture
         batches, drop_batch = positions(batch_index, cap.batch_size, "batch row")
-        heads, drop_head = positions(head_index, cap.num_heads, "query head", cap._head_hint())
+        heads, drop_head = positions(head_index, cap.num_heads, "query head", cap.geometry.heads_hint())
         rows, drop_query = positions(query_index, cap.seq_len, "query position",
                                      f"the recorded sequence has {cap.seq_len} tokens")
         blocks = [cap._rows(self._layer, int(b), heads, rows, None).cpu() for b in batches]
@@ -126,7 +127,7 @@ class LazyLayerAttention:
         key_index = index[3]
         if not _is_basic(key_index) and not isinstance(key_index, (list, range, torch.Tensor)):
             return None
-        if is_int(key_index) and not -self.shape[3] <= key_index < self.shape[3]:
+        if is_integer(key_index) and not -self.shape[3] <= key_index < self.shape[3]:
             raise LocationError(f"key position {key_index} is out of range: the recorded sequence has "
                                 f"{self.shape[3]} tokens")
         if isinstance(key_index, range):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from finwidget.model_parts import decoder_layers, embed_tokens, final_norm, rotary_embedding, unembedding
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
@@ -69,11 +71,10 @@ def answer_position_logits(model, input_ids: torch.Tensor, attention_mask: torch
     """
     from transformers.masking_utils import create_causal_mask
 
-    inner = model.model
-    hidden = inner.embed_tokens(input_ids)
+    hidden = embed_tokens(model)(input_ids)
     position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    position_embeddings = inner.rotary_emb(hidden, position_ids)
-    layers = list(inner.layers)
+    position_embeddings = rotary_embedding(model)(hidden, position_ids)
+    layers = list(decoder_layers(model))
     if len(layers) > 1:
         mask = create_causal_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask,
                                   cache=None, position_ids=position_ids)
@@ -81,4 +82,4 @@ def answer_position_logits(model, input_ids: torch.Tensor, attention_mask: torch
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids,
                            position_embeddings=position_embeddings)
     last = _last_layer_at_answer(layers[-1], hidden, position_embeddings, attention_mask)
-    return model.lm_head(inner.norm(last))[:, -1, :]
+    return unembedding(model)(final_norm(model)(last))[:, -1, :]

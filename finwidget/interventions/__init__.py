@@ -15,7 +15,6 @@
 """
 
 from finwidget.interventions.activation_patching import PatchingResult, activation_patching
-from finwidget.interventions.anatomy import HeadGeometry
 from finwidget.interventions.applying import apply_interventions
 from finwidget.interventions.attention_gradients import AttentionGradients, attention_gradients
 from finwidget.interventions.attribution import attribution_patching, rank_agreement
@@ -24,6 +23,9 @@ from finwidget.interventions.guide_api import AttentionInterventions
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import MODES, HeadIntervention, InterventionSet
 from finwidget.interventions.sweep import summarize_sweep, sweep_heads
+from finwidget.model_parts import ModelGeometry
+
+HeadGeometry = ModelGeometry  # the old name, kept for existing code
 
 __all__ = [
     "MODES",

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.anatomy import HeadGeometry
 from finwidget.interventions.cached_run import CachedRun, encode_statements
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.model_parts import ModelGeometry
 from finwidget.task import EarningsTask, model_device
 
 ROWS_PER_CALL = 64
@@ -129,7 +129,7 @@ def activation_patching(
             raise InputError("pass clean and corrupted statements, or one (clean, corrupted) pair") from None
     if over not in ("residual", "heads"):
         raise InputError(f"over must be 'residual' or 'heads', got {over!r}")
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     layers = list(range(geometry.num_layers)) if layers is None else [geometry.check_layer(l) for l in layers]
     device = model_device(model)
     clean_batch = _single_statement_batch(task, clean, device, "clean statement")

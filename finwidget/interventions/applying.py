@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from finwidget.errors import CaptureStateError, InputError, LocationError
-from finwidget.interventions.anatomy import HeadGeometry, decoder_layers, o_proj_of
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.model_parts import ModelGeometry, decoder_stack, hook_head_outputs, remove_hooks
 
 
 @dataclass
@@ -60,7 +60,7 @@ class RowGroup:
 class _PreparedEdit:
     """One head intervention with its replacement tensor, moved to devices on demand."""
 
-    def __init__(self, intervention: HeadIntervention, geometry: HeadGeometry, group: RowGroup):
+    def __init__(self, intervention: HeadIntervention, geometry: ModelGeometry, group: RowGroup):
         self.intervention = intervention
         self.slice = geometry.head_slice(intervention.head)
         self.group = group
@@ -190,7 +190,7 @@ class _LayerEditor:
 
 
 def _window_tracker(window: SequenceWindow):
-    """Pre-hook for the decoder stack (``model.model``): record the call's place in the sequence."""
+    """Pre-hook for the decoder stack (:func:`~finwidget.model_parts.decoder_stack`): record the call's place in the sequence."""
 
     def hook(module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -214,21 +214,18 @@ def install_edits(model, groups: list[RowGroup], window: SequenceWindow, track_w
 
     If registering fails halfway, the hooks already registered are removed before raising.
     """
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     by_layer: dict[int, list[_PreparedEdit]] = {}
     for group in groups:
         for iv in group.interventions:
             by_layer.setdefault(iv.layer, []).append(_PreparedEdit(iv, geometry, group))
     handles = []
+    if track_window:
+        handles.append(decoder_stack(model).register_forward_pre_hook(_window_tracker(window), with_kwargs=True))
     try:
-        if track_window:
-            decoder_layers(model)  # raises a clear error for models without model.model.layers
-            handles.append(model.model.register_forward_pre_hook(_window_tracker(window), with_kwargs=True))
-        for layer, edits in sorted(by_layer.items()):
-            handles.append(o_proj_of(model, layer).register_forward_pre_hook(_LayerEditor(edits, window)))
+        handles += hook_head_outputs(model, sorted(by_layer), lambda layer: _LayerEditor(by_layer[layer], window))
     except BaseException:
-        for handle in handles:
-            handle.remove()
+        remove_hooks(handles)
         raise
     return handles
 
@@ -260,7 +257,7 @@ class apply_interventions:
     """Context manager: ``with apply_interventions(model, interventions, reference=..., source=...): ...``.
 
     Args:
-        model: a Hugging Face causal LM (Qwen2/Llama-style ``model.model.layers[l].self_attn.o_proj``).
+        model: a Hugging Face causal LM (Qwen2/Llama-style; see :mod:`finwidget.model_parts`).
         interventions: an :class:`InterventionSet` (or anything its constructor accepts).
         reference: for ``"mean"`` interventions: an encoded batch / token ids of the
             reference statements, or :class:`HeadOutputs` recorded from them.
@@ -300,8 +297,7 @@ class apply_interventions:
 
     def __exit__(self, *exc):
         handles, self._handles = self._handles, None
-        for handle in handles or ():
-            handle.remove()
+        remove_hooks(handles or ())
         return False
 
     def remove(self) -> None:

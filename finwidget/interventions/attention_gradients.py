@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.anatomy import HeadGeometry
 from finwidget.interventions.cached_run import encode_statements
+from finwidget.model_parts import ModelGeometry, unembedding
 from finwidget.task import EarningsTask, eval_mode, model_device
 
 ATTENTION_NAME = "finwidget_attention_gradients"
@@ -132,12 +132,12 @@ def attention_gradients(model, inputs, target_logit: int | None = None, task: Ea
     Returns:
         :class:`AttentionGradients` with guide-style ``'layer_{i}'`` keys.
     """
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     layers = list(range(geometry.num_layers)) if layers is None else [geometry.check_layer(l) for l in layers]
     if target_logit is None and task is None:
         raise InputError("pass task= (to differentiate the logit difference) or target_logit= (a token id)")
     if target_logit is not None:
-        vocab = model.get_output_embeddings().weight.shape[0]
+        vocab = unembedding(model).weight.shape[0]
         if isinstance(target_logit, bool) or not isinstance(target_logit, int) or not 0 <= target_logit < vocab:
             raise InputError(f"target_logit must be a token id in [0, {vocab}), got {target_logit!r}")
     batch = encode_statements(task, inputs, model_device(model), "inputs")

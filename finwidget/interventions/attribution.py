@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.anatomy import HeadGeometry, o_proj_of
 from finwidget.interventions.cached_run import encode_statements
 from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.model_parts import ModelGeometry, embed_tokens, hook_head_outputs, remove_hooks
 from finwidget.task import EarningsTask, eval_mode, model_device
 
 
@@ -43,10 +43,9 @@ class _GradientRecording:
                 self.head_outputs[layer] = args[0]
             return hook
 
+        self._handles.append(embed_tokens(self.model).register_forward_hook(embed_leaf))
         try:
-            self._handles.append(self.model.get_input_embeddings().register_forward_hook(embed_leaf))
-            for layer in self.layers:
-                self._handles.append(o_proj_of(self.model, layer).register_forward_pre_hook(keeper(layer)))
+            self._handles += hook_head_outputs(self.model, self.layers, keeper)
         except BaseException:
             self.__exit__()
             raise
@@ -54,8 +53,7 @@ class _GradientRecording:
 
     def __exit__(self, *exc):
         handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
+        remove_hooks(handles)
         return False
 
 
@@ -67,7 +65,7 @@ def head_output_gradients(model, task: EarningsTask, batch) -> tuple[dict[int, t
     them (same shape, float32), and the ``[B]`` clean logit differences. Weights'
     ``.grad`` are not touched.
     """
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     layers = range(geometry.num_layers)
     with eval_mode(model), torch.enable_grad(), _GradientRecording(model, layers) as recording:
         out = model(**batch, use_cache=False, logits_to_keep=1)
@@ -107,7 +105,7 @@ def attribution_patching(
         estimated_change, clean_logit_diff`` (+ ``statement`` when several), where
         ``mode`` is ``"patch"`` when patching. Compare with ``sweep_heads``'s ``change``.
     """
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     device = model_device(model)
     batch = encode_statements(task, statements, device, "statements")
     if corrupted is None:

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from finwidget.errors import InputError, LocationError
-from finwidget.interventions.anatomy import HeadGeometry, decoder_layers
+from finwidget.errors import InputError
 from finwidget.interventions.applying import RowGroup, SequenceWindow, check_needs, install_edits
 from finwidget.interventions.head_outputs import HeadOutputs, coerce_batch
 from finwidget.interventions.layer_shortcuts import (
@@ -26,6 +25,17 @@ from finwidget.interventions.layer_shortcuts import (
     supports_shortcuts,
 )
 from finwidget.interventions.spec import InterventionSet
+from finwidget.model_parts import (
+    ModelGeometry,
+    check_index,
+    decoder_layers,
+    decoder_stack,
+    final_norm,
+    hook_head_outputs,
+    remove_hooks,
+    rotary_embedding,
+    unembedding,
+)
 from finwidget.task import EarningsTask, Prediction, eval_mode, model_device
 
 
@@ -96,8 +106,8 @@ class CachedRun:
     Attributes:
         clean: ``list[Prediction]`` of the clean run.
         clean_logit_diff: ``[B]`` float32 tensor.
-        residuals: ``list`` of ``L`` tensors ``[B, T, hidden]`` (model dtype), the input of each layer.
-        head_outputs: ``list`` of ``L`` tensors ``[B, T, heads * head_dim]``, each layer's ``o_proj`` input
+        residuals: ``list`` of ``L`` tensors ``[B, T, E]`` (model dtype), the input of each layer (shape letters: :mod:`finwidget.model_parts`).
+        head_outputs: ``list`` of ``L`` tensors ``[B, T, H*D]``, each layer's ``o_proj`` input
             (``None`` entries when ``cache_head_outputs=False``).
         batch: the encoded batch.
     """
@@ -106,7 +116,7 @@ class CachedRun:
         self.model = model
         self.task = task
         self.cache_head_outputs = bool(cache_head_outputs)
-        self.geometry = HeadGeometry.of(model)
+        self.geometry = ModelGeometry.of(model)
         self.batch = encode_statements(task, batch, model_device(model), "batch")
         self._layers = decoder_layers(model)
         self.residuals: list[torch.Tensor] = [None] * self.geometry.num_layers
@@ -125,15 +135,14 @@ class CachedRun:
             return hook
 
         try:
-            for index, layer in enumerate(self._layers):
+            for index, layer in enumerate(self._layers):  # each layer's first input is the residual stream
                 handles.append(layer.register_forward_pre_hook(keeper(index), with_kwargs=True))
-                if self.cache_head_outputs:
-                    handles.append(layer.self_attn.o_proj.register_forward_pre_hook(head_keeper(index)))
+            if self.cache_head_outputs:
+                handles += hook_head_outputs(model, range(self.geometry.num_layers), head_keeper)
             with torch.inference_mode(), eval_mode(model):
                 out = model(**self.batch, use_cache=False, logits_to_keep=1)
         finally:
-            for handle in handles:
-                handle.remove()
+            remove_hooks(handles)
         self.clean_answer_logits = out.logits[:, -1, :].detach()
         self.clean_logit_diff = self._logit_diff(self.clean_answer_logits)
         self.clean: list[Prediction] = self._predictions(self.clean_logit_diff)
@@ -166,11 +175,11 @@ class CachedRun:
     # ------------------------------------------------------------ re-running
     def resume(self, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
                head_outputs: torch.Tensor | None = None, window: SequenceWindow | None = None) -> torch.Tensor:
-        """Run layers ``layer .. L-1`` from ``hidden`` ``[R, T, hidden]`` (the input of ``layer``);
-        return ``[R, vocab]`` logits at the answer position (last column).
+        """Run layers ``layer .. L-1`` from ``hidden`` ``[R, T, E]`` (the input of ``layer``);
+        return ``[R, V]`` logits at the answer position (last column).
 
         ``attention_mask`` ``[R, T]`` defaults to the cached batch's, repeated to ``R`` rows.
-        ``head_outputs`` ``[R, T, heads * head_dim]``: ``layer``'s clean ``o_proj`` input, when
+        ``head_outputs`` ``[R, T, H*D]``: ``layer``'s clean ``o_proj`` input, when
         ``hidden`` is the clean input of ``layer`` (lets the re-run skip that layer's attention).
         ``window``: the sequence window intervention hooks read (moved to the answer position
         while the last layer runs for it alone).
@@ -178,7 +187,6 @@ class CachedRun:
         """
         self.geometry.check_layer(layer)
         model = self.model
-        base = model.model
         rows, length = hidden.shape[0], hidden.shape[1]
         if attention_mask is None:
             attention_mask = self.batch["attention_mask"]
@@ -187,7 +195,7 @@ class CachedRun:
             attention_mask = attention_mask.repeat(rows // attention_mask.shape[0], 1)
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-        config = base.config
+        config = decoder_stack(model).config
         implementation = getattr(config, "_attn_implementation", None)
         last = self.geometry.num_layers - 1
         position_ids = torch.arange(length, device=hidden.device).unsqueeze(0)
@@ -201,7 +209,7 @@ class CachedRun:
             layer_types = getattr(config, "layer_types", None) or ["full_attention"] * self.geometry.num_layers
             if "sliding_attention" in layer_types:
                 masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
-            position_embeddings = base.rotary_emb(hidden, position_ids)
+            position_embeddings = rotary_embedding(model)(hidden, position_ids)
             for index in range(layer, last + 1):
                 module = self._layers[index]
                 shortcut = supports_shortcuts(module, implementation)
@@ -226,18 +234,16 @@ class CachedRun:
                     )
                     if isinstance(hidden, tuple):
                         hidden = hidden[0]
-            answer = base.norm(hidden[:, -1:, :])
-            logits = model.get_output_embeddings()(answer)
+            answer = final_norm(model)(hidden[:, -1:, :])
+            logits = unembedding(model)(answer)
         return logits[:, -1, :]
 
     def _check_positions(self, interventions: InterventionSet) -> None:
         for iv in interventions:
             for p in iv.positions or ():
-                if not -self.seq_len <= p < self.seq_len:
-                    raise LocationError(
-                        f"position {p} of {iv.describe()} is outside the {self.seq_len}-token batch "
-                        f"(valid: {-self.seq_len} to {self.seq_len - 1})"
-                    )
+                check_index(p, self.seq_len, "position", where=f" of {iv.describe()}",
+                            hint=f"it is outside the {self.seq_len}-token batch (valid: {-self.seq_len} to "
+                                 f"{self.seq_len - 1})")
 
     def _head_outputs(self, value, layers, what: str) -> HeadOutputs | None:
         if value is None:

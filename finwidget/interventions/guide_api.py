@@ -27,6 +27,7 @@ import torch
 from finwidget.errors import InputError
 from finwidget.interventions.applying import apply_interventions
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.model_parts import decoder_stack
 from finwidget.task import EarningsTask, Prediction, eval_mode, model_device
 
 DEFAULT_NEW_TOKENS = 20
@@ -71,7 +72,7 @@ class AttentionInterventions:
         self.tokenizer = tokenizer
         self._task = task
         self._memory = _PromptMemory()
-        handle = model.model.register_forward_pre_hook(self._memory, with_kwargs=True)
+        handle = decoder_stack(model).register_forward_pre_hook(self._memory, with_kwargs=True)
         self._finalizer = weakref.finalize(self, handle.remove)
 
     # ------------------------------------------------------------ lifetime

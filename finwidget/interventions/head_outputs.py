@@ -1,7 +1,8 @@
 """Recording every head's output on some statements, for mean and resample interventions.
 
 A head's output is its slice of the input of its layer's ``o_proj``. :class:`HeadOutputs`
-keeps that input, ``[batch, tokens, heads * head_dim]``, for the layers asked for.
+keeps that input, ``[B, T, H*D]`` (shape letters: :mod:`finwidget.model_parts`), for the
+layers asked for.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.anatomy import HeadGeometry, o_proj_of
+from finwidget.model_parts import ModelGeometry, hook_head_outputs, remove_hooks
 from finwidget.task import eval_mode, model_device
 
 
@@ -81,10 +82,8 @@ class HeadOutputs:
     def record(cls, model, batch, layers: Iterable[int] | None = None, what: str = "reference") -> HeadOutputs:
         """Run ``model`` once on ``batch`` (no interventions) and keep the ``o_proj`` inputs of ``layers``."""
         batch = coerce_batch(batch, what)
-        geometry = HeadGeometry.of(model)
-        layers = range(geometry.num_layers) if layers is None else sorted(set(layers))
-        for layer in layers:
-            geometry.check_layer(layer)
+        geometry = ModelGeometry.of(model)
+        layers = range(geometry.num_layers) if layers is None else sorted({geometry.check_layer(l) for l in layers})
         recorded: dict[int, torch.Tensor] = {}
         handles = []
 
@@ -94,8 +93,7 @@ class HeadOutputs:
             return hook
 
         try:
-            for layer in layers:
-                handles.append(o_proj_of(model, layer).register_forward_pre_hook(recorder(layer)))
+            handles = hook_head_outputs(model, layers, recorder)
             device = model_device(model)
             with torch.inference_mode(), eval_mode(model):
                 model(
@@ -104,8 +102,7 @@ class HeadOutputs:
                     logits_to_keep=1,
                 )
         finally:
-            for handle in handles:
-                handle.remove()
+            remove_hooks(handles)
         return cls(per_layer=recorded, attention_mask=batch["attention_mask"].cpu())
 
     @property

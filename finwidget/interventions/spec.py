@@ -275,9 +275,9 @@ class InterventionSet:
 
     def validate_for(self, model_or_geometry) -> InterventionSet:
         """Check every layer and head against a model's geometry; returns self."""
-        from finwidget.interventions.anatomy import HeadGeometry
+        from finwidget.model_parts import ModelGeometry
 
-        geometry = model_or_geometry if isinstance(model_or_geometry, HeadGeometry) else HeadGeometry.of(
+        geometry = model_or_geometry if isinstance(model_or_geometry, ModelGeometry) else ModelGeometry.of(
             model_or_geometry
         )
         for iv in self.interventions:

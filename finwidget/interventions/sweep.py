@@ -15,16 +15,16 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.anatomy import HeadGeometry
 from finwidget.interventions.cached_run import CachedRun, encode_statements, statement_texts
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.model_parts import ModelGeometry
 from finwidget.task import EarningsTask, model_device
 
 SWEEP_COLUMNS = ["layer", "head", "mode", "logit_diff", "clean_logit_diff", "change", "flipped"]
 
 
-def _heads_to_sweep(geometry: HeadGeometry, heads) -> list[tuple[int, int]]:
+def _heads_to_sweep(geometry: ModelGeometry, heads) -> list[tuple[int, int]]:
     if heads is None:
         return [(layer, head) for layer in range(geometry.num_layers) for head in range(geometry.num_heads)]
     chosen = []
@@ -86,7 +86,7 @@ def sweep_heads(
         raise InputError("sweep_heads does not take mode='resample'; use CachedRun(...).logit_diffs with source=")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-    geometry = HeadGeometry.of(model)
+    geometry = ModelGeometry.of(model)
     chosen = _heads_to_sweep(geometry, heads)
     sets = [InterventionSet([HeadIntervention(layer, head, mode, value=value)]) for layer, head in chosen]
     device = model_device(model)
