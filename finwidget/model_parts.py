@@ -79,7 +79,8 @@ def check_index(value, size: int | None, what: str, hint: str = "", *, negative:
 
     Args:
         value: the index given (an int, or a numpy / 0-d torch integer).
-        size: how many there are (``None``: no upper bound, only ``>= 0`` is checked).
+        size: how many there are (``None``: no bound; only ``>= 0`` is checked, and only when
+            ``negative`` is False).
         what: what it counts, e.g. ``"layer"``, ``"query head"``, ``"position"``.
         hint: appended to the out-of-range message, e.g. ``"this model has 4 layers"``.
         negative: accept ``-size <= value < 0``, counting from the end (as Python does).
@@ -93,7 +94,7 @@ def check_index(value, size: int | None, what: str, hint: str = "", *, negative:
         raise LocationTypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
     index = int(value)
     if size is None:
-        if index < 0:
+        if index < 0 and not negative:
             raise LocationError(f"{what} must be >= 0, got {index}")
         return index
     low = -size if negative else 0

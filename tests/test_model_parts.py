@@ -59,7 +59,7 @@ def test_out_of_range_names_the_range(model):
     with pytest.raises(LocationError, match="out of range"):
         check_index(-1, 3, "layer", negative=False)
     with pytest.raises(LocationError, match="must be >= 0"):
-        check_index(-1, None, "head")
+        check_index(-1, None, "head", negative=False)
     geometry = ModelGeometry.of(model)
     with pytest.raises(LocationError, match=r"head 4 of layer 1 is out of range.*sharing 2 key/value heads"):
         geometry.check_head(1, 4)

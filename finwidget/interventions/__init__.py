@@ -1,7 +1,10 @@
 """Interventions: switch heads off, patch, attribute; exact and fast enough to click.
 
 - :class:`HeadIntervention`, :class:`InterventionSet`: interventions as values
-  (``spec``); applied with ``InterventionSet.applied(model, ...)`` (``applying``).
+  (``spec``); applied with :func:`apply_interventions` (or ``InterventionSet.applied``)
+  (``applying``).
+- :data:`MODES`, :func:`mode_catalogue`, :class:`InterventionMode`: one object per mode
+  (``modes``).
 - :class:`CachedRun`: the exact fast path, re-running only the layers after the first
   intervention from a cached clean run (``cached_run``).
 - :func:`sweep_heads`, :func:`summarize_sweep`: every head in turn (``sweep``).
@@ -21,6 +24,7 @@ from finwidget.interventions.attribution import attribution_patching, rank_agree
 from finwidget.interventions.cached_run import CachedRun
 from finwidget.interventions.guide_api import AttentionInterventions
 from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.interventions.modes import MODE_OBJECTS, InterventionMode, mode_catalogue, mode_named
 from finwidget.interventions.spec import MODES, HeadIntervention, InterventionSet
 from finwidget.interventions.sweep import summarize_sweep, sweep_heads
 from finwidget.model_parts import ModelGeometry
@@ -29,18 +33,22 @@ HeadGeometry = ModelGeometry  # the old name, kept for existing code
 
 __all__ = [
     "MODES",
+    "MODE_OBJECTS",
     "AttentionGradients",
     "AttentionInterventions",
     "CachedRun",
     "HeadGeometry",
     "HeadIntervention",
     "HeadOutputs",
+    "InterventionMode",
     "InterventionSet",
     "PatchingResult",
     "activation_patching",
     "apply_interventions",
     "attention_gradients",
     "attribution_patching",
+    "mode_catalogue",
+    "mode_named",
     "rank_agreement",
     "summarize_sweep",
     "sweep_heads",

@@ -22,7 +22,7 @@ import torch
 
 from finwidget.errors import CaptureStateError, InputError, LocationError
 from finwidget.interventions.head_outputs import HeadOutputs
-from finwidget.interventions.spec import HeadIntervention, InterventionSet
+from finwidget.interventions.spec import HeadIntervention, InterventionSet, provide_applier
 from finwidget.model_parts import ModelGeometry, decoder_stack, hook_head_outputs, remove_hooks
 
 
@@ -58,24 +58,21 @@ class RowGroup:
 
 
 class _PreparedEdit:
-    """One head intervention with its replacement tensor, moved to devices on demand."""
+    """One head intervention with what its mode reads (the reference mean / the source's
+    output of the head), moved to devices on demand."""
 
     def __init__(self, intervention: HeadIntervention, geometry: ModelGeometry, group: RowGroup):
         self.intervention = intervention
+        self.mode = intervention.intervention_mode
         self.slice = geometry.head_slice(intervention.head)
         self.group = group
-        self.replacement: torch.Tensor | None = None  # float32, cpu or layer device
-        layer = intervention.layer
-        if intervention.mode == "mean":
-            per_layer = group.reference.mean_per_position(layer) if intervention.per_position else (
-                group.reference.mean_over_tokens(layer)
-            )
-            self.replacement = per_layer[..., self.slice]  # [d] or [T_ref, d]
-        elif intervention.mode == "resample":
-            values = group.source.layer(layer)
-            if group.source_rows is not None:
+        self.replacement: torch.Tensor | None = None  # [D], [T_ref, D] or [B_src, T_src, D]
+        outputs = group.reference if self.mode.needs_reference else group.source
+        if self.mode.reads_recorded_outputs:
+            values = self.mode.recorded(outputs, intervention.layer, intervention.per_position)
+            if self.mode.needs_source and group.source_rows is not None:
                 values = values[group.source_rows]
-            self.replacement = values[..., self.slice]  # [B_src, T_src, d]
+            self.replacement = values[..., self.slice]
         self._moved: dict[tuple, torch.Tensor] = {}
 
     def replacement_on(self, device, dtype) -> torch.Tensor:
@@ -107,33 +104,32 @@ class _PreparedEdit:
         )
 
     def apply(self, edited: torch.Tensor, original: torch.Tensor, window: SequenceWindow) -> None:
-        """Write this edit into ``edited`` ``[B, T_call, H*d]`` (``original`` is the unedited input)."""
+        """Write this edit into ``edited`` ``[B, T_call, H*D]`` (``original`` is the unedited input)."""
         iv = self.intervention
-        rows = self.group.rows
         call_length = edited.shape[1]
         columns = self.columns(window, call_length, edited.device)
         if columns is not None and columns.numel() == 0:
             return
-        cols = slice(None) if columns is None else columns
-        if iv.mode == "zero":
-            edited[rows, cols, self.slice] = 0
-        elif iv.mode == "constant":
-            edited[rows, cols, self.slice] = iv.value
-        elif iv.mode == "scale":
-            edited[rows, cols, self.slice] = original[rows, cols, self.slice] * iv.value
-        elif iv.mode == "mean" and not iv.per_position:
-            edited[rows, cols, self.slice] = self.replacement_on(edited.device, edited.dtype)
-        else:
-            self._apply_positional(edited, window, call_length, columns)
+        if self.mode.positional(iv.per_position):
+            self._apply_positional(edited, original, window, call_length, columns)
+            return
+        recorded = None if self.replacement is None else self.replacement_on(edited.device, edited.dtype)
+        self._write(edited, original, slice(None) if columns is None else columns, recorded)
 
-    def _apply_positional(self, edited, window, call_length, columns) -> None:
+    def _write(self, edited, original, columns, recorded) -> None:
+        """``edited[rows, columns, head] = mode.replace(original[rows, columns, head], value, recorded)``."""
+        rows = self.group.rows
+        edited[rows, columns, self.slice] = self.mode.replace(original[rows, columns, self.slice],
+                                                              self.intervention.value, recorded)
+
+    def _apply_positional(self, edited, original, window, call_length, columns) -> None:
         """Per-position mean and resample: position ``a`` of the target takes position ``a`` of the
         reference/source. Positions beyond the reference (tokens generated later) are left as they are."""
         iv = self.intervention
         replacement = self.replacement_on(edited.device, edited.dtype)
         reference_length = replacement.shape[-2]
         total = window.total_for(call_length)
-        what = "resample source" if iv.mode == "resample" else "per-position mean reference"
+        what = "resample source" if self.mode.needs_source else "per-position mean reference"
         if window.offset == 0 and total != reference_length:
             raise InputError(
                 f"{iv.describe()}: the {what} has {reference_length} tokens but the statement it is applied "
@@ -141,7 +137,7 @@ class _PreparedEdit:
             )
         rows = self.group.rows
         n_rows = len(range(*rows.indices(edited.shape[0])))
-        if iv.mode == "resample":
+        if self.mode.needs_source:
             if replacement.shape[0] not in (1, n_rows):
                 raise InputError(
                     f"{iv.describe()}: the resample source has {replacement.shape[0]} statements, "
@@ -155,7 +151,7 @@ class _PreparedEdit:
         columns, absolute = columns[keep], absolute[keep]
         if columns.numel() == 0:
             return
-        edited[rows, columns, self.slice] = replacement[..., absolute, :]
+        self._write(edited, original, columns, replacement[..., absolute, :])
 
     def _check_padding(self, window: SequenceWindow, rows: slice) -> None:
         if window.offset != 0 or window.attention_mask is None:
@@ -243,14 +239,13 @@ def resolve_head_outputs(model, value, layers, what: str) -> HeadOutputs:
 
 
 def check_needs(interventions: InterventionSet, reference, source) -> None:
-    if interventions.needs_reference and reference is None:
-        heads = [iv.describe() for iv in interventions if iv.needs_reference]
-        raise InputError(
-            f"mode 'mean' needs reference= (statements to average the head's output over) for {heads}"
-        )
-    if interventions.needs_source and source is None:
-        heads = [iv.describe() for iv in interventions if iv.needs_source]
-        raise InputError(f"mode 'resample' needs source= (the statement to take the head's output from) for {heads}")
+    """An :class:`InputError` naming the mode, the argument and the heads when ``reference`` /
+    ``source`` is missing but a mode of the set reads it."""
+    for given, needs in ((reference, "needs_reference"), (source, "needs_source")):
+        lacking = [iv for iv in interventions if getattr(iv.intervention_mode, needs)] if given is None else []
+        if lacking:
+            mode = lacking[0].intervention_mode
+            raise InputError(f"mode {mode.name!r} needs {mode.what_it_needs()} for {[iv.describe() for iv in lacking]}")
 
 
 class apply_interventions:
@@ -303,3 +298,6 @@ class apply_interventions:
     def remove(self) -> None:
         """Remove the hooks now (same as leaving the ``with`` block)."""
         self.__exit__(None, None, None)
+
+
+provide_applier(apply_interventions)

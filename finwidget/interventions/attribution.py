@@ -4,8 +4,10 @@ The effect of replacing head ``h``'s output ``z`` (its slice of the ``o_proj`` i
 ``[tokens, head_dim]`` per statement) by ``z'`` on the logit difference ``LD`` is, to first
 order, ``sum_t grad_z LD[t] . (z'[t] - z[t])``. One forward and one backward pass give
 ``grad_z LD`` for every head of every layer at once; the estimate for all heads then
-costs a few dot products. ``z'`` is 0 (zero ablation), a constant, the reference mean,
-``factor * z`` (scale), or the head's output on a corrupted statement (patching).
+costs a few dot products. ``z'`` is what the mode's object
+(:mod:`~finwidget.interventions.modes`) replaces the output with: 0 (zero ablation), a
+constant, the reference mean, ``factor * z`` (scale), or, for patching, the head's output
+on a corrupted statement (the ``resample`` mode's replacement).
 
 The estimate is exact for changes the network responds to linearly and drifts where
 it does not (e.g. a head whose removal saturates a later softmax). Compare it with
@@ -20,6 +22,7 @@ import torch
 from finwidget.errors import InputError
 from finwidget.interventions.cached_run import encode_statements
 from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.interventions.modes import RESAMPLE, mode_named
 from finwidget.model_parts import ModelGeometry, embed_tokens, hook_head_outputs, remove_hooks
 from finwidget.task import EarningsTask, eval_mode, model_device
 
@@ -96,7 +99,8 @@ def attribution_patching(
         statements: statement(s) or an encoded batch (the clean run).
         corrupted: for patching: statements of the same token lengths whose head outputs
             are patched into the clean run (one per clean statement). Then ``mode`` is ignored.
-        mode: ``"zero" | "constant" | "mean" | "scale"`` when not patching.
+        mode: any mode but ``"resample"`` (``"zero" | "constant" | "mean" | "scale"``) when not
+            patching; patching is ``corrupted=``.
         value: the constant or factor for ``"constant"``/``"scale"``.
         reference: statements / batch / :class:`HeadOutputs` for ``"mean"``.
 
@@ -109,14 +113,17 @@ def attribution_patching(
     device = model_device(model)
     batch = encode_statements(task, statements, device, "statements")
     if corrupted is None:
-        if mode not in ("zero", "constant", "mean", "scale"):
-            raise InputError(f"attribution_patching mode must be zero, constant, mean or scale, got {mode!r}")
-        if mode in ("constant", "scale") and value is None:
-            raise InputError(f"mode {mode!r} needs value=")
-        if mode == "mean" and reference is None:
-            raise InputError("mode 'mean' needs reference= (statements to average each head's output over)")
+        replacing = mode_named(mode)
+        if replacing.needs_source:
+            raise InputError(f"attribution_patching does not take mode={mode!r}; pass corrupted= to patch "
+                             "each head's output from other statements")
+        if replacing.takes_value and value is None:
+            raise InputError(f"mode {mode!r} needs value= ({replacing.value_meaning})")
+        if replacing.needs_reference and reference is None:
+            raise InputError(f"mode {mode!r} needs {replacing.what_it_needs()}")
+        recorded_from = reference
     else:
-        mode = "patch"
+        mode, replacing = "patch", RESAMPLE
         corrupted_batch = encode_statements(task, corrupted, device, "corrupted")
         if not torch.equal(corrupted_batch["attention_mask"].cpu(), batch["attention_mask"].cpu()):
             raise InputError(
@@ -124,26 +131,19 @@ def attribution_patching(
                 f"{batch['attention_mask'].sum(1).tolist()}, corrupted: "
                 f"{corrupted_batch['attention_mask'].sum(1).tolist()})"
             )
-        corrupted_outputs = HeadOutputs.record(model, corrupted_batch, what="corrupted")
-    if mode == "mean" and not isinstance(reference, HeadOutputs):
-        reference = HeadOutputs.record(model, encode_statements(task, reference, device, "reference"))
+        recorded_from = HeadOutputs.record(model, corrupted_batch, what="corrupted")
+    if replacing.reads_recorded_outputs and not isinstance(recorded_from, HeadOutputs):
+        recorded_from = HeadOutputs.record(model, encode_statements(task, recorded_from, device, "reference"))
 
     outputs, gradients, clean = head_output_gradients(model, task, batch)
     mask = batch["attention_mask"].to(device).float()
     n_heads, d = geometry.num_heads, geometry.head_dim
     rows = []
     for layer in range(geometry.num_layers):
-        z = outputs[layer].float()
-        if mode == "zero":
-            delta = -z
-        elif mode == "constant":
-            delta = value - z
-        elif mode == "scale":
-            delta = (value - 1.0) * z
-        elif mode == "mean":
-            delta = reference.mean_over_tokens(layer).to(z.device) - z
-        else:
-            delta = corrupted_outputs.layer(layer).to(z.device).float() - z
+        z = outputs[layer].float()  # [B, T, H*D], every head of the layer at once
+        recorded = replacing.recorded(recorded_from, layer) if replacing.reads_recorded_outputs else None
+        replacement = replacing.replace(z, value, None if recorded is None else recorded.to(z.device).float())
+        delta = replacement - z
         contribution = (gradients[layer].to(z.device) * delta) * mask.to(z.device).unsqueeze(-1)
         per_head = contribution.view(*contribution.shape[:2], n_heads, d).sum(dim=(1, 3))  # [B, H]
         rows.append(per_head.cpu())

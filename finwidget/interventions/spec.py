@@ -3,10 +3,12 @@
 A :class:`HeadIntervention` names one query head of one layer and how its output
 (the head's slice of the input of ``o_proj``) is changed. An :class:`InterventionSet`
 is an immutable collection of them, one per head, that can be combined, compared,
-serialized to JSON and shown in a UI. Applying a set to a model is a context
-manager (:meth:`InterventionSet.applied`); the values themselves never touch a model.
+serialized to JSON and shown in a UI. The values never touch a model (this module
+imports nothing that does): applying a set is
+:func:`~finwidget.interventions.applying.apply_interventions` (``InterventionSet.applied``
+is the same, provided by the applying module).
 
-Modes:
+Modes (each one object in :mod:`~finwidget.interventions.modes`):
     ``"zero"``      the head's output is set to 0 (the classic ablation).
     ``"constant"``  every element of the head's output is set to ``value``.
     ``"mean"``      replaced by its mean over reference statements, averaged over
@@ -28,10 +30,11 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from finwidget.errors import InputError, LocationError
+from finwidget.errors import CaptureStateError, InputError
+from finwidget.interventions.modes import MODES, InterventionMode, mode_named
+from finwidget.model_parts import ModelGeometry, check_index
 
-MODES = ("zero", "constant", "mean", "resample", "scale")
-_MODES_WITH_VALUE = ("constant", "scale")
+__all__ = ["MODES", "HeadIntervention", "InterventionSet"]
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,11 @@ class HeadIntervention:
 
     def __post_init__(self):
         for name in ("layer", "head"):
-            number = getattr(self, name)
-            if isinstance(number, bool) or not isinstance(number, int):
-                raise LocationError(f"{name} must be an int, got {number!r}")
-            if number < 0:
-                raise LocationError(f"{name} must be >= 0, got {number}")
-        if self.mode not in MODES:
-            raise InputError(f"unknown intervention mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.mode in _MODES_WITH_VALUE:
+            object.__setattr__(self, name, check_index(getattr(self, name), None, name, negative=False))
+        mode = mode_named(self.mode)
+        if mode.takes_value:
             if self.value is None:
-                what = "the constant to write" if self.mode == "constant" else "the factor to multiply by"
-                raise InputError(f"mode {self.mode!r} needs value= ({what})")
+                raise InputError(f"mode {self.mode!r} needs value= ({mode.value_meaning})")
             if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
                 raise InputError(f"value must be a number, got {self.value!r}")
             if not math.isfinite(self.value):
@@ -78,15 +75,16 @@ class HeadIntervention:
                     "it must be a finite number"
                 )
             object.__setattr__(self, "value", float(self.value))
-        elif self.value is not None and not (self.mode == "zero" and self.value == 0):
+        elif self.value is not None and not (mode.neutral_value is not None and self.value == mode.neutral_value):
             raise InputError(
                 f"mode {self.mode!r} takes no value (got {self.value!r}); "
                 "use mode='constant' to write a value or mode='scale' to multiply by one"
             )
         else:
             object.__setattr__(self, "value", None)
-        if self.per_position and self.mode != "mean":
-            raise InputError("per_position=True only applies to mode='mean'")
+        if self.per_position and not mode.per_position_option:
+            per_position_modes = [m for m in MODES if mode_named(m).per_position_option]
+            raise InputError(f"per_position=True only applies to mode={per_position_modes[0]!r}")
         object.__setattr__(self, "per_position", bool(self.per_position))
         object.__setattr__(self, "positions", _normalize_positions(self.positions))
 
@@ -96,12 +94,17 @@ class HeadIntervention:
         return (self.layer, self.head)
 
     @property
+    def intervention_mode(self) -> InterventionMode:
+        """The :class:`~finwidget.interventions.modes.InterventionMode` object of ``mode``."""
+        return mode_named(self.mode)
+
+    @property
     def needs_reference(self) -> bool:
-        return self.mode == "mean"
+        return self.intervention_mode.needs_reference
 
     @property
     def needs_source(self) -> bool:
-        return self.mode == "resample"
+        return self.intervention_mode.needs_source
 
     def to_dict(self) -> dict:
         out = {"layer": self.layer, "head": self.head, "mode": self.mode}
@@ -127,11 +130,7 @@ class HeadIntervention:
 
     def describe(self) -> str:
         """A short human-readable label, e.g. ``"L3H5 zero"`` or ``"L1H0 scale x2"``."""
-        text = f"L{self.layer}H{self.head} {self.mode}"
-        if self.mode == "scale":
-            text += f" x{self.value:g}"
-        elif self.mode == "constant":
-            text += f" ={self.value:g}"
+        text = f"L{self.layer}H{self.head} {self.mode}" + self.intervention_mode.describe_value(self.value)
         if self.per_position:
             text += " per position"
         if self.positions is not None:
@@ -150,10 +149,7 @@ def _normalize_positions(positions) -> tuple[int, ...] | None:
         raise InputError(f"positions must be None, an int or a list of ints, got {positions!r}") from None
     if not items:
         raise InputError("positions is empty; pass None for every position or at least one position")
-    for p in items:
-        if isinstance(p, bool) or not isinstance(p, int):
-            raise InputError(f"positions must be ints, got {p!r}")
-    return tuple(sorted(set(items)))
+    return tuple(sorted({check_index(p, None, "position") for p in items}))
 
 
 def _as_intervention(item) -> HeadIntervention:
@@ -178,7 +174,8 @@ class InterventionSet:
     ``.remove``, ``.toggle`` and ``|`` return new sets; ``==`` compares contents;
     ``to_json``/``from_json`` round-trip exactly.
 
-    Apply to a model with ``with s.applied(model, reference=..., source=...): ...``.
+    Apply to a model with ``with apply_interventions(model, s, reference=..., source=...): ...``
+    (or ``with s.applied(model, ...)``).
     """
 
     interventions: tuple[HeadIntervention, ...] = field(default=())
@@ -275,8 +272,6 @@ class InterventionSet:
 
     def validate_for(self, model_or_geometry) -> InterventionSet:
         """Check every layer and head against a model's geometry; returns self."""
-        from finwidget.model_parts import ModelGeometry
-
         geometry = model_or_geometry if isinstance(model_or_geometry, ModelGeometry) else ModelGeometry.of(
             model_or_geometry
         )
@@ -311,7 +306,22 @@ class InterventionSet:
 
     # ------------------------------------------------------------ applying
     def applied(self, model, reference=None, source=None):
-        """Context manager that applies the set to ``model`` (see :func:`apply_interventions`)."""
-        from finwidget.interventions.applying import apply_interventions
+        """Context manager applying the set to ``model``: the same as
+        ``apply_interventions(model, self, reference=reference, source=source)``.
 
-        return apply_interventions(model, self, reference=reference, source=source)
+        The values module does not touch models: the applying module provides the
+        function (:func:`provide_applier`), and importing ``finwidget.interventions``, which
+        any import of this module does first, loads it.
+        """
+        if _APPLIER is None:  # pragma: no cover - only when this file is loaded outside its package
+            raise CaptureStateError("interventions cannot be applied: import finwidget.interventions first")
+        return _APPLIER(model, self, reference=reference, source=source)
+
+
+_APPLIER = None
+
+
+def provide_applier(function) -> None:
+    """Called once by :mod:`finwidget.interventions.applying` with ``apply_interventions``."""
+    global _APPLIER
+    _APPLIER = function

@@ -17,6 +17,7 @@ import torch
 from finwidget.errors import InputError
 from finwidget.interventions.cached_run import CachedRun, encode_statements, statement_texts
 from finwidget.interventions.head_outputs import HeadOutputs
+from finwidget.interventions.modes import mode_named
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
 from finwidget.model_parts import ModelGeometry
 from finwidget.task import EarningsTask, model_device
@@ -82,8 +83,8 @@ def sweep_heads(
         (``logit_diff - clean_logit_diff``), ``flipped`` (the predicted label changed),
         plus ``statement`` (index into the statements) when there is more than one.
     """
-    if mode == "resample":
-        raise InputError("sweep_heads does not take mode='resample'; use CachedRun(...).logit_diffs with source=")
+    if mode_named(mode).needs_source:
+        raise InputError(f"sweep_heads does not take mode={mode!r}; use CachedRun(...).logit_diffs with source=")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     geometry = ModelGeometry.of(model)
@@ -91,9 +92,9 @@ def sweep_heads(
     sets = [InterventionSet([HeadIntervention(layer, head, mode, value=value)]) for layer, head in chosen]
     device = model_device(model)
     chunks = _statement_chunks(task, statements_or_batch, batch_size, device)
-    if mode == "mean":
+    if mode_named(mode).needs_reference:
         if reference is None:
-            raise InputError("mode 'mean' needs reference= (statements to average each head's output over)")
+            raise InputError(f"mode {mode!r} needs {mode_named(mode).what_it_needs()}")
         if not isinstance(reference, HeadOutputs):
             reference = HeadOutputs.record(
                 model, encode_statements(task, reference, device, "reference"),
