@@ -23,8 +23,8 @@ _EXPORTS = {
     "read_statement": "finwidget.statement",
     "Lexicon": "finwidget.statement",
     # analysis tables
-    "FinancialAttentionAnalyzer": "finwidget.analysis",
-    "quick_attention_analysis": "finwidget.analysis",
+    "FinancialAttentionAnalyzer": "finwidget.interpretability_tools",  # the guide's: plots return widgets
+    "quick_attention_analysis": "finwidget.interpretability_tools",
     "head_specialization": "finwidget.analysis",
     "prediction_attention": "finwidget.analysis",
     "financial_clustering": "finwidget.analysis",

@@ -131,15 +131,26 @@ def test_span_heatmap_and_category_flow_figures(setup):
 
 
 def test_guide_plots_return_the_explorer_views(setup):
+    import finwidget
+    from finwidget.interpretability_tools import FinancialAttentionAnalyzer as GuideAnalyzer
+    from finwidget.interpretability_tools import quick_attention_analysis as guide_quick_analysis
     from finwidget.widgets import AttentionMatrix, LayerFlow
 
     tokenizer, _task, model = setup
-    analyzer = quick_attention_analysis(model, tokenizer, STATEMENT)
+    assert finwidget.quick_attention_analysis is guide_quick_analysis
+    analyzer = guide_quick_analysis(model, tokenizer, STATEMENT)
+    assert isinstance(analyzer, GuideAnalyzer) and isinstance(analyzer, FinancialAttentionAnalyzer)
     matrix = analyzer.plot_attention_heatmap(layer_idx=1, head_idx=3)
     assert isinstance(matrix, AttentionMatrix)
     assert (matrix.focus["layer"], matrix.focus["head"]) == (1, 3)
     flow = analyzer.plot_financial_attention_flow(layer_idx=1)
     assert isinstance(flow, LayerFlow) and flow.focus["layer"] == 1
+    with pytest.raises(LocationError, match=r"0\.\.3"):
+        analyzer.plot_attention_heatmap(layer_idx=0, head_idx=4)
+    # The analysis layer's own analyzer knows no widgets: it says where they come from.
+    data_only = quick_attention_analysis(model, tokenizer, STATEMENT)
+    with pytest.raises(InputError, match="interpretability_tools"):
+        data_only.plot_attention_heatmap(layer_idx=1, head_idx=3)
 
 
 def test_half_precision_storage_stays_close(setup):

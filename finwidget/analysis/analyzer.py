@@ -72,6 +72,32 @@ class FinancialAttentionAnalyzer:
         (self.default_layer,) = check_layers(self.source, [default_layer])
         self._specialization = None
 
+    @classmethod
+    def from_model(cls, model, tokenizer, text: str, layer_idx: int = 0, *, task: EarningsTask | None = None,
+                   layers=None, store_dtype=None, lexicon=None):
+        """Run a statement through the model under capture and return its analyzer.
+
+        The prompt is ``task.prompt(text)`` (default ``EarningsTask(tokenizer)``); the model runs
+        once with its own attention implementation while queries/keys are recorded.
+        ``layer_idx`` is the layer the analyzer's plots show by default. The model's
+        prediction for the statement is kept in ``analyzer.prediction``.
+        """
+        from finwidget.capture import capture_attention
+
+        task = task or EarningsTask(tokenizer)
+        batch = task.encode(text, max_length=context_length(model), device=model_device(model))
+        layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
+        layers_to_capture = layers
+        if layers is not None:
+            layers_to_capture = sorted(set([layers] if isinstance(layers, int) else layers) | {layer_idx})
+        with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
+                torch.inference_mode(), eval_mode(model):
+            out = model(**batch, logits_to_keep=1)
+        analyzer = cls(cap, tokenizer, input_ids=batch["input_ids"], text=text, task=task, lexicon=lexicon,
+                       default_layer=layer_idx)
+        analyzer.prediction = task.predictions(out.logits[:, -1, :], batch["attention_mask"])[0]
+        return analyzer
+
     # ------------------------------------------------------------ geometry and tokens
     @property
     def num_layers(self) -> int:
@@ -238,10 +264,24 @@ class FinancialAttentionAnalyzer:
             out[torch.isinf(out)] = 0.0
         return out.numpy()
 
+    # ------------------------------------------------------------ plots
+    def explorer_view(self, view: str, layer: int, head: int):
+        """An explorer widget of this analysis (``view``: ``"heatmap"`` or ``"flow"``).
+
+        The analysis layer knows no widgets: the guide's analyzer
+        (``finwidget.interpretability_tools.FinancialAttentionAnalyzer``, also ``finwidget``'s)
+        returns them; this one asks for ``as_figure=True``.
+        """
+        raise InputError(
+            "explorer widgets come from the guide's analyzer: use finwidget.interpretability_tools."
+            "quick_attention_analysis / FinancialAttentionAnalyzer (or finwidget's), or pass as_figure=True"
+        )
+
     def plot_attention_heatmap(self, layer_idx: int | None = None, head_idx: int = 0, max_spans: int = 80,
                                as_figure: bool = False):
         """One head's attention: the explorer's attention-matrix widget (canvas, zoom and pan,
-        hover shows the query and key spans, line-item aggregation).
+        hover shows the query and key spans, line-item aggregation), from the guide's analyzer
+        (see :meth:`explorer_view`).
 
         ``as_figure=True`` returns a bqplot heat map between spans instead: spans, not
         tokens (``1,234`` is one row and column); with more than ``max_spans`` spans,
@@ -250,10 +290,7 @@ class FinancialAttentionAnalyzer:
         """
         layer = self.default_layer if layer_idx is None else layer_idx
         if not as_figure:
-            _check_head(head_idx, self.num_heads)
-            from finwidget.widgets.views import heatmap_view  # the widget layer, loaded only when asked for
-
-            return heatmap_view(self, layer, head_idx)
+            return self.explorer_view("heatmap", layer, _check_head(head_idx, self.num_heads))
         matrix = self.span_attention_matrix(layer, head_idx)
         keep = _spans_to_show(self.layout, matrix, max_spans)
         labels = [self.layout.spans[i].text for i in keep]
@@ -263,7 +300,8 @@ class FinancialAttentionAnalyzer:
     def plot_financial_attention_flow(self, layer_idx: int | None = None, head_idx: int | None = None,
                                       as_figure: bool = False):
         """Where attention flows in the statement: the explorer's layer-flow widget, the
-        statement coloured by the mean attention of ``layer_idx``'s heads.
+        statement coloured by the mean attention of ``layer_idx``'s heads (from the guide's
+        analyzer, see :meth:`explorer_view`).
 
         ``as_figure=True`` returns a bqplot heat map of attention between span groups
         (financial categories, numbers, years, other) in that layer, averaged over heads
@@ -271,9 +309,7 @@ class FinancialAttentionAnalyzer:
         """
         layer = self.default_layer if layer_idx is None else layer_idx
         if not as_figure:
-            from finwidget.widgets.views import flow_view  # the widget layer, loaded only when asked for
-
-            return flow_view(self, layer)
+            return self.explorer_view("flow", layer, 0)
         table = category_attention(self.source, self.layout, layer, head_idx, self.batch, self.max_bytes)
         who = "mean over heads" if head_idx is None else f"head {head_idx}"
         return figures.heatmap_figure(table.to_numpy(), list(table.index), list(table.columns),
@@ -345,26 +381,7 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
 
 def quick_attention_analysis(model, tokenizer, text: str, layer_idx: int = 0, *, task: EarningsTask | None = None,
                              layers=None, store_dtype=None, lexicon=None) -> FinancialAttentionAnalyzer:
-    """Run a statement through the model under capture and return its analyzer.
-
-    The prompt is ``task.prompt(text)`` (default ``EarningsTask(tokenizer)``); the model runs
-    once with its own attention implementation while queries/keys are recorded.
-    ``layer_idx`` is the layer the analyzer's plots show by default. The model's
-    prediction for the statement is kept in ``analyzer.prediction``.
-    """
-    from finwidget.capture import capture_attention
-
-    task = task or EarningsTask(tokenizer)
-    batch = task.encode(text, max_length=context_length(model), device=model_device(model))
-    layers_to_capture = layers
-    if layers is not None:
-        layers_to_capture = sorted(set([layers] if isinstance(layers, int) else layers) | {layer_idx})
-    layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
-
-    with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
-            torch.inference_mode(), eval_mode(model):
-        out = model(**batch, logits_to_keep=1)
-    analyzer = FinancialAttentionAnalyzer(cap, tokenizer, input_ids=batch["input_ids"], text=text, task=task,
-                                          lexicon=lexicon, default_layer=layer_idx)
-    analyzer.prediction = task.predictions(out.logits[:, -1, :], batch["attention_mask"])[0]
-    return analyzer
+    """Run a statement through the model under capture and return its analyzer
+    (:meth:`FinancialAttentionAnalyzer.from_model`)."""
+    return FinancialAttentionAnalyzer.from_model(model, tokenizer, text, layer_idx, task=task, layers=layers,
+                                                 store_dtype=store_dtype, lexicon=lexicon)
