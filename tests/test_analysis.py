@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from analysis_models import eager_attentions, peaky_qwen2
-from statement_tokenizers import qwen_like_tokenizer
+from helpers import eager_attentions
 
 from finwidget.analysis import (
     HeadTypeThresholds,
@@ -43,10 +42,10 @@ STATEMENTS = [
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = qwen_like_tokenizer()
+def setup(analysis_qwen2, qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     task = EarningsTask(tokenizer)
-    model = peaky_qwen2(len(tokenizer))
+    model = analysis_qwen2(len(tokenizer))
     batch = task.encode(STATEMENTS)
     with capture_attention(model) as cap, torch.no_grad():
         model(**batch)
@@ -290,8 +289,8 @@ class SpyAttention(TensorAttention):
         return block
 
 
-def test_memory_cap_holds_on_a_long_statement():
-    tokenizer = qwen_like_tokenizer()
+def test_memory_cap_holds_on_a_long_statement(qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     lines = [f"Revenue: change +{i},{i:03d} | 2022: {i + 10},500 | 2021: {i + 9},100" for i in range(12)]
     layout = read_statement("\n".join(lines), tokenizer)
     n, heads = layout.num_tokens, 4

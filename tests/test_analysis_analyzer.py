@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analysis_models import eager_attentions, peaky_qwen2
-from statement_tokenizers import qwen_like_tokenizer
+from helpers import eager_attentions
 
 from finwidget.analysis import FinancialAttentionAnalyzer, quick_attention_analysis
 from finwidget.capture import AttentionHook, capture_attention
@@ -21,9 +20,9 @@ STATEMENT = (
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = qwen_like_tokenizer()
-    model = peaky_qwen2(len(tokenizer), seed=2)
+def setup(analysis_qwen2, qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
+    model = analysis_qwen2(len(tokenizer), seed=2)
     return tokenizer, EarningsTask(tokenizer), model
 
 

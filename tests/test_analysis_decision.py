@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_models import peaky_qwen2, qwen2_config
-from statement_tokenizers import qwen_like_tokenizer
 
 from finwidget.analysis import decision_pathway, head_direct_contributions, logit_lens
 from finwidget.errors import InputError
@@ -28,9 +26,9 @@ STATEMENTS = [
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = qwen_like_tokenizer()
-    model = peaky_qwen2(len(tokenizer), seed=1, sharpness=4.0, layers=3, heads=6, kv_heads=2)
+def setup(analysis_qwen2, qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
+    model = analysis_qwen2(len(tokenizer), seed=1, sharpness=4.0, layers=3, heads=6, kv_heads=2)
     with torch.no_grad():  # a larger unembedding difference, so errors are not hidden by small numbers
         model.lm_head.weight.mul_(20.0)
     return tokenizer, EarningsTask(tokenizer), model
@@ -140,17 +138,17 @@ def test_hooks_are_removed_when_the_forward_pass_fails(setup):
         assert not module._forward_hooks and not module._forward_pre_hooks
 
 
-def test_unsupported_model_layout_is_refused():
+def test_unsupported_model_layout_is_refused(qwen_like_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = qwen_like_tokenizer()
+    tokenizer = qwen_like_tokenizer
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).eval()
     with pytest.raises(InputError, match="decoder layout"):
         decision_pathway(model, tokenizer, STATEMENTS[2])
 
 
-def test_geometry_comes_from_the_config():
-    tokenizer = qwen_like_tokenizer()
+def test_geometry_comes_from_the_config(qwen2_config, qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     torch.manual_seed(3)
     from transformers import Qwen2ForCausalLM
 

@@ -1,7 +1,7 @@
 """Attention recorded through the registry equals the attention the model computed.
 
 Every comparison is against transformers' own eager ``output_attentions`` on the same
-input, on models whose attention is sharp (see capture_models.py), for every layer and
+input, on models whose attention is sharp (see conftest.py), for every layer and
 head, with left padding. Padding query rows are excluded from comparisons (their output
 is discarded by the model; finwidget returns zeros there, eager returns junk).
 """
@@ -13,15 +13,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from capture_models import (
+from helpers import (
     assert_model_clean,
     eager_attentions,
-    hook_count,
     left_padded_batch,
     logits,
-    peaky_qwen2,
+    registered_hooks,
+    sharpen_attention,
 )
-from sharp_attention import sharpen_attention
 from transformers import Qwen2ForCausalLM
 
 from finwidget.capture import AttentionHook, LazyLayerAttention, attention_rows, capture_attention
@@ -35,7 +34,7 @@ def same(a, b):
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(peaky_qwen2):
     return peaky_qwen2()
 
 
@@ -120,7 +119,7 @@ def test_grouped_query_mapping_is_h_div_group(capture):
     torch.testing.assert_close(capture.attention(2, kv_head=1, batch=1), capture.attention(2, head=[2, 3], batch=1))
 
 
-def test_qwen2_7b_head_layout_28_query_heads_over_4_kv_heads(batch):
+def test_qwen2_7b_head_layout_28_query_heads_over_4_kv_heads(batch, peaky_qwen2):
     # Groups of 7: query head 13 reads KV head 1 (13 // 7), not 13 % 4 = 1... and head 20 reads 2, not 0.
     model = peaky_qwen2(seed=14, layers=2, heads=28, kv_heads=4, hidden=28 * 8)
     model.set_attn_implementation("eager")
@@ -172,7 +171,7 @@ def test_blocked_recomputation_matches_a_dense_masked_softmax(window):
     assert result[:, 2].abs().max() == 0                                    # row 19 is padding
 
 
-def test_recording_under_eager_matches_that_same_forwards_weights(batch):
+def test_recording_under_eager_matches_that_same_forwards_weights(batch, peaky_qwen2):
     # Same forward pass: the recorded Q/K are exactly the ones eager used, so only the
     # recomputation itself is tested (no SDPA-vs-eager drift in the residual stream).
     model = peaky_qwen2(seed=3)
@@ -183,7 +182,7 @@ def test_recording_under_eager_matches_that_same_forwards_weights(batch):
     assert max_error_on_real_rows(cap, weights, batch["attention_mask"]) < 1e-6
 
 
-def test_sliding_window_layers(batch):
+def test_sliding_window_layers(batch, peaky_qwen2):
     model = peaky_qwen2(seed=4, use_sliding_window=True, sliding_window=5, max_window_layers=1)
     assert model.config.layer_types[1] == "sliding_attention"
     reference = eager_attentions(model, batch)
@@ -194,7 +193,7 @@ def test_sliding_window_layers(batch):
     assert last_row[:19].abs().max() == 0 and last_row[19:].sum() > 0.99   # only the 5 newest keys
 
 
-def test_generate_inside_the_capture_gives_attention_over_prompt_and_generated_tokens():
+def test_generate_inside_the_capture_gives_attention_over_prompt_and_generated_tokens(peaky_qwen2):
     model = peaky_qwen2(seed=5)
     prompt = left_padded_batch(lengths=(12, 7), seed=6)
     with torch.no_grad(), capture_attention(model) as cap:
@@ -209,7 +208,7 @@ def test_generate_inside_the_capture_gives_attention_over_prompt_and_generated_t
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_generate_under_the_output_attentions_fallback_gives_the_same_attention():
+def test_generate_under_the_output_attentions_fallback_gives_the_same_attention(peaky_qwen2):
     model = peaky_qwen2(seed=5)
     prompt = left_padded_batch(lengths=(12, 7), seed=6)
     with warnings.catch_warnings():
@@ -238,7 +237,7 @@ def sdpa_outputs_and_values(model):
     return kept, handles
 
 
-def test_recomputed_attention_reproduces_what_sdpa_computed(batch):
+def test_recomputed_attention_reproduces_what_sdpa_computed(batch, peaky_qwen2):
     # The strongest check that the probabilities are the ones the model *ran* (not those of a
     # separate eager run): probabilities @ values must give SDPA's own per-head output.
     model = peaky_qwen2(seed=13)
@@ -261,15 +260,14 @@ def test_recomputed_attention_reproduces_what_sdpa_computed(batch):
                 torch.testing.assert_close(rebuilt[real], outputs[real, head], rtol=0, atol=1e-5)
 
 
-def test_real_statement_prompts_as_the_task_encodes_them():
+def test_real_statement_prompts_as_the_task_encodes_them(peaky_qwen2, qwen_like_tokenizer):
     # Demo statements through EarningsTask.encode (left padding, ~450 tokens, digits one per
     # token) on a model whose vocabulary is a Qwen2-style tokenizer's, 4 query heads on 1 KV head.
-    from statement_tokenizers import qwen_like_tokenizer
 
     from finwidget.demo.statements import make_statements
     from finwidget.task import EarningsTask
 
-    tokenizer = qwen_like_tokenizer()
+    tokenizer = qwen_like_tokenizer
     batch = EarningsTask(tokenizer).encode([s.text for s in make_statements(3, seed=0)])
     mask = batch["attention_mask"]
     assert mask.sum(dim=1).unique().numel() == 3                              # three lengths: real padding
@@ -384,7 +382,7 @@ def test_layer_mapping_items_and_names(capture):
     same(weights[1][0, 0], weights["layer_1"][0, 0])
 
 
-def test_attention_hook_with_generate_and_output_attentions_stays_on_sdpa():
+def test_attention_hook_with_generate_and_output_attentions_stays_on_sdpa(peaky_qwen2):
     model = peaky_qwen2(seed=7)
     prompt = left_padded_batch(lengths=(10,), seed=8)
     seen = []
@@ -419,7 +417,7 @@ def test_nested_captures_both_record_and_the_model_is_restored_once(model, batch
 
 def test_output_attentions_method_matches_and_says_what_it_costs(model, batch, capture):
     before = logits(model, batch)
-    hooks = hook_count(model)
+    hooks = registered_hooks(model)
     with pytest.warns(UserWarning, match=r"keeps layers x heads x T x T float32 weights.*MiB at 2048 tokens"), \
             torch.no_grad(), capture_attention(model, method="output_attentions") as cap:
         model(**batch)
@@ -441,7 +439,7 @@ class Qwen2WithoutRegistry(Qwen2ForCausalLM):
         return False
 
 
-def test_models_outside_the_registry_fall_back_with_a_warning(batch):
+def test_models_outside_the_registry_fall_back_with_a_warning(batch, peaky_qwen2):
     source = peaky_qwen2(seed=2)
     model = Qwen2WithoutRegistry(source.config).eval()
     model.load_state_dict(source.state_dict())

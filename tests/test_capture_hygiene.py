@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from capture_models import assert_model_clean, hook_count, left_padded_batch, logits, peaky_qwen2
+from helpers import assert_model_clean, left_padded_batch, logits, registered_hooks
 from transformers import DynamicCache
 
 from finwidget.capture import capture_attention
@@ -18,7 +18,7 @@ from finwidget.errors import CaptureStateError, InputError, LocationError
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(peaky_qwen2):
     return peaky_qwen2(seed=11)
 
 
@@ -41,7 +41,7 @@ def capture(model, batch):
 
 @pytest.fixture
 def hooks(model):
-    return hook_count(model)
+    return registered_hooks(model)
 
 
 # ---------------------------------------------------------------------------- locations

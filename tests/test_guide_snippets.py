@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_models import qwen2_config
-from statement_tokenizers import qwen_like_tokenizer
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "finwidget" / "demo" / "model"
 
@@ -106,7 +104,7 @@ def demo_tokenizer():
     return AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
 
 
-def build(kind: str):
+def build(kind: str, qwen2_config, qwen_like_tokenizer):
     if kind == "demo-model":
         from finwidget.loading import load_demo_model
 
@@ -118,7 +116,7 @@ def build(kind: str):
         tokenizer = demo_tokenizer()
         config = qwen2_config(len(tokenizer), layers=2, heads=4, kv_heads=2, head_dim=16)
     else:  # Qwen2-7B's head layout, tiny width
-        tokenizer = qwen_like_tokenizer()
+        tokenizer = qwen_like_tokenizer
         config = qwen2_config(len(tokenizer), layers=3, heads=28, kv_heads=4, head_dim=4)
     return Qwen2ForCausalLM(config).eval(), tokenizer
 
@@ -136,8 +134,8 @@ KINDS = ["demo-model", "demo-tokenizer-random-qwen2", "qwen2-7b-head-layout"]
 
 
 @pytest.fixture(scope="module", params=KINDS)
-def model_and_tokenizer(request):
-    return build(request.param)
+def model_and_tokenizer(request, qwen2_config, qwen_like_tokenizer):
+    return build(request.param, qwen2_config, qwen_like_tokenizer)
 
 
 def test_guide_steps_2_to_4_and_attention_flow(model_and_tokenizer):

@@ -9,14 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from intervention_models import (
-    full_forward_logit_diff,
-    registered_hooks,
-    same_shape_statement,
-    single_thread,
-    statement,
-    tiny_setup,
-)
+from helpers import full_forward_logit_diff, registered_hooks, same_shape_statement, single_thread, statement
 
 from finwidget.errors import InputError, LocationError
 from finwidget.interventions import (
@@ -34,7 +27,7 @@ EXACT = 1e-5
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(tiny_setup):
     return tiny_setup()
 
 
@@ -327,7 +320,7 @@ def test_statements_in_more_than_one_batch(setup):
 
 
 # ---------------------------------------------------------------- accelerate
-def test_accelerate_dispatched_model_gives_the_same_results(texts):
+def test_accelerate_dispatched_model_gives_the_same_results(texts, tiny_setup):
     from accelerate import dispatch_model
 
     model, _, task = tiny_setup(seed=3)

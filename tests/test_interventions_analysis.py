@@ -6,13 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from intervention_models import (
-    full_forward_logit_diff,
-    same_shape_statement,
-    single_thread,
-    statement,
-    tiny_setup,
-)
+from helpers import full_forward_logit_diff, same_shape_statement, single_thread, statement
 
 from finwidget.errors import InputError
 from finwidget.interventions import (
@@ -29,7 +23,7 @@ from finwidget.interventions import (
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(tiny_setup):
     model, tokenizer, task = tiny_setup(seed=1, layers=3)
     return model, tokenizer, task
 
@@ -40,7 +34,7 @@ def _flip_first_sign(text: str) -> str:
     return text[:index] + ("-" if text[index] == "+" else "+") + text[index + 1:]
 
 
-def test_attribution_is_the_first_order_effect_of_each_head(setup):
+def test_attribution_is_the_first_order_effect_of_each_head(setup, tiny_setup):
     """For a small change (scale by 1 + eps) the estimate must equal the real change / first order."""
     _model, _, task = setup
     model64 = tiny_setup(seed=1, layers=3)[0].double()

@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 import pytest
-from intervention_models import single_thread
+from helpers import single_thread
 
 from finwidget.demo import make_statement_pairs, make_statements
 from finwidget.interventions import (

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 import torch
-from intervention_models import registered_hooks, single_thread, statement, tiny_setup
+from helpers import registered_hooks, single_thread, statement
 
 from finwidget.interventions import AttentionInterventions, HeadIntervention, InterventionSet
 from finwidget.task import EarningsTask
@@ -56,7 +56,7 @@ CAUSAL_INTERVENTION_TESTING = textwrap.dedent('''
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
-def guide_model():
+def guide_model(tiny_setup):
     model, tokenizer, task = tiny_setup(seed=4, layers=16, heads=6, kv_heads=2, hidden=48)
     model.generation_config.max_new_tokens = 20
     model.generation_config.do_sample = False

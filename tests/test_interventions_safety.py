@@ -13,7 +13,7 @@ import itertools
 
 import pytest
 import torch
-from intervention_models import registered_hooks, same_shape_statement, single_thread, statement, tiny_setup
+from helpers import registered_hooks, same_shape_statement, single_thread, statement
 
 from finwidget.errors import InputError
 from finwidget.interventions import (
@@ -35,7 +35,7 @@ class Fault(Exception):
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(tiny_setup):
     model, tokenizer, task = tiny_setup(layers=2)
     texts = [statement(1, lines=2), statement(2, lines=3)]
     batch = task.encode(texts)

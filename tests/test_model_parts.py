@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from capture_models import peaky_qwen2
 
 from finwidget.errors import InputError, LocationError, LocationTypeError, UnsupportedModelError
 from finwidget.model_parts import (
@@ -23,7 +22,7 @@ from finwidget.model_parts import (
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(peaky_qwen2):
     return peaky_qwen2(layers=3, heads=4, kv_heads=2, hidden=64)
 
 

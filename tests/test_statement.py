@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from statement_tokenizers import qwen_like_tokenizer
 
 from finwidget.errors import InputError
 from finwidget.statement import Lexicon, aggregate_to_spans, read_statement
@@ -40,19 +39,17 @@ PROSE = (
 HTML_TEXT = 'Net income: 1,234 <script>alert("1,234")</script> </b>&amp; 2021: 987\n'
 
 
-def tokenizers():
+TOKENIZERS = ["qwen-like"] + (["demo"] if (DEMO_MODEL_DIR / "tokenizer.json").exists() else [])
+
+
+@pytest.fixture(params=TOKENIZERS)
+def tokenizer(request, qwen_like_tokenizer):
     """The test-built Qwen2 tokenizer, and the demo model's when it has been built."""
-    found = [qwen_like_tokenizer()]
-    if (DEMO_MODEL_DIR / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
+    if request.param == "qwen-like":
+        return qwen_like_tokenizer
+    from transformers import AutoTokenizer
 
-        found.append(AutoTokenizer.from_pretrained(DEMO_MODEL_DIR))
-    return found
-
-
-@pytest.fixture(params=range(len(tokenizers())), ids=["qwen-like", "demo"][: len(tokenizers())])
-def tokenizer(request):
-    return tokenizers()[request.param]
+    return AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
 
 
 def span_by_text(layout, text, kind=None, nth=0):
@@ -237,8 +234,8 @@ def test_slow_tokenizer_is_refused():
         read_statement("Net income: 5", SlowTokenizer())
 
 
-def test_special_tokens_are_their_own_spans():
-    tokenizer = qwen_like_tokenizer()
+def test_special_tokens_are_their_own_spans(qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     text = "<|im_start|>user\nNet income: 2022: 13,937<|im_end|>\n"
     layout = read_statement(text, tokenizer, add_special_tokens=False)
     check_invariants(layout)
@@ -247,7 +244,7 @@ def test_special_tokens_are_their_own_spans():
     assert span_by_text(layout, "13,937").year == 2022
 
 
-def test_lexicon_is_data_and_extensible(tmp_path):
+def test_lexicon_is_data_and_extensible(tmp_path, qwen_like_tokenizer):
     lexicon = Lexicon.default()
     assert lexicon.category_of("Net cash provided by operating activities") == "cash_flow"
     assert lexicon.category_of("Assets") == "balance_sheet"  # plural and case ignored
@@ -259,7 +256,7 @@ def test_lexicon_is_data_and_extensible(tmp_path):
     assert extended.category_of("ARR") == "income_statement"
     assert extended.category_of("Carbon intensity") == "esg"
     assert lexicon.category_of("ARR") is None  # the default is unchanged
-    tokenizer = qwen_like_tokenizer()
+    tokenizer = qwen_like_tokenizer
     layout = read_statement("Carbon intensity: 2022: 41 | 2021: 44\n", tokenizer, lexicon=extended)
     assert span_by_text(layout, "Carbon intensity", "line_item_name").category == "esg"
 
@@ -273,8 +270,8 @@ def test_lexicon_is_data_and_extensible(tmp_path):
         Lexicon({"ratio": "margin"})
 
 
-def test_aggregate_to_spans_sums_keys_and_reduces_queries():
-    tokenizer = qwen_like_tokenizer()
+def test_aggregate_to_spans_sums_keys_and_reduces_queries(qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     layout = read_statement(DEMO_STATEMENT, tokenizer)
     n = layout.num_tokens
     generator = torch.Generator().manual_seed(0)
@@ -300,8 +297,8 @@ def test_aggregate_to_spans_sums_keys_and_reduces_queries():
         aggregate_to_spans(matrix, layout, "median")
 
 
-def test_layout_lookups_and_table():
-    tokenizer = qwen_like_tokenizer()
+def test_layout_lookups_and_table(qwen_like_tokenizer):
+    tokenizer = qwen_like_tokenizer
     layout = read_statement(DEMO_STATEMENT, tokenizer)
     span = span_by_text(layout, "13,937")
     assert layout.span_at_token(span.token_start) == span
