@@ -236,6 +236,8 @@ def decoder_stack(model) -> torch.nn.Module:
     base = getattr(model, getattr(model, "base_model_prefix", "model") or "model", None)
     if not isinstance(base, torch.nn.Module):
         base = getattr(model, "model", None)
+    if base is None and isinstance(getattr(model, "layers", None), torch.nn.ModuleList):
+        base = model  # the decoder itself (e.g. a Qwen2Model without its LM head)
     if not isinstance(base, torch.nn.Module) or getattr(base, "layers", None) is None:
         raise _missing(model, "decoder stack with .layers (model.model.layers)")
     return base

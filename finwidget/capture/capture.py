@@ -6,11 +6,11 @@
     cap.attention_weights["layer_3"][0, 5]   # the same, through the guide's tensor-like view
 
 While the block runs, the model keeps its own attention implementation (SDPA by
-default); finwidget only keeps the post-RoPE queries ``[B, H, T, d]`` and keys
-``[B, Hkv, T, d]`` of each captured layer, linear in ``T``. Attention probabilities are
+default); finwidget only keeps the post-RoPE queries ``[B, H, T, D]`` and keys
+``[B, Hkv, T, D]`` of each captured layer, linear in ``T``. Attention probabilities are
 recomputed from them when asked for, one head / one row / one layer at a time, with the
 causal mask, left padding, sliding windows and the grouped-query mapping
-``kv_head = head // (H // Hkv)``.
+``kv_head = head // (H // Hkv)`` (shape letters: :mod:`finwidget.model_parts`).
 
 Models whose attention does not go through transformers' attention registry fall back
 to ``output_attentions=True`` (eager attention, all weights kept), with a warning that
@@ -311,7 +311,7 @@ class AttentionCapture:
 
     # ------------------------------------------------------------------ raw tensors
     def queries(self, layer: int, head=None) -> torch.Tensor:
-        """Post-RoPE queries of ``layer``: ``[B, H, T, d]`` (stored dtype), or ``[B, T, d]`` for one head."""
+        """Post-RoPE queries of ``layer``: ``[B, H, T, D]`` (stored dtype), or ``[B, T, D]`` for one head."""
         layer = self._check_layer(layer)
         self._require_qk()
         self._check_complete()
@@ -321,7 +321,7 @@ class AttentionCapture:
         return queries[:, self.geometry.check_query_head(head)]
 
     def keys(self, layer: int, kv_head=None) -> torch.Tensor:
-        """Post-RoPE keys of ``layer``: ``[B, Hkv, T, d]`` (stored dtype), or ``[B, T, d]`` for one KV head.
+        """Post-RoPE keys of ``layer``: ``[B, Hkv, T, D]`` (stored dtype), or ``[B, T, D]`` for one KV head.
 
         ``kv_head`` counts key/value heads (0..Hkv-1), not query heads.
         """

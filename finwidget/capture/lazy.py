@@ -26,7 +26,7 @@ import torch
 
 from finwidget.capture.indexing import positions
 from finwidget.errors import LocationError
-from finwidget.model_parts import is_integer
+from finwidget.model_parts import check_index, is_integer
 
 
 def _is_basic(index) -> bool:
@@ -127,9 +127,8 @@ class LazyLayerAttention:
         key_index = index[3]
         if not _is_basic(key_index) and not isinstance(key_index, (list, range, torch.Tensor)):
             return None
-        if is_integer(key_index) and not -self.shape[3] <= key_index < self.shape[3]:
-            raise LocationError(f"key position {key_index} is out of range: the recorded sequence has "
-                                f"{self.shape[3]} tokens")
+        if is_integer(key_index):
+            check_index(key_index, self.shape[3], "key position", f"the recorded sequence has {self.shape[3]} tokens")
         if isinstance(key_index, range):
             key_index = list(key_index)
         return index[0], index[1], index[2], key_index

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from finwidget.errors import CaptureStateError, InputError, LocationError
+from finwidget.errors import CaptureStateError, InputError
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet, provide_applier
-from finwidget.model_parts import ModelGeometry, decoder_stack, hook_head_outputs, remove_hooks
+from finwidget.model_parts import ModelGeometry, check_index, decoder_stack, hook_head_outputs, remove_hooks
 
 
 @dataclass
@@ -89,15 +89,9 @@ class _PreparedEdit:
         if positions is None:
             return None
         total = window.total_for(call_length)
-        absolute = []
-        for p in positions:
-            a = p if p >= 0 else total + p
-            if a < 0:
-                raise LocationError(
-                    f"position {p} of {self.intervention.describe()} is before the start of a "
-                    f"{total}-token sequence"
-                )
-            absolute.append(a)
+        # positions past the end are tokens not generated yet: left alone until they are
+        absolute = [p if p >= 0 else check_index(p, total, "position", f"the sequence has {total} tokens",
+                                                where=f" of {self.intervention.describe()}") for p in positions]
         return torch.tensor(
             [a - window.offset for a in absolute if window.offset <= a < window.offset + call_length],
             dtype=torch.long, device=device,

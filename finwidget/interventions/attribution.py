@@ -1,8 +1,8 @@
 """Attribution patching: every head's intervention effect, estimated from one backward pass.
 
 The effect of replacing head ``h``'s output ``z`` (its slice of the ``o_proj`` input,
-``[tokens, head_dim]`` per statement) by ``z'`` on the logit difference ``LD`` is, to first
-order, ``sum_t grad_z LD[t] . (z'[t] - z[t])``. One forward and one backward pass give
+``[T, D]`` per statement; shape letters: :mod:`finwidget.model_parts`) by ``z'`` on the
+logit difference ``LD`` is, to first order, ``sum_t grad_z LD[t] . (z'[t] - z[t])``. One forward and one backward pass give
 ``grad_z LD`` for every head of every layer at once; the estimate for all heads then
 costs a few dot products. ``z'`` is what the mode's object
 (:mod:`~finwidget.interventions.modes`) replaces the output with: 0 (zero ablation), a

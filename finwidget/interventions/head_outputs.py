@@ -70,7 +70,7 @@ def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
 class HeadOutputs:
     """Per-head outputs of a clean run.
 
-    per_layer: layer -> ``[batch, tokens, heads * head_dim]`` tensor (model dtype, on the
+    per_layer: layer -> ``[B, T, H*D]`` tensor (model dtype, on the
         layer's device), the input of that layer's ``o_proj``.
     attention_mask: ``[batch, tokens]`` long, 1 for real tokens (left padding is 0).
     """
@@ -124,13 +124,13 @@ class HeadOutputs:
         return self.per_layer[layer]
 
     def mean_over_tokens(self, layer: int) -> torch.Tensor:
-        """``[heads * head_dim]`` float32: mean over every real token of every row."""
+        """``[H*D]`` float32: mean over every real token of every row."""
         values = self.layer(layer).float()
         mask = self.attention_mask.to(values.device).float().unsqueeze(-1)
         return (values * mask).sum(dim=(0, 1)) / mask.sum()
 
     def mean_per_position(self, layer: int) -> torch.Tensor:
-        """``[tokens, heads * head_dim]`` float32: mean over rows at each position.
+        """``[T, H*D]`` float32: mean over rows at each position.
 
         Needs every row to have the same length (no padding): positions of
         statements of different lengths do not correspond.
