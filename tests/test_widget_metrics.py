@@ -107,6 +107,11 @@ def test_entropy_is_normalized_and_entropy_nats_is_not(explorer):
     assert np.all((normalized >= 0) & (normalized <= 1 + 1e-6))
 
 
+def test_the_widget_receives_the_catalogue_at_start_up(explorer):
+    assert explorer.catalogue == startup_catalogue()
+    assert "catalogue" in explorer.get_state()
+
+
 def test_the_catalogue_describes_every_measure_once():
     names = [m["name"] for m in measure_catalogue()]
     assert names == [m.name for m in HEAD_MEASURES] and len(set(names)) == len(names)
