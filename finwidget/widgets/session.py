@@ -323,16 +323,8 @@ class ModelSession(ExplorerSession):
 
     can_intervene = True
 
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        text: str,
-        task=None,
-        reference=None,
-        truncate: bool = False,
-        store_dtype: torch.dtype | None = None,
-    ):
+    def __init__(self, model, tokenizer, text: str, task=None, reference=None, truncate: bool = False,
+                 store_dtype: torch.dtype | None = None):
         from finwidget.capture.capture import capture_attention
         from finwidget.interventions.cached_run import CachedRun
         from finwidget.statement import read_statement
