@@ -182,7 +182,7 @@ def row_entropy(rows: torch.Tensor, queries, normalized: bool = True) -> torch.T
     entropy = torch.special.entr(rows).sum(-1)
     if not normalized:
         return entropy
-    window = torch.log(torch.as_tensor(np.asarray(queries), dtype=torch.float32) + 1.0)
+    window = torch.log(torch.as_tensor(np.asarray(queries), dtype=torch.float32, device=rows.device) + 1.0)
     return torch.where(window > 0, entropy / torch.where(window > 0, window, 1.0), torch.zeros_like(entropy))
 
 
