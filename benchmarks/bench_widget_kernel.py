@@ -88,8 +88,7 @@ def bench_finwidget(model, tokenizer, text, repeats: int) -> dict:
     from ipywidgets.embed import dependency_state, embed_data
 
     from finwidget.widgets import AttentionExplorer
-    from finwidget.widgets.export import SYNCED_STATE
-    from finwidget.widgets.protocol import requests_for_state
+    from finwidget.widgets.protocol import SYNCED_STATE, requests_for_state
 
     widget, build = timed(lambda: AttentionExplorer(model, tokenizer, text))
     build_cpu = CPU_SECONDS[-1]

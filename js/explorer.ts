@@ -2,7 +2,7 @@
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
 import { el, select } from "./dom";
-import type { ViewName } from "./protocol";
+import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
 import { HeadGridView } from "./views/grid";
 import { AttentionMatrixView } from "./views/matrix";
@@ -11,33 +11,26 @@ import { PredictionPanel } from "./views/prediction";
 import { StatementView } from "./views/statement";
 import type { View } from "./views/view";
 
-const ORDER: ViewName[] = ["prediction", "statement", "grid", "matrix", "flow"];
-
-/** The request lane whose data a view draws (an error there also ends its first draw). */
-const LANE: Record<ViewName, string> = {
-  statement: "tokens",
-  grid: "grid",
-  matrix: "matrix",
-  flow: "flow",
-  prediction: "ablation",
+/** The implementation of each view; which views exist, their order, column and lane
+ * come from Python (the catalogue's `views`). */
+const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
+  statement: (store) => new StatementView(store),
+  grid: (store) => new HeadGridView(store),
+  matrix: (store) => new AttentionMatrixView(store),
+  flow: (store) => new LayerFlowView(store),
+  prediction: (store) => new PredictionPanel(store),
 };
 
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
   const wanted = new Set<ViewName>(store.get("views"));
-  const views: View[] = [];
-  const make: Record<ViewName, () => View> = {
-    statement: () => new StatementView(store),
-    grid: () => new HeadGridView(store),
-    matrix: () => new AttentionMatrixView(store),
-    flow: () => new LayerFlowView(store),
-    prediction: () => new PredictionPanel(store),
-  };
-  for (const name of ORDER) if (wanted.has(name)) views.push(make[name]());
+  const shown: ViewInfo[] = store.get("catalogue").views.filter((v) => wanted.has(v.name) && v.name in MAKE);
+  const views: View[] = shown.map((v) => MAKE[v.name](store));
+  const info = new Map(shown.map((v) => [v.name, v]));
 
   const status = el("div", { class: "fw-status", "data-testid": "status", role: "status", "aria-live": "polite" });
   let exportView = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? "";
   const exportSelect = select(
-    views.map((v) => ({ value: v.name, label: v.name })),
+    views.map((v) => ({ value: v.name, label: info.get(v.name)?.label ?? v.name })),
     exportView,
     (v) => {
       exportView = v;
@@ -66,7 +59,7 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   ]);
   const left = el("div", { class: "fw-col fw-col-left" });
   const right = el("div", { class: "fw-col fw-col-right" });
-  for (const v of views) (v.name === "statement" || v.name === "prediction" ? left : right).append(v.root);
+  for (const v of views) (info.get(v.name)?.column === "left" ? left : right).append(v.root);
   const root = el("div", { class: "fw-explorer", "data-finwidget-ready": "0", "data-finwidget-busy": "0" }, [
     toolbar,
     el("div", { class: "fw-columns" }, [left, right]),
@@ -83,7 +76,7 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     status.textContent = message;
     status.setAttribute("data-kind", s.slow ? "slow" : errors.length ? "error" : s.busy ? "busy" : "idle");
     // Ready once every view has drawn its data, or shows why it cannot (an error reply).
-    const settled = views.every((v) => v.ready() || store.errors.has(LANE[v.name as ViewName]));
+    const settled = views.every((v) => v.ready() || store.errors.has(info.get(v.name)?.lane ?? ""));
     if (root.getAttribute("data-finwidget-ready") !== "1" && settled) {
       root.setAttribute("data-finwidget-ready", "1");
       if (typeof performance !== "undefined" && performance.mark) performance.mark("finwidget-ready");

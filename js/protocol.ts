@@ -497,19 +497,16 @@ export interface Selection {
 }
 
 export type Direction = "from" | "to";
-export type GridMeasure =
-  | "attention_to_selection"
-  | "entropy"
-  | "financial_focus"
-  | "direct_logit_diff"
-  | "ablation_effect";
-export type AblationMode = "zero" | "mean" | "scale";
+/** The name of a grid measure (the catalogue's `measures` hold them). */
+export type GridMeasure = string;
+/** The name of an intervention mode (the catalogue's `modes` hold them). */
+export type AblationMode = string;
 
 export interface Ablation {
   layer: number;
   head: number;
   mode: AblationMode;
-  value?: number; // the factor for "scale"
+  value?: number; // only for a mode that takes a value
 }
 
 export interface PredictionValue {
@@ -536,12 +533,59 @@ export interface Settings {
   reply_timeout_ms: number;
 }
 
-export type ViewName = "statement" | "grid" | "matrix" | "flow" | "prediction";
+/** The name of a view (the catalogue's `views` hold them). */
+export type ViewName = string;
+
+// ---------------------------------------------------------------- start-up catalogue
+// Python sends the lists of modes, grid measures and views as data (the `catalogue`
+// trait, finwidget.widgets.protocol.startup_catalogue); the frontend keeps no copy.
+
+export interface ModeInfo {
+  name: string;
+  takes_value: boolean;
+  default_value: number | null;
+  needs_reference: boolean;
+  needs_source: boolean;
+  summary: string;
+  value_symbol: string; // written before the value ("×" -> "scale ×2")
+}
+
+export interface MeasureInfo {
+  name: string;
+  label: string;
+  unit: string;
+  description: string;
+  direction: "more" | "signed"; // "more": larger is darker; "signed": diverging around 0
+  uses_selection: boolean;
+  needs: "attention" | "model" | "sweep";
+}
+
+export interface ViewInfo {
+  name: string;
+  label: string;
+  lane: string; // the request lane whose data it draws
+  column: "left" | "right";
+}
+
+export interface Catalogue {
+  modes: ModeInfo[];
+  measures: MeasureInfo[];
+  views: ViewInfo[];
+}
+
+export function modeInfo(c: Catalogue, name: string): ModeInfo | undefined {
+  return c.modes.find((m) => m.name === name);
+}
+
+export function measureInfo(c: Catalogue, name: string): MeasureInfo | undefined {
+  return c.measures.find((m) => m.name === name);
+}
 
 export interface ExplorerTraits {
   [key: string]: unknown;
   statement_layout: LayoutState;
   geometry: GeometryState;
+  catalogue: Catalogue;
   focus: Focus;
   selection: Selection;
   direction: Direction;
@@ -554,26 +598,46 @@ export interface ExplorerTraits {
   sweep_done: boolean;
 }
 
-export const GRID_MEASURES: { value: GridMeasure; label: string }[] = [
-  { value: "attention_to_selection", label: "attention to selection" },
-  { value: "entropy", label: "entropy" },
-  { value: "financial_focus", label: "financial focus" },
-  { value: "direct_logit_diff", label: "direct logit-diff contribution" },
-  { value: "ablation_effect", label: "ablation effect" },
-];
+// ---------------------------------------------------------------- state -> requests
+export interface PlannedRequest {
+  lane: "matrix" | "tokens" | "grid" | "flow";
+  kind: RequestKind;
+  params: Record<string, unknown>;
+}
 
-/** What each grid measure means, shown under the grid. */
-export const GRID_MEASURE_HELP: Record<GridMeasure, string> = {
-  attention_to_selection:
-    "attention the answer position pays to the selected spans (to all numbers when nothing is selected)",
-  entropy: "entropy (nats) of the attention of the selected tokens (of the answer position without a selection): low = focused",
-  financial_focus: "share of the answer position's attention on financial terms, line item names and their numbers",
-  direct_logit_diff:
-    "the head's direct contribution to the logit difference (increase − decrease) through the residual stream, final norm frozen",
-  ablation_effect: "change in the logit difference when the head alone is ablated (Sweep); red raises 'increase', blue lowers it",
-};
+/** The selection as a request param: `[start, end]`, or `[]` for none. */
+export function selectionParam(sel: Selection | null | undefined): number[] {
+  return sel && typeof sel.start === "number" && typeof sel.end === "number" && sel.end > sel.start ? [sel.start, sel.end] : [];
+}
 
-/** Whether a measure is signed (diverging colours around zero). */
-export function measureIsSigned(measure: GridMeasure): boolean {
-  return measure === "direct_logit_diff" || measure === "ablation_effect";
+/**
+ * The data requests the views need for a state. Python's `requests_for_state`
+ * (finwidget/widgets/protocol.py) mirrors this function exactly: an exported page
+ * embeds the replies under these requests' keys.
+ */
+export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
+  const views = new Set(t.views);
+  const out: PlannedRequest[] = [];
+  const selection = selectionParam(t.selection);
+  const L = t.geometry.num_layers;
+  if (views.has("matrix")) {
+    out.push({ lane: "matrix", kind: "head_matrix", params: { layer: t.focus.layer, head: t.focus.head } });
+  }
+  if (views.has("statement")) {
+    const scope = t.settings.statement_heads;
+    const params: Record<string, unknown> = { scope, selection, direction: t.direction };
+    if (scope === "focus") Object.assign(params, { layer: t.focus.layer, head: t.focus.head });
+    else if (scope === "layer") params.layer = t.focus.layer;
+    else params.layer_range = t.layer_range.length === 2 ? t.layer_range : [0, L - 1];
+    out.push({ lane: "tokens", kind: "token_values", params });
+  }
+  if (views.has("grid")) {
+    const params: Record<string, unknown> = { measure: t.grid_measure };
+    if (measureInfo(t.catalogue, t.grid_measure)?.uses_selection) params.selection = selection;
+    out.push({ lane: "grid", kind: "grid", params });
+  }
+  if (views.has("flow")) {
+    out.push({ lane: "flow", kind: "flow", params: { selection } });
+  }
+  return out;
 }

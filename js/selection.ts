@@ -83,26 +83,28 @@ export function findAblation(set: Ablation[], layer: number, head: number): Abla
   return set.find((a) => a.layer === layer && a.head === head);
 }
 
-/** The set with head (layer, head) restored if it was ablated, else ablated with `mode`. Sorted. */
+/** The set with head (layer, head) restored if it was ablated, else ablated with `mode`
+ * (carrying `value` when given: pass it only for a mode that takes one). Sorted. */
 export function toggleAblation(set: Ablation[], layer: number, head: number, mode: AblationMode, value?: number): Ablation[] {
   if (findAblation(set, layer, head)) return set.filter((a) => !(a.layer === layer && a.head === head));
-  const added: Ablation = mode === "scale" ? { layer, head, mode, value: value ?? 0 } : { layer, head, mode };
-  return sortAblations([...set, added]);
+  return sortAblations([...set, ablation(layer, head, mode, value)]);
 }
 
-/** The set with one head's mode changed. */
+/** The set with one head's mode changed (`value` as in toggleAblation). */
 export function setAblationMode(set: Ablation[], layer: number, head: number, mode: AblationMode, value?: number): Ablation[] {
-  return set.map((a) => {
-    if (a.layer !== layer || a.head !== head) return a;
-    return mode === "scale" ? { layer, head, mode, value: value ?? a.value ?? 0 } : { layer, head, mode };
-  });
+  return set.map((a) => (a.layer === layer && a.head === head ? ablation(layer, head, mode, value) : a));
+}
+
+function ablation(layer: number, head: number, mode: AblationMode, value?: number): Ablation {
+  return value === undefined ? { layer, head, mode } : { layer, head, mode, value };
 }
 
 export function sortAblations(set: Ablation[]): Ablation[] {
   return [...set].sort((a, b) => a.layer - b.layer || a.head - b.head);
 }
 
-export function ablationLabel(a: Ablation): string {
-  const mode = a.mode === "scale" ? `scale ×${a.value ?? 0}` : a.mode;
+/** "L2 H4 (zero)", or with a value "L2 H4 (scale ×2)" (`valueSymbol`: the mode's, from the catalogue). */
+export function ablationLabel(a: Ablation, valueSymbol = "×"): string {
+  const mode = a.value === undefined ? a.mode : `${a.mode} ${valueSymbol}${a.value}`;
   return `L${a.layer} H${a.head} (${mode})`;
 }

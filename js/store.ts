@@ -6,19 +6,22 @@ import type { AnyModel } from "@anywidget/types";
 import {
   decodeArray,
   decodeQuantizedMatrix,
+  modeInfo,
   requestKey,
+  requestsForState,
   RequestChannel,
   type Ablation,
+  type AblationMode,
   type BufferLike,
   type ChannelStatus,
   type ExplorerTraits,
   type GridMeasure,
+  type ModeInfo,
+  type PlannedRequest,
   type PredictionState,
   type QuantizedMatrix,
   type Reply,
-  type RequestKind,
 } from "./protocol";
-import { hasSelection } from "./selection";
 
 export type Topic =
   | "focus"
@@ -61,48 +64,6 @@ export interface FlowData {
   selectionMass: number[]; // [L]
   logitLens: number[]; // [L]: logit difference read out after each layer
   label: string;
-}
-
-export interface PlannedRequest {
-  lane: "matrix" | "tokens" | "grid" | "flow";
-  kind: RequestKind;
-  params: Record<string, unknown>;
-}
-
-function selectionParam(t: ExplorerTraits): number[] {
-  return hasSelection(t.selection) ? [t.selection.start, t.selection.end] : [];
-}
-
-/**
- * The data requests the views need for a state. Python's `requests_for_state`
- * (finwidget/widgets/protocol.py) mirrors this function exactly: an exported page
- * embeds the replies under these requests' keys.
- */
-export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
-  const views = new Set(t.views);
-  const out: PlannedRequest[] = [];
-  const selection = selectionParam(t);
-  const L = t.geometry.num_layers;
-  if (views.has("matrix")) {
-    out.push({ lane: "matrix", kind: "head_matrix", params: { layer: t.focus.layer, head: t.focus.head } });
-  }
-  if (views.has("statement")) {
-    const scope = t.settings.statement_heads;
-    const params: Record<string, unknown> = { scope, selection, direction: t.direction };
-    if (scope === "focus") Object.assign(params, { layer: t.focus.layer, head: t.focus.head });
-    else if (scope === "layer") params.layer = t.focus.layer;
-    else params.layer_range = t.layer_range.length === 2 ? t.layer_range : [0, L - 1];
-    out.push({ lane: "tokens", kind: "token_values", params });
-  }
-  if (views.has("grid")) {
-    const params: Record<string, unknown> = { measure: t.grid_measure };
-    if (t.grid_measure === "attention_to_selection" || t.grid_measure === "entropy") params.selection = selection;
-    out.push({ lane: "grid", kind: "grid", params });
-  }
-  if (views.has("flow")) {
-    out.push({ lane: "flow", kind: "flow", params: { selection } });
-  }
-  return out;
 }
 
 type Listener = () => void;
@@ -185,6 +146,7 @@ export class ExplorerStore {
     return {
       statement_layout: m.get("statement_layout"),
       geometry: m.get("geometry"),
+      catalogue: m.get("catalogue"),
       focus: m.get("focus"),
       selection: m.get("selection"),
       direction: m.get("direction"),
@@ -206,6 +168,16 @@ export class ExplorerStore {
   set(values: Partial<ExplorerTraits>): void {
     for (const [k, v] of Object.entries(values)) this.model.set(k, v);
     this.model.save_changes();
+  }
+
+  /** What Python said about a mode (from the start-up catalogue). */
+  mode(name: AblationMode): ModeInfo | undefined {
+    return modeInfo(this.get("catalogue"), name);
+  }
+
+  /** The value a new ablation with `mode` carries: the settings' value if the mode takes one. */
+  modeValue(mode: AblationMode): number | undefined {
+    return this.mode(mode)?.takes_value ? this.get("settings").scale_value : undefined;
   }
 
   /** The ablation set the UI shows: the pending one while a request is in flight. */
@@ -287,7 +259,7 @@ export class ExplorerStore {
         label: String(reply.label ?? ""),
       };
     } else if (lane === "grid") {
-      this.grid = { measure: reply.measure as GridMeasure, values: decodeArray(arrays.values, buffers), label: String(reply.label ?? "") };
+      this.grid = { measure: String(reply.measure) as GridMeasure, values: decodeArray(arrays.values, buffers), label: String(reply.label ?? "") };
     } else if (lane === "flow") {
       this.flow = {
         spread: decodeArray(arrays.spread, buffers),
@@ -334,7 +306,8 @@ export class ExplorerStore {
     }
     const mode = this.get("settings").ablate_mode;
     const params: Record<string, unknown> = { mode };
-    if (mode === "scale") params.value = this.get("settings").scale_value;
+    const value = this.modeValue(mode);
+    if (value !== undefined) params.value = value;
     // Only the layers the grid shows (a full sweep of a 28 x 28 model takes a while).
     const range = this.get("layer_range");
     if (range.length === 2) params.layer_range = range;
@@ -353,13 +326,15 @@ export class ExplorerStore {
       return;
     }
     this.errors.delete("sweep");
+    // The reply is the grid of the sweep's measure; the grid shows it from now on.
+    const measure = String(outcome.reply.measure);
     this.grid = {
-      measure: "ablation_effect",
+      measure,
       values: decodeArray(outcome.reply.arrays!.values, outcome.buffers),
       label: String(outcome.reply.label ?? ""),
     };
-    this.requestedKeys.set("grid", requestKey({ kind: "grid", measure: "ablation_effect" }));
-    if (this.get("grid_measure") !== "ablation_effect") this.set({ grid_measure: "ablation_effect" });
+    this.requestedKeys.set("grid", requestKey({ kind: "grid", measure }));
+    if (this.get("grid_measure") !== measure) this.set({ grid_measure: measure });
     this.emit("grid");
   }
 

@@ -274,3 +274,24 @@ def test_requests_for_state_mirror_the_frontend():
     # Every planned request is itself valid.
     for request in requests_for_state({**state, "views": ["statement", "grid", "matrix", "flow"]}):
         parse_request({**request, "id": 0}, GEOMETRY)
+
+
+def _ts_interface_fields(name: str) -> set[str]:
+    """Field names of ``export interface <name> { ... }`` in js/protocol.ts."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "js" / "protocol.ts").read_text(encoding="utf-8")
+    body = re.search(rf"export interface {name} \{{(.*?)\n\}}", text, re.DOTALL).group(1)
+    return set(re.findall(r"^\s+(\w+)\??:", body, re.MULTILINE))
+
+
+def test_the_typescript_shapes_name_what_python_sends():
+    from finwidget.widgets.protocol import SYNCED_STATE, startup_catalogue
+
+    assert _ts_interface_fields("ExplorerTraits") == set(SYNCED_STATE)
+    catalogue = startup_catalogue()
+    assert _ts_interface_fields("Catalogue") == set(catalogue)
+    for interface, key in [("ModeInfo", "modes"), ("MeasureInfo", "measures"), ("ViewInfo", "views")]:
+        for entry in catalogue[key]:
+            assert set(entry) == _ts_interface_fields(interface), (interface, entry)

@@ -13,6 +13,15 @@ from finwidget.analysis.decision import (
     logit_lens,
 )
 from finwidget.analysis.flow import attention_flow, attention_rollout, trace_attention_flow
+from finwidget.analysis.lens import logit_lens_from_residuals
+from finwidget.analysis.metrics import (
+    ATTENTION_MEASURES,
+    HEAD_MEASURES,
+    HeadMeasure,
+    head_measure,
+    head_metric_table,
+    measure_catalogue,
+)
 from finwidget.analysis.prediction import prediction_attention, top_spans
 from finwidget.analysis.source import TensorAttention, as_attention_source
 from finwidget.analysis.specialization import (
@@ -23,9 +32,12 @@ from finwidget.analysis.specialization import (
 )
 
 __all__ = [
+    "ATTENTION_MEASURES",
+    "HEAD_MEASURES",
     "HEAD_TYPES",
     "DecisionPathway",
     "FinancialAttentionAnalyzer",
+    "HeadMeasure",
     "HeadTypeThresholds",
     "TensorAttention",
     "as_attention_source",
@@ -36,8 +48,12 @@ __all__ = [
     "financial_attention_matrix",
     "financial_clustering",
     "head_direct_contributions",
+    "head_measure",
+    "head_metric_table",
     "head_specialization",
     "logit_lens",
+    "logit_lens_from_residuals",
+    "measure_catalogue",
     "prediction_attention",
     "quick_attention_analysis",
     "top_spans",

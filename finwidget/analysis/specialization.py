@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from finwidget.analysis.metrics import row_entropy
 from finwidget.analysis.source import (
     as_attention_source,
     check_layers,
@@ -124,7 +125,6 @@ def head_specialization(
     names = list(masks)
     # [n, k] float32: one column per token set, so a matmul gives each row's mass on each set
     mask_matrix = torch.stack([masks[k].float() for k in names], dim=1) if names else None
-    log_window = torch.log(torch.arange(1, n + 1, dtype=torch.float32))  # log(i + 1) for row i
 
     records = []
     for layer in layers:
@@ -140,8 +140,8 @@ def head_specialization(
             sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double().cpu()
             sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double().cpu()
             sums["sink_attention"] += block[:, :, 0].sum(-1).double().cpu()
-            entropy = torch.special.entr(block).sum(-1)  # [H, c], -sum p log p
-            sums["entropy"] += (entropy / log_window[start:stop].to(device)).sum(-1).double().cpu()
+            # [H, c]: -sum p log p / log(i + 1), the grid's entropy (finwidget.analysis.metrics)
+            sums["entropy"] += row_entropy(block, range(start, stop)).sum(-1).double().cpu()
             if mask_matrix is not None:
                 mass = (block @ mask_matrix.to(device)).sum(1).double().cpu()  # [H, k]
                 for k, name in enumerate(names):

@@ -89,7 +89,7 @@ def sweep_heads(
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     geometry = ModelGeometry.of(model)
     chosen = _heads_to_sweep(geometry, heads)
-    sets = [InterventionSet([HeadIntervention(layer, head, mode, value=value)]) for layer, head in chosen]
+    HeadIntervention(*chosen[0], mode, value=value)  # a bad mode or value fails before any model work
     device = model_device(model)
     chunks = _statement_chunks(task, statements_or_batch, batch_size, device)
     if mode_named(mode).needs_reference:
@@ -102,34 +102,55 @@ def sweep_heads(
             )
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(sets) * len(chunks), desc="sweeping heads", unit="head", disable=not progress)
+    bar = tqdm(total=len(chosen) * len(chunks), desc="sweeping heads", unit="head", disable=not progress)
     frames = []
     first_statement = 0
     try:
         for batch in chunks:
             run = CachedRun(model, task, batch)
-            diffs = run.logit_diffs(sets, reference=reference, max_batch_tokens=max_batch_tokens, progress=bar)
-            clean = run.clean_logit_diff
-            rows_per_head = run.batch_size
-            frame = pd.DataFrame({
-                "layer": [layer for layer, _ in chosen for _ in range(rows_per_head)],
-                "head": [head for _, head in chosen for _ in range(rows_per_head)],
-                "mode": mode,
-                "logit_diff": diffs.reshape(-1).numpy().astype("float64"),
-                "clean_logit_diff": clean.repeat(len(chosen)).numpy().astype("float64"),
-                "statement": list(range(first_statement, first_statement + rows_per_head)) * len(chosen),
-            })
+            frame = sweep_run(run, chosen, mode, value, reference, progress=bar, max_batch_tokens=max_batch_tokens)
+            frame["statement"] += first_statement
             frames.append(frame)
-            first_statement += rows_per_head
+            first_statement += run.batch_size
     finally:
         bar.close()
     result = pd.concat(frames, ignore_index=True)
-    result["change"] = result["logit_diff"] - result["clean_logit_diff"]
-    result["flipped"] = (result["logit_diff"] > 0) != (result["clean_logit_diff"] > 0)
     if first_statement == 1:
         return result[SWEEP_COLUMNS].reset_index(drop=True)
     result = result.sort_values(["statement", "layer", "head"], kind="stable").reset_index(drop=True)
     return result[SWEEP_COLUMNS + ["statement"]]
+
+
+def sweep_run(
+    run: CachedRun,
+    heads: list[tuple[int, int]],
+    mode: str = "zero",
+    value: float | None = None,
+    reference=None,
+    progress=None,
+    max_batch_tokens: int | None = None,
+) -> pd.DataFrame:
+    """The sweep of one cached run: ``mode`` applied to each of ``heads`` (checked
+    ``(layer, head)`` pairs) alone, through ``run``'s exact fast path.
+
+    ``progress``: anything with ``update(n)`` (a tqdm bar), told as heads finish.
+    Returns the ``sweep_heads`` columns plus ``statement`` (the row in ``run``'s batch),
+    ordered by head, then statement.
+    """
+    sets = [InterventionSet([HeadIntervention(layer, head, mode, value=value)]) for layer, head in heads]
+    diffs = run.logit_diffs(sets, reference=reference, max_batch_tokens=max_batch_tokens, progress=progress)
+    rows_per_head = run.batch_size
+    frame = pd.DataFrame({
+        "layer": [layer for layer, _ in heads for _ in range(rows_per_head)],
+        "head": [head for _, head in heads for _ in range(rows_per_head)],
+        "mode": mode,
+        "logit_diff": diffs.reshape(-1).numpy().astype("float64"),
+        "clean_logit_diff": run.clean_logit_diff.repeat(len(heads)).numpy().astype("float64"),
+        "statement": list(range(rows_per_head)) * len(heads),
+    })
+    frame["change"] = frame["logit_diff"] - frame["clean_logit_diff"]
+    frame["flipped"] = (frame["logit_diff"] > 0) != (frame["clean_logit_diff"] > 0)
+    return frame[SWEEP_COLUMNS + ["statement"]]
 
 
 def summarize_sweep(sweep: pd.DataFrame) -> pd.DataFrame:

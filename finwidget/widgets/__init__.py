@@ -5,7 +5,8 @@
 - the statement as written, spans (words, numbers, line items) coloured by attention
   from (or to) the selection;
 - the layer x head grid, query heads grouped by the KV head they read, coloured by a
-  measure (attention to the selection, entropy, financial focus, direct contribution to
+  measure of ``finwidget.analysis.metrics`` (attention to the selection, entropy, financial
+  attention and focus, direct contribution to
   the logit difference, ablation effect after a sweep); click focuses, shift-click ablates;
 - the focused head's attention matrix (canvas, zoom and pan, span / line-item aggregation);
 - the layer flow: where the selection's attention goes in every layer, with the

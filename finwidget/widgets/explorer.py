@@ -1,54 +1,34 @@
-"""The explorer widget: linked statement, layer x head grid, attention matrix, layer flow
-and prediction views of one statement, with head ablation from the UI.
+"""The explorer widget's Python API: linked statement, layer x head grid, attention
+matrix, layer flow and prediction views of one statement, with head ablation from the UI.
 
-Small state is in traitlets (saved with the notebook, linkable with ``ipywidgets.link``);
-big data (attention of the focused head, per-head summaries, the flow) goes to the
-frontend as binary custom messages when a view asks for it (see
-:mod:`finwidget.widgets.protocol`).
+Small state is in traitlets (the schema is :class:`~finwidget.widgets.protocol.ExplorerState`:
+saved with the notebook, linkable with ``ipywidgets.link``); big data goes to the
+frontend as binary custom messages when a view asks for it
+(:mod:`finwidget.widgets.protocol`, answered by :mod:`finwidget.widgets.handlers`). What
+the views show comes from a session (:mod:`finwidget.widgets.session`).
 """
 
 from __future__ import annotations
 
-import base64
-import math
-import traceback
 from pathlib import Path
 
 import anywidget
-import numpy as np
-import traitlets
 
 from finwidget.errors import InputError
+from finwidget.widgets.handlers import handle_request
 from finwidget.widgets.protocol import (
-    ABLATION_MODES,
-    DIRECTIONS,
-    GRID_MEASURES,
-    MATRIX_AGGREGATES,
-    PNG_PREFIX,
-    STATEMENT_HEADS,
+    EXPLORER_MODES,
     VIEW_NAMES,
+    ExplorerState,
     Geometry,
-    Payload,
-    ProtocolError,
-    Request,
-    error_reply,
-    ok_reply,
-    parse_request,
+    layout_state,
     progress_message,
-    selection_param,
-    validate_ablations,
+    startup_catalogue,
 )
-from finwidget.widgets.session import ExplorerSession
+from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-
-DEFAULT_SETTINGS = {
-    "statement_heads": "focus",
-    "matrix_aggregate": "tokens",
-    "ablate_mode": "zero",
-    "scale_value": 0.0,
-    "reply_timeout_ms": 8000,
-}
+_STATE_KWARGS = {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
 
 
 def _bundle(name: str) -> Path | str:
@@ -64,56 +44,7 @@ def _bundle(name: str) -> Path | str:
     return ""
 
 
-def layout_state(session: ExplorerSession) -> dict:
-    """The statement layout as the frontend's ``statement_layout`` trait (JSON; spans, lines, tokens)."""
-    layout = session.layout
-    tokens = []
-    for t in range(layout.num_tokens):
-        text = layout.token_text(t)
-        if not text:
-            text = session.tokenizer.decode([layout.input_ids[t]])
-        tokens.append(text)
-    spans = []
-    for s in layout.spans:
-        value = s.value if s.value is None or math.isfinite(s.value) else None
-        spans.append(
-            {
-                "index": s.index,
-                "kind": s.kind,
-                "text": s.text,
-                "char_start": s.char_start,
-                "char_end": s.char_end,
-                "token_start": s.token_start,
-                "token_end": s.token_end,
-                "line": s.line,
-                "category": s.category,
-                "value": value,
-                "year": s.year,
-                "line_item": s.line_item,
-                "in_statement": bool(s.in_statement),
-            }
-        )
-    return {
-        "text": layout.text,
-        "tokens": tokens,
-        "token_to_span": [int(v) for v in layout.token_to_span],
-        "spans": spans,
-        "lines": [list(map(int, line)) for line in layout.lines],
-        "line_items": [
-            {
-                "name": li.name,
-                "line": li.line,
-                "name_span": li.name_span,
-                "number_spans": list(li.number_spans),
-                "category": li.category,
-            }
-            for li in layout.line_items
-        ],
-        "answer_position": session.answer_position,
-    }
-
-
-class AttentionExplorer(anywidget.AnyWidget):
+class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
     """Explore what every head of every layer does on a financial statement.
 
     Args:
@@ -133,24 +64,12 @@ class AttentionExplorer(anywidget.AnyWidget):
         focus: ``{"layer", "head"}``; selection: ``{"start", "end"}`` span range or ``{}``;
         direction: ``"from" | "to"``; grid_measure; layer_range: ``[]`` or ``[first, last]``;
         ablations: ``[{"layer", "head", "mode"[, "value"]}]``; settings; prediction
-        (``{"clean", "ablated", "flipped"}``, read only); views.
+        (``{"clean", "ablated", "flipped"}``, read only); views. See
+        :class:`~finwidget.widgets.protocol.ExplorerState`.
     """
 
     _esm = _bundle("widget.js")
     _css = _bundle("widget.css")
-
-    statement_layout = traitlets.Dict().tag(sync=True)
-    geometry = traitlets.Dict().tag(sync=True)
-    focus = traitlets.Dict({"layer": 0, "head": 0}).tag(sync=True)
-    selection = traitlets.Dict({}).tag(sync=True)
-    direction = traitlets.Unicode("from").tag(sync=True)
-    grid_measure = traitlets.Unicode("attention_to_selection").tag(sync=True)
-    layer_range = traitlets.List([]).tag(sync=True)
-    ablations = traitlets.List([]).tag(sync=True)
-    settings = traitlets.Dict(dict(DEFAULT_SETTINGS)).tag(sync=True)
-    prediction = traitlets.Dict({}).tag(sync=True)
-    views = traitlets.List(list(VIEW_NAMES)).tag(sync=True)
-    sweep_done = traitlets.Bool(False).tag(sync=True)
 
     def __init__(
         self,
@@ -167,14 +86,7 @@ class AttentionExplorer(anywidget.AnyWidget):
         session: ExplorerSession | None = None,
         **kwargs,
     ):
-        unknown = set(kwargs) - {
-            "statement_layout",
-            "geometry",
-            "direction",
-            "grid_measure",
-            "layer_range",
-            "settings",
-        }
+        unknown = set(kwargs) - _STATE_KWARGS
         if unknown:
             raise InputError(f"AttentionExplorer got unknown keyword arguments {sorted(unknown)}")
         if views is not None:
@@ -186,22 +98,15 @@ class AttentionExplorer(anywidget.AnyWidget):
                 "AttentionExplorer needs a model (or use AttentionExplorer.from_attention for "
                 "attention recorded without one)"
             )
-        self.session = (
-            session
-            if session is not None
-            else ExplorerSession(model, tokenizer, text, task=task, reference=reference, truncate=truncate)
-        )
-        s = self.session
-        self._geometry = Geometry(
+        if session is None:
+            session = ModelSession(model, tokenizer, text, task=task, reference=reference, truncate=truncate)
+        self.session = s = session
+        self.protocol_geometry = Geometry(
             num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
         )
         self.last_png: bytes | None = None
         self.last_png_view: str | None = None
-        if model is None:
-            model_name = getattr(s, "model_name", "recorded attention")
-        else:
-            model_name = _model_name(model)
-        kwargs.setdefault("statement_layout", layout_state(s))
+        kwargs.setdefault("statement_layout", layout_state(s.layout, s.token_texts(), s.answer_position))
         kwargs.setdefault(
             "geometry",
             {
@@ -210,10 +115,10 @@ class AttentionExplorer(anywidget.AnyWidget):
                 "num_kv_heads": s.num_kv_heads,
                 "head_dim": s.head_dim,
                 "seq_len": s.seq_len,
-                "model_name": str(model_name).split("/")[-1],
+                "model_name": str(s.model_name).split("/")[-1],
             },
         )
-        super().__init__(**kwargs)
+        super().__init__(catalogue=startup_catalogue(), **kwargs)
         if views is not None:
             self.views = list(views)
         if focus is not None:
@@ -224,6 +129,12 @@ class AttentionExplorer(anywidget.AnyWidget):
             self.selection = {"start": start, "end": end}
         self.prediction = s.prediction([])
         self.on_msg(self._on_custom_message)
+        self.observe(self._on_ablations, names="ablations")
+
+    @classmethod
+    def for_session(cls, session: ExplorerSession, **kwargs) -> AttentionExplorer:
+        """An explorer (or one of its single views) of a ready session."""
+        return cls(None, None, session.text, session=session, **kwargs)
 
     @classmethod
     def from_attention(
@@ -244,122 +155,12 @@ class AttentionExplorer(anywidget.AnyWidget):
         ``output_attentions`` tuple; ``layout``: ``read_statement`` of the same tokens;
         ``prediction``: the model's :class:`~finwidget.task.Prediction`, if known.
         """
-        session = ExplorerSession.from_attention(
-            attention, layout, prediction=prediction, model_name=model_name
-        )
+        session = RecordedSession(attention, layout, prediction=prediction, model_name=model_name)
         if views is None:
             views = [v for v in VIEW_NAMES if v != "prediction" or prediction is not None]
-        return cls(
-            None, None, layout.text, views=views, focus=focus, selection=selection, session=session, **kwargs
-        )
+        return cls.for_session(session, views=views, focus=focus, selection=selection, **kwargs)
 
-    # ------------------------------------------------------------------ validation of traits
-    @traitlets.validate("focus")
-    def _valid_focus(self, proposal):
-        value = proposal["value"]
-        if set(value) != {"layer", "head"}:
-            raise traitlets.TraitError(f"focus must be {{'layer': int, 'head': int}}, got {value!r}")
-        try:
-            parse_request({"kind": "head_matrix", "id": 0, **value}, self._geometry)
-        except ProtocolError as err:
-            raise traitlets.TraitError(f"focus: {err}") from None
-        return {"layer": value["layer"], "head": value["head"]}
-
-    @traitlets.validate("selection")
-    def _valid_selection(self, proposal):
-        value = proposal["value"]
-        if not value:
-            return {}
-        if set(value) != {"start", "end"}:
-            raise traitlets.TraitError(
-                f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}"
-            )
-        try:
-            parse_request(
-                {"kind": "flow", "id": 0, "selection": [value["start"], value["end"]]}, self._geometry
-            )
-        except ProtocolError as err:
-            raise traitlets.TraitError(
-                f"selection (span indices, {self._geometry.num_spans} spans): {err}"
-            ) from None
-        return {"start": value["start"], "end": value["end"]}
-
-    @traitlets.validate("direction")
-    def _valid_direction(self, proposal):
-        if proposal["value"] not in DIRECTIONS:
-            raise traitlets.TraitError(f"direction must be one of {DIRECTIONS}, got {proposal['value']!r}")
-        return proposal["value"]
-
-    @traitlets.validate("grid_measure")
-    def _valid_measure(self, proposal):
-        if proposal["value"] not in GRID_MEASURES:
-            raise traitlets.TraitError(
-                f"grid_measure must be one of {GRID_MEASURES}, got {proposal['value']!r}"
-            )
-        return proposal["value"]
-
-    @traitlets.validate("layer_range")
-    def _valid_layer_range(self, proposal):
-        value = list(proposal["value"])
-        if not value:
-            return []
-        try:
-            parse_request(
-                {
-                    "kind": "token_values",
-                    "id": 0,
-                    "scope": "range",
-                    "selection": [],
-                    "direction": "from",
-                    "layer_range": value,
-                },
-                self._geometry,
-            )
-        except ProtocolError as err:
-            raise traitlets.TraitError(str(err)) from None
-        return value
-
-    @traitlets.validate("ablations")
-    def _valid_ablations(self, proposal):
-        try:
-            return validate_ablations(proposal["value"], self._geometry)
-        except ProtocolError as err:
-            raise traitlets.TraitError(f"ablations: {err}") from None
-
-    @traitlets.validate("views")
-    def _valid_views(self, proposal):
-        value = list(proposal["value"])
-        bad = [v for v in value if v not in VIEW_NAMES]
-        if bad or not value:
-            raise traitlets.TraitError(f"views must be a non-empty list of {VIEW_NAMES}, got {value!r}")
-        return list(dict.fromkeys(value))
-
-    @traitlets.validate("settings")
-    def _valid_settings(self, proposal):
-        value = {**DEFAULT_SETTINGS, **proposal["value"]}
-        unknown = set(value) - set(DEFAULT_SETTINGS)
-        checks = {
-            "statement_heads": STATEMENT_HEADS,
-            "matrix_aggregate": MATRIX_AGGREGATES,
-            "ablate_mode": ABLATION_MODES,
-        }
-        if unknown:
-            raise traitlets.TraitError(
-                f"unknown settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}"
-            )
-        for key, options in checks.items():
-            if value[key] not in options:
-                raise traitlets.TraitError(f"settings[{key!r}] must be one of {options}, got {value[key]!r}")
-        for key in ("scale_value", "reply_timeout_ms"):
-            v = value[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise traitlets.TraitError(f"settings[{key!r}] must be a finite number, got {v!r}")
-        if value["reply_timeout_ms"] < 100:
-            raise traitlets.TraitError("settings['reply_timeout_ms'] must be at least 100")
-        return value
-
-    @traitlets.observe("ablations")
-    def _ablations_changed(self, change):
+    def _on_ablations(self, change):
         self.prediction = self.session.prediction(change["new"])
 
     # ------------------------------------------------------------------ Python API
@@ -420,13 +221,11 @@ class AttentionExplorer(anywidget.AnyWidget):
         """Ablate every head alone; colour the grid by the change in logit difference.
 
         ``layers``: only the heads of these layers (e.g. ``range(20, 28)``), NaN elsewhere.
-        Returns a pandas DataFrame (layer, head, mode, logit_diff, change, flipped) of the
-        heads swept.
+        Returns the :func:`~finwidget.interventions.sweep.sweep_heads` table (layer, head,
+        mode, logit_diff, clean_logit_diff, change, flipped) of the heads swept.
         """
-        import pandas as pd
-
-        if mode not in ABLATION_MODES:
-            raise InputError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
+        if mode not in EXPLORER_MODES:
+            raise InputError(f"mode must be one of {tuple(EXPLORER_MODES)}, got {mode!r}")
         if layers is not None:
             layers = list(layers)
             bad = [
@@ -436,28 +235,11 @@ class AttentionExplorer(anywidget.AnyWidget):
                 raise InputError(
                     f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
                 )
-        effect = self.session.sweep(mode, value, progress=progress, layers=layers)
+        table = self.session.sweep(mode, value, progress=progress, layers=layers)
         self.sweep_done = False
         self.sweep_done = True
         self.grid_measure = "ablation_effect"
-        clean = self.session.clean.logit_diff
-        rows = []
-        for layer in range(effect.shape[0]):
-            for head in range(effect.shape[1]):
-                if np.isnan(effect[layer, head]):
-                    continue
-                diff = clean + float(effect[layer, head])
-                rows.append(
-                    {
-                        "layer": layer,
-                        "head": head,
-                        "mode": mode,
-                        "logit_diff": diff,
-                        "change": float(effect[layer, head]),
-                        "flipped": (diff > 0) != (clean > 0),
-                    }
-                )
-        return pd.DataFrame(rows)
+        return table
 
     def state_size(self) -> int:
         """Bytes of this widget's synced state as saved in a notebook (JSON of every synced trait)."""
@@ -482,21 +264,7 @@ class AttentionExplorer(anywidget.AnyWidget):
 
         Never raises: a malformed request or a failure inside gets an error reply.
         """
-        message_id = content.get("id") if isinstance(content, dict) else None
-        kind = content.get("kind") if isinstance(content, dict) else None
-        try:
-            request = parse_request(content, self._geometry)
-        except ProtocolError as err:
-            return error_reply(message_id, kind, f"bad request: {err}")
-        try:
-            return self._answer(request, send_progress)
-        except InputError as err:
-            return error_reply(request.id, request.kind, str(err))
-        except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
-            detail = traceback.format_exception_only(type(err), err)[-1].strip()
-            return error_reply(
-                request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}"
-            )
+        return handle_request(self, content, send_progress)
 
     def _on_custom_message(self, _widget, content, buffers):
         def send_progress(done, total, message=""):
@@ -505,80 +273,3 @@ class AttentionExplorer(anywidget.AnyWidget):
         reply, reply_buffers = self.handle_request(content, buffers, send_progress)
         self.send(reply, reply_buffers)
 
-    def _answer(self, request: Request, send_progress=None) -> tuple[dict, list]:
-        s = self.session
-        p = request.params
-        if request.kind == "head_matrix":
-            payload = Payload()
-            payload.add_causal_matrix("matrix", s.head_matrix(p["layer"], p["head"]), p["encoding"])
-            return ok_reply(request, {"layer": p["layer"], "head": p["head"]}, payload)
-        if request.kind == "token_values":
-            values, reduce, label = s.token_values(
-                p["scope"],
-                p["selection"],
-                p["direction"],
-                p.get("layer"),
-                p.get("head"),
-                p.get("layer_range"),
-            )
-            payload = Payload()
-            payload.add_f16("values", values)
-            return ok_reply(request, {"reduce": reduce, "label": label}, payload)
-        if request.kind == "grid":
-            return ok_reply(request, *self._grid_fields(p["measure"], p["selection"]))
-        if request.kind == "flow":
-            flow = s.flow(p["selection"])
-            payload = Payload()
-            payload.add_f16("spread", flow["spread"])
-            fields = {
-                "selection_mass": flow["selection_mass"],
-                "logit_lens": flow["logit_lens"],
-                "label": flow["label"],
-            }
-            return ok_reply(request, fields, payload)
-        if request.kind == "set_ablations":
-            prediction = s.prediction(p["ablations"])
-            self.ablations = p["ablations"]  # the observer finds the prediction cached
-            fields = {"prediction": prediction, "ablations": p["ablations"]}
-            payload = None
-            if "grid" in p:
-                grid_fields, payload = self._grid_fields(p["grid"], selection_param(self.selection))
-                fields.update(grid_fields)
-            return ok_reply(request, fields, payload)
-        if request.kind == "sweep":
-            layers = None
-            if p.get("layer_range"):
-                first, last = p["layer_range"]
-                layers = list(range(first, last + 1))
-            total = (len(layers) if layers else s.num_layers) * s.num_heads
-            step = max(1, total // 50)
-
-            def progress(done, total_):
-                if send_progress is not None and (done % step == 0 or done == total_):
-                    send_progress(done, total_, "heads ablated")
-
-            self.sweep(p["mode"], p.get("value"), progress=progress, layers=layers)
-            return ok_reply(request, *self._grid_fields("ablation_effect", []))
-        if request.kind == "png":
-            self.last_png = base64.b64decode(p["data_url"][len(PNG_PREFIX) :], validate=False)
-            self.last_png_view = p["view"]
-            return ok_reply(request, {"bytes": len(self.last_png)})
-        raise ProtocolError(f"unhandled request kind {request.kind!r}")
-
-    def _grid_fields(self, measure: str, selection: list[int]) -> tuple[dict, Payload]:
-        values, label = self.session.grid(measure, selection)
-        payload = Payload()
-        payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
-        return {"measure": measure, "label": label}, payload
-
-
-def _model_name(model) -> str:
-    """What the toolbar calls the model: its hub id or folder, the demo model by name."""
-    from pathlib import Path
-
-    from finwidget.demo import MODEL_DIR
-
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    if name and Path(name).expanduser().resolve() == Path(MODEL_DIR).resolve():
-        return "finwidget demo model"
-    return name

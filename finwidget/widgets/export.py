@@ -17,24 +17,16 @@ import json
 from pathlib import Path
 
 from finwidget.errors import InputError
-from finwidget.widgets.protocol import GRID_MEASURES, request_key, requests_for_state
+from finwidget.widgets.protocol import (
+    SYNCED_STATE,
+    grid_measures,
+    grid_request,
+    request_key,
+    requests_for_state,
+    selection_param,
+)
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-
-SYNCED_STATE = (
-    "statement_layout",
-    "geometry",
-    "focus",
-    "selection",
-    "direction",
-    "grid_measure",
-    "layer_range",
-    "ablations",
-    "settings",
-    "prediction",
-    "views",
-    "sweep_done",
-)
 
 
 def script_json(value) -> str:
@@ -63,14 +55,9 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
     if "grid" in state["views"]:
         # Every measure that can be computed, so the measure menu still works offline.
         current = {request_key(r) for r in requests}
-        for measure in GRID_MEASURES:
-            extra = {"kind": "grid", "measure": measure}
-            if measure in ("attention_to_selection", "entropy"):
-                extra["selection"] = (
-                    next(r for r in requests if r["kind"] == "grid").get("selection", [])
-                    if any(r["kind"] == "grid" for r in requests)
-                    else []
-                )
+        selection = selection_param(state["selection"])
+        for measure in grid_measures():
+            extra = grid_request(measure, selection)
             if request_key(extra) not in current:
                 requests.append(extra)
     out = []

@@ -15,11 +15,15 @@ token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to
                   layer+head (focus) | layer (layer) | layer_range (range) -> values [T]
 grid              measure [, selection] -> values [L * H]
 flow              selection -> spread [L, S], selection_mass [L], logit_lens [L]
-set_ablations     ablations: [{layer, head, mode "zero"|"mean"|"scale" [, value]}] -> prediction
+set_ablations     ablations: [{layer, head, mode [, value]}] [, grid] -> prediction [, grid values]
 sweep             mode [, value, layer_range] -> values [L * H] (change in logit difference; NaN
                   outside layer_range); progress messages
 png               view, data_url -> stored on the widget (``explorer.last_png``)
 ================  ===========================================================================
+
+Modes, grid measures and views are data: the frontend receives them at start-up in the
+``catalogue`` trait (:func:`startup_catalogue`) and keeps no list of its own. A mode's
+``value`` is sent only for a mode whose ``takes_value`` is true.
 
 ``selection`` is ``[]`` (none) or ``[start, end]``, a half-open range of span indices.
 
@@ -41,47 +45,70 @@ error reply naming the problem, never an exception out of the widget.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import traitlets
 
+from finwidget.analysis.metrics import HEAD_MEASURES, head_measure, measure_catalogue
 from finwidget.errors import InputError
+from finwidget.interventions.modes import mode_catalogue
 
 PROTOCOL_VERSION = 1
 
 DIRECTIONS = ("from", "to")
 SCOPES = ("focus", "layer", "range")
 ENCODINGS = ("u8sqrt", "u8", "f16")
-GRID_MEASURES = (
-    "attention_to_selection",
-    "entropy",
-    "financial_focus",
-    "direct_logit_diff",
-    "ablation_effect",
-)
-#: measures that depend on the selection (and so carry it in the grid request)
-SELECTION_MEASURES = ("attention_to_selection", "entropy")
-ABLATION_MODES = ("zero", "mean", "scale")
-VIEW_NAMES = ("statement", "grid", "matrix", "flow", "prediction")
 MATRIX_AGGREGATES = ("tokens", "spans", "line_items")
 STATEMENT_HEADS = ("focus", "layer", "range")
 
-#: request kind -> (required params, optional params)
-REQUEST_PARAMS: dict[str, tuple[frozenset, frozenset]] = {
-    "head_matrix": (frozenset({"layer", "head"}), frozenset({"encoding"})),
-    "token_values": (
-        frozenset({"scope", "selection", "direction"}),
-        frozenset({"layer", "head", "layer_range"}),
-    ),
-    "grid": (frozenset({"measure"}), frozenset({"selection"})),
-    "flow": (frozenset({"selection"}), frozenset()),
-    "set_ablations": (frozenset({"ablations"}), frozenset({"grid"})),
-    "sweep": (frozenset({"mode"}), frozenset({"value", "layer_range"})),
-    "png": (frozenset({"view", "data_url"}), frozenset()),
-}
-REQUEST_KINDS = tuple(REQUEST_PARAMS)
+#: The intervention modes the explorer offers (their data comes from
+#: ``finwidget.interventions.modes.mode_catalogue()``), each with the sign the UI writes
+#: before its value ("scale ×2").
+EXPLORER_MODES = {"zero": "", "mean": "", "scale": "×"}
+
+#: The views, in the order the page shows them: name, label, the request lane whose data
+#: it draws (an error there ends its first draw), and the column it sits in.
+VIEWS = (
+    {"name": "prediction", "label": "prediction", "lane": "ablation", "column": "left"},
+    {"name": "statement", "label": "statement", "lane": "tokens", "column": "left"},
+    {"name": "grid", "label": "grid", "lane": "grid", "column": "right"},
+    {"name": "matrix", "label": "matrix", "lane": "matrix", "column": "right"},
+    {"name": "flow", "label": "flow", "lane": "flow", "column": "right"},
+)
+VIEW_NAMES = tuple(v["name"] for v in VIEWS)
+
+
+def explorer_modes() -> list[dict]:
+    """The explorer's modes: ``mode_catalogue()`` entries plus ``value_symbol``, in menu order."""
+    by_name = {m["name"]: m for m in mode_catalogue()}
+    return [{**by_name[name], "value_symbol": symbol} for name, symbol in EXPLORER_MODES.items()]
+
+
+def _modes_by_name() -> dict[str, dict]:
+    return {m["name"]: m for m in explorer_modes()}
+
+
+def startup_catalogue() -> dict:
+    """What the frontend receives at start-up (the ``catalogue`` trait): the lists it
+    must not keep copies of. ``{"modes": [...], "measures": [...], "views": [...]}``:
+
+    - modes: ``{name, takes_value, default_value, needs_reference, needs_source, summary,
+      value_symbol}`` (``explorer_modes``);
+    - measures: ``{name, label, unit, description, direction, uses_selection, needs}``
+      (``finwidget.analysis.metrics.measure_catalogue``);
+    - views: ``{name, label, lane, column}`` (``VIEWS``).
+    """
+    return {"modes": explorer_modes(), "measures": measure_catalogue(), "views": [dict(v) for v in VIEWS]}
+
+
+def grid_measures() -> tuple[str, ...]:
+    """Names of the grid's measures (every measure of ``finwidget.analysis.metrics``)."""
+    return tuple(m.name for m in HEAD_MEASURES)
+
 
 MAX_PNG_BYTES = 16 * 2**20
 PNG_PREFIX = "data:image/png;base64,"
@@ -264,8 +291,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_in(params: dict, name: str, upper: int, what: str) -> int:
-    value = params.get(name)
+def _int_in(value, name: str, upper: int, what: str) -> int:
     if not _is_int(value):
         raise ProtocolError(f"{name} must be an integer, got {value!r}")
     if not 0 <= value < upper:
@@ -273,8 +299,15 @@ def _int_in(params: dict, name: str, upper: int, what: str) -> int:
     return value
 
 
-def _choice(params: dict, name: str, options: tuple) -> str:
-    value = params.get(name)
+def _layer(value, g: Geometry) -> int:
+    return _int_in(value, "layer", g.num_layers, f"{g.num_layers} layers")
+
+
+def _head(value, g: Geometry) -> int:
+    return _int_in(value, "head", g.num_heads, f"{g.num_heads} heads per layer")
+
+
+def _choice(value, name: str, options) -> str:
     if value not in options:
         raise ProtocolError(f"{name} must be one of {', '.join(options)}, got {value!r}")
     return value
@@ -296,23 +329,41 @@ def _range(value, upper: int, name: str, half_open: bool) -> list[int]:
     return [a, b]
 
 
+def _selection(value, g: Geometry) -> list[int]:
+    return _range(value, g.num_spans, "selection", half_open=True)
+
+
+def _layer_range(value, g: Geometry) -> list[int]:
+    return _range(value, g.num_layers, "layer_range", half_open=False)
+
+
 def _finite_number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ProtocolError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 
+def _mode_value(mode: dict, value, name: str) -> dict:
+    """``{"value": float}`` for a mode that takes one (its default when None), ``{}`` otherwise."""
+    if mode["takes_value"]:
+        return {"value": _finite_number(mode["default_value"] if value is None else value, name)}
+    if value not in (None, 0, 0.0):
+        raise ProtocolError(f"mode {mode['name']!r} takes no value (got {value!r})")
+    return {}
+
+
 def validate_ablations(items, geometry: Geometry) -> list[dict]:
     """The ablation list as sent by the frontend or set from Python -> normalized dicts, sorted.
 
-    Each item: ``{"layer": int, "head": int, "mode": "zero"|"mean"|"scale"[, "value": float]}``
-    (``value`` is the factor for "scale", default 0). One entry per head.
+    Each item: ``{"layer": int, "head": int, "mode": <an explorer mode>[, "value": float]}``
+    (``value`` only for a mode that takes one; its default when left out). One entry per head.
     """
     if not isinstance(items, (list, tuple)):
         raise ProtocolError(f"ablations must be a list, got {type(items).__name__}")
     limit = geometry.num_layers * geometry.num_heads
     if len(items) > limit:
         raise ProtocolError(f"{len(items)} ablations, but the model has only {limit} heads")
+    modes = _modes_by_name()
     out: dict[tuple[int, int], dict] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -320,22 +371,104 @@ def validate_ablations(items, geometry: Geometry) -> list[dict]:
         unknown = set(item) - {"layer", "head", "mode", "value"}
         if unknown:
             raise ProtocolError(f"ablation {i} has unknown keys {sorted(unknown)}")
-        layer = _int_in(item, "layer", geometry.num_layers, f"{geometry.num_layers} layers")
-        head = _int_in(item, "head", geometry.num_heads, f"{geometry.num_heads} heads per layer")
+        layer, head = _layer(item.get("layer"), geometry), _head(item.get("head"), geometry)
         mode = item.get("mode", "zero")
-        if mode not in ABLATION_MODES:
-            raise ProtocolError(
-                f"ablation {i}: mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}"
-            )
-        entry = {"layer": layer, "head": head, "mode": mode}
-        if mode == "scale":
-            entry["value"] = _finite_number(item.get("value", 0.0), f"ablation {i} value")
-        elif item.get("value") not in (None, 0, 0.0):
-            raise ProtocolError(f"ablation {i}: mode {mode!r} takes no value (got {item.get('value')!r})")
+        if mode not in modes:
+            raise ProtocolError(f"ablation {i}: mode must be one of {', '.join(modes)}, got {mode!r}")
+        try:
+            value = _mode_value(modes[mode], item.get("value"), f"ablation {i} value")
+        except ProtocolError as err:
+            raise ProtocolError(f"ablation {i}: {err}") from None
         if (layer, head) in out:
             raise ProtocolError(f"ablation {i}: layer {layer} head {head} is listed twice")
-        out[(layer, head)] = entry
+        out[(layer, head)] = {"layer": layer, "head": head, "mode": mode, **value}
     return [out[key] for key in sorted(out)]
+
+
+def _parse_head_matrix(p: dict, g: Geometry) -> dict:
+    return {
+        "layer": _layer(p["layer"], g),
+        "head": _head(p["head"], g),
+        "encoding": _choice(p["encoding"], "encoding", ENCODINGS) if "encoding" in p else "u8sqrt",
+    }
+
+
+def _parse_token_values(p: dict, g: Geometry) -> dict:
+    scope = _choice(p["scope"], "scope", SCOPES)
+    clean = {
+        "scope": scope,
+        "selection": _selection(p["selection"], g),
+        "direction": _choice(p["direction"], "direction", DIRECTIONS),
+    }
+    if scope in ("focus", "layer"):
+        clean["layer"] = _layer(p.get("layer"), g)
+    if scope == "focus":
+        clean["head"] = _head(p.get("head"), g)
+    if scope == "range":
+        if "layer_range" not in p:
+            raise ProtocolError("token_values with scope 'range' needs layer_range")
+        clean["layer_range"] = _layer_range(p["layer_range"], g) or [0, g.num_layers - 1]
+    return clean
+
+
+def _parse_grid(p: dict, g: Geometry) -> dict:
+    return {
+        "measure": _choice(p["measure"], "measure", grid_measures()),
+        "selection": _selection(p.get("selection", []), g),
+    }
+
+
+def _parse_set_ablations(p: dict, g: Geometry) -> dict:
+    clean = {"ablations": validate_ablations(p["ablations"], g)}
+    if "grid" in p:
+        clean["grid"] = _choice(p["grid"], "grid", grid_measures())
+    return clean
+
+
+def _parse_sweep(p: dict, g: Geometry) -> dict:
+    modes = _modes_by_name()
+    mode = _choice(p["mode"], "mode", tuple(modes))
+    clean = {"mode": mode, **_mode_value(modes[mode], p.get("value"), "value")}
+    if "layer_range" in p:
+        clean["layer_range"] = _layer_range(p["layer_range"], g)
+    return clean
+
+
+def _parse_png(p: dict, g: Geometry) -> dict:
+    view, data_url = p["view"], p["data_url"]
+    if not isinstance(view, str) or view not in VIEW_NAMES:
+        raise ProtocolError(f"view must be one of {', '.join(VIEW_NAMES)}, got {view!r}")
+    if not isinstance(data_url, str) or not data_url.startswith(PNG_PREFIX):
+        raise ProtocolError("data_url must be a PNG data URL (data:image/png;base64,...)")
+    if len(data_url) > MAX_PNG_BYTES:
+        raise ProtocolError(f"the PNG is larger than {MAX_PNG_BYTES // 2**20} MiB")
+    return {"view": view, "data_url": data_url}
+
+
+@dataclass(frozen=True)
+class RequestSchema:
+    """One request kind: its required and optional params and the parser that checks them."""
+
+    required: frozenset
+    optional: frozenset
+    parse: object  # (params, Geometry) -> clean params
+
+
+#: request kind -> its schema
+REQUESTS: dict[str, RequestSchema] = {
+    "head_matrix": RequestSchema(frozenset({"layer", "head"}), frozenset({"encoding"}), _parse_head_matrix),
+    "token_values": RequestSchema(
+        frozenset({"scope", "selection", "direction"}),
+        frozenset({"layer", "head", "layer_range"}),
+        _parse_token_values,
+    ),
+    "grid": RequestSchema(frozenset({"measure"}), frozenset({"selection"}), _parse_grid),
+    "flow": RequestSchema(frozenset({"selection"}), frozenset(), lambda p, g: {"selection": _selection(p["selection"], g)}),
+    "set_ablations": RequestSchema(frozenset({"ablations"}), frozenset({"grid"}), _parse_set_ablations),
+    "sweep": RequestSchema(frozenset({"mode"}), frozenset({"value", "layer_range"}), _parse_sweep),
+    "png": RequestSchema(frozenset({"view", "data_url"}), frozenset(), _parse_png),
+}
+REQUEST_KINDS = tuple(REQUESTS)
 
 
 def parse_request(content, geometry: Geometry) -> Request:
@@ -346,65 +479,178 @@ def parse_request(content, geometry: Geometry) -> Request:
     if not _is_int(message_id) or message_id < 0:
         raise ProtocolError(f"a request needs a non-negative integer id, got {message_id!r}")
     kind = content.get("kind")
-    if kind not in REQUEST_PARAMS:
+    if kind not in REQUESTS:
         raise ProtocolError(f"unknown request kind {kind!r}; expected one of {', '.join(REQUEST_KINDS)}")
-    required, optional = REQUEST_PARAMS[kind]
+    schema = REQUESTS[kind]
     params = {k: v for k, v in content.items() if k not in ("kind", "id")}
-    missing = required - set(params)
+    missing = schema.required - set(params)
     if missing:
         raise ProtocolError(f"{kind} request is missing {sorted(missing)}")
-    unknown = set(params) - required - optional
+    unknown = set(params) - schema.required - schema.optional
     if unknown:
         raise ProtocolError(f"{kind} request has unknown keys {sorted(unknown)}")
-    L, H, S = geometry.num_layers, geometry.num_heads, geometry.num_spans
-    layers_what, heads_what = f"{L} layers", f"{H} heads per layer"
-    clean: dict = {}
-    if kind == "head_matrix":
-        clean["layer"] = _int_in(params, "layer", L, layers_what)
-        clean["head"] = _int_in(params, "head", H, heads_what)
-        clean["encoding"] = _choice(params, "encoding", ENCODINGS) if "encoding" in params else "u8sqrt"
-    elif kind == "token_values":
-        clean["scope"] = scope = _choice(params, "scope", SCOPES)
-        clean["selection"] = _range(params["selection"], S, "selection", half_open=True)
-        clean["direction"] = _choice(params, "direction", DIRECTIONS)
-        if scope in ("focus", "layer"):
-            clean["layer"] = _int_in(params, "layer", L, layers_what)
-        if scope == "focus":
-            clean["head"] = _int_in(params, "head", H, heads_what)
-        if scope == "range":
-            if "layer_range" not in params:
-                raise ProtocolError("token_values with scope 'range' needs layer_range")
-            clean["layer_range"] = _range(params["layer_range"], L, "layer_range", half_open=False) or [
-                0,
-                L - 1,
-            ]
-    elif kind == "grid":
-        clean["measure"] = _choice(params, "measure", GRID_MEASURES)
-        clean["selection"] = _range(params.get("selection", []), S, "selection", half_open=True)
-    elif kind == "flow":
-        clean["selection"] = _range(params["selection"], S, "selection", half_open=True)
-    elif kind == "set_ablations":
-        clean["ablations"] = validate_ablations(params["ablations"], geometry)
-        if "grid" in params:
-            clean["grid"] = _choice(params, "grid", GRID_MEASURES)
-    elif kind == "sweep":
-        clean["mode"] = _choice(params, "mode", ABLATION_MODES)
-        if clean["mode"] == "scale":
-            clean["value"] = _finite_number(params.get("value", 0.0), "value")
-        if "layer_range" in params:
-            clean["layer_range"] = _range(params["layer_range"], L, "layer_range", half_open=False)
-    elif kind == "png":
-        view = params["view"]
-        if not isinstance(view, str) or view not in VIEW_NAMES:
-            raise ProtocolError(f"view must be one of {', '.join(VIEW_NAMES)}, got {view!r}")
-        data_url = params["data_url"]
-        if not isinstance(data_url, str) or not data_url.startswith(PNG_PREFIX):
-            raise ProtocolError("data_url must be a PNG data URL (data:image/png;base64,...)")
-        if len(data_url) > MAX_PNG_BYTES:
-            raise ProtocolError(f"the PNG is larger than {MAX_PNG_BYTES // 2**20} MiB")
-        clean["view"] = view
-        clean["data_url"] = data_url
-    return Request(kind=kind, id=message_id, params=clean)
+    return Request(kind=kind, id=message_id, params=schema.parse(params, geometry))
+
+
+# ---------------------------------------------------------------------------- the trait schema
+DEFAULT_SETTINGS = {
+    "statement_heads": "focus",
+    "matrix_aggregate": "tokens",
+    "ablate_mode": "zero",
+    "scale_value": 0.0,  # the value of a mode that takes one (historical name)
+    "reply_timeout_ms": 8000,
+}
+
+
+def _check_focus(value, g: Geometry) -> dict:
+    if not isinstance(value, dict) or set(value) != {"layer", "head"}:
+        raise ProtocolError(f"focus must be {{'layer': int, 'head': int}}, got {value!r}")
+    return {"layer": _layer(value["layer"], g), "head": _head(value["head"], g)}
+
+
+def _check_selection(value, g: Geometry) -> dict:
+    if not value:
+        return {}
+    if not isinstance(value, dict) or set(value) != {"start", "end"}:
+        raise ProtocolError(f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}")
+    try:
+        start, end = _selection([value["start"], value["end"]], g)
+    except ProtocolError as err:
+        raise ProtocolError(f"selection (span indices, {g.num_spans} spans): {err}") from None
+    return {"start": start, "end": end}
+
+
+def _check_views(value, g: Geometry) -> list[str]:
+    value = list(value) if isinstance(value, (list, tuple)) else value
+    if not isinstance(value, list) or not value or any(v not in VIEW_NAMES for v in value):
+        raise ProtocolError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def _check_settings(value, g: Geometry) -> dict:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"settings must be a dict, got {value!r}")
+    unknown = set(value) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise ProtocolError(f"unknown settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
+    value = {**DEFAULT_SETTINGS, **value}
+    options = {"statement_heads": STATEMENT_HEADS, "matrix_aggregate": MATRIX_AGGREGATES,
+               "ablate_mode": tuple(EXPLORER_MODES)}
+    for key, allowed in options.items():
+        if value[key] not in allowed:
+            raise ProtocolError(f"settings[{key!r}] must be one of {allowed}, got {value[key]!r}")
+    for key in ("scale_value", "reply_timeout_ms"):
+        _finite_number(value[key], f"settings[{key!r}]")
+    if value["reply_timeout_ms"] < 100:
+        raise ProtocolError("settings['reply_timeout_ms'] must be at least 100")
+    return value
+
+
+class Checked(traitlets.TraitType):
+    """A synced trait whose values are checked by a protocol check ``(value, Geometry) ->
+    normalized value``; the geometry is the owner's ``protocol_geometry``. A refused value
+    raises ``TraitError`` naming the problem and leaves the old value."""
+
+    def __init__(self, default, check, **kwargs):
+        self._check = check
+        super().__init__(default_value=default, **kwargs)
+        self.tag(sync=True)
+
+    def make_dynamic_default(self):
+        return copy.deepcopy(self.default_value)
+
+    def validate(self, obj, value):
+        try:
+            return self._check(value, obj.protocol_geometry)
+        except ProtocolError as err:
+            raise traitlets.TraitError(str(err)) from None
+
+
+class ExplorerState(traitlets.HasTraits):
+    """The synced traits of the explorer (the trait schema). Small state only; see this
+    module's docstring for what travels as messages.
+
+    statement_layout: :func:`layout_state`; geometry: ``{num_layers, num_heads,
+    num_kv_heads, head_dim, seq_len, model_name}``; catalogue: :func:`startup_catalogue`;
+    focus: ``{"layer", "head"}``; selection: ``{}`` or ``{"start", "end"}`` span range;
+    direction: ``"from" | "to"``; grid_measure: a measure's name; layer_range: ``[]`` or
+    ``[first, last]``; ablations: ``[{"layer", "head", "mode"[, "value"]}]``; settings:
+    ``DEFAULT_SETTINGS``' keys; prediction: ``{"clean", "ablated", "flipped"}``; views:
+    view names; sweep_done: flips each time a sweep finishes.
+    """
+
+    protocol_geometry = Geometry(num_layers=0, num_heads=0, num_spans=0)
+
+    statement_layout = traitlets.Dict().tag(sync=True)
+    geometry = traitlets.Dict().tag(sync=True)
+    catalogue = traitlets.Dict().tag(sync=True)
+    focus = Checked({"layer": 0, "head": 0}, _check_focus)
+    selection = Checked({}, _check_selection)
+    direction = Checked("from", lambda v, g: _choice(v, "direction", DIRECTIONS))
+    grid_measure = Checked("attention_to_selection", lambda v, g: _choice(v, "grid_measure", grid_measures()))
+    layer_range = Checked([], lambda v, g: _layer_range(list(v) if isinstance(v, tuple) else v, g))
+    ablations = Checked([], lambda v, g: _prefixed("ablations", validate_ablations, v, g))
+    settings = Checked(dict(DEFAULT_SETTINGS), _check_settings)
+    prediction = traitlets.Dict({}).tag(sync=True)
+    views = Checked(list(VIEW_NAMES), _check_views)
+    sweep_done = traitlets.Bool(False).tag(sync=True)
+
+
+def _prefixed(name: str, check, value, g: Geometry):
+    try:
+        return check(value, g)
+    except ProtocolError as err:
+        raise ProtocolError(f"{name}: {err}") from None
+
+
+#: every synced trait (what an exported page embeds)
+SYNCED_STATE = tuple(ExplorerState.class_trait_names(sync=True))
+
+
+# ---------------------------------------------------------------------------- the statement layout
+def layout_state(layout, token_texts: list[str], answer_position: int) -> dict:
+    """The statement layout as the frontend's ``statement_layout`` trait (JSON; spans, lines, tokens).
+
+    ``token_texts``: ``[T]`` the text shown for each token.
+    """
+    spans = []
+    for s in layout.spans:
+        value = s.value if s.value is None or math.isfinite(s.value) else None
+        spans.append(
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "text": s.text,
+                "char_start": s.char_start,
+                "char_end": s.char_end,
+                "token_start": s.token_start,
+                "token_end": s.token_end,
+                "line": s.line,
+                "category": s.category,
+                "value": value,
+                "year": s.year,
+                "line_item": s.line_item,
+                "in_statement": bool(s.in_statement),
+            }
+        )
+    return {
+        "text": layout.text,
+        "tokens": list(token_texts),
+        "token_to_span": [int(v) for v in layout.token_to_span],
+        "spans": spans,
+        "lines": [list(map(int, line)) for line in layout.lines],
+        "line_items": [
+            {
+                "name": li.name,
+                "line": li.line,
+                "name_span": li.name_span,
+                "number_spans": list(li.number_spans),
+                "category": li.category,
+            }
+            for li in layout.line_items
+        ],
+        "answer_position": int(answer_position),
+    }
 
 
 # ---------------------------------------------------------------------------- state -> requests
@@ -425,10 +671,18 @@ def selection_param(selection: dict) -> list[int]:
     return []
 
 
+def grid_request(measure: str, selection: list[int]) -> dict:
+    """The grid request of ``measure`` (with the selection only if the measure uses it)."""
+    msg = {"kind": "grid", "measure": measure}
+    if head_measure(measure).uses_selection:
+        msg["selection"] = selection
+    return msg
+
+
 def requests_for_state(state: dict) -> list[dict]:
     """The data requests (without ids) the frontend makes for a widget state.
 
-    Mirrors ``requestsForState`` in js/store.ts exactly: an exported page embeds the
+    Mirrors ``requestsForState`` in js/protocol.ts exactly: an exported page embeds the
     replies to these requests under their keys.
     """
     views = set(state["views"])
@@ -456,10 +710,7 @@ def requests_for_state(state: dict) -> list[dict]:
             )
         out.append(msg)
     if "grid" in views:
-        msg = {"kind": "grid", "measure": state["grid_measure"]}
-        if state["grid_measure"] in SELECTION_MEASURES:
-            msg["selection"] = selection
-        out.append(msg)
+        out.append(grid_request(state["grid_measure"], selection))
     if "flow" in views:
         out.append({"kind": "flow", "selection": selection})
     return out

@@ -1,170 +1,102 @@
-"""What the explorer shows about one statement, computed on demand from one clean run.
+"""What the explorer shows about one statement: two kinds of session behind one interface.
 
-:class:`ExplorerSession` is the glue between the widget and the analysis layer: one
-forward pass is recorded with :func:`~finwidget.capture.capture.capture_attention`
-(post-RoPE queries/keys only) while :class:`~finwidget.interventions.cached_run.CachedRun`
-caches the residual stream for ablations; the statement is read with
-:func:`~finwidget.statement.read_statement`. Attention is recomputed per head / per row
-when a view asks for it; the full ``layers x heads x T x T`` tensor is never built.
+:class:`ExplorerSession` answers from recorded attention and the statement's layout
+alone (attention rows, the grid's attention measures, the layer flow); it is what
+:class:`RecordedSession` is, built from attention recorded without the model.
+:class:`ModelSession` also holds the model: one clean run is recorded with
+:func:`~finwidget.capture.capture.capture_attention` (post-RoPE queries/keys only) while
+:class:`~finwidget.interventions.cached_run.CachedRun` caches the residual stream, so it
+can ablate heads, sweep them, and read the logit lens and direct contributions.
 
-Every method returns numpy arrays (float32) in the shapes its docstring states; the
-widget encodes them with :mod:`finwidget.widgets.protocol`.
+The session only selects, slices and encodes: grid measures come from
+:mod:`finwidget.analysis.metrics`, the sweep from :mod:`finwidget.interventions.sweep`,
+the logit lens and direct contributions from :mod:`finwidget.analysis`. Attention is
+recomputed per head / per row when a view asks for it; the full ``L x H x T x T``
+tensor is never built. Methods return float32 numpy arrays in the shapes their
+docstrings state (L layers, H query heads, T tokens, S spans).
 """
 
 from __future__ import annotations
 
+import json
+from functools import cached_property
+
 import numpy as np
 import torch
 
-from finwidget.capture.capture import capture_attention
+from finwidget.analysis.metrics import HeadMeasure, head_measure, selection_tokens
 from finwidget.errors import InputError
-from finwidget.interventions.cached_run import CachedRun
-from finwidget.interventions.spec import HeadIntervention, InterventionSet
-from finwidget.statement import read_statement
-from finwidget.task import EarningsTask, Prediction, context_length, model_device
+from finwidget.statement.layout import StatementLayout
+from finwidget.task import Prediction
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in nats over the last axis (0 log 0 = 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -(p * logs).sum(axis=-1)
+class AnalysisUnavailable(InputError):
+    """The analysis layer cannot provide a readout for this session (no model, or a model
+    whose layout the readout does not support)."""
+
+
+def _needs_model(what: str) -> InputError:
+    return AnalysisUnavailable(
+        f"{what} needs the model: this explorer only shows recorded attention; "
+        "use AttentionExplorer(model, tokenizer, text) to change heads"
+    )
+
+
+def _span_range(selection) -> tuple[int, int] | None:
+    """The protocol's ``[]`` / ``[start, end]`` -> ``None`` / ``(start, end)``."""
+    return (int(selection[0]), int(selection[1])) if selection else None
 
 
 class ExplorerSession:
-    """One statement run through the model, ready to answer the explorer's questions.
+    """One statement's recorded attention and layout, ready to answer the explorer.
 
     Args:
-        model: a Hugging Face causal LM (Qwen2-style layout for ablations).
-        tokenizer: its fast tokenizer.
-        text: the statement (the task adds the question and answer prefix).
-        task: the :class:`~finwidget.task.EarningsTask` (default: ``EarningsTask(tokenizer)``).
-        reference: statements whose mean head outputs "mean" ablation uses (default:
-            this statement, i.e. each head's output averaged over its tokens).
-        truncate: drop tokens from the statement's start when the prompt is longer than
-            the model's context (else a too-long statement raises ``InputError``).
-        store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
+        source: the attention (``finwidget.analysis.as_attention_source`` interface), batch
+            row 0 holding exactly the layout's tokens.
+        layout: ``read_statement`` of those tokens.
+        num_kv_heads, head_dim: the model's geometry as far as known (0 = unknown).
+        prediction: the model's prediction for the statement, if known.
+        model_name: what the toolbar calls the model.
     """
+
+    #: whether this session can change heads (ablations, sweeps, logit lens)
+    can_intervene = False
 
     def __init__(
         self,
-        model,
-        tokenizer,
-        text: str,
-        task: EarningsTask | None = None,
-        reference=None,
-        truncate: bool = False,
-        store_dtype: torch.dtype | None = None,
+        source,
+        layout: StatementLayout,
+        num_kv_heads: int,
+        head_dim: int,
+        prediction: Prediction | None = None,
+        model_name: str = "recorded attention",
     ):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.task = task if task is not None else EarningsTask(tokenizer)
-        self.text = text
-        self.batch = self.task.encode(
-            text, max_length=context_length(model), truncate=truncate, device=model_device(model)
-        )
-        with capture_attention(model, store_dtype=store_dtype) as capture:
-            self.cached = CachedRun(model, self.task, self.batch)
-        input_ids = self.batch["input_ids"][0].tolist()
-        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
-        self._setup(capture, layout, num_kv_heads=capture.num_kv_heads, head_dim=capture.head_dim)
-        self.reference = reference if reference is not None else self.batch
-        self._clean = self.cached.clean[0]
-
-    @classmethod
-    def from_attention(
-        cls, attention, layout, prediction: Prediction | None = None, model_name: str = "recorded attention"
-    ) -> ExplorerSession:
-        """A session that only *shows* attention already recorded (no model: no ablations,
-        no logit lens, no direct contributions).
-
-        Args:
-            attention: anything ``finwidget.analysis.as_attention_source`` reads (a capture,
-                ``hook.attention_weights``, ``{'layer_i': [B, H, T, T]}``, an
-                ``output_attentions`` tuple); batch row 0, unpadded, is shown.
-            layout: the ``read_statement`` layout of the same tokens.
-            prediction: the model's prediction for the statement, if known.
-        """
-        from finwidget.analysis import as_attention_source
-
-        source = as_attention_source(attention)
-        if source.seq_len != layout.num_tokens:
-            raise InputError(
-                f"the attention covers {source.seq_len} tokens but the statement layout has "
-                f"{layout.num_tokens}; pass the layout of exactly the tokens the model ran"
-            )
-        self = cls.__new__(cls)
-        self.model = None
-        self.tokenizer = None
-        self.task = None
-        self.text = layout.text
-        self.batch = None
-        self.cached = None
-        self.reference = None
-        self._clean = prediction
-        self.model_name = model_name
-        num_kv = int(getattr(source, "num_kv_heads", None) or source.num_heads)
-        head_dim = int(getattr(source, "head_dim", 0) or 0)
-        self._setup(source, layout, num_kv_heads=num_kv, head_dim=head_dim)
-        return self
-
-    def _setup(self, source, layout, num_kv_heads: int, head_dim: int) -> None:
         self.capture = source
         self.layout = layout
+        self.text = layout.text
+        self.model_name = model_name
         self.num_layers = int(source.num_layers)
         self.num_heads = int(source.num_heads)
         self.num_kv_heads = int(num_kv_heads)
         self.head_dim = int(head_dim)
         self.seq_len = int(source.seq_len)
         self.layers = list(getattr(source, "layers", range(self.num_layers)))
-        if self.layout.num_tokens != self.seq_len:
+        if layout.num_tokens != self.seq_len:
             raise InputError(
-                f"the statement reader found {self.layout.num_tokens} tokens but the model ran "
-                f"{self.seq_len}; the tokenizer and the task disagree"
+                f"the attention covers {self.seq_len} tokens but the statement layout has "
+                f"{layout.num_tokens}; pass the layout of exactly the tokens the model ran"
             )
         self.answer_position = self.seq_len - 1
-        self._answer_rows: np.ndarray | None = None
-        self._predictions: dict[str, dict] = {}
-        self.sweep_effect: np.ndarray | None = None  # [L, H] change in logit diff, after sweep()
-        self.sweep_mode: str | None = None
-        self._financial = self._financial_tokens()
-        self._numbers = self.layout.token_mask(
-            [s for s in self.layout.spans if s.kind == "number" and s.in_statement]
-        )
-
-    @property
-    def can_intervene(self) -> bool:
-        """Whether this session has the model (ablations, sweeps, logit lens)."""
-        return self.cached is not None
-
-    def _require_model(self, what: str) -> None:
-        if self.cached is None:
-            raise InputError(
-                f"{what} needs the model: this explorer only shows recorded attention; "
-                "use AttentionExplorer(model, tokenizer, text) to change heads"
-            )
-
-    def _check_layer_recorded(self, layer: int) -> None:
-        if layer not in self.layers:
-            raise InputError(f"layer {layer} was not recorded; recorded layers: {self.layers}")
+        self._clean = prediction
 
     # ------------------------------------------------------------------ the statement
-    def _financial_tokens(self) -> np.ndarray:
-        """``[T]`` bool: tokens of financial terms, line item names and line items' numbers."""
-        spans = [
-            s
-            for s in self.layout.spans
-            if s.in_statement and (s.is_financial or (s.kind == "number" and s.line_item is not None))
-        ]
-        return self.layout.token_mask(spans)
+    def token_texts(self) -> list[str]:
+        """``[T]`` the text of each token as the statement view shows it."""
+        return [self.layout.token_text(t) for t in range(self.layout.num_tokens)]
 
     def selection_tokens(self, selection: list[int]) -> np.ndarray:
         """Span range ``[start, end)`` -> int64 token positions of those spans; ``[]`` -> empty."""
-        if not selection:
-            return np.zeros(0, dtype=np.int64)
-        start, end = selection
-        tokens = [t for s in self.layout.spans[start:end] for t in range(s.token_start, s.token_end)]
-        return np.asarray(sorted(set(tokens)), dtype=np.int64)
+        return selection_tokens(self.layout, _span_range(selection))
 
     def selection_text(self, selection: list[int]) -> str:
         if not selection:
@@ -172,20 +104,15 @@ class ExplorerSession:
         spans = self.layout.spans[selection[0] : selection[1]]
         return " ".join(self.layout.text[spans[0].char_start : spans[-1].char_end].split())
 
+    def _check_layer_recorded(self, layer: int) -> None:
+        if layer not in self.layers:
+            raise InputError(f"layer {layer} was not recorded; recorded layers: {self.layers}")
+
     # ------------------------------------------------------------------ attention
     def head_matrix(self, layer: int, head: int) -> np.ndarray:
         """``[T, T]`` float32 attention of one head (rows = queries, zero above the diagonal)."""
         self._check_layer_recorded(layer)
         return self.capture.attention(layer, head=head).numpy()
-
-    def answer_rows(self) -> np.ndarray:
-        """``[L, H, T]`` float32: every head's attention row at the answer position (cached)."""
-        if self._answer_rows is None:
-            rows = np.full((self.num_layers, self.num_heads, self.seq_len), np.nan, dtype=np.float32)
-            for layer in self.layers:
-                rows[layer] = self.capture.attention(layer, head=None, query=self.answer_position).numpy()
-            self._answer_rows = rows
-        return self._answer_rows
 
     def _heads_for(self, scope: str, layer=None, head=None, layer_range=None) -> dict[int, list[int]]:
         if scope == "focus":
@@ -258,69 +185,36 @@ class ExplorerSession:
 
     # ------------------------------------------------------------------ grid measures
     def grid(self, measure: str, selection: list[int]) -> tuple[np.ndarray, str]:
-        """``([L, H] float32, label)`` of one head measure."""
-        tokens = self.selection_tokens(selection)
-        what = f"“{self.selection_text(selection)}”" if tokens.size else "the numbers"
-        if measure == "attention_to_selection":
-            rows = self.answer_rows()
-            mask = np.zeros(self.seq_len, dtype=bool)
-            if tokens.size:
-                mask[tokens] = True
-            else:
-                mask = self._numbers
-            return rows[..., mask].sum(axis=-1), f"answer position's attention to {what}"
-        if measure == "entropy":
-            if tokens.size == 0:
-                return _entropy(self.answer_rows()), "entropy (nats) of the answer position's attention"
-            out = np.full((self.num_layers, self.num_heads), np.nan, dtype=np.float32)
-            for layer in self.layers:
-                rows = self.capture.attention(layer, head=None, query=tokens.tolist()).numpy()  # [H, q, T]
-                out[layer] = _entropy(rows).mean(axis=-1)
-            return out, f"entropy (nats) of the attention of {what}"
-        if measure == "financial_focus":
-            rows = self.answer_rows()
-            return rows[..., self._financial].sum(
-                axis=-1
-            ), "answer position's attention to financial terms and line items"
-        if measure == "direct_logit_diff":
-            return self.direct_logit_diff(), "direct contribution to the logit difference"
-        if measure == "ablation_effect":
-            if self.sweep_effect is None:
-                raise InputError("no ablation effects yet: press Sweep (or call explorer.sweep()) first")
-            return (
-                self.sweep_effect,
-                f"change in logit difference when each head is ablated ({self.sweep_mode})",
-            )
-        raise InputError(f"unknown grid measure {measure!r}")
+        """``([L, H] float32, legend)`` of one measure of :mod:`finwidget.analysis.metrics`."""
+        m = head_measure(measure)
+        if m.needs == "attention":
+            values = m.compute(self.capture, self.layout, _span_range(selection))
+            return values, m.legend_for(self.selection_text(selection))
+        return self.head_readout(m)
 
-    def direct_logit_diff(self) -> np.ndarray:
-        """``[L, H]`` float32 direct contribution of each head to the answer's logit difference."""
-        from finwidget.widgets.analysis_glue import direct_head_contributions
-
-        return direct_head_contributions(self)
+    def head_readout(self, measure: HeadMeasure) -> tuple[np.ndarray, str]:
+        """``([L, H] float32, legend)`` of a measure that needs the model."""
+        raise _needs_model(measure.label)
 
     def logit_lens(self) -> np.ndarray:
         """``[L]`` float32 logit difference read out after each layer (final norm + unembedding)."""
-        from finwidget.widgets.analysis_glue import logit_lens
-
-        return logit_lens(self)
+        raise _needs_model("the logit lens")
 
     # ------------------------------------------------------------------ flow
     def flow(self, selection: list[int]) -> dict:
         """The layer flow of the selection: where its attention goes in every layer.
 
-        Returns ``{"spread": [L, S] float32, "selection_mass": [L] float32,
-        "logit_lens": list of L floats (None where unavailable), "label": str}``: per
-        layer, the selection's attention rows (the answer position's without a selection)
-        summed per span and averaged over the layer's heads; the answer position's
-        attention on the selection (on the numbers without one), mean over heads; the
-        logit-lens logit difference after the layer.
+        Returns ``{"spread": [L, S] float32, "selection_mass": [L] float | None,
+        "logit_lens": L floats (None where unavailable), "label": str}``: per layer, the
+        selection's attention rows (the answer position's without a selection) summed
+        per span and averaged over the layer's heads; the grid's
+        ``attention_to_selection`` averaged over the layer's heads; the logit-lens logit
+        difference after the layer.
 
         Only query rows of the selection are computed (``[H, |selection|, T]`` per layer),
         never a full ``T x T`` matrix, so this stays fast on long statements.
         """
         from finwidget.statement import aggregate_to_spans
-        from finwidget.widgets.analysis_glue import AnalysisUnavailable
 
         tokens = self.selection_tokens(selection)
         queries = tokens if tokens.size else np.asarray([self.answer_position])
@@ -329,13 +223,7 @@ class ExplorerSession:
         for layer in self.layers:
             per_token = self._from_rows(layer, heads, queries).mean(axis=0)
             spread[layer] = aggregate_to_spans(per_token, self.layout)
-        rows = self.answer_rows()
-        mask = np.zeros(self.seq_len, dtype=bool)
-        if tokens.size:
-            mask[tokens] = True
-        else:
-            mask = self._numbers
-        mass = rows[..., mask].sum(axis=-1).mean(axis=-1)
+        mass, _ = self.grid("attention_to_selection", selection)
         who = f"“{self.selection_text(selection)}”" if tokens.size else "the answer position"
         label = f"where {who} looks, layer by layer (mean over heads)"
         try:
@@ -345,84 +233,237 @@ class ExplorerSession:
             label += f" (no logit lens: {err})"
         return {
             "spread": spread,
-            "selection_mass": [None if np.isnan(v) else float(v) for v in mass],
+            "selection_mass": [None if np.isnan(v) else float(v) for v in mass.mean(axis=-1)],
             "logit_lens": lens,
             "label": label,
         }
 
     # ------------------------------------------------------------------ ablations
-    def intervention_set(self, ablations: list[dict]) -> InterventionSet:
-        """The explorer's ablation list (validated dicts) as an :class:`InterventionSet`."""
-        items = []
-        for a in ablations:
-            if a["mode"] == "scale":
-                items.append(
-                    HeadIntervention(a["layer"], a["head"], mode="scale", value=float(a.get("value", 0.0)))
-                )
-            else:
-                items.append(HeadIntervention(a["layer"], a["head"], mode=a["mode"]))
-        return InterventionSet(items)
-
     @property
     def clean(self) -> Prediction | None:
-        """The model's prediction for the statement (None when built from attention alone)."""
+        """The model's prediction for the statement (None when not known)."""
         return self._clean
 
+    def prediction(self, ablations: list[dict]) -> dict:
+        """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields);
+        ``{}`` when the prediction is not known."""
+        if ablations:
+            raise _needs_model("ablating heads")
+        if self.clean is None:
+            return {}
+        return {"clean": self.clean.to_dict(), "ablated": None, "flipped": False}
+
+    def intervention_set(self, ablations: list[dict]):
+        """The explorer's ablation list (validated dicts) as an :class:`InterventionSet`."""
+        from finwidget.interventions.spec import HeadIntervention, InterventionSet
+
+        return InterventionSet(
+            [HeadIntervention(a["layer"], a["head"], mode=a["mode"], value=a.get("value")) for a in ablations]
+        )
+
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
+        raise _needs_model("the sweep")
+
+
+class RecordedSession(ExplorerSession):
+    """A session that only *shows* attention already recorded (no model: no ablations,
+    no logit lens, no direct contributions).
+
+    Args:
+        attention: anything ``finwidget.analysis.as_attention_source`` reads (a capture,
+            ``hook.attention_weights``, ``{'layer_i': [B, H, T, T]}``, an
+            ``output_attentions`` tuple); batch row 0, unpadded, is shown.
+        layout: the ``read_statement`` layout of the same tokens.
+        prediction: the model's prediction for the statement, if known.
+    """
+
+    def __init__(
+        self, attention, layout, prediction: Prediction | None = None, model_name: str = "recorded attention"
+    ):
+        from finwidget.analysis import as_attention_source
+
+        source = as_attention_source(attention)
+        super().__init__(
+            source,
+            layout,
+            num_kv_heads=int(getattr(source, "num_kv_heads", None) or source.num_heads),
+            head_dim=int(getattr(source, "head_dim", 0) or 0),
+            prediction=prediction,
+            model_name=model_name,
+        )
+
+
+class _Progress:
+    """``update(n)`` for the cached run -> ``progress(done, total)`` for the caller."""
+
+    def __init__(self, callback, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+class ModelSession(ExplorerSession):
+    """One statement run through the model: everything a recorded session shows, plus
+    ablations, sweeps, the logit lens and direct contributions.
+
+    Args:
+        model: a Hugging Face causal LM (Qwen2-style layout for ablations).
+        tokenizer: its fast tokenizer.
+        text: the statement (the task adds the question and answer prefix).
+        task: the :class:`~finwidget.task.EarningsTask` (default: ``EarningsTask(tokenizer)``).
+        reference: statements whose mean head outputs "mean" ablation uses (default:
+            this statement, i.e. each head's output averaged over its tokens).
+        truncate: drop tokens from the statement's start when the prompt is longer than
+            the model's context (else a too-long statement raises ``InputError``).
+        store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
+    """
+
+    can_intervene = True
+
+    def __init__(self, model, tokenizer, text: str, task=None, reference=None, truncate: bool = False,
+                 store_dtype: torch.dtype | None = None):
+        from finwidget.capture.capture import capture_attention
+        from finwidget.interventions.cached_run import CachedRun
+        from finwidget.statement import read_statement
+        from finwidget.task import EarningsTask, context_length, model_device
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task if task is not None else EarningsTask(tokenizer)
+        self.batch = self.task.encode(
+            text, max_length=context_length(model), truncate=truncate, device=model_device(model)
+        )
+        with capture_attention(model, store_dtype=store_dtype) as capture:
+            self.cached = CachedRun(model, self.task, self.batch)
+        input_ids = self.batch["input_ids"][0].tolist()
+        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
+        if layout.num_tokens != capture.seq_len:
+            raise InputError(
+                f"the statement reader found {layout.num_tokens} tokens but the model ran "
+                f"{capture.seq_len}; the tokenizer and the task disagree"
+            )
+        super().__init__(
+            capture,
+            layout,
+            num_kv_heads=capture.num_kv_heads,
+            head_dim=capture.head_dim,
+            prediction=self.cached.clean[0],
+            model_name=_model_name(model),
+        )
+        self.text = text
+        self.reference = reference if reference is not None else self.batch
+        self._predictions: dict[str, dict] = {}
+        self.sweep_table = None  # DataFrame of the last sweep (interventions.sweep columns)
+        self.sweep_label: str | None = None
+
+    def token_texts(self) -> list[str]:
+        texts = super().token_texts()
+        return [text or self.tokenizer.decode([self.layout.input_ids[t]]) for t, text in enumerate(texts)]
+
+    # ------------------------------------------------------------------ readouts
+    @cached_property
+    def decision(self):
+        """The analysis layer's :class:`~finwidget.analysis.DecisionPathway` of the statement
+        (one extra forward pass with temporary hooks, made when first asked for)."""
+        from finwidget.analysis import decision_pathway
+
+        try:
+            return decision_pathway(self.model, self.task, self.batch)
+        except InputError as err:
+            raise AnalysisUnavailable(str(err)) from err
+
+    def direct_logit_diff(self) -> np.ndarray:
+        """``[L, H]`` float32 direct contribution of each head to the answer's logit difference."""
+        heads = self.decision.heads
+        heads = heads[heads["statement"] == 0]
+        return _head_table(heads, "contribution", self.num_layers, self.num_heads, fill=0.0)
+
+    @cached_property
+    def _logit_lens(self) -> np.ndarray:
+        from finwidget.analysis import logit_lens_from_residuals
+
+        try:
+            return logit_lens_from_residuals(
+                self.model, self.task, self.cached.residuals, float(self.cached.clean_logit_diff[0])
+            )
+        except InputError as err:
+            raise AnalysisUnavailable(str(err)) from err
+
+    def logit_lens(self) -> np.ndarray:
+        """``[L]`` float32, read from the cached clean run (no second forward pass); the
+        same readout as :func:`finwidget.analysis.logit_lens` (tests compare them)."""
+        return self._logit_lens
+
+    def head_readout(self, measure: HeadMeasure) -> tuple[np.ndarray, str]:
+        if measure.needs == "model":
+            return self.direct_logit_diff(), measure.legend_for()
+        if self.sweep_table is None:
+            raise InputError("no ablation effects yet: press Sweep (or call explorer.sweep()) first")
+        effect = _head_table(self.sweep_table, "change", self.num_layers, self.num_heads, fill=np.nan)
+        return effect, measure.legend.format(what=self.sweep_label)
+
+    # ------------------------------------------------------------------ ablations
     def prediction(self, ablations: list[dict]) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields).
 
         The ablated prediction comes from the exact fast path (re-run from the first
         ablated layer, answer position only) and equals a full forward with the same set.
         """
-        from finwidget.widgets.protocol import canonical_json
-
-        if ablations:
-            self._require_model("ablating heads")
-        if self.clean is None:
-            return {}
-        key = canonical_json(ablations)
+        key = json.dumps(ablations, sort_keys=True)
         if key not in self._predictions:
             clean = self.clean.to_dict()
             if not ablations:
                 result = {"clean": clean, "ablated": None, "flipped": False}
             else:
-                ablated = self.cached.predict(self.intervention_set(ablations), reference=self.reference)[
-                    0
-                ].to_dict()
+                ablated = self.cached.predict(self.intervention_set(ablations), reference=self.reference)[0]
+                ablated = ablated.to_dict()
                 result = {"clean": clean, "ablated": ablated, "flipped": ablated["label"] != clean["label"]}
             self._predictions[key] = result
         return self._predictions[key]
 
-    def sweep(
-        self, mode: str = "zero", value: float | None = None, progress=None, layers: list[int] | None = None
-    ) -> np.ndarray:
-        """``[L, H]`` float32 change in logit difference when each head alone is ablated.
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
+        """Ablate each head alone with ``mode``: the :func:`~finwidget.interventions.sweep.sweep_run`
+        table (``layer, head, mode, logit_diff, clean_logit_diff, change, flipped``).
 
-        ``layers``: sweep only the heads of these layers (NaN elsewhere), e.g. the grid's
-        layer range on a large model. ``progress``: called as ``progress(done, total)``.
+        ``layers``: sweep only the heads of these layers (all by default). ``value``: for a
+        mode that takes one (default: the mode's default). ``progress``: called as
+        ``progress(done, total)``. The grid's ``ablation_effect`` shows the table's ``change``.
         """
-        self._require_model("the sweep")
+        from finwidget.interventions.modes import mode_catalogue
+        from finwidget.interventions.spec import HeadIntervention
+        from finwidget.interventions.sweep import SWEEP_COLUMNS, sweep_run
+
         layers = list(range(self.num_layers)) if layers is None else sorted(set(layers))
-        sets = []
-        for layer in layers:
-            for head in range(self.num_heads):
-                entry = {"layer": layer, "head": head, "mode": mode}
-                if mode == "scale":
-                    entry["value"] = 0.0 if value is None else float(value)
-                sets.append(self.intervention_set([entry]))
-        total = len(sets)
+        info = next((m for m in mode_catalogue() if m["name"] == mode), None)
+        if info is not None and info["takes_value"] and value is None:
+            value = info["default_value"]
+        heads = [(layer, head) for layer in layers for head in range(self.num_heads)]
+        label = HeadIntervention(0, 0, mode, value=value).describe().split(" ", 1)[1]
+        table = sweep_run(
+            self.cached, heads, mode, value, reference=self.reference, progress=_Progress(progress, len(heads))
+        )
+        self.sweep_table = table[SWEEP_COLUMNS].reset_index(drop=True)
+        self.sweep_label = label
+        return self.sweep_table
 
-        class _Counter:
-            done = 0
 
-            def update(self, n):
-                self.done += n
-                if progress is not None:
-                    progress(self.done, total)
+def _head_table(frame, column: str, num_layers: int, num_heads: int, fill: float) -> np.ndarray:
+    """``[L, H]`` float32 of one column of a (layer, head) table; ``fill`` where a head has no row."""
+    out = np.full((num_layers, num_heads), fill, dtype=np.float32)
+    out[frame["layer"].to_numpy(), frame["head"].to_numpy()] = frame[column].to_numpy(dtype=np.float32)
+    return out
 
-        diffs = self.cached.logit_diffs(sets, reference=self.reference, progress=_Counter())[:, 0].numpy()
-        effect = np.full((self.num_layers, self.num_heads), np.nan, dtype=np.float32)
-        effect[layers] = (diffs - float(self.cached.clean_logit_diff[0])).reshape(len(layers), self.num_heads)
-        self.sweep_effect = effect
-        self.sweep_mode = mode if mode != "scale" else f"scale ×{value}"
-        return self.sweep_effect
+
+def _model_name(model) -> str:
+    """What the toolbar calls the model: its hub id or folder, the demo model by name."""
+    from pathlib import Path
+
+    from finwidget.demo import MODEL_DIR
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    if name and Path(name).expanduser().resolve() == Path(MODEL_DIR).resolve():
+        return "finwidget demo model"
+    return name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from finwidget.errors import InputError
 from finwidget.widgets.explorer import AttentionExplorer
-from finwidget.widgets.session import ExplorerSession
+from finwidget.widgets.session import ExplorerSession, RecordedSession
 
 
 class _SingleView(AttentionExplorer):
@@ -57,7 +57,7 @@ def _session_of(source) -> ExplorerSession:
     if hasattr(source, "source") and hasattr(source, "layout"):
         if getattr(source, "batch", 0) != 0:
             raise InputError("the widgets show batch row 0; build the analyzer for that statement alone")
-        return ExplorerSession.from_attention(
+        return RecordedSession(
             source.source, source.layout, prediction=getattr(source, "prediction", None)
         )
     raise InputError(
@@ -72,9 +72,7 @@ def heatmap_view(source, layer: int, head: int = 0) -> AttentionMatrix:
     ``source``: the analyzer itself, or an :class:`~finwidget.widgets.session.ExplorerSession`.
     """
     session = _session_of(source)
-    return AttentionMatrix(
-        session.model, session.tokenizer, session.text, session.task, focus=(layer, head), session=session
-    )
+    return AttentionMatrix.for_session(session, focus=(layer, head))
 
 
 def flow_view(source, layer: int = 0) -> LayerFlow:
@@ -82,8 +80,6 @@ def flow_view(source, layer: int = 0) -> LayerFlow:
     layer flow (where the selection's attention goes, layer by layer) next to the statement,
     coloured by the mean attention of ``layer``'s heads."""
     session = _session_of(source)
-    widget = LayerFlow(
-        session.model, session.tokenizer, session.text, session.task, focus=(layer, 0), session=session
-    )
+    widget = LayerFlow.for_session(session, focus=(layer, 0))
     widget.settings = {**widget.settings, "statement_heads": "layer"}
     return widget

@@ -1,9 +1,10 @@
 // @vitest-environment jsdom
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { mountExplorer } from "../explorer";
-import { ExplorerStore, requestsForState } from "../store";
+import { requestsForState } from "../protocol";
+import { ExplorerStore } from "../store";
 import { installCanvasStub } from "./canvas_stub";
-import { answer, answerAll, FakeModel, makeTraits } from "./fake_kernel";
+import { answer, answerAll, CATALOGUE, FakeModel, makeTraits } from "./fake_kernel";
 
 beforeAll(() => {
   installCanvasStub();
@@ -216,5 +217,36 @@ describe("keyboard", () => {
     grid.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
     const req = model.sent.find((s) => s.msg.kind === "set_ablations")!.msg;
     expect(req.ablations).toEqual([{ layer: 0, head: 1, mode: "zero" }]);
+  });
+});
+
+describe("the lists come from Python's catalogue", () => {
+  it("a measure Python adds is in the menu and carries the selection if it uses one", async () => {
+    const catalogue = {
+      ...CATALOGUE,
+      measures: [
+        ...CATALOGUE.measures,
+        { name: "novel", label: "a novel measure", unit: "u", description: "new", direction: "more" as const, uses_selection: true, needs: "attention" as const },
+      ],
+    };
+    const { root } = await mount({ catalogue });
+    const options = [...q(root, '[data-testid="grid-measure"]').querySelectorAll("option")].map((o) => o.textContent);
+    expect(options).toContain("a novel measure");
+    const t = makeTraits({ catalogue, views: ["grid"], grid_measure: "novel", selection: { start: 1, end: 3 } });
+    expect(requestsForState(t)[0].params).toEqual({ measure: "novel", selection: [1, 3] });
+  });
+
+  it("a mode's value travels because the mode takes one, not because of its name", async () => {
+    const modes = CATALOGUE.modes.map((m) => (m.name === "mean" ? { ...m, takes_value: true, value_symbol: "~" } : m));
+    const settings = { ...makeTraits().settings, ablate_mode: "mean", scale_value: 2 };
+    const { model, root } = await mount({ catalogue: { ...CATALOGUE, modes }, settings });
+    await answerAll(model);
+    const grid = q(root, ".fw-grid");
+    grid.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    const req = model.sent.find((s) => s.msg.kind === "set_ablations")!.msg;
+    expect(req.ablations).toEqual([{ layer: 0, head: 0, mode: "mean", value: 2 }]);
+    q(root, '[data-testid="sweep"]').click();
+    const sweep = model.sent.find((s) => s.msg.kind === "sweep")!.msg;
+    expect(sweep).toMatchObject({ mode: "mean", value: 2 });
   });
 });

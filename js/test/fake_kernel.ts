@@ -1,7 +1,7 @@
 // A stand-in anywidget model with a scripted "kernel" for DOM tests: traits in memory,
 // requests queued so a test can answer them in any order (or never).
 import type { AnyModel } from "@anywidget/types";
-import type { ExplorerTraits } from "../protocol";
+import type { Catalogue, ExplorerTraits } from "../protocol";
 import { makeLayout } from "./fixtures";
 
 type Handler = (...args: unknown[]) => void;
@@ -63,11 +63,35 @@ export const LINES = [
   "</script><script>alert(2)</script>",
 ];
 
+/** Test data in the shape of Python's start-up catalogue (finwidget.widgets.protocol.startup_catalogue). */
+export const CATALOGUE: Catalogue = {
+  modes: [
+    { name: "zero", takes_value: false, default_value: null, needs_reference: false, needs_source: false, summary: "set to 0", value_symbol: "" },
+    { name: "mean", takes_value: false, default_value: null, needs_reference: true, needs_source: false, summary: "mean output", value_symbol: "" },
+    { name: "scale", takes_value: true, default_value: 0, needs_reference: false, needs_source: false, summary: "multiplied", value_symbol: "×" },
+  ],
+  measures: [
+    { name: "attention_to_selection", label: "attention to selection", unit: "attention mass", description: "to the selection", direction: "more", uses_selection: true, needs: "attention" },
+    { name: "entropy", label: "entropy", unit: "fraction of uniform", description: "normalized entropy", direction: "more", uses_selection: true, needs: "attention" },
+    { name: "financial_focus", label: "financial focus", unit: "attention mass", description: "financial terms", direction: "more", uses_selection: false, needs: "attention" },
+    { name: "direct_logit_diff", label: "direct logit-diff contribution", unit: "logits", description: "direct", direction: "signed", uses_selection: false, needs: "model" },
+    { name: "ablation_effect", label: "ablation effect", unit: "logits", description: "sweep", direction: "signed", uses_selection: false, needs: "sweep" },
+  ],
+  views: [
+    { name: "prediction", label: "prediction", lane: "ablation", column: "left" },
+    { name: "statement", label: "statement", lane: "tokens", column: "left" },
+    { name: "grid", label: "grid", lane: "grid", column: "right" },
+    { name: "matrix", label: "matrix", lane: "matrix", column: "right" },
+    { name: "flow", label: "flow", lane: "flow", column: "right" },
+  ],
+};
+
 export function makeTraits(overrides: Partial<ExplorerTraits> = {}): ExplorerTraits {
   const layout = makeLayout(LINES);
   return {
     statement_layout: layout,
     geometry: { num_layers: 3, num_heads: 4, num_kv_heads: 2, head_dim: 8, seq_len: layout.tokens.length, model_name: "tiny" },
+    catalogue: CATALOGUE,
     focus: { layer: 0, head: 0 },
     selection: {},
     direction: "from",

@@ -1,7 +1,6 @@
 // @vitest-environment jsdom
 import { beforeAll, describe, expect, it } from "vitest";
-import { requestKey } from "../protocol";
-import { requestsForState } from "../store";
+import { requestKey, requestsForState } from "../protocol";
 import { mountStatic } from "../widget";
 import { installCanvasStub } from "./canvas_stub";
 import { answer, FakeModel, makeTraits } from "./fake_kernel";

@@ -5,7 +5,7 @@
 import { ColorScale, formatValue } from "../colors";
 import { el, select, setFlag } from "../dom";
 import { kvGroupOf } from "../layout";
-import { GRID_MEASURE_HELP, GRID_MEASURES, measureIsSigned, type GridMeasure } from "../protocol";
+import { measureInfo, type GridMeasure } from "../protocol";
 import { findAblation, layerInRange, toggleAblation } from "../selection";
 import type { ExplorerStore } from "../store";
 import { exportCanvas, type View } from "./view";
@@ -28,7 +28,8 @@ export class HeadGridView implements View {
 
   constructor(private readonly store: ExplorerStore) {
     const g = store.get("geometry");
-    const measure = select<GridMeasure>(GRID_MEASURES, store.get("grid_measure"), (v) => store.set({ grid_measure: v }), {
+    const measures = store.get("catalogue").measures.map((m) => ({ value: m.name, label: m.label }));
+    const measure = select<GridMeasure>(measures, store.get("grid_measure"), (v) => store.set({ grid_measure: v }), {
       "data-testid": "grid-measure",
     });
     this.modeButton = el("button", {
@@ -135,8 +136,13 @@ export class HeadGridView implements View {
       this.store.set({ focus: { layer, head } });
       return;
     }
-    const s = this.store.get("settings");
-    void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, s.ablate_mode, s.scale_value));
+    this.toggle(layer, head);
+  }
+
+  /** Ablate (with the settings' mode) or restore one head. */
+  private toggle(layer: number, head: number): void {
+    const mode = this.store.get("settings").ablate_mode;
+    void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, mode, this.store.modeValue(mode)));
   }
 
   /** Arrow keys move the focused head (within the layer range); Enter / space toggles its ablation. */
@@ -153,8 +159,7 @@ export class HeadGridView implements View {
       this.hover(next.layer, next.head);
       ev.preventDefault();
     } else if (ev.key === "Enter" || ev.key === " ") {
-      const s = this.store.get("settings");
-      void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, s.ablate_mode, s.scale_value));
+      this.toggle(layer, head);
       ev.preventDefault();
     }
   }
@@ -164,10 +169,14 @@ export class HeadGridView implements View {
     const grid = this.currentGrid();
     const v = grid ? grid.values[layer * g.num_heads + head] : undefined;
     const a = findAblation(this.store.ablations, layer, head);
-    const label = GRID_MEASURES.find((m) => m.value === this.store.get("grid_measure"))?.label ?? "";
+    const label = this.measure()?.label ?? "";
     this.info.textContent =
       `L${layer} H${head} (KV ${kvGroupOf(head, g.num_heads, g.num_kv_heads)}) · ${label}: ${formatValue(v)}` +
       (a ? ` · ablated (${a.mode})` : "");
+  }
+
+  private measure() {
+    return measureInfo(this.store.get("catalogue"), this.store.get("grid_measure"));
   }
 
   private currentGrid() {
@@ -184,7 +193,8 @@ export class HeadGridView implements View {
     const measure = this.store.get("grid_measure");
     // Unsigned measures span their own [min, max] (entropy never reaches 0; attention
     // shares can all be close): the legend prints the range.
-    this.scale = grid ? new ColorScale(grid.values, measureIsSigned(measure), undefined, true) : null;
+    const info = this.measure();
+    this.scale = grid ? new ColorScale(grid.values, info?.direction === "signed", undefined, true) : null;
     for (let l = 0; l < g.num_layers; l++) {
       const visible = layerInRange(range, l);
       this.rows[l].style.display = visible ? "" : "none";
@@ -198,14 +208,14 @@ export class HeadGridView implements View {
       }
     }
     this.showAll.style.display = range.length === 2 ? "" : "none";
-    this.help.textContent = GRID_MEASURE_HELP[measure] ?? "";
+    this.help.textContent = info?.description ?? "";
     if (grid && this.scale) {
       const lo = this.scale.signed ? -this.scale.max : this.scale.min;
       this.legend.textContent = `${grid.label || measure}: ${formatValue(lo)} … ${formatValue(this.scale.max)}` +
         (range.length === 2 ? ` · layers ${range[0]}–${range[1]}` : "");
       this.drawn = true;
     } else {
-      this.legend.textContent = measure === "ablation_effect" ? "press Sweep to compute every head's ablation effect" : "loading…";
+      this.legend.textContent = info?.needs === "sweep" ? "press Sweep to compute every head's ablation effect" : "loading…";
     }
   }
 

@@ -3,16 +3,10 @@
 
 import { formatValue } from "../colors";
 import { el, select, setFlag } from "../dom";
-import type { AblationMode, PredictionValue } from "../protocol";
+import type { Ablation, AblationMode, PredictionValue } from "../protocol";
 import { ablationLabel, setAblationMode, toggleAblation } from "../selection";
 import type { ExplorerStore } from "../store";
 import { exportCanvas, type View } from "./view";
-
-const MODES: { value: AblationMode; label: string }[] = [
-  { value: "zero", label: "zero" },
-  { value: "mean", label: "mean" },
-  { value: "scale", label: "scale" },
-];
 
 export class PredictionPanel implements View {
   readonly name = "prediction";
@@ -43,9 +37,9 @@ export class PredictionPanel implements View {
     reset.addEventListener("click", () => void store.requestAblations([]));
     const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone (only the layers in the grid's layer range, if one is set) and colour the grid by the change in logit difference" });
     sweep.addEventListener("click", () => void store.requestSweep());
-    const mode = select<AblationMode>(MODES, store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
+    const mode = select<AblationMode>(this.modeOptions(), store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
       "data-testid": "ablation-mode",
-      title: "how a newly ablated head is changed: zero its output, replace it by its mean, or scale it",
+      title: `how a newly ablated head is changed: ${store.get("catalogue").modes.map((m) => `${m.name}: ${m.summary}`).join("; ")}`,
     });
     this.root = el("div", { class: "fw-view fw-prediction", "data-testid": "prediction-panel" }, [
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Prediction" }), this.flipped]),
@@ -63,6 +57,15 @@ export class PredictionPanel implements View {
     const paint = () => this.paint();
     for (const t of ["prediction", "ablations", "progress", "settings"] as const) this.cleanups.push(store.on(t, paint));
     this.paint();
+  }
+
+  /** The menu of modes, as Python listed them (the title says what each does). */
+  private modeOptions(): { value: AblationMode; label: string }[] {
+    return this.store.get("catalogue").modes.map((m) => ({ value: m.name, label: m.name }));
+  }
+
+  private label(a: Ablation): string {
+    return ablationLabel(a, this.store.mode(a.mode)?.value_symbol);
   }
 
   private paint(): void {
@@ -92,13 +95,13 @@ export class PredictionPanel implements View {
     this.list.replaceChildren();
     this.none.style.display = ablations.length ? "none" : "";
     for (const a of ablations) {
-      const modeSel = select<AblationMode>(MODES, a.mode, (m) => {
-        void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.get("settings").scale_value));
+      const modeSel = select<AblationMode>(this.modeOptions(), a.mode, (m) => {
+        void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.modeValue(m)));
       });
       const remove = el("button", { class: "fw-button fw-small", type: "button", text: "restore", "data-testid": "restore-head" });
       remove.addEventListener("click", () => void this.store.requestAblations(toggleAblation(this.store.ablations, a.layer, a.head, a.mode)));
       this.list.append(
-        el("li", { "data-layer": a.layer, "data-head": a.head, "data-mode": a.mode }, [el("span", { text: ablationLabel(a) }), modeSel, remove]),
+        el("li", { "data-layer": a.layer, "data-head": a.head, "data-mode": a.mode }, [el("span", { text: this.label(a) }), modeSel, remove]),
       );
     }
     const prog = this.store.progress;
@@ -126,7 +129,7 @@ export class PredictionPanel implements View {
       y += 20;
     }
     for (const a of this.store.ablations) {
-      ctx.fillText(ablationLabel(a), 16, y);
+      ctx.fillText(this.label(a), 16, y);
       y += 16;
     }
     return canvas.toDataURL("image/png");

@@ -1,0 +1,123 @@
+"""How the explorer answers the frontend's requests: one handler per request kind.
+
+:func:`handle_request` validates a message with :func:`~finwidget.widgets.protocol.parse_request`,
+looks its kind up in ``HANDLERS`` and encodes what the session returns; a bad request
+or a failure inside becomes an error reply, never an exception out of the widget.
+A handler is ``(explorer, params, send_progress) -> (reply fields, Payload | None)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import traceback
+
+import numpy as np
+
+from finwidget.errors import InputError
+from finwidget.widgets.protocol import (
+    PNG_PREFIX,
+    Payload,
+    ProtocolError,
+    error_reply,
+    ok_reply,
+    parse_request,
+    selection_param,
+)
+
+
+def grid_fields(explorer, measure: str, selection: list[int]) -> tuple[dict, Payload]:
+    """The reply fields and payload of one grid measure: values ``[L * H]`` as float16."""
+    values, label = explorer.session.grid(measure, selection)
+    payload = Payload()
+    payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
+    return {"measure": measure, "label": label}, payload
+
+
+def _head_matrix(explorer, p, send_progress):
+    payload = Payload()
+    payload.add_causal_matrix("matrix", explorer.session.head_matrix(p["layer"], p["head"]), p["encoding"])
+    return {"layer": p["layer"], "head": p["head"]}, payload
+
+
+def _token_values(explorer, p, send_progress):
+    values, reduce, label = explorer.session.token_values(
+        p["scope"], p["selection"], p["direction"], p.get("layer"), p.get("head"), p.get("layer_range")
+    )
+    payload = Payload()
+    payload.add_f16("values", values)
+    return {"reduce": reduce, "label": label}, payload
+
+
+def _grid(explorer, p, send_progress):
+    return grid_fields(explorer, p["measure"], p["selection"])
+
+
+def _flow(explorer, p, send_progress):
+    flow = explorer.session.flow(p["selection"])
+    payload = Payload()
+    payload.add_f16("spread", flow["spread"])
+    fields = {key: flow[key] for key in ("selection_mass", "logit_lens", "label")}
+    return fields, payload
+
+
+def _set_ablations(explorer, p, send_progress):
+    prediction = explorer.session.prediction(p["ablations"])
+    explorer.ablations = p["ablations"]  # the observer finds the prediction cached
+    fields = {"prediction": prediction, "ablations": p["ablations"]}
+    payload = None
+    if "grid" in p:
+        grid, payload = grid_fields(explorer, p["grid"], selection_param(explorer.selection))
+        fields.update(grid)
+    return fields, payload
+
+
+def _sweep(explorer, p, send_progress):
+    layers = None
+    if p.get("layer_range"):
+        first, last = p["layer_range"]
+        layers = list(range(first, last + 1))
+    total = (len(layers) if layers else explorer.session.num_layers) * explorer.session.num_heads
+    step = max(1, total // 50)
+
+    def progress(done, total_):
+        if send_progress is not None and (done % step == 0 or done == total_):
+            send_progress(done, total_, "heads ablated")
+
+    explorer.sweep(p["mode"], p.get("value"), progress=progress, layers=layers)
+    return grid_fields(explorer, "ablation_effect", [])
+
+
+def _png(explorer, p, send_progress):
+    explorer.last_png = base64.b64decode(p["data_url"][len(PNG_PREFIX) :], validate=False)
+    explorer.last_png_view = p["view"]
+    return {"bytes": len(explorer.last_png)}, None
+
+
+#: request kind -> its handler
+HANDLERS = {
+    "head_matrix": _head_matrix,
+    "token_values": _token_values,
+    "grid": _grid,
+    "flow": _flow,
+    "set_ablations": _set_ablations,
+    "sweep": _sweep,
+    "png": _png,
+}
+
+
+def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
+    """Answer one request from the frontend: ``(reply content, reply buffers)``. Never raises."""
+    message_id = content.get("id") if isinstance(content, dict) else None
+    kind = content.get("kind") if isinstance(content, dict) else None
+    try:
+        request = parse_request(content, explorer.protocol_geometry)
+    except ProtocolError as err:
+        return error_reply(message_id, kind, f"bad request: {err}")
+    try:
+        fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
+        return ok_reply(request, fields, payload)
+    except InputError as err:
+        return error_reply(request.id, request.kind, str(err))
+    except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
+        detail = traceback.format_exception_only(type(err), err)[-1].strip()
+        return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}")
