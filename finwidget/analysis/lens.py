@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from finwidget.analysis.decision import _parts
+from finwidget.model_parts import final_norm, unembedding
 
 
 def logit_lens_from_residuals(
@@ -31,8 +31,8 @@ def logit_lens_from_residuals(
         final_logit_diff: the model's own logit difference (the reading after the last layer).
         row: which statement of the batch.
     """
-    _base, _layers, norm, _embed = _parts(model)
-    lm_head = model.get_output_embeddings()
+    norm = final_norm(model)
+    lm_head = unembedding(model)
     values = []
     with torch.inference_mode():
         for hidden in list(residuals)[1:]:
