@@ -28,3 +28,9 @@ class LocationError(FinwidgetError, IndexError):
 
 class CaptureStateError(FinwidgetError, RuntimeError):
     """A capture or intervention used outside its lifetime, or nested where it cannot be."""
+
+
+# --- output files (loading/CLI work, issue 12) ---------------------------------------------
+class OutputError(FinwidgetError, OSError):
+    """A file finwidget was asked to write cannot be written (missing folder, read-only, full
+    disk, wrong suffix), or what it would write is not valid (a non-finite number in JSON)."""
