@@ -181,7 +181,11 @@ def _check_decoder_only(config, name: str) -> None:
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    """The safetensors files a local folder's weights are read from (all shards of an index)."""
+    """The safetensors files a local folder's weights are read from, in transformers' order:
+    ``model.safetensors`` if present, else every shard its index names."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -199,7 +203,7 @@ def _weight_files(folder: Path) -> list[Path]:
                 "the download is incomplete: download the model again"
             )
         return [folder / s for s in shards]
-    return sorted(folder.glob("*.safetensors"))
+    return []
 
 
 def _check_weight_files(folder: Path) -> None:
