@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import math
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from finwidget.errors import FinwidgetError, InputError, OutputError
+from finwidget.strict_json import non_finite_paths
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -170,19 +170,8 @@ def _check_options(args) -> None:
 
 
 # ---------------------------------------------------------------------- the report
-def _non_finite(value, where: str = "prediction") -> list[str]:
-    """``["prediction.clean.logit_diff=nan", ...]``: every non-finite float in a JSON-like value."""
-    if isinstance(value, float):
-        return [] if math.isfinite(value) else [f"{where}={value}"]
-    if isinstance(value, dict):
-        return [bad for k, v in value.items() for bad in _non_finite(v, f"{where}.{k}")]
-    if isinstance(value, (list, tuple)):
-        return [bad for i, v in enumerate(value) for bad in _non_finite(v, f"{where}[{i}]")]
-    return []
-
-
 def _check_finite_prediction(prediction: dict) -> None:
-    bad = _non_finite(prediction)
+    bad = non_finite_paths(prediction, "prediction")
     if bad:
         raise OutputError(
             f"the model's answer is not a finite number ({', '.join(bad[:3])}); its weights or dtype "
@@ -201,6 +190,8 @@ def _write_page(explorer, path: Path) -> None:
         os.chmod(temp, 0o666 & ~umask)
         explorer.save_html(temp)
         os.replace(temp, path)
+    except FinwidgetError:
+        raise
     except OSError as err:
         raise OutputError(f"could not write {str(path)!r}: {err.strerror or err}") from None
     except ValueError as err:

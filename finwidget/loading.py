@@ -33,7 +33,7 @@ _DEVICE_ADVICE = "use 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
 # Files a Hugging Face tokenizer is read from; a folder with none of them has no tokenizer.
 _TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
-    "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+    "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "spm.model", "tekken.json", "qwen.tiktoken",
 )
 _TOKENIZER_PROBE = "Revenue: change +1,234. Net income: change -56."
 _MAX_KEYS_NAMED = 3

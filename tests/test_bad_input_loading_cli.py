@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -336,6 +337,16 @@ def test_mps_without_mps_is_refused():
         resolve_device("mps")
 
 
+def test_cuda_index_past_the_last_gpu_is_refused(monkeypatch):
+    """On a machine with one GPU (simulated: no GPU here), 'cuda:1' names the GPUs there are."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ModelLoadError, match=r"device 'cuda:1' does not exist: this machine has 1 CUDA GPU\(s\), "
+                                             r"cuda:0 to cuda:0"):
+        resolve_device("cuda:1")
+    assert resolve_device("cuda:0") == "cuda:0" and resolve_device("auto") == "cuda"
+
+
 def test_cpu_device_spellings_resolve():
     assert resolve_device("cpu") == resolve_device("cpu:0") == resolve_device(torch.device("cpu")) == "cpu"
 
@@ -626,6 +637,21 @@ def test_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.html"]
 
 
+def test_page_json_refusing_a_non_finite_number_is_one_line(tmp_path, capsys, monkeypatch):
+    """``save_html`` writes strict JSON; its refusal of a NaN reaches the user as one line, no page."""
+    from finwidget.widgets import AttentionExplorer
+
+    def strict_json_refuses(self, path, *args, **kwargs):
+        Path(path).write_text("<!DOCTYPE html>")
+        raise ValueError("Out of range float values are not JSON compliant: nan")
+
+    monkeypatch.setattr(AttentionExplorer, "save_html", strict_json_refuses)
+    code, _, err = _run_cli(["report", "--demo", tmp_path / "out.html"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "would hold a non-finite number (NaN or infinity)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupt_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -660,3 +686,26 @@ def test_installed_entry_point_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2 and not result.stdout
     # the output path is checked first, so its error is the one reported
     assert_one_line_error(result.stderr, "finwidget: error:", "missing' of the output does not exist")
+
+
+# ---------------------------------------------------------------------------- strict JSON
+@pytest.mark.parametrize(("value", "named"), [
+    pytest.param({"prediction": {"clean": {"logit_diff": float("nan")}}}, "report.prediction.clean.logit_diff=nan",
+                 id="nested-nan"),
+    pytest.param([1.0, float("inf")], "report[1]=inf", id="infinity-in-a-list"),
+    pytest.param({"scores": (0.5, -float("inf"))}, "report.scores[1]=-inf", id="minus-infinity-in-a-tuple"),
+    pytest.param({"loss": [float("nan")] * 5}, "report.loss[0]=nan, report.loss[1]=nan, report.loss[2]=nan and 2 more",
+                 id="many-nans-named-briefly"),
+])
+def test_strict_json_names_the_non_finite_number(value, named):
+    from finwidget.strict_json import strict_dumps
+
+    with pytest.raises(OutputError, match=re.escape(named)):
+        strict_dumps(value, "report")
+
+
+def test_strict_json_writes_finite_values_as_json_does():
+    from finwidget.strict_json import strict_dumps
+
+    value = {"a": [1, 2.5, -0.0, 1e300], "b": {"c": None, "d": "x"}}
+    assert strict_dumps(value, indent=1) == json.dumps(value, indent=1)
