@@ -73,10 +73,10 @@ def check_output_path(path: Path) -> Path:
     for at least the page's frontend bundle.
     """
     path = Path(path)
-    if path.suffix.lower() not in _HTML_SUFFIXES:
-        raise OutputError(f"the output must be an .html file, got {str(path)!r}; e.g. report.html")
     if path.is_dir():
         raise OutputError(f"the output {str(path)!r} is a folder; name the .html file to write inside it")
+    if path.suffix.lower() not in _HTML_SUFFIXES:
+        raise OutputError(f"the output must be an .html file, got {str(path)!r}; e.g. report.html")
     parent = path.parent
     if not parent.exists():
         raise OutputError(f"the folder {str(parent)!r} of the output does not exist; create it first (mkdir -p)")
@@ -207,15 +207,15 @@ def _write_page(explorer, path: Path) -> None:
 
 
 def report(args) -> Path:
+    _check_options(args)
+    output = check_output_path(args.output)
+    text = _statement_text(args)
+    # Only now import torch: the checks above answer at once.
     from finwidget.demo import load_demo_model
     from finwidget.loading import load_model, resolve_device
 
-    _check_options(args)
-    output = check_output_path(args.output)
     device = args.device if args.device is not None else ("cpu" if args.demo else "auto")
     resolve_device(device)
-    text = _statement_text(args)
-
     from finwidget.widgets import AttentionExplorer
 
     model, tokenizer = load_demo_model(device=device) if args.demo else load_model(args.model, device=device)

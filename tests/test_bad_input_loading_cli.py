@@ -709,3 +709,21 @@ def test_strict_json_writes_finite_values_as_json_does():
 
     value = {"a": [1, 2.5, -0.0, 1e300], "b": {"c": None, "d": "x"}}
     assert strict_dumps(value, indent=1) == json.dumps(value, indent=1)
+
+
+def test_output_and_statement_file_are_refused_before_torch_is_even_imported(tmp_path):
+    """'Before any model work' measured strictly: the refusal comes before torch is imported."""
+    statement = _statement(tmp_path, b"\xff\xfeR\x00e\x00")
+    code = (
+        "import sys\nfrom finwidget import cli\n"
+        f"first = cli.main(['report', '--demo', {str(tmp_path / 'missing' / 'o.html')!r}])\n"
+        f"second = cli.main(['report', '--model', 'm', '--statement', {str(statement)!r}, "
+        f"{str(tmp_path / 'o.html')!r}])\n"
+        "assert (first, second) == (2, 2), (first, second)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "of the output does not exist" in lines[0] and "is UTF-16 text" in lines[1]
