@@ -6,8 +6,9 @@ finwidget captures attention without switching the model to the slow eager path.
 
 Nothing is loaded silently wrong: an encoder, an encoder-decoder, a model any of whose
 weights would be freshly initialised (a missing LM head, a config that does not fit
-its weights), a missing or unusable tokenizer, a corrupt weights file and a bad
-device string each raise one ``ModelLoadError`` naming the file or value and the fix.
+its weights), a missing or unusable tokenizer, a corrupt weights file, weights holding
+NaN or infinity and a bad device string each raise one ``ModelLoadError`` naming the
+file or value and the fix.
 """
 
 from __future__ import annotations
@@ -283,6 +284,23 @@ def _check_loading_info(info: dict, name: str, config) -> None:
         raise ModelLoadError(f"the weights of {name!r} did not load: {str(errors[0]).splitlines()[0]}")
 
 
+def _check_finite_weights(model, name: str) -> None:
+    """Refuse weights holding NaN or infinity (a damaged or diverged checkpoint): every
+    answer would be NaN. Quantized (integer) and offloaded (meta) tensors are skipped."""
+    with torch.no_grad():
+        for key, weight in model.named_parameters():
+            if not weight.is_floating_point() or weight.device.type == "meta":
+                continue
+            finite = torch.isfinite(weight)
+            if not bool(finite.all()):
+                count = int((~finite).sum())
+                raise ModelLoadError(
+                    f"the weights of {name!r} are damaged: {key} holds {count} NaN or infinite value(s) "
+                    f"of {weight.numel()}; download the model again (or, if you trained it, use a "
+                    "checkpoint from before the loss diverged)"
+                )
+
+
 # ---------------------------------------------------------------------- the loader
 def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="auto",
                load_in_4bit: bool = False, **kwargs):
@@ -303,7 +321,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
         ModelLoadError: the folder or id cannot be reached; it is not a decoder-only
             causal LM (an encoder, an encoder-decoder); a weight would be freshly
             initialised (missing LM head, config that does not fit the weights); the
-            tokenizer is missing or unusable; a weights file is corrupt or truncated;
+            tokenizer is missing or unusable; a weights file is corrupt or truncated,
+            or its weights hold NaN or infinity;
             ``device`` or ``dtype`` is not one this machine can use.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -385,6 +404,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
             "files are complete and were saved with this config.json"
         ) from None
     _check_loading_info(info, name, config)
+    _check_finite_weights(model, name)
     embedding_rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > embedding_rows:
         raise ModelLoadError(

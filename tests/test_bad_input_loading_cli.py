@@ -223,6 +223,10 @@ LOADING_CASES = [
      ModelLoadError, r"model\.safetensors' is corrupt or truncated"),
     ("weights-git-lfs-pointer", lambda b, t, k: _write(_copy(b, t), WEIGHTS, LFS_POINTER), {},
      ModelLoadError, r"model\.safetensors' is corrupt or truncated"),
+    ("weights-hold-nan", lambda b, t, k: _edit_weights(_copy(b, t), lambda w: w["model.norm.weight"].fill_(
+        float("nan"))), {}, ModelLoadError, r"are damaged: model\.norm\.weight holds 32 NaN or infinite value\(s\) of 32"),
+    ("weights-hold-infinity", lambda b, t, k: _edit_weights(_copy(b, t), lambda w: w["lm_head.weight"].__setitem__(
+        (0, 0), float("inf"))), {}, ModelLoadError, r"lm_head\.weight holds 1 NaN or infinite value\(s\)"),
     ("weights-file-missing", lambda b, t, k: ((_copy(b, t) / WEIGHTS).unlink(), t / "model")[1], {},
      ModelLoadError, r"could not load the model weights from .*no file named model\.safetensors"),
     ("pytorch-bin-random-bytes",
@@ -593,23 +597,24 @@ def test_too_long_statement_advises_the_cli_flag_and_the_flag_works(short_contex
 
 
 @pytest.fixture(scope="module")
-def nan_head_folder(tmp_path_factory, tokenizer):
-    """A Qwen2 whose LM head is NaN: every logit, so the answer, is NaN."""
-    folder = tmp_path_factory.mktemp("nan-head")
+def overflowing_head_folder(tmp_path_factory, tokenizer):
+    """A Qwen2 whose (finite) LM head is 1e38 everywhere: float32 logits overflow to
+    infinity, so the logit difference is inf - inf = NaN although every weight is finite."""
+    folder = tmp_path_factory.mktemp("overflowing-head")
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), tie_word_embeddings=False,
                                          **{**TINY, "max_position_embeddings": 1024}))
     with torch.no_grad():
-        model.lm_head.weight.fill_(float("nan"))
+        model.lm_head.weight.fill_(1e38)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def test_non_finite_answer_writes_no_page(nan_head_folder, tmp_path, capsys):
+def test_non_finite_answer_writes_no_page(overflowing_head_folder, tmp_path, capsys):
     statement = _statement(tmp_path, DEMO_TEXT.encode())
     output = tmp_path / "out.html"
-    code, _, err = _run_cli(["report", "--model", nan_head_folder, "--device", "cpu", "--statement", statement,
+    code, _, err = _run_cli(["report", "--model", overflowing_head_folder, "--device", "cpu", "--statement", statement,
                              output], capsys)
     assert code == 2
     line = assert_one_line_error(err, "finwidget: error:")
