@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(--demo without --statement; default 7)")
     report.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu' "
                         "(default: 'auto' with --model, 'cpu' with --demo)")
+    report.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                        help="with --model: 'auto' (default: bfloat16 on CUDA, float16 on MPS, float32 on the CPU)")
+    report.add_argument("--load-in-4bit", action="store_true", help="with --model: quantize to 4 bits "
+                        "(bitsandbytes, CUDA only)")
     report.add_argument("--truncate", action="store_true", help="drop tokens from the start of a statement "
                         "longer than the model's context (else a too-long statement is an error)")
     report.add_argument("output", type=Path, help="the .html file to write")
@@ -167,6 +171,9 @@ def _check_options(args) -> None:
     if args.seed is not None and (not args.demo or args.statement is not None):
         raise InputError("--seed chooses the generated demo statement, so it only applies with --demo "
                          "and without --statement")
+    if args.demo and (args.dtype is not None or args.load_in_4bit):
+        raise InputError("the demo model always runs in float32, so --dtype and --load-in-4bit only apply "
+                         "with --model")
 
 
 # ---------------------------------------------------------------------- the report
@@ -218,17 +225,32 @@ def report(args) -> Path:
     resolve_device(device)
     from finwidget.widgets import AttentionExplorer
 
-    model, tokenizer = load_demo_model(device=device) if args.demo else load_model(args.model, device=device)
+    if args.demo:
+        model, tokenizer = load_demo_model(device=device)
+    else:
+        model, tokenizer = load_model(args.model, device=device, dtype=args.dtype or "auto",
+                                      load_in_4bit=args.load_in_4bit)
     explorer = AttentionExplorer(model, tokenizer, text, truncate=args.truncate)
     _check_finite_prediction(explorer.prediction)
     _write_page(explorer, output)
     return output
 
 
+# The Python API's spelling of an option in an error's advice -> this command's option.
+_ADVICE_SPELLINGS = (
+    (re.compile(r"\btruncate=True\b"), "--truncate"),
+    (re.compile(r"\bload_in_4bit=True\b"), "--load-in-4bit"),
+    (re.compile(r"\bdevice='([^']*)'"), r"--device \1"),
+    (re.compile(r"\bdtype='([^']*)'"), r"--dtype \1"),
+)
+
+
 def _one_line(err: FinwidgetError) -> str:
     """The error as one line, with advice that names this command's options."""
     message = " ".join(str(err).split())
-    return re.sub(r"\btruncate=True\b", "--truncate", message)
+    for api_spelling, option in _ADVICE_SPELLINGS:
+        message = api_spelling.sub(option, message)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:

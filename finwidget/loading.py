@@ -176,8 +176,9 @@ def _check_decoder_only(config, name: str) -> None:
     if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
         raise ModelLoadError(
             f"{name!r} is a {kind!r} encoder (bidirectional attention, saved as "
-            f"{_named(config.architectures or ['?'])}): loaded as a causal LM it would get a freshly "
-            "initialised LM head and see the answer's future tokens; pass a decoder-only model such as Qwen2"
+            f"{_named(config.architectures or ['?'])}): every token sees the tokens after it, so its output "
+            "at the answer position is no next-token prediction (and a masked-LM checkpoint has no causal "
+            "LM head); pass a decoder-only model such as Qwen2"
         )
 
 
@@ -416,8 +417,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
             model.to(resolved_device)
         except Exception as err:  # noqa: BLE001 - torch.OutOfMemoryError, driver errors
             raise ModelLoadError(
-                f"could not move {name!r} to {resolved_device!r} ({_first_line(err)}); try a smaller dtype "
-                "('bfloat16'), load_in_4bit=True, or device='cpu'"
+                f"could not move {name!r} to {resolved_device!r} ({_first_line(err)}); try "
+                "dtype='bfloat16', load_in_4bit=True, or device='cpu'"
             ) from None
     model.eval()
     return model, tokenizer

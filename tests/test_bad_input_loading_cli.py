@@ -536,6 +536,8 @@ OPTION_CASES = [
     ("device-gpu", ["--demo", "--device", "gpu"], ["unknown device 'gpu' (did you mean 'cuda'?)"]),
     ("device-tpu", ["--demo", "--device", "tpu"], ["unknown device 'tpu'"]),
     ("device-cuda-missing", ["--demo", "--device", _missing_cuda_device()], ["device 'cuda"]),
+    ("dtype-with-demo", ["--demo", "--dtype", "float16"], ["--dtype and --load-in-4bit only apply with --model"]),
+    ("4bit-with-demo", ["--demo", "--load-in-4bit"], ["only apply with --model"]),
 ]
 
 
@@ -554,6 +556,7 @@ def test_bad_option_is_one_line_before_model_work(argv, phrases, tmp_path, capsy
     pytest.param(["report", "--demo", "--model", "m", "out.html"], id="demo-and-model"),
     pytest.param(["report", "--demo", "--seed", "seven", "out.html"], id="seed-not-an-int"),
     pytest.param(["report", "--demo", "--truncate=yes", "out.html"], id="flag-given-a-value"),
+    pytest.param(["report", "--model", "m", "--dtype", "float13", "out.html"], id="dtype-not-a-choice"),
 ])
 def test_usage_errors_exit_2_without_traceback(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -561,6 +564,29 @@ def test_usage_errors_exit_2_without_traceback(argv, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "error:" in err.splitlines()[-1]
+
+
+def test_advice_names_the_cli_options_not_the_python_arguments(base_folder, tmp_path, capsys, monkeypatch):
+    """Loading's advice says device='cpu' / load_in_4bit=True; through the CLI it says --device cpu / ..."""
+    statement = _statement(tmp_path, DEMO_TEXT.encode())
+    if not torch.cuda.is_available():
+        code, _, err = _run_cli(["report", "--model", base_folder, "--device", "cuda", "--statement", statement,
+                                 tmp_path / "o.html"], capsys)
+        line = assert_one_line_error(err, "use --device cpu")
+        assert "device=" not in line
+    code, _, err = _run_cli(["report", "--model", base_folder, "--device", "cpu", "--load-in-4bit",
+                             "--statement", statement, tmp_path / "o.html"], capsys)
+    assert code == 2
+    line = assert_one_line_error(err, "--load-in-4bit needs a CUDA GPU, but the device is 'cpu'")
+    assert "load_in_4bit" not in line
+    monkeypatch.setattr("finwidget.loading.resolve_device", lambda _device: "cuda")  # as on a GPU machine
+    monkeypatch.setattr(torch.nn.Module, "to", lambda *_a, **_k: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
+    code, _, err = _run_cli(["report", "--model", base_folder, "--device", "cuda", "--statement", statement,
+                             tmp_path / "o.html"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "OutOfMemoryError: CUDA out of memory", "try --dtype bfloat16, --load-in-4bit, "
+                          "or --device cpu")
 
 
 def test_model_folder_refused_by_loading_is_one_line(tmp_path, capsys, tokenizer):
