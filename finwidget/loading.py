@@ -285,16 +285,32 @@ def _check_loading_info(info: dict, name: str, config) -> None:
         raise ModelLoadError(f"the weights of {name!r} did not load: {str(errors[0]).splitlines()[0]}")
 
 
+_FINITE_CHECK_CHUNK = 1 << 24  # elements per isfinite call: a 16 MB temporary at most
+
+
+def _non_finite_count(weight: torch.Tensor) -> int:
+    """How many NaN/infinite values ``weight`` holds. A NaN or infinity anywhere makes the sum
+    non-finite, so a finite sum (one fast reduction) proves there are none; only a non-finite
+    sum (a bad value, or finite values overflowing) is counted element by element."""
+    weight = weight.detach()
+    total = weight.sum(dtype=torch.float32) if weight.element_size() < 4 else weight.sum()
+    if bool(torch.isfinite(total)):
+        return 0
+    flat = weight.reshape(-1)
+    return sum(int((~torch.isfinite(flat[start:start + _FINITE_CHECK_CHUNK])).sum())
+               for start in range(0, flat.numel(), _FINITE_CHECK_CHUNK))
+
+
 def _check_finite_weights(model, name: str) -> None:
     """Refuse weights holding NaN or infinity (a damaged or diverged checkpoint): every
-    answer would be NaN. Quantized (integer) and offloaded (meta) tensors are skipped."""
+    answer would be NaN. Quantized (integer) and offloaded (meta) tensors are skipped; the
+    check reads each weight once, in chunks, so it needs no second copy of the model."""
     with torch.no_grad():
         for key, weight in model.named_parameters():
             if not weight.is_floating_point() or weight.device.type == "meta":
                 continue
-            finite = torch.isfinite(weight)
-            if not bool(finite.all()):
-                count = int((~finite).sum())
+            count = _non_finite_count(weight)
+            if count:
                 raise ModelLoadError(
                     f"the weights of {name!r} are damaged: {key} holds {count} NaN or infinite value(s) "
                     f"of {weight.numel()}; download the model again (or, if you trained it, use a "
