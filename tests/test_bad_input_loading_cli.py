@@ -758,3 +758,14 @@ def test_output_and_statement_file_are_refused_before_torch_is_even_imported(tmp
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 2 and "of the output does not exist" in lines[0] and "is UTF-16 text" in lines[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_finite_weights_whose_sum_overflows_are_not_called_damaged(dtype):
+    """The fast path sums each weight; finite values overflowing that sum must still pass."""
+    from finwidget.loading import _non_finite_count
+
+    big = torch.full((64,), torch.finfo(dtype).max, dtype=dtype)
+    assert _non_finite_count(big) == 0
+    big[3], big[7] = float("nan"), float("-inf")
+    assert _non_finite_count(big) == 2
