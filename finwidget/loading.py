@@ -113,10 +113,6 @@ def resolve_device(device) -> str:
     raise ModelLoadError(f"finwidget does not run models on {device!r}; {_DEVICE_ADVICE}")
 
 
-# Kept for code that imported the private name.
-_resolve_device = resolve_device
-
-
 def _resolve_dtype(dtype, device: str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
