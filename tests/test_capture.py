@@ -288,8 +288,8 @@ def test_real_statement_prompts_as_the_task_encodes_them(peaky_qwen2, qwen_like_
 
 
 def test_the_shipped_demo_model_on_demo_statements():
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
-    from finwidget.loading import load_demo_model
     from finwidget.task import EarningsTask
 
     model, tokenizer = load_demo_model()

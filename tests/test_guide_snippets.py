@@ -106,7 +106,7 @@ def demo_tokenizer():
 
 def build(kind: str, qwen2_config, qwen_like_tokenizer):
     if kind == "demo-model":
-        from finwidget.loading import load_demo_model
+        from finwidget import load_demo_model
 
         return load_demo_model()
     from transformers import Qwen2ForCausalLM

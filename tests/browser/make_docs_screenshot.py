@@ -35,7 +35,7 @@ NOTEBOOK = [
 
 
 def main(output: Path) -> None:
-    from finwidget.loading import load_demo_model
+    from finwidget import load_demo_model
 
     model, tokenizer = load_demo_model()
     with tempfile.TemporaryDirectory(prefix="fw-shot-") as tmp:

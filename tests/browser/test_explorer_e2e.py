@@ -27,7 +27,7 @@ PLANTED_HEADS = {(0, 1), (0, 2)}
 
 @pytest.fixture(scope="session")
 def demo_model():
-    from finwidget.loading import load_demo_model
+    from finwidget import load_demo_model
 
     return load_demo_model()
 
