@@ -140,7 +140,8 @@ def test_ten_k_table_header_row_gives_year_columns(tokenizer):
     assert (span_by_text(layout, "$ 12,345").year, span_by_text(layout, "$ 11,234").year) == (2023, 2022)
     assert span_by_text(layout, "$ 12,345").unit == "$"
     loss = span_by_text(layout, "(1,234)")
-    assert (loss.value, loss.year, loss.line_item) == (-1234.0, 2023, "Net income (loss)")
+    # "(in millions, except per share data)" scales the table's amounts, not the per-share ones
+    assert (loss.value, loss.year, loss.line_item) == (-1_234_000_000.0, 2023, "Net income (loss)")
     eps = span_by_text(layout, "$   (2.15)")
     assert (eps.value, eps.year, eps.line_item) == (-2.15, 2023, "Diluted earnings per share")
     assert span_by_text(layout, "Diluted earnings per share").category == "per_share"

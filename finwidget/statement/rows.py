@@ -1,0 +1,413 @@
+"""Rows of the statement read as a person reads them: headers, line items, years, scale.
+
+Given the units (``units.py``) and where the rows and cells are (``structure.py``):
+
+1. Years. A four-digit number 1900-2099 without separators is a year when it labels a
+   value (``2022: 13,937``), follows a time word (``fiscal 2023``, ``in 2021``), or is
+   part of a date or period ("December 31, 2023", "2023-12-31", "Q3 FY2023", "FY23").
+2. Header rows: a row whose numbers are all years (and the parts of dates) is a header
+   row: two or more years, or one with a time word, or one in a cell of a pipe, HTML
+   or CSV table. Its years are the columns of the rows below it, until the next
+   header row or the end of the table (prose with numbers, or another table form).
+3. Line items: a row that starts with a name (words, with ``& - ' / , ( ) .`` inside)
+   followed by numbers (in its other cells for pipe, HTML and CSV rows; with only column
+   words such as "change" or "vs" between them otherwise) is a line item; its name
+   words become one "line_item_name" span. A lone dash cell ("—", "–", "-", "$ —") of
+   a table row is a nil amount (0). A footnote marker after the name ("(1)", "*") is
+   punctuation.
+4. Year columns: a number after a ``2022:`` label belongs to 2022; a number after the
+   word "change" to no year; other numbers of a row take the header's columns: by
+   cell when the row has as many cells as the header, else in order when the counts
+   match, else (aligned text) by character column within 8 characters, else none.
+5. Scale: a note such as "(in millions, except per share data)" multiplies the amounts
+   of the table rows after it, except per-share rows, percentages, multiples, basis
+   points and amounts that carry their own scale word.
+6. Prose: a number takes a year only from its own clause ("from $3.7 billion in fiscal
+   2022" -> 2022), or from a sentence's opening time phrase ("In fiscal 2023, ...")
+   when no comparison word ("from", "compared", "prior", ...) comes before it;
+   otherwise none.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from decimal import Decimal
+
+from finwidget.statement.lexicon import Lexicon
+from finwidget.statement.periods import Period
+from finwidget.statement.structure import TABLE_FORMS, Row, Structure
+from finwidget.statement.units import Unit
+
+#: Words after which a four-digit number is a year.
+YEAR_CUES = frozenset(
+    ["fiscal", "year", "years", "fy", "in", "since", "during", "through", "from", "to", "for", "of", "by", "until",
+     "ended", "ending", "end", "quarter", "cy", "calendar", "january", "february", "march", "april", "may", "june",
+     "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul",
+     "aug", "sep", "sept", "oct", "nov", "dec"]
+)
+#: Words allowed after a line item's name among its numbers.
+COLUMN_WORDS = frozenset(["change", "chg", "yoy", "vs", "versus", "na", "nm", "n", "a", "usd", "eur", "gbp", "inr",
+                          "x", "bps", "bp", "pts", "pp"])
+_CHANGE_WORDS = frozenset(["change", "chg", "yoy"])
+#: Words that open a new clause in prose.
+_CLAUSE_WORDS = frozenset(["from", "to", "compared", "versus", "vs", "against", "while", "whereas", "and", "but", "or",
+                           "as", "with", "after", "before", "than", "reflecting", "driven", "due", "including",
+                           "offset", "which", "up", "down"])
+#: Words after which a number in a sentence belongs to an earlier period.
+_COMPARISON_WORDS = frozenset(["from", "compared", "versus", "vs", "against", "prior", "previous", "preceding",
+                               "last", "earlier", "than"])
+_NAME_PUNCT = frozenset(["&", "-", "'", "\u2019", "/", ",", "(", ")", "."])
+_NIL = frozenset(["\u2014", "\u2013", "-", "\u2212", "--", "\u2014\u2014"])
+_PER_SHARE = re.compile(r"per\s+(?:basic\s+|diluted\s+)?(?:common\s+|ordinary\s+)?share|\beps\b|per\s+unit|per\s+ads",
+                        re.IGNORECASE)
+_SHARES = re.compile(r"\bshares?\b", re.IGNORECASE)
+_ALIGN_TOLERANCE = 8
+_LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def bare(text: str) -> str:
+    """The letters of ``text``, lower-cased ("(in" -> "in")."""
+    return "".join(_LETTERS.findall(text)).lower()
+
+
+class RowReader:
+    """Reads the rows of one prompt; ``read()`` fills years, line items and values in the units."""
+
+    def __init__(self, text: str, structure: Structure, units: list[Unit], periods: list[Period],
+                 line_starts: list[int], lexicon: Lexicon):
+        self.text = text
+        self.structure = structure
+        self.units = units
+        self.periods = periods
+        self.line_starts = line_starts
+        self.lexicon = lexicon
+        self.rows = [row for row in structure.rows if row.cells]
+        row_starts = [row.start for row in self.rows]
+        # units of each row, with their cell
+        self.row_units: list[list[tuple[Unit, int]]] = [[] for _ in self.rows]
+        for unit in units:
+            if unit.kind in ("break", "special"):
+                continue
+            anchor = unit.anchor
+            if anchor is None:
+                continue
+            r = bisect.bisect_right(row_starts, anchor.start) - 1
+            if r < 0 or anchor.start >= self.rows[r].end:
+                continue
+            cell = self.rows[r].cell_of(anchor.start)
+            self.row_units[r].append((unit, -1 if cell is None else cell))
+        self.headers: dict[int, list[tuple[int, int, Unit]]] = {}  # row -> [(year, cell, unit)]
+        self.items: list[tuple[Unit, list[Unit]]] = []
+        self.item_rows: dict[int, tuple[Unit, list[Unit]]] = {}
+        self.merged_away: set[int] = set()
+
+    # ------------------------------------------------------------ entry
+    def read(self) -> tuple[list[Unit], list[tuple[Unit, list[Unit]]], dict[int, list[int]]]:
+        self._mark_periods()
+        self._mark_cued_years()
+        self._find_headers()
+        for r in range(len(self.rows)):
+            if r not in self.headers:
+                self._read_line_item(r)
+        self._assign_columns_and_scale()
+        self._prose_years()
+        for unit in self.units:
+            if unit.is_year and unit.year is None:
+                unit.year = int(abs(unit.number.value))
+        replacement = {id(name.members[0]): name for name, _ in self.items}
+        kept = [replacement.get(id(u), u) for u in self.units if id(u) not in self.merged_away]
+        header_years = {}
+        for r, cols in sorted(self.headers.items()):
+            line = cols[0][2].line
+            header_years.setdefault(line, []).extend(year for year, _, _ in cols)
+        return kept, self.items, header_years
+
+    # ------------------------------------------------------------ years
+    def _mark_periods(self) -> None:
+        by_start = {}
+        for unit in self.units:
+            if unit.kind == "number":
+                by_start[unit.number.start] = unit
+        for period in self.periods:
+            if period.year_range is not None:
+                unit = by_start.get(period.year_range[0])
+                if unit is not None and unit.number.end <= period.year_range[1] + 1:
+                    unit.is_year, unit.year = True, period.year
+            for start, _ in period.part_ranges:
+                unit = by_start.get(start)
+                if unit is not None:
+                    unit.date_part = True
+        for unit in self.units:
+            if unit.kind == "number" and unit.number.date_part and unit.number.year_like:
+                unit.is_year, unit.year = True, int(self.text[unit.number.start:unit.number.end])
+
+    def _words(self, row_units):
+        return [bare(u.text) if u.kind == "word" else u.text.strip() for u, _ in row_units]
+
+    def _mark_cued_years(self) -> None:
+        for row_units in self.row_units:
+            words = self._words(row_units)
+            for i, (unit, _) in enumerate(row_units):
+                if not (unit.kind == "number" and unit.number.year_like and not unit.is_year):
+                    continue
+                after = words[i + 1] if i + 1 < len(row_units) else ""
+                previous = row_units[i - 1][0] if i > 0 else None
+                cued = previous is not None and previous.kind == "word" and words[i - 1] in YEAR_CUES
+                if after.startswith(":") or cued:
+                    unit.is_year, unit.year = True, int(abs(unit.number.value))
+
+    def _find_headers(self) -> None:
+        for r, row_units in enumerate(self.row_units):
+            row = self.rows[r]
+            numbers = [u for u, _ in row_units if u.kind == "number" and not u.date_part]
+            candidates = [u for u in numbers if u.is_year or u.number.year_like]
+            if not candidates or len(candidates) != len(numbers):
+                continue
+            words = self._words(row_units)
+            has_time_word = any(u.kind == "word" and w in YEAR_CUES | {"q", "fy", "h"} for (u, _), w in
+                                zip(row_units, words))
+            in_cells = row.form in ("pipe", "html", "csv") and all(c > 0 for u, c in row_units if u in candidates)
+            if len(candidates) >= 2 or has_time_word or in_cells or any(u.is_year for u in candidates):
+                if row.form == "text" and sum(1 for u, _ in row_units if u.kind == "word") > 3 * len(candidates):
+                    continue  # a sentence that mentions years ("we were founded in 1998") is not a header
+                cols = []
+                for unit, cell in row_units:
+                    if unit in candidates:
+                        unit.is_year = True
+                        if unit.year is None:
+                            unit.year = int(abs(unit.number.value))
+                        cols.append((unit.year, cell, unit))
+                self.headers[r] = cols
+
+    # ------------------------------------------------------------ line items
+    def _read_line_item(self, r: int) -> None:
+        row, row_units = self.rows[r], self.row_units[r]
+        if not row_units:
+            return
+        first_cell = row_units[0][1]
+        cells_form = row.form in ("pipe", "html", "csv")
+        name_units: list[Unit] = []
+        k = 0
+        while k < len(row_units):
+            unit, cell = row_units[k]
+            if cell != first_cell:
+                break
+            if unit.kind == "word" or (unit.kind == "punct" and unit.text.strip() in _NAME_PUNCT
+                                       and not unit.anchor.footnote):
+                name_units.append(unit)
+                k += 1
+                continue
+            break
+        while name_units and name_units[-1].kind == "punct" and not (
+            name_units[-1].text.strip() == ")" and any(u.text.strip() == "(" for u in name_units)
+        ):
+            name_units.pop()
+            k -= 1
+        if not name_units or name_units[0].kind != "word":
+            return
+        tail = row_units[len(name_units):]
+        # footnote markers right after the name: "(1)", "*", "(a)"
+        for unit, cell in tail:
+            if cell != first_cell:
+                break
+            marker = unit.text.strip()
+            if unit.kind == "number" and re.fullmatch(r"\(\d{1,2}\)", marker):
+                _to_footnote(unit)
+            elif not (unit.kind == "punct" and marker.strip("*\u2020\u2021") == ""):
+                break
+        self._nil_cells(row, tail)
+        values = [u for u, _ in tail if u.is_value and not (u.anchor and u.anchor.footnote)]
+        if not values:
+            return
+        if cells_form:
+            words_ok = all(bare(u.text) in COLUMN_WORDS for u, c in tail if u.kind == "word" and c == first_cell)
+        else:
+            words_ok = all(bare(u.text) in COLUMN_WORDS for u, _ in tail if u.kind == "word")
+        if not words_ok:
+            return
+        name_text = self._name_text(name_units)
+        name = _merge(name_units, "line_item_name")
+        name.line_item = name_text
+        name.category = self.lexicon.category_of(name_text)
+        self.merged_away.update(id(u) for u in name_units[1:])
+        self.row_units[r] = [(name, first_cell)] + tail
+        for unit, _ in tail:
+            if unit.kind == "number":
+                unit.line_item = name_text
+        self.items.append((name, values))
+        self.item_rows[r] = (name, values)
+
+    def _name_text(self, name_units: list[Unit]) -> str:
+        content = [p for u in name_units for p in u.pieces if not p.markup]
+        return self.text[content[0].start:content[-1].end] if content else name_units[0].text
+
+    def _nil_cells(self, row: Row, tail) -> None:
+        """A table cell holding only a dash (and a currency sign) is a nil amount."""
+        if row.form not in TABLE_FORMS:
+            return
+        by_cell: dict[int, list[Unit]] = {}
+        for unit, cell in tail:
+            by_cell.setdefault(cell, []).append(unit)
+        for cell, cell_units in by_cell.items():
+            if cell < 0 or cell == 0 and row.form != "aligned":
+                continue
+            if row.form == "aligned" and cell == 0:
+                continue
+            dash = [u for u in cell_units if u.kind == "punct" and (
+                u.text.strip() in _NIL or any(p.markup and (p.start, p.end) in self.structure.dash_markup
+                                              for p in u.pieces))]
+            rest = [u for u in cell_units if u not in dash and u.text.strip() not in ("$", "\u20ac", "\u00a3")]
+            if len(dash) == 1 and not rest:
+                unit = dash[0]
+                unit.kind, unit.nil, unit.value = "number", True, 0.0
+                unit.number = unit.pieces[0]
+
+    # ------------------------------------------------------------ columns and scale
+    def _assign_columns_and_scale(self) -> None:
+        header: int | None = None
+        header_form = None
+        notes = sorted(self.structure.scale_notes, key=lambda n: n.start)
+        note_starts = [n.start for n in notes]
+        block_start = 0
+        for r, row in enumerate(self.rows):
+            row_units = self.row_units[r]
+            prose = r not in self.item_rows and r not in self.headers and any(u.is_value for u, _ in row_units)
+            if prose or (header_form is not None and row.form in TABLE_FORMS and header_form in TABLE_FORMS
+                         and row.form != header_form and r not in self.headers):
+                header, header_form = None, None
+                block_start = row.end
+            if r in self.headers:
+                header, header_form = r, row.form
+                continue
+            if r not in self.item_rows:
+                continue
+            name, values = self.item_rows[r]
+            self._row_years(r, header)
+            k = bisect.bisect_right(note_starts, row.start) - 1
+            if k >= 0 and notes[k].start >= self._line_start_of(block_start) and row.form in TABLE_FORMS:
+                self._scale(name, values, notes[k])
+
+    def _line_start_of(self, char: int) -> int:
+        return self.line_starts[max(0, bisect.bisect_right(self.line_starts, char) - 1)]
+
+    def _row_years(self, r: int, header: int | None) -> None:
+        row = self.rows[r]
+        pending_year: int | None = None
+        after_change = False
+        unlabeled: list[tuple[Unit, int]] = []
+        for unit, cell in self.row_units[r][1:]:
+            word = bare(unit.text)
+            if unit.is_year:
+                pending_year, after_change = unit.year, False
+            elif unit.kind == "word" and word in _CHANGE_WORDS:
+                after_change = True
+            elif unit.is_value:
+                if pending_year is not None:
+                    unit.year = pending_year
+                elif not after_change:
+                    unlabeled.append((unit, cell))
+                pending_year, after_change = None, False
+        if not unlabeled or header is None:
+            return
+        cols = self.headers[header]
+        header_row = self.rows[header]
+        if row.form in ("pipe", "html", "csv") and len(row.cells) == len(header_row.cells):
+            by_cell = {cell: year for year, cell, _ in cols}
+            for unit, cell in unlabeled:
+                unit.year = by_cell.get(cell)
+            return
+        if len(unlabeled) == len(cols):
+            for (unit, _), (year, _, _) in zip(unlabeled, cols):
+                unit.year = year
+            return
+        if row.form not in ("aligned", "text"):
+            return
+        header_cols = [u.char_end - self._line_start_of(u.char_start) for _, _, u in cols]
+        taken: set[int] = set()
+        for unit, _ in unlabeled:
+            col = unit.char_end - self._line_start_of(unit.char_start)
+            best = min(range(len(header_cols)), key=lambda k: abs(header_cols[k] - col))
+            if abs(header_cols[best] - col) <= _ALIGN_TOLERANCE and best not in taken:
+                unit.year = cols[best][0]
+                taken.add(best)
+
+    def _scale(self, name: Unit, values: list[Unit], note) -> None:
+        if _PER_SHARE.search(name.line_item):
+            return
+        if note.except_shares and _SHARES.search(name.line_item):
+            return
+        for unit in values:
+            piece = unit.number
+            if unit.nil or unit.value is None or piece.scaled or piece.unit in ("%", "x", "bps"):
+                continue
+            unit.value = float(Decimal(repr(unit.value)) * note.factor)
+
+    # ------------------------------------------------------------ prose
+    def _prose_years(self) -> None:
+        """Years for the numbers of prose rows, clause by clause (see the module docstring)."""
+        sentence: list[Unit] = []
+        for r, row in enumerate(self.rows):
+            if r in self.item_rows or r in self.headers or row.form != "text":
+                self._sentence_years(sentence)
+                sentence = []
+                continue
+            for unit, _ in self.row_units[r]:
+                sentence.append(unit)
+                if unit.kind == "punct" and any(c in unit.text for c in ".!?;") and not unit.anchor.markup:
+                    self._sentence_years(sentence)
+                    sentence = []
+        self._sentence_years(sentence)
+
+    def _sentence_years(self, sentence: list[Unit]) -> None:
+        if not sentence:
+            return
+        inside_period = [(p.start, p.end) for p in self.periods]
+
+        def in_period(unit: Unit) -> bool:
+            return any(s <= unit.char_start < e for s, e in inside_period)
+
+        clauses: list[list[Unit]] = [[]]
+        for unit in sentence:
+            boundary = (unit.kind == "punct" and any(c in unit.text for c in ",;:()\u2014\u2013") and not in_period(unit)) \
+                or (unit.kind == "word" and bare(unit.text) in _CLAUSE_WORDS)
+            if boundary and clauses[-1]:
+                clauses.append([])
+            clauses[-1].append(unit)
+        opening_year = None
+        first = clauses[0]
+        first_years = {u.year for u in first if u.is_year}
+        if len(first_years) == 1 and not any(u.is_value and not u.date_part for u in first):
+            opening_year = next(iter(first_years))
+        compared = False
+        for clause in clauses:
+            years = {u.year for u in clause if u.is_year}
+            if any(u.kind == "word" and bare(u.text) in _COMPARISON_WORDS for u in clause):
+                compared = True
+            own = next(iter(years)) if len(years) == 1 else None
+            for unit in clause:
+                if not unit.is_value or unit.line_item is not None:
+                    continue
+                if own is not None:
+                    unit.year = own
+                elif not years and opening_year is not None and not compared:
+                    unit.year = opening_year
+                else:
+                    unit.year = None
+
+
+def _to_footnote(unit: Unit) -> None:
+    unit.kind, unit.number, unit.value, unit.unit_symbol = "punct", None, None, None
+
+
+def _merge(parts: list[Unit], kind: str) -> Unit:
+    tokens = sorted(t for p in parts for t in p.tokens)
+    return Unit(
+        kind=kind,
+        char_start=parts[0].char_start,
+        char_end=parts[-1].char_end,
+        tokens=tokens,
+        pieces=[p for part in parts for p in part.pieces],
+        line=parts[0].line,
+        members=list(parts),
+    )
