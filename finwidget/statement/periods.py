@@ -26,12 +26,14 @@ _PATTERNS = [
     # 2023-12-31
     re.compile(r"(?<![\d.])(?P<year>(?:19|20)\d{2})-(?P<month>\d{2})-(?P<day>\d{2})(?!\d)"),
     # 12/31/2023, 31.12.2023, 12/31/23
-    re.compile(r"(?<![\d.,/])(?P<month>\d{1,2})(?P<sep>[/.])(?P<day>\d{1,2})(?P=sep)(?P<year>(?:19|20)\d{2}|\d{2})(?![\d/])"),
+    re.compile(r"(?<![\d./])(?P<month>\d{1,2})(?P<sep>[/.])(?P<day>\d{1,2})(?P=sep)(?P<year>(?:19|20)\d{2}|\d{2})(?![\d/])"),
     # Q3 FY2023, Q3 2023, Q3'23, 3Q23, 3Q FY23, H1 2023, 1H23
     re.compile(rf"\b(?:Q(?P<quarter>[1-4])|(?P<quarter2>[1-4])Q|H(?P<half>[12])|(?P<half2>[12])H)"
                rf"\s*(?:(?:FY|CY|F)\s?)?{_YEAR}\b", re.IGNORECASE),
     # FY2023, FY 2023, FY23, FY'23, CY2023
     re.compile(rf"\b(?:FY|CY)\s?{_YEAR}\b", re.IGNORECASE),
+    # September 30 (a day without its year: the day is a part)
+    re.compile(rf"\b{_MONTH}\s+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b(?![.,]?\d)", re.IGNORECASE),
     # a quarter or half alone: Q3, 3Q, H1 (its digit is a part, there is no year)
     re.compile(r"\b(?:Q(?P<quarter>[1-4])|(?P<quarter2>[1-4])Q|H(?P<half>[12])|(?P<half2>[12])H)\b", re.IGNORECASE),
 ]

@@ -42,7 +42,7 @@ _NUMBER = re.compile(
 )
 #: Numeric dates, read as their parts ("2023-12-31", "12/31/2023", "31.12.2023").
 _NUMERIC_DATE = re.compile(
-    r"(?<![\d.,/-])(?:(?P<iso>(?:19|20)\d{2})-(?:0[1-9]|1[0-2])-(?:[0-2]\d|3[01])"
+    r"(?<![\d./])(?:(?P<iso>(?:19|20)\d{2})-(?:0[1-9]|1[0-2])-(?:[0-2]\d|3[01])"
     r"|(?:\d{1,2})(?P<sep>[/.])(?:\d{1,2})(?P=sep)(?P<year>(?:19|20)\d{2}|\d{2}))(?![\d.,/-]?\d)"
 )
 _DIGITS = re.compile(r"\d+")
@@ -90,18 +90,21 @@ class Piece:
         return not self.markup
 
 
-def scan_pieces(text: str, markup: Iterable[tuple[int, int]] = (), number_locale: str = "en") -> list[Piece]:
+def scan_pieces(text: str, markup: Iterable[tuple[int, int]] = (), number_locale: str = "en",
+                whole: Iterable[tuple[int, int]] = ()) -> list[Piece]:
     """All pieces of ``text`` in order; whitespace is skipped.
 
     ``markup``: sorted, non-overlapping character ranges that are table markup.
+    ``whole``: ranges read as one punctuation piece that is content (``&mdash;``).
     """
     pieces: list[Piece] = []
     cursor = 0
-    for start, end in list(markup) + [(len(text), len(text))]:
+    ranges = sorted([(s, e, True) for s, e in markup] + [(s, e, False) for s, e in whole])
+    for start, end, is_markup in ranges + [(len(text), len(text), True)]:
         if start > cursor:
             pieces.extend(_scan_plain(text, cursor, start, number_locale))
-        if end > start:
-            pieces.append(Piece("punct", start, end, markup=True))
+        if end > start and start >= cursor:
+            pieces.append(Piece("punct", start, end, markup=is_markup))
         cursor = max(cursor, end)
     return pieces
 

@@ -165,14 +165,14 @@ def _read(prompt, ids, offsets, tokenizer, statement_range, lexicon, number_loca
         chars[start:end] = " " * (end - start)
     plain = "".join(chars)
     structure = find_structure(plain)
-    pieces = scan_pieces(plain, structure.markup, number_locale)
+    pieces = scan_pieces(plain, structure.markup, number_locale, whole=sorted(structure.dash_entities))
     units = units_from_tokens(prompt, ids, offsets, special_ids, pieces)
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", prompt)]
     for unit in units:
         unit.line = bisect.bisect_right(line_starts, unit.char_start) - 1
     reader = RowReader(plain, structure, units, find_periods(plain), line_starts, lexicon)
     units, line_items, header_years = reader.read()
-    _assign_categories(units, lexicon)
+    _assign_categories(plain, units, lexicon)
     _warn_unread(prompt, units, number_locale)
     return _assemble(prompt, ids, offsets, units, line_items, line_starts, statement_range, header_years)
 
@@ -233,13 +233,13 @@ def _special_token_ids(tokenizer) -> set[int]:
 
 
 # ---------------------------------------------------------------- categories
-def _assign_categories(units, lexicon: Lexicon) -> None:
+def _assign_categories(text, units, lexicon: Lexicon) -> None:
     """Lexicon categories for words (phrases matched across the words of a line)."""
     run: list = []
 
     def flush():
         if run:
-            words = [normalize_word(bare(u.text)) for u in run]
+            words = [normalize_word(bare(u.content_text(text))) for u in run]
             for start, end, category in lexicon.match(words, normalized=True):
                 for u in run[start:end]:
                     u.category = category
@@ -252,7 +252,7 @@ def _assign_categories(units, lexicon: Lexicon) -> None:
             line = unit.line
         if unit.kind == "word":
             run.append(unit)
-        elif unit.kind == "punct" and run and unit.text.strip() in _PHRASE_PUNCT:
+        elif unit.kind == "punct" and run and unit.content_text(text) in _PHRASE_PUNCT:
             continue
         else:
             flush()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import re
 from decimal import Decimal
+from itertools import pairwise
 
 from finwidget.statement.lexicon import Lexicon
 from finwidget.statement.periods import Period
@@ -62,6 +63,10 @@ _NIL = frozenset(["\u2014", "\u2013", "-", "\u2212", "--", "\u2014\u2014"])
 _PER_SHARE = re.compile(r"per\s+(?:basic\s+|diluted\s+)?(?:common\s+|ordinary\s+)?share|\beps\b|per\s+unit|per\s+ads",
                         re.IGNORECASE)
 _SHARES = re.compile(r"\bshares?\b", re.IGNORECASE)
+#: A scale written in a row's name: "Revenue ($ bn)", "Revenue (in millions)".
+_ROW_SCALE = re.compile(r"\([^()]*?\b(thousands?|millions?|billions?|bn|mn|m|k|000s)\)", re.IGNORECASE)
+_ROW_SCALES = {w: Decimal(10) ** e for e, words in ((3, ("thousand", "thousands", "k", "000s")),
+               (6, ("million", "millions", "mn", "m")), (9, ("billion", "billions", "bn"))) for w in words}
 _ALIGN_TOLERANCE = 8
 _LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
 
@@ -143,24 +148,34 @@ class RowReader:
                 unit.is_year, unit.year = True, int(self.text[unit.number.start:unit.number.end])
 
     def _words(self, row_units):
-        return [bare(u.text) if u.kind == "word" else u.text.strip() for u, _ in row_units]
+        return [bare(u.content_text(self.text)) if u.kind == "word" else u.content_text(self.text)
+                for u, _ in row_units]
 
     def _mark_cued_years(self) -> None:
-        for row_units in self.row_units:
+        """``fiscal 2023``, ``in 2021`` (also across a wrapped line of prose), ``2022:``."""
+        previous: Unit | None = None
+        previous_row = -1
+        for r, row_units in enumerate(self.row_units):
             words = self._words(row_units)
+            prose_continues = previous_row == r - 1 and self.rows[r].form == "text" and (
+                r > 0 and self.rows[r - 1].form == "text")
+            if not prose_continues:
+                previous = None
             for i, (unit, _) in enumerate(row_units):
-                if not (unit.kind == "number" and unit.number.year_like and not unit.is_year):
-                    continue
-                after = words[i + 1] if i + 1 < len(row_units) else ""
-                previous = row_units[i - 1][0] if i > 0 else None
-                cued = previous is not None and previous.kind == "word" and words[i - 1] in YEAR_CUES
-                if after.startswith(":") or cued:
-                    unit.is_year, unit.year = True, int(abs(unit.number.value))
+                if unit.kind == "number" and unit.number.year_like and not unit.is_year:
+                    after = words[i + 1] if i + 1 < len(row_units) else ""
+                    cued = previous is not None and previous.kind == "word" and bare(
+                        previous.content_text(self.text)) in YEAR_CUES
+                    if after.startswith(":") or cued:
+                        unit.is_year, unit.year = True, int(abs(unit.number.value))
+                previous = unit
+            if row_units:
+                previous_row = r
 
     def _find_headers(self) -> None:
         for r, row_units in enumerate(self.row_units):
             row = self.rows[r]
-            numbers = [u for u, _ in row_units if u.kind == "number" and not u.date_part]
+            numbers = [u for u, _ in row_units if u.kind == "number" and (u.is_year or not u.date_part)]
             candidates = [u for u in numbers if u.is_year or u.number.year_like]
             if not candidates or len(candidates) != len(numbers):
                 continue
@@ -188,22 +203,27 @@ class RowReader:
         first_cell = row_units[0][1]
         cells_form = row.form in ("pipe", "html", "csv")
         name_units: list[Unit] = []
-        k = 0
-        while k < len(row_units):
-            unit, cell = row_units[k]
+        depth = 0
+        for unit, cell in row_units:
             if cell != first_cell:
                 break
-            if unit.kind == "word" or (unit.kind == "punct" and unit.text.strip() in _NAME_PUNCT
-                                       and not unit.anchor.footnote):
+            mark = unit.content_text(self.text)
+            if depth > 0 and unit.kind != "number":  # "Revenue ($ bn)": a unit note inside the name
                 name_units.append(unit)
-                k += 1
+                depth += mark.count("(") - mark.count(")")
+                continue
+            opens = unit.kind == "punct" and mark.startswith("(") and not unit.anchor.footnote
+            if unit.kind == "word" or opens or (unit.kind == "punct" and mark in _NAME_PUNCT
+                                                 and not unit.anchor.footnote):
+                name_units.append(unit)
+                depth = max(0, depth + mark.count("(") - mark.count(")"))
                 continue
             break
         while name_units and name_units[-1].kind == "punct" and not (
-            name_units[-1].text.strip() == ")" and any(u.text.strip() == "(" for u in name_units)
+            name_units[-1].content_text(self.text).endswith(")")
+            and any(u.content_text(self.text).startswith("(") for u in name_units)
         ):
             name_units.pop()
-            k -= 1
         if not name_units or name_units[0].kind != "word":
             return
         tail = row_units[len(name_units):]
@@ -211,19 +231,21 @@ class RowReader:
         for unit, cell in tail:
             if cell != first_cell:
                 break
-            marker = unit.text.strip()
-            if unit.kind == "number" and re.fullmatch(r"\(\d{1,2}\)", marker):
+            marker = unit.content_text(self.text)
+            if unit.kind == "number" and re.fullmatch(r"\(\d{1,2}\)", self.text[unit.number.start:unit.number.end]):
                 _to_footnote(unit)
             elif not (unit.kind == "punct" and marker.strip("*\u2020\u2021") == ""):
                 break
         self._nil_cells(row, tail)
+        if row.form in TABLE_FORMS:
+            self._split_brackets(tail)
         values = [u for u, _ in tail if u.is_value and not (u.anchor and u.anchor.footnote)]
         if not values:
             return
         if cells_form:
-            words_ok = all(bare(u.text) in COLUMN_WORDS for u, c in tail if u.kind == "word" and c == first_cell)
+            words_ok = all(bare(u.content_text(self.text)) in COLUMN_WORDS for u, c in tail if u.kind == "word" and c == first_cell)
         else:
-            words_ok = all(bare(u.text) in COLUMN_WORDS for u, _ in tail if u.kind == "word")
+            words_ok = all(bare(u.content_text(self.text)) in COLUMN_WORDS for u, _ in tail if u.kind == "word")
         if not words_ok:
             return
         name_text = self._name_text(name_units)
@@ -239,8 +261,41 @@ class RowReader:
         self.item_rows[r] = (name, values)
 
     def _name_text(self, name_units: list[Unit]) -> str:
+        """The name's words and punctuation as written, markup left out and spaces made single."""
         content = [p for u in name_units for p in u.pieces if not p.markup]
-        return self.text[content[0].start:content[-1].end] if content else name_units[0].text
+        if not content:
+            return name_units[0].text
+        out = self.text[content[0].start:content[0].end]
+        for before, piece in pairwise(content):
+            out += (" " if piece.start > before.end else "") + self.text[piece.start:piece.end]
+        return out
+
+    def _split_brackets(self, tail) -> None:
+        """EDGAR writes a negative as ``<td>(565</td><td>)</td>``: brackets around the cell boundary."""
+        markup = self.structure.markup
+        starts = [m[0] for m in markup]
+
+        def skip(i: int, step: int) -> int:
+            while 0 <= i < len(self.text):
+                k = bisect.bisect_right(starts, i) - 1
+                if k >= 0 and markup[k][0] <= i < markup[k][1]:
+                    i = markup[k][1] if step > 0 else markup[k][0] - 1
+                elif self.text[i].isspace():
+                    i += step
+                else:
+                    return i
+            return i
+
+        for unit, _ in tail:
+            piece = unit.number
+            if not unit.is_value or unit.nil or piece is None or piece.value is None or piece.value < 0:
+                continue
+            before = skip(piece.start - 1, -1)
+            after = skip(piece.end, +1)
+            opened = 0 <= before and self.text[before] == "("
+            closed = after < len(self.text) and self.text[after] == ")"
+            if opened and closed and unit.value is not None:
+                unit.value = -unit.value
 
     def _nil_cells(self, row: Row, tail) -> None:
         """A table cell holding only a dash (and a currency sign) is a nil amount."""
@@ -255,9 +310,10 @@ class RowReader:
             if row.form == "aligned" and cell == 0:
                 continue
             dash = [u for u in cell_units if u.kind == "punct" and (
-                u.text.strip() in _NIL or any(p.markup and (p.start, p.end) in self.structure.dash_markup
-                                              for p in u.pieces))]
-            rest = [u for u in cell_units if u not in dash and u.text.strip() not in ("$", "\u20ac", "\u00a3")]
+                u.content_text(self.text) in _NIL or any((p.start, p.end) in self.structure.dash_entities
+                                                         for p in u.pieces))]
+            rest = [u for u in cell_units if u not in dash
+                    and u.content_text(self.text) not in ("$", "\u20ac", "\u00a3", "(", ")", "")]
             if len(dash) == 1 and not rest:
                 unit = dash[0]
                 unit.kind, unit.nil, unit.value = "number", True, 0.0
@@ -285,8 +341,9 @@ class RowReader:
             name, values = self.item_rows[r]
             self._row_years(r, header)
             k = bisect.bisect_right(note_starts, row.start) - 1
-            if k >= 0 and notes[k].start >= self._line_start_of(block_start) and row.form in TABLE_FORMS:
-                self._scale(name, values, notes[k])
+            note = notes[k] if k >= 0 and notes[k].start >= self._line_start_of(block_start) else None
+            if row.form in TABLE_FORMS:
+                self._scale(name, values, note)
 
     def _line_start_of(self, char: int) -> int:
         return self.line_starts[max(0, bisect.bisect_right(self.line_starts, char) - 1)]
@@ -297,7 +354,7 @@ class RowReader:
         after_change = False
         unlabeled: list[tuple[Unit, int]] = []
         for unit, cell in self.row_units[r][1:]:
-            word = bare(unit.text)
+            word = bare(unit.content_text(self.text))
             if unit.is_year:
                 pending_year, after_change = unit.year, False
             elif unit.kind == "word" and word in _CHANGE_WORDS:
@@ -335,13 +392,18 @@ class RowReader:
     def _scale(self, name: Unit, values: list[Unit], note) -> None:
         if _PER_SHARE.search(name.line_item):
             return
-        if note.except_shares and _SHARES.search(name.line_item):
+        own = _ROW_SCALE.search(name.line_item)
+        if own is not None:
+            factor = _ROW_SCALES[own.group(1).lower()]
+        elif note is None or (note.except_shares and _SHARES.search(name.line_item)):
             return
+        else:
+            factor = note.factor
         for unit in values:
             piece = unit.number
             if unit.nil or unit.value is None or piece.scaled or piece.unit in ("%", "x", "bps"):
                 continue
-            unit.value = float(Decimal(repr(unit.value)) * note.factor)
+            unit.value = float(Decimal(repr(unit.value)) * factor)
 
     # ------------------------------------------------------------ prose
     def _prose_years(self) -> None:
@@ -370,25 +432,35 @@ class RowReader:
         clauses: list[list[Unit]] = [[]]
         for unit in sentence:
             boundary = (unit.kind == "punct" and any(c in unit.text for c in ",;:()\u2014\u2013") and not in_period(unit)) \
-                or (unit.kind == "word" and bare(unit.text) in _CLAUSE_WORDS)
+                or (unit.kind == "word" and bare(unit.content_text(self.text)) in _CLAUSE_WORDS)
             if boundary and clauses[-1]:
                 clauses.append([])
             clauses[-1].append(unit)
         opening_year = None
-        first = clauses[0]
-        first_years = {u.year for u in first if u.is_year}
-        if len(first_years) == 1 and not any(u.is_value and not u.date_part for u in first):
-            opening_year = next(iter(first_years))
+        for unit in sentence:  # "In fiscal 2023, ...", "During fiscal 2023 the company ..."
+            if unit.is_value:
+                break
+            if unit.is_year:
+                clause = next(c for c in clauses if unit in c)
+                if len({u.year for u in clause if u.is_year}) == 1:
+                    opening_year = unit.year
+                break
+        labelled: dict[int, int] = {}
+        for a, b, c in zip(sentence, sentence[1:], sentence[2:]):
+            if a.is_year and b.kind == "punct" and b.content_text(self.text) == ":" and c.is_value:
+                labelled[id(c)] = a.year
         compared = False
         for clause in clauses:
             years = {u.year for u in clause if u.is_year}
-            if any(u.kind == "word" and bare(u.text) in _COMPARISON_WORDS for u in clause):
+            if any(u.kind == "word" and bare(u.content_text(self.text)) in _COMPARISON_WORDS for u in clause):
                 compared = True
             own = next(iter(years)) if len(years) == 1 else None
             for unit in clause:
                 if not unit.is_value or unit.line_item is not None:
                     continue
-                if own is not None:
+                if id(unit) in labelled:
+                    unit.year = labelled[id(unit)]
+                elif own is not None:
                     unit.year = own
                 elif not years and opening_year is not None and not compared:
                     unit.year = opening_year

@@ -38,17 +38,21 @@ _HAS_TABLE_TAGS = re.compile(r"<t[rdh]\b", re.IGNORECASE)
 _RULE_LINE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _GAP = re.compile(r"\t+| {2,}|\u00a0{2,}")
 _NUMERIC_FIELD = re.compile(
-    r"[-+\u2212]?\(?[-\u2212]?(?:[$\u20ac\u00a3\u20b9][ ]?)?\(?[-\u2212]?\d[\d.,]*\)?%?\)?|[\u2014\u2013-]|n/?a|nm", re.IGNORECASE
+    r"[-+\u2212]?\(?[-\u2212]?(?:[$\u20ac\u00a3\u20b9][ ]?)?\(?[-\u2212]?\d[\d.,]*\)?%?\)?|[\u2014\u2013-]|n/?a|nm"
+    r"|(?:(?:Q[1-4]|[1-4]Q|H[12])\s*)?(?:FY|CY)?\s?'?\d{2,4}|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}"
+    r"|[A-Za-z]{3,9}\.?\s+\d{1,2},?\s+\d{4}",
+    re.IGNORECASE,
 )
 #: Dash entities that stand for nil in EDGAR tables.
 DASH_ENTITIES = frozenset(["&mdash;", "&ndash;", "&#8212;", "&#8211;", "&#x2014;", "&#x2013;", "&minus;", "&#8722;"])
 
-_SCALE_WORDS = {"thousand": Decimal(10) ** 3, "000": Decimal(10) ** 3, "million": Decimal(10) ** 6,
-                "mm": Decimal(10) ** 6, "billion": Decimal(10) ** 9}
+_SCALE_WORDS = {"thousand": Decimal(10) ** 3, "000": Decimal(10) ** 3, "tsd": Decimal(10) ** 3,
+                "lakh": Decimal(10) ** 5, "million": Decimal(10) ** 6, "mm": Decimal(10) ** 6, "mio": Decimal(10) ** 6,
+                "crore": Decimal(10) ** 7, "billion": Decimal(10) ** 9, "mrd": Decimal(10) ** 9}
 _SCALE_NOTE = re.compile(
-    r"\((?P<inner>[^()\n]*?\b(?P<word>thousands?|millions?|billions?|000s|000's|mm)\b[^()\n]*)\)"
+    r"\((?P<inner>[^()\n]*?\b(?P<word>thousands?|millions?|billions?|lakhs?|crores?|000s|000's|mm|mio|mrd|tsd)\b[^()\n]*)\)"
     r"|\b(?:in|amounts in|dollars in|\$ in|\u20ac in|usd in|eur in)\s+(?:(?:u\.?s\.?\s+)?(?:\$|dollars|usd|eur|euros?|\u20ac|\u00a3)\s+)?"
-    r"(?P<word2>thousands|millions|billions)\b(?P<rest>[^\n|<]*)",
+    r"(?P<word2>thousands|millions|billions|lakhs|crores)\b(?P<rest>[^\n|<]*)",
     re.IGNORECASE,
 )
 _OTHER_DIGITS = re.compile(r"\d[\d.,]*")
@@ -103,7 +107,7 @@ class ScaleNote:
 class Structure:
     rows: list[Row]
     markup: list[tuple[int, int]]
-    dash_markup: set[tuple[int, int]]
+    dash_entities: set[tuple[int, int]]  # "&mdash;" and the like: content, read as a nil dash in a cell
     scale_notes: list[ScaleNote]
 
 
@@ -118,8 +122,8 @@ def find_structure(text: str) -> Structure:
         if row is not None:
             rows.append(row)
     rows.sort(key=lambda r: r.start)
-    markup = _merge(sorted(markup))
     dash = {r for r in markup if text[r[0]:r[1]].lower() in DASH_ENTITIES}
+    markup = _merge(sorted(r for r in markup if r not in dash))
     return Structure(rows, markup, dash, scale_notes(text))
 
 
@@ -306,7 +310,8 @@ def scale_notes(text: str) -> list[ScaleNote]:
         others = [d for d in _OTHER_DIGITS.findall(line) if not re.fullmatch(r"(?:19|20)\d{2}|\d{1,2},?|000s?", d)]
         if others:
             continue
-        word = (m.group("word") or m.group("word2")).lower().rstrip("s").replace("'", "")
+        word = (m.group("word") or m.group("word2")).lower().replace("'", "")
+        word = word.removesuffix("s")
         factor = _SCALE_WORDS.get(word if word != "000" else "000")
         if factor is None:
             continue

@@ -49,6 +49,10 @@ class Unit:
                 return piece
         return None
 
+    def content_text(self, text: str) -> str:
+        """The characters of its content pieces (markup left out), without spaces between."""
+        return "".join(text[p.start:p.end] for p in self.pieces if not p.markup)
+
     @property
     def is_value(self) -> bool:
         """A number that is an amount (not a year, a date's part or a footnote marker)."""
@@ -56,7 +60,13 @@ class Unit:
 
 
 def units_from_tokens(text, ids, offsets, special_ids, pieces: list[Piece]) -> list[Unit]:
-    """Group ``pieces`` through the tokens that cover them; give every token a unit."""
+    """Group ``pieces`` through the tokens that cover them; give every token a unit.
+
+    Content pieces (numbers, words, punctuation) covered by one token are joined. Table
+    markup never joins two content pieces: a token that covers markup and content goes
+    to the content's unit; a token that covers only markup goes to a unit of that markup
+    (so ``)</td><td>(`` does not make one span of two numbers).
+    """
     char_piece = np.full(len(text) + 1, -1, dtype=np.int64)
     for k, piece in enumerate(pieces):
         char_piece[piece.start:piece.end] = k
@@ -72,11 +82,14 @@ def units_from_tokens(text, ids, offsets, special_ids, pieces: list[Piece]) -> l
     for t, (start, end) in enumerate(offsets):
         covered = [] if ids[t] in special_ids else sorted({int(k) for k in char_piece[start:end] if k >= 0})
         token_pieces.append(covered)
-        for k in covered[1:]:
-            parent[find(k)] = find(covered[0])
+        content = [k for k in covered if not pieces[k].markup]
+        for k in content[1:]:
+            parent[find(k)] = find(content[0])
 
     groups: dict[int, Unit] = {}
     for k, piece in enumerate(pieces):
+        if piece.markup:
+            continue
         root = find(k)
         unit = groups.get(root)
         if unit is None:
@@ -91,14 +104,28 @@ def units_from_tokens(text, ids, offsets, special_ids, pieces: list[Piece]) -> l
             unit.kind = "number"
         elif piece.kind == "word" and unit.kind == "punct":
             unit.kind = "word"
+    markup_units: dict[int, Unit] = {}
 
     token_unit: list[Unit | None] = [None] * len(ids)
     pending_space = []
     for t, (start, end) in enumerate(offsets):
+        covered = token_pieces[t]
+        content = [k for k in covered if not pieces[k].markup]
         if ids[t] in special_ids:
             token_unit[t] = Unit(kind="special", char_start=start, char_end=end, tokens=[t])
-        elif token_pieces[t]:
-            unit = groups[find(token_pieces[t][0])]
+        elif content or covered:
+            if content:
+                unit = groups[find(content[0])]
+            else:
+                unit = markup_units.get(covered[0])
+                if unit is None:
+                    piece = pieces[covered[0]]
+                    unit = markup_units[covered[0]] = Unit(kind="punct", char_start=piece.start, char_end=piece.end)
+                    unit.char_start = unit.char_end = -1
+            for k in covered:
+                if pieces[k].markup and pieces[k] not in unit.pieces:
+                    unit.pieces.append(pieces[k])
+            _extend_to_token(unit, text, start, end)
             unit.tokens.append(t)
             token_unit[t] = unit
         elif end > start and any(c in "\r\n" for c in text[start:end]):
@@ -128,3 +155,17 @@ def units_from_tokens(text, ids, offsets, special_ids, pieces: list[Piece]) -> l
         unit.pieces.sort(key=lambda p: p.start)
         unit.text = text[unit.char_start:unit.char_end]
     return ordered
+
+
+def _extend_to_token(unit: Unit, text: str, start: int, end: int) -> None:
+    """Widen the unit's characters to the visible characters of one of its tokens."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end <= start:
+        return
+    if unit.char_start < 0:
+        unit.char_start, unit.char_end = start, end
+    else:
+        unit.char_start, unit.char_end = min(unit.char_start, start), max(unit.char_end, end)
