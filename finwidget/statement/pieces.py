@@ -103,7 +103,7 @@ def scan_pieces(text: str, markup: Iterable[tuple[int, int]] = (), number_locale
     for start, end, is_markup in ranges + [(len(text), len(text), True)]:
         if start > cursor:
             pieces.extend(_scan_plain(text, cursor, start, number_locale))
-        if end > start and start >= cursor:
+        if end > start >= cursor:
             pieces.append(Piece("punct", start, end, markup=is_markup))
         cursor = max(cursor, end)
     return pieces

@@ -249,10 +249,14 @@ class RowReader:
         if not words_ok:
             return
         name_text = self._name_text(name_units)
-        name = _merge(name_units, "line_item_name")
+        # markup inside the name ("Other&nbsp;income") joins it, so the name is one run of tokens
+        first_token, last_token = name_units[0].tokens[0], name_units[-1].tokens[-1]
+        inside = [u for u in self.units if u.tokens and first_token < u.tokens[0] < last_token
+                  and u.kind == "punct" and u.anchor is None]
+        name = _merge(sorted(name_units + inside, key=lambda u: u.tokens[0]), "line_item_name")
         name.line_item = name_text
         name.category = self.lexicon.category_of(name_text)
-        self.merged_away.update(id(u) for u in name_units[1:])
+        self.merged_away.update(id(u) for u in name.members[1:])
         self.row_units[r] = [(name, first_cell)] + tail
         for unit, _ in tail:
             if unit.kind == "number":
