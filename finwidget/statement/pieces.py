@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from finwidget.statement.numbers import parse_cluster
@@ -36,7 +36,7 @@ _NUMBER = re.compile(
     (?P<close>\))?
     (?P<percent2>%)?
     (?P<suffix>[ ]?bps?\b|[ ]basis[ ]points?\b|[x\u00d7](?!\w))?
-    (?P<scale>[ \t]+(?:million|billion|thousand|trillion|mn|bn|crore|lakh)s?\b|(?:mn|bn|m|b|k)\b)?
+    (?P<scale>[ \t]+(?:million|billion|thousand|trillion|mn|bn|crore|lakh)s?\b|[ \t]+(?:mio|mrd)\b\.?|(?:mn|bn|m|b|k)\b)?
     """,
     re.VERBOSE | re.IGNORECASE,
 )
@@ -52,6 +52,7 @@ _SCALES = {
     "thousand": Decimal(10) ** 3, "k": Decimal(10) ** 3, "lakh": Decimal(10) ** 5,
     "million": Decimal(10) ** 6, "mn": Decimal(10) ** 6, "m": Decimal(10) ** 6, "crore": Decimal(10) ** 7,
     "billion": Decimal(10) ** 9, "bn": Decimal(10) ** 9, "b": Decimal(10) ** 9, "trillion": Decimal(10) ** 12,
+    "mio": Decimal(10) ** 6, "mio.": Decimal(10) ** 6, "mrd": Decimal(10) ** 9, "mrd.": Decimal(10) ** 9,
 }
 _MINUS = ("-", "\u2212", "\u2013")
 
@@ -106,7 +107,21 @@ def scan_pieces(text: str, markup: Iterable[tuple[int, int]] = (), number_locale
         if end > start >= cursor:
             pieces.append(Piece("punct", start, end, markup=is_markup))
         cursor = max(cursor, end)
-    return pieces
+    return _signed_by_entity(text, pieces)
+
+
+def _signed_by_entity(text: str, pieces: list[Piece]) -> list[Piece]:
+    """``&minus;215``: a dash entity right before a number is its minus sign."""
+    out: list[Piece] = []
+    for piece in pieces:
+        before = out[-1] if out else None
+        if (piece.kind == "number" and before is not None and before.kind == "punct" and not before.markup
+                and before.end == piece.start and text[before.start:before.end].startswith("&")
+                and piece.value is not None and piece.value >= 0 and not piece.date_part):
+            out[-1] = replace(piece, start=before.start, value=-piece.value if piece.value else 0.0, year_like=False)
+            continue
+        out.append(piece)
+    return out
 
 
 def _scan_plain(text: str, i: int, n: int, number_locale: str) -> list[Piece]:

@@ -170,7 +170,10 @@ def _read(prompt, ids, offsets, tokenizer, statement_range, lexicon, number_loca
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", prompt)]
     for unit in units:
         unit.line = bisect.bisect_right(line_starts, unit.char_start) - 1
-    reader = RowReader(plain, structure, units, find_periods(plain), line_starts, lexicon)
+    reading = list(plain)  # markup blanked: "December&#160;31, 2024" is a date
+    for start, end in structure.markup:
+        reading[start:end] = " " * (end - start)
+    reader = RowReader(plain, structure, units, find_periods("".join(reading)), line_starts, lexicon)
     units, line_items, header_years = reader.read()
     _assign_categories(plain, units, lexicon)
     _warn_unread(prompt, units, number_locale)

@@ -65,8 +65,10 @@ _PER_SHARE = re.compile(r"per\s+(?:basic\s+|diluted\s+)?(?:common\s+|ordinary\s+
 _SHARES = re.compile(r"\bshares?\b", re.IGNORECASE)
 #: A scale written in a row's name: "Revenue ($ bn)", "Revenue (in millions)".
 _ROW_SCALE = re.compile(r"\([^()]*?\b(thousands?|millions?|billions?|bn|mn|m|k|000s)\)", re.IGNORECASE)
+_COLUMN_SCALE = re.compile(r"\(\s*(?:in\s+)?(?:[$\u20ac\u00a3]|usd|eur)?\s*(thousands?|millions?|billions?|bn|mn|m|k|000s)\s*\)",
+                           re.IGNORECASE)
 _ROW_SCALES = {w: Decimal(10) ** e for e, words in ((3, ("thousand", "thousands", "k", "000s")),
-               (6, ("million", "millions", "mn", "m")), (9, ("billion", "billions", "bn"))) for w in words}
+               (6, ("million", "millions", "mn", "m", "mm")), (9, ("billion", "billions", "bn", "b"))) for w in words}
 _ALIGN_TOLERANCE = 8
 _LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
 
@@ -106,6 +108,8 @@ class RowReader:
         self.items: list[tuple[Unit, list[Unit]]] = []
         self.item_rows: dict[int, tuple[Unit, list[Unit]]] = {}
         self.merged_away: set[int] = set()
+        self.header_scales: dict[int, dict[int, Decimal]] = {}
+        self.column_scale: dict[int, Decimal] = {}  # id(unit) -> scale of its header column
 
     # ------------------------------------------------------------ entry
     def read(self) -> tuple[list[Unit], list[tuple[Unit, list[Unit]]], dict[int, list[int]]]:
@@ -194,6 +198,16 @@ class RowReader:
                             unit.year = int(abs(unit.number.value))
                         cols.append((unit.year, cell, unit))
                 self.headers[r] = cols
+                self.header_scales[r] = self._column_scales(row)
+
+    def _column_scales(self, row: Row) -> dict[int, Decimal]:
+        """``{cell: factor}`` for header cells that give their column's scale ("FY24 revenue ($M)")."""
+        scales = {}
+        for k, cell in enumerate(row.cells):
+            m = _COLUMN_SCALE.search(self.text[cell.start:cell.end])
+            if m:
+                scales[k] = _ROW_SCALES[m.group(1).lower()]
+        return scales
 
     # ------------------------------------------------------------ line items
     def _read_line_item(self, r: int) -> None:
@@ -202,6 +216,15 @@ class RowReader:
             return
         first_cell = row_units[0][1]
         cells_form = row.form in ("pipe", "html", "csv")
+        if cells_form:
+            # leading text cells ("Acme Corp,Revenue,1520.4"): the name is the last one before the numbers
+            cells_with_values = [c for u, c in row_units if u.is_value and c >= 0]
+            text_cells = [c for u, c in row_units if u.kind == "word" and c >= 0]
+            if cells_with_values and text_cells:
+                before = [c for c in text_cells if c < min(cells_with_values)]
+                if before and max(before) != first_cell:
+                    first_cell = max(before)
+                    row_units = [(u, c) for u, c in row_units if c >= first_cell]
         name_units: list[Unit] = []
         depth = 0
         for unit, cell in row_units:
@@ -373,14 +396,19 @@ class RowReader:
             return
         cols = self.headers[header]
         header_row = self.rows[header]
+        scales = self.header_scales.get(header, {})
         if row.form in ("pipe", "html", "csv") and len(row.cells) == len(header_row.cells):
             by_cell = {cell: year for year, cell, _ in cols}
             for unit, cell in unlabeled:
                 unit.year = by_cell.get(cell)
+                if cell in scales:
+                    self.column_scale[id(unit)] = scales[cell]
             return
         if len(unlabeled) == len(cols):
-            for (unit, _), (year, _, _) in zip(unlabeled, cols):
+            for (unit, _), (year, cell, _) in zip(unlabeled, cols):
                 unit.year = year
+                if cell in scales:
+                    self.column_scale[id(unit)] = scales[cell]
             return
         if row.form not in ("aligned", "text"):
             return
@@ -394,20 +422,21 @@ class RowReader:
                 taken.add(best)
 
     def _scale(self, name: Unit, values: list[Unit], note) -> None:
+        """Scale by the row's own note ("Revenue ($ bn)"), else its header column's, else the table's."""
         if _PER_SHARE.search(name.line_item):
             return
         own = _ROW_SCALE.search(name.line_item)
-        if own is not None:
-            factor = _ROW_SCALES[own.group(1).lower()]
-        elif note is None or (note.except_shares and _SHARES.search(name.line_item)):
-            return
-        else:
-            factor = note.factor
+        row_factor = _ROW_SCALES[own.group(1).lower()] if own else None
+        note_factor = None
+        if note is not None and not (note.except_shares and _SHARES.search(name.line_item)):
+            note_factor = note.factor
         for unit in values:
             piece = unit.number
             if unit.nil or unit.value is None or piece.scaled or piece.unit in ("%", "x", "bps"):
                 continue
-            unit.value = float(Decimal(repr(unit.value)) * factor)
+            factor = row_factor or self.column_scale.get(id(unit)) or note_factor
+            if factor is not None:
+                unit.value = float(Decimal(repr(unit.value)) * factor)
 
     # ------------------------------------------------------------ prose
     def _prose_years(self) -> None:

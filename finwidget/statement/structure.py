@@ -115,10 +115,23 @@ def find_structure(text: str) -> Structure:
     rows: list[Row] = []
     markup: list[tuple[int, int]] = []
     html_ranges = _html_rows(text, rows, markup) if _HAS_TABLE_TAGS.search(text) else []
+    lines = []  # (row, its markup, the row read as CSV despite a grouping ambiguity, that markup)
     for line_start, line_end in _lines(text):
         if any(s < line_end and line_start < e for s, e in html_ranges):
             continue
-        row = _line_row(text, line_start, line_end, markup)
+        row_markup: list = []
+        row = _line_row(text, line_start, line_end, row_markup)
+        alt_markup: list = []
+        alt = None
+        if row is not None and row.form != "csv":
+            alt = _csv_row(text, line_start, line_end, alt_markup, grouping_guard=False)
+        lines.append((row, row_markup, alt, alt_markup))
+    for k, (row, row_markup, alt, alt_markup) in enumerate(lines):
+        # "Gross profit,512,566,610" under a 4-field CSV header is four fields, not 512,566,610
+        neighbours = [lines[j][0] for j in (k - 1, k + 1) if 0 <= j < len(lines) and lines[j][0] is not None]
+        if alt is not None and any(n.form == "csv" and len(n.cells) == len(alt.cells) for n in neighbours):
+            row, row_markup = alt, alt_markup
+        markup.extend(row_markup)
         if row is not None:
             rows.append(row)
     rows.sort(key=lambda r: r.start)
@@ -240,7 +253,18 @@ def _pipe_row(text: str, start: int, end: int, markup: list) -> Row | None:
     if sum(1 for c in cells if c.end > c.start) < 2:
         return None
     markup.extend((e, e + 1) for e in edges)
+    cells = [_unemphasize(text, c, markup) for c in cells]
     return Row("pipe", start, end, tuple(cells))
+
+
+def _unemphasize(text: str, cell: Cell, markup: list) -> Cell:
+    """``**Total assets**``, ``_Net income_``: markdown emphasis around a cell is markup."""
+    m = re.fullmatch(r"(\*{1,3}|_{1,3})(?=\S)(.*?\S)\1", text[cell.start:cell.end], re.DOTALL)
+    if not m:
+        return cell
+    width = len(m.group(1))
+    markup.extend([(cell.start, cell.start + width), (cell.end - width, cell.end)])
+    return Cell(cell.start + width, cell.end - width)
 
 
 def _csv_fields(text: str, start: int, end: int, separator: str):
@@ -264,7 +288,7 @@ def _csv_fields(text: str, start: int, end: int, separator: str):
     return fields, marks
 
 
-def _csv_row(text: str, start: int, end: int, markup: list) -> Row | None:
+def _csv_row(text: str, start: int, end: int, markup: list, grouping_guard: bool = True) -> Row | None:
     line = text[start:end]
     for separator in (",", ";"):
         if separator not in line:
@@ -272,16 +296,22 @@ def _csv_row(text: str, start: int, end: int, markup: list) -> Row | None:
         fields, marks = _csv_fields(text, start, end, separator)
         if not fields or len(fields) < 3:
             continue
-        values = [text[a:b].replace('"', "").strip() for a, b, _ in fields[1:]]
+        plain = [text[a:b].replace('"', "").strip() for a, b, _ in fields]
+        # leading text columns ("Company,Metric,2024,2023"), then numbers, years or nil dashes
+        lead = 1
+        while lead < len(plain) - 2 and plain[lead] and not _NUMERIC_FIELD.fullmatch(plain[lead]) and not any(
+                ch.isdigit() for ch in plain[lead]):
+            lead += 1
+        values = plain[lead:]
         if not all(not v or _NUMERIC_FIELD.fullmatch(v) for v in values):
             continue
         if sum(1 for v in values if v) < 2:
             continue
-        first = text[fields[0][0]:fields[0][1]].replace('"', "").strip()
+        first = plain[0]
         if any(ch.isdigit() for ch in first) and not re.fullmatch(r"\D*(?:19|20)\d{2}\D*", first):
             continue
-        unquoted = [text[a:b].strip() for a, b, q in fields[1:] if not q]
-        if separator == "," and unquoted and len(unquoted) == len(fields) - 1 and all(
+        unquoted = [text[a:b].strip() for a, b, q in fields[lead:] if not q]
+        if grouping_guard and separator == "," and unquoted and len(unquoted) == len(fields) - lead and all(
             re.fullmatch(r"\d{3}", v) for v in unquoted[1:]
         ) and re.fullmatch(r"\(?[$\u20ac\u00a3]?\d{1,3}", unquoted[0]):
             continue  # "Revenue,1,234,567": one grouped number, not three fields
