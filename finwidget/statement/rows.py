@@ -272,6 +272,9 @@ class RowReader:
         if not words_ok:
             return
         name_text = self._name_text(name_units)
+        previous = self._wrapped_name_start(r, name_units)
+        if previous:
+            name_text = f"{previous} {name_text}"
         # markup inside the name ("Other&nbsp;income") joins it, so the name is one run of tokens
         first_token, last_token = name_units[0].tokens[0], name_units[-1].tokens[-1]
         inside = [u for u in self.units if u.tokens and first_token < u.tokens[0] < last_token
@@ -286,6 +289,19 @@ class RowReader:
                 unit.line_item = name_text
         self.items.append((name, values))
         self.item_rows[r] = (name, values)
+
+    def _wrapped_name_start(self, r: int, name_units: list[Unit]) -> str | None:
+        """The first line of a name wrapped over two lines ("Net cash provided by (used in)" over
+        "  operating activities   1,234"), or None. The name's span stays on its second line."""
+        first = self._name_text(name_units)
+        if r == 0 or not first[:1].islower() or self.rows[r].form not in ("aligned", "text"):
+            return None
+        before = self.row_units[r - 1]
+        if (r - 1) in self.headers or (r - 1) in self.item_rows or not before:
+            return None
+        if before[0][0].line != name_units[0].line - 1 or any(u.kind not in ("word", "punct") for u, _ in before):
+            return None
+        return self._name_text([u for u, _ in before])
 
     def _name_text(self, name_units: list[Unit]) -> str:
         """The name's words and punctuation as written, markup left out and spaces made single."""
