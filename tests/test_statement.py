@@ -333,3 +333,13 @@ def test_read_tokens_takes_the_ids_as_they_are(tokenizer):
     assert read_tokens([pad, pad] + ids, tokenizer).input_ids == ids
     with pytest.raises(InputError, match="no token ids"):
         read_tokens([pad], tokenizer)
+
+
+def test_numbers_too_long_for_a_float_have_no_value(tokenizer):
+    from finwidget.statement import NumberFormatWarning
+
+    with pytest.warns(NumberFormatWarning) as caught:
+        layout = read_statement("Revenue " + "9" * 400 + "\n", tokenizer)
+    (number,) = [s for s in layout.spans if s.kind == "number"]
+    assert number.value is None and number.num_tokens > 1
+    assert all(len(str(w.message)) < 400 for w in caught)  # the digits are not echoed in full

@@ -17,6 +17,7 @@ and quotes) is given as character ranges: each becomes one punctuation piece wit
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -198,6 +199,8 @@ def _match_number(text: str, i: int, n: int, number_locale: str) -> Piece | None
     else:
         value = float(-amount * scale if negative else amount * scale)
         value = 0.0 if value == 0 else value
+        if not math.isfinite(value):  # more digits than a float holds: no value, never inf
+            value, amount = None, None
     if g["percent"] or g["percent2"]:
         unit = "%"
     elif suffix:

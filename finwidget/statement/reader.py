@@ -185,6 +185,7 @@ def _warn_unread(text, units, number_locale) -> None:
     if not unread:
         return
     shown = [text[u.number.start:u.number.end] for u in unread[:3]]
+    shown = [x if len(x) <= 24 else x[:20] + "..." for x in shown]
     readers = sorted({loc for u in unread for loc in locales_that_read(_digits(text, u))} - {number_locale})
     advice = f"; pass number_locale={readers[0]!r} if the statement is written that way" if readers else ""
     warnings.warn(
