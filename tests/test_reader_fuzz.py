@@ -90,6 +90,20 @@ def test_read_tokens_returns_a_layout_or_input_error(tokenizer, data):
     _spans_inside(layout)
 
 
+@FUZZ
+@given(ids=st.lists(st.one_of(st.integers(-5, 200_000), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3)),
+                    max_size=8) | st.none() | st.integers() | st.text(max_size=5))
+def test_any_token_ids_give_a_layout_or_input_error(tokenizer, ids):
+    for call in (lambda: read_tokens(ids, tokenizer), lambda: read_statement("Net income: 5", tokenizer, ids)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NumberFormatWarning)
+                layout = call()
+        except InputError:
+            continue
+        _spans_inside(layout)
+
+
 @pytest.mark.parametrize("bad", [None, 5, b"Net income 5", ["Net income"], "", " \n\t "])
 def test_text_that_is_not_a_statement_is_input_error(tokenizer, bad):
     with pytest.raises(InputError):
@@ -100,6 +114,12 @@ def test_text_that_is_not_a_statement_is_input_error(tokenizer, bad):
 def test_unknown_number_locale_is_input_error(tokenizer, locale):
     with pytest.raises(InputError, match="number_locale"):
         read_statement("Net income 5", tokenizer, number_locale=locale)
+
+
+@pytest.mark.parametrize("option", [{"task": "EarningsTask"}, {"lexicon": {"ratio": ["margin"]}}])
+def test_options_of_the_wrong_kind_are_input_error(tokenizer, option):
+    with pytest.raises(InputError):
+        read_statement("Net income 5", tokenizer, **option)
 
 
 def test_a_lone_surrogate_is_input_error(tokenizer):

@@ -81,6 +81,8 @@ def read_statement(
         )
     lexicon = _check_lexicon(lexicon)
     check_locale(number_locale)
+    if task is not None and not (callable(getattr(task, "prompt", None)) and hasattr(task, "use_chat_template")):
+        raise InputError(f"task must be an EarningsTask (or a task with prompt()), got {type(task).__name__}")
     if task is not None:
         prompt = task.prompt(text)
         body = text.rstrip()
@@ -131,9 +133,7 @@ def read_tokens(
 
     check_locale(number_locale)
     lexicon = _check_lexicon(lexicon)
-    if hasattr(input_ids, "tolist"):
-        input_ids = input_ids.tolist()
-    ids = [int(i) for i in input_ids]
+    ids = _token_ids(input_ids, tokenizer, "read_tokens")
     pad = getattr(tokenizer, "pad_token_id", None)
     while ids and pad is not None and ids[0] == pad:
         ids = ids[1:]
@@ -208,12 +208,11 @@ def _check_input_ids(input_ids, ids: list[int], tokenizer) -> int:
         return 0
     if hasattr(input_ids, "tolist"):
         input_ids = input_ids.tolist()
-    given = list(input_ids)
-    if given and isinstance(given[0], list):
-        if len(given) != 1:
-            raise InputError(f"read_statement reads one sequence; got a batch of {len(given)} rows")
-        given = given[0]
-    given = [int(i) for i in given]
+    if isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], (list, tuple)):
+        if len(input_ids) != 1:
+            raise InputError(f"read_statement reads one sequence; got a batch of {len(input_ids)} rows")
+        input_ids = input_ids[0]
+    given = _token_ids(input_ids, tokenizer, "read_statement")
     pad = getattr(tokenizer, "pad_token_id", None)
     if given != ids and pad is not None:
         while given and given[0] == pad and given != ids[-len(given):]:
@@ -226,6 +225,26 @@ def _check_input_ids(input_ids, ids: list[int], tokenizer) -> int:
         f"input_ids ({len(given)} tokens) are not the tokenized prompt ({len(ids)} tokens) or its end; "
         "pass the text the model read (with task=... when the ids came from EarningsTask.encode)"
     )
+
+
+def _token_ids(input_ids, tokenizer, caller: str) -> list[int]:
+    """``input_ids`` as a list of ints in the tokenizer's range, else an ``InputError``."""
+    import numbers
+
+    if hasattr(input_ids, "tolist"):
+        input_ids = input_ids.tolist()
+    if isinstance(input_ids, (str, bytes)) or not hasattr(input_ids, "__iter__"):
+        raise InputError(f"{caller} needs token ids as a list or 1-D tensor of ints, got {type(input_ids).__name__}")
+    ids = list(input_ids)
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if bad:
+        raise InputError(f"{caller} needs whole-number token ids; got {type(bad[0]).__name__} {str(bad[0])[:40]!r}")
+    ids = [int(i) for i in ids]
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    outside = [i for i in ids if i < 0 or (size is not None and i >= size)]
+    if outside:
+        raise InputError(f"token id {outside[0]} is outside the tokenizer's vocabulary (0..{(size or 0) - 1})")
+    return ids
 
 
 def _special_token_ids(tokenizer) -> set[int]:
