@@ -69,3 +69,23 @@ def test_unreadable_numbers_warn_and_name_the_locale(tokenizer):
         warnings.simplefilter("error", NumberFormatWarning)
         layout = read_statement(excerpt_text(excerpt), tokenizer, number_locale="in")
     assert [s.value for s in layout.spans if s.kind == "number"][:2] == [1234567.0, 987654.0]
+
+
+def test_the_task_prompt_reads_the_statement_the_same(tokenizer):
+    """Inside the task's prompt (Qwen2: its chat template) every excerpt reads as it does alone."""
+    from finwidget.task import EarningsTask
+
+    task = EarningsTask(tokenizer)
+
+    def numbers(layout):
+        return [(s.text.strip(), s.value, s.year, s.line_item) for s in layout.spans
+                if s.kind == "number" and s.in_statement]
+
+    for excerpt in CORPUS:
+        alone = read_excerpt(excerpt, tokenizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumberFormatWarning)
+            prompted = read_statement(excerpt_text(excerpt), tokenizer, task=task,
+                                      number_locale=excerpt.get("number_locale", "en"))
+        assert numbers(prompted) == numbers(alone), excerpt["id"]
+        assert [i.name for i in prompted.line_items] == [i.name for i in alone.line_items], excerpt["id"]
