@@ -343,3 +343,14 @@ def test_numbers_too_long_for_a_float_have_no_value(tokenizer):
     (number,) = [s for s in layout.spans if s.kind == "number"]
     assert number.value is None and number.num_tokens > 1
     assert all(len(str(w.message)) < 400 for w in caught)  # the digits are not echoed in full
+
+
+def test_counts_that_look_like_years_under_a_header_are_values(tokenizer):
+    text = ("                      2023     2022\n"
+            "Revenue              1,100      900\n"
+            "Stores                2021     1998\n")
+    layout = read_statement(text, tokenizer)
+    check_invariants(layout)
+    assert layout.header_years == {0: [2023, 2022]}
+    stores = [layout.spans[k] for k in layout.line_item("Stores").number_spans]
+    assert [(s.kind, s.value, s.year) for s in stores] == [("number", 2021.0, 2023), ("number", 1998.0, 2022)]

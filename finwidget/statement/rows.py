@@ -190,6 +190,8 @@ class RowReader:
             if len(candidates) >= 2 or has_time_word or in_cells or any(u.is_year for u in candidates):
                 if row.form == "text" and sum(1 for u, _ in row_units if u.kind == "word") > 3 * len(candidates):
                     continue  # a sentence that mentions years ("we were founded in 1998") is not a header
+                if not self._plausible_header(r, candidates):
+                    continue
                 cols = []
                 for unit, cell in row_units:
                     if unit in candidates:
@@ -199,6 +201,23 @@ class RowReader:
                         cols.append((unit.year, cell, unit))
                 self.headers[r] = cols
                 self.header_scales[r] = self._column_scales(row)
+
+    def _plausible_header(self, r: int, candidates: list[Unit]) -> bool:
+        """Counts that look like years ("Stores  2021  1998") are not a header when the years are far
+        apart, or when a header with as many columns is already above and this row is a named row
+        whose numbers are not already years (dates, labels, ``FY``) and differ from that header's."""
+        years = [u.year if u.year is not None else int(abs(u.number.value)) for u in candidates]
+        if max(years) - min(years) > 15:
+            return False
+        row_units = self.row_units[r]
+        named = bool(row_units) and row_units[0][0].kind == "word" and row_units[0][1] == 0 and bare(
+            row_units[0][0].content_text(self.text)) not in YEAR_CUES
+        above = [h for h in self.headers if h < r]
+        if named and above and not any(u.is_year for u in candidates):
+            previous = [year for year, _, _ in self.headers[above[-1]]]
+            if len(previous) == len(years) and previous != years:  # the same years again: a new table's header
+                return False
+        return True
 
     def _column_scales(self, row: Row) -> dict[int, Decimal]:
         """``{cell: factor}`` for header cells that give their column's scale ("FY24 revenue ($M)")."""
