@@ -108,6 +108,8 @@ class RowReader:
         self.items: list[tuple[Unit, list[Unit]]] = []
         self.item_rows: dict[int, tuple[Unit, list[Unit]]] = {}
         self.merged_away: set[int] = set()
+        self.units_by_token = sorted((u for u in units if u.tokens), key=lambda u: u.tokens[0])
+        self.first_tokens = [u.tokens[0] for u in self.units_by_token]
         self.header_scales: dict[int, dict[int, Decimal]] = {}
         self.column_scale: dict[int, Decimal] = {}  # id(unit) -> scale of its header column
 
@@ -296,8 +298,9 @@ class RowReader:
             name_text = f"{previous} {name_text}"
         # markup inside the name ("Other&nbsp;income") joins it, so the name is one run of tokens
         first_token, last_token = name_units[0].tokens[0], name_units[-1].tokens[-1]
-        inside = [u for u in self.units if u.tokens and first_token < u.tokens[0] < last_token
-                  and u.kind == "punct" and u.anchor is None]
+        lo = bisect.bisect_right(self.first_tokens, first_token)
+        hi = bisect.bisect_left(self.first_tokens, last_token)
+        inside = [u for u in self.units_by_token[lo:hi] if u.kind == "punct" and u.anchor is None]
         name = _merge(sorted(name_units + inside, key=lambda u: u.tokens[0]), "line_item_name")
         name.line_item = name_text
         name.category = self.lexicon.category_of(name_text)
