@@ -435,6 +435,18 @@ class RowReader:
         cols = self.headers[header]
         header_row = self.rows[header]
         scales = self.header_scales.get(header, {})
+        if row.form == header_row.form == "html" and row.width == header_row.width and any(
+                c.columns > 1 for c in header_row.cells + row.cells):
+            # EDGAR: <td colspan="2">2023</td> over <td>$</td><td>29,915</td>: match by table column
+            spans = [(header_row.first_column(cell), header_row.first_column(cell) + header_row.cells[cell].columns,
+                      year, cell) for year, cell, _ in cols]
+            for unit, cell in unlabeled:
+                column = row.first_column(cell) if cell >= 0 else -1
+                hit = [(year, hcell) for start, end, year, hcell in spans if start <= column < end]
+                unit.year = hit[0][0] if len(hit) == 1 else None
+                if len(hit) == 1 and hit[0][1] in scales:
+                    self.column_scale[id(unit)] = scales[hit[0][1]]
+            return
         if row.form in ("pipe", "html", "csv") and len(row.cells) == len(header_row.cells):
             by_cell = {cell: year for year, cell, _ in cols}
             for unit, cell in unlabeled:

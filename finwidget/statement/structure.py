@@ -60,10 +60,14 @@ _OTHER_DIGITS = re.compile(r"\d[\d.,]*")
 
 @dataclass(frozen=True)
 class Cell:
-    """``text[start:end]``: a cell's content, surrounding whitespace and markup left out."""
+    """``text[start:end]``: a cell's content, surrounding whitespace and markup left out.
+
+    columns: how many table columns it spans (an HTML ``colspan``; 1 otherwise).
+    """
 
     start: int
     end: int
+    columns: int = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ class Row:
     start: int
     end: int
     cells: tuple[Cell, ...]
+
+    def first_column(self, cell: int) -> int:
+        """The table column where cell number ``cell`` starts (colspans counted)."""
+        return sum(c.columns for c in self.cells[:cell])
+
+    @property
+    def width(self) -> int:
+        return sum(c.columns for c in self.cells)
 
     def cell_of(self, char: int) -> int | None:
         for k, cell in enumerate(self.cells):
@@ -184,7 +196,11 @@ def _html_rows(text: str, rows: list[Row], markup: list) -> list[tuple[int, int]
         for td in _CELL.finditer(text, tr.end(), row_end):
             close = _CELL_END.search(text, td.end(), row_end)
             content_end = close.start() if close else row_end
-            cells.append(_content_cell(text, td.end(), content_end))
+            cell = _content_cell(text, td.end(), content_end)
+            colspan = re.search(r"colspan\s*=\s*[\"']?(\d{1,2})", td.group(), re.IGNORECASE)
+            if colspan and int(colspan.group(1)) > 1:
+                cell = Cell(cell.start, cell.end, int(colspan.group(1)))
+            cells.append(cell)
         rows.append(Row("html", tr.start(), row_end, tuple(cells)))
         ranges.append((tr.start(), end_match.end() if end_match and end_match.group().lower().startswith("</tr") else row_end))
     return ranges
