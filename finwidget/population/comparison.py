@@ -42,6 +42,8 @@ class Comparison:
 
     table: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    #: the metric table the comparison was computed from (for plots and drill-down), or None
+    data: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def effect_column(self) -> str:
@@ -64,6 +66,9 @@ class Comparison:
         """Tests whose Benjamini-Hochberg q-value is below ``q``, largest effect first."""
         hits = self.table[self.table["q"] < q]
         return Comparison(hits, self.settings).top(len(hits))
+
+    def __len__(self) -> int:
+        return len(self.table)
 
     def summary(self, n: int = 5, q: float = 0.05) -> str:
         """Text: what was compared, n per group, and the top tests with effect size, p and q."""
@@ -143,7 +148,7 @@ def statements(table: pd.DataFrame) -> pd.DataFrame:
         [c for c in per_statement if c != "statement"]].sort_index()
 
 
-def _finish(rows: list[pd.DataFrame], settings: dict, test: str) -> Comparison:
+def _finish(rows: list[pd.DataFrame], settings: dict, test: str, data: pd.DataFrame | None = None) -> Comparison:
     frame = pd.concat(rows, ignore_index=True)
     for column in [c for c in frame.columns if c.startswith("p_")]:
         frame["q_" + column[2:]] = st.q_values(frame[column].to_numpy())
@@ -154,7 +159,7 @@ def _finish(rows: list[pd.DataFrame], settings: dict, test: str) -> Comparison:
     frame["p"] = frame[primary]
     frame["q"] = frame["q_" + primary[2:]]
     settings = {**settings, "test": test, "test_name": _TEST_NAMES[test], "n_tests": int(frame["p"].notna().sum())}
-    return Comparison(frame, settings)
+    return Comparison(frame, settings, data)
 
 
 _TEST_NAMES = {
@@ -260,7 +265,7 @@ def compare_groups(table: pd.DataFrame, by: str = "label", groups: Sequence | No
     settings.update(title=f"{groups[0]} vs {groups[1]}", description=f"statements grouped by {by}",
                     groups=groups, group_sizes=sizes, metrics=metrics, permutations=permutations,
                     bootstrap=bootstrap, confidence=confidence, seed=seed, kind="groups")
-    return _finish(rows, settings, test)
+    return _finish(rows, settings, test, table)
 
 
 def compare_within(table: pd.DataFrame, first: str, second: str, *, title: str | None = None, test: str = "paired_t",
@@ -276,7 +281,7 @@ def compare_within(table: pd.DataFrame, first: str, second: str, *, title: str |
     settings = {"title": title or f"{first} vs {second}", "description": "within statement, paired by statement",
                 "n": int(len(a)), "first": first, "second": second, "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "kind": "paired"}
-    return _finish([frame.assign(**result)], settings, test)
+    return _finish([frame.assign(**result)], settings, test, table)
 
 
 def recent_vs_prior_year(table: pd.DataFrame, **kwargs) -> Comparison:
@@ -323,7 +328,7 @@ def layer_band(table: pd.DataFrame, metric: str = "financial_lift", min_layer: i
                 "description": f"per statement, mean {metric} over the band's heads minus over the other heads, "
                                f"paired by statement", "band": [int(lo), int(hi)], "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "kind": "band"}
-    return _finish([frame], settings, test)
+    return _finish([frame], settings, test, table)
 
 
 def correlate(table: pd.DataFrame, metrics=None, target: str = "logit_diff", *, test: str = "spearman") -> Comparison:
@@ -340,4 +345,4 @@ def correlate(table: pd.DataFrame, metrics=None, target: str = "logit_diff", *, 
         rows.append(frame.assign(**st.correlation_tests(values.to_numpy(), info[target].to_numpy())))
     settings = {"title": f"metrics vs {target}", "description": "correlation across statements",
                 "n": int(len(info)), "target": target, "metrics": metrics, "kind": "correlation"}
-    return _finish(rows, settings, test)
+    return _finish(rows, settings, test, table)
