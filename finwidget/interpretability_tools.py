@@ -5,7 +5,9 @@ The user guide imports these names from ``src.interpretability_tools``; here the
 
 - ``AttentionHook``: context manager recording attention (``hook.attention_weights``);
 - ``FinancialAttentionAnalyzer``, ``quick_attention_analysis``: reading it as a statement;
-- ``AttentionInterventions``: head ablation/amplification, from ``finwidget.interventions``.
+- ``AttentionInterventions``: head ablation/amplification, from ``finwidget.interventions``;
+- ``ComparativeAnalyzer``, ``run_interpretability_experiment``: statistics over many
+  statements, from ``finwidget.comparative`` (built on ``finwidget.population``).
 
 Names load on first use, so importing this module does not pull in torch or the
 interventions package until they are needed.
@@ -19,6 +21,7 @@ if TYPE_CHECKING:  # for type checkers and linters; at run time the names load o
     from finwidget.analysis.flow import trace_attention_flow
     from finwidget.analysis.specialization import head_specialization
     from finwidget.capture import AttentionHook, capture_attention
+    from finwidget.comparative import ComparativeAnalyzer, run_interpretability_experiment
     from finwidget.interventions import AttentionInterventions
 
 _SOURCES = {
@@ -29,15 +32,19 @@ _SOURCES = {
     "trace_attention_flow": "finwidget.analysis.flow",
     "head_specialization": "finwidget.analysis.specialization",
     "AttentionInterventions": "finwidget.interventions",
+    "ComparativeAnalyzer": "finwidget.comparative",
+    "run_interpretability_experiment": "finwidget.comparative",
 }
 
 __all__ = [
     "AttentionHook",
     "AttentionInterventions",
+    "ComparativeAnalyzer",
     "FinancialAttentionAnalyzer",
     "capture_attention",
     "head_specialization",
     "quick_attention_analysis",
+    "run_interpretability_experiment",
     "trace_attention_flow",
 ]
 
@@ -45,10 +52,7 @@ __all__ = [
 def __getattr__(name: str):
     module = _SOURCES.get(name)
     if module is None:
-        hint = ""
-        if name == "ComparativeAnalyzer":
-            hint = " (ComparativeAnalyzer from the guide is not implemented yet)"
-        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}{hint}")
+        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

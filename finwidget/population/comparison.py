@@ -94,7 +94,7 @@ class Comparison:
             ci = ""
             if "g_low" in row and np.isfinite(row["g_low"]):
                 ci = f" [{s.get('confidence', 0.95):.0%} CI {row['g_low']:.2f}, {row['g_high']:.2f}]"
-            verdict = "q < %g" % q if row["q"] < q else ("q >= %g, not significant" % q if np.isfinite(row["q"])
+            verdict = f"q < {q:g}" if row["q"] < q else (f"q >= {q:g}, not significant" if np.isfinite(row["q"])
                                                          else "no test (undefined)")
             lines.append(f"  {where} {row['metric']}: {effect} = {row[effect]:.3f}{ci}, p = {_fmt(row['p'])}, "
                          f"q = {_fmt(row['q'])} ({verdict})")
@@ -279,7 +279,7 @@ def compare_within(table: pd.DataFrame, first: str, second: str, *, title: str |
     frame = pd.DataFrame(a.columns.tolist(), columns=HEAD_KEYS)
     frame.insert(2, "metric", f"{first} - {second}")
     settings = {"title": title or f"{first} vs {second}", "description": "within statement, paired by statement",
-                "n": int(len(a)), "first": first, "second": second, "bootstrap": bootstrap,
+                "n": len(a), "first": first, "second": second, "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "kind": "paired"}
     return _finish([frame.assign(**result)], settings, test, table)
 
@@ -324,7 +324,7 @@ def layer_band(table: pd.DataFrame, metric: str = "financial_lift", min_layer: i
     rest = table[~inside].groupby("statement")[metric].mean().reindex(band.index)
     result = st.paired_tests(band.to_numpy(), rest.to_numpy(), bootstrap=bootstrap, confidence=confidence, seed=seed)
     frame = pd.DataFrame({"band": [f"{lo}-{hi}"], "metric": [metric]}).assign(**result)
-    settings = {"title": f"layers {lo}-{hi} vs the rest", "n": int(len(band)),
+    settings = {"title": f"layers {lo}-{hi} vs the rest", "n": len(band),
                 "description": f"per statement, mean {metric} over the band's heads minus over the other heads, "
                                f"paired by statement", "band": [int(lo), int(hi)], "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "kind": "band"}
@@ -344,5 +344,5 @@ def correlate(table: pd.DataFrame, metrics=None, target: str = "logit_diff", *, 
         frame.insert(2, "metric", metric)
         rows.append(frame.assign(**st.correlation_tests(values.to_numpy(), info[target].to_numpy())))
     settings = {"title": f"metrics vs {target}", "description": "correlation across statements",
-                "n": int(len(info)), "target": target, "metrics": metrics, "kind": "correlation"}
+                "n": len(info), "target": target, "metrics": metrics, "kind": "correlation"}
     return _finish(rows, settings, test, table)

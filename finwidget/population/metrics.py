@@ -46,6 +46,8 @@ ANSWER_METRICS = (
     "answer_financial_per_token", "answer_other_words_per_token",
 )
 METRICS = SPECIALIZATION_METRICS + ANSWER_METRICS
+#: answer-position masses (the per-token pair is for the within-statement contrast)
+PREDICTION_METRICS = tuple(m for m in ANSWER_METRICS if not m.endswith("_per_token"))
 
 
 def _span_groups(layout: StatementLayout) -> dict[str, tuple[np.ndarray, int]]:
