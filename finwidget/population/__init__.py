@@ -22,6 +22,7 @@ from finwidget.population.comparison import (
     recent_vs_prior_year,
 )
 from finwidget.population.datasets import read_dataset
+from finwidget.population.experiment import Experiment, ExperimentError, ExperimentResult, read_manifest
 from finwidget.population.measure import measure_statements
 from finwidget.population.metrics import METRICS, statement_head_metrics
 from finwidget.population.statistics import StatisticsWarning
@@ -29,6 +30,9 @@ from finwidget.population.statistics import StatisticsWarning
 __all__ = [
     "METRICS",
     "Comparison",
+    "Experiment",
+    "ExperimentError",
+    "ExperimentResult",
     "StatisticsWarning",
     "compare_groups",
     "compare_within",
@@ -39,6 +43,7 @@ __all__ = [
     "layer_band",
     "measure_statements",
     "read_dataset",
+    "read_manifest",
     "recent_vs_prior_year",
     "statement_head_metrics",
 ]
