@@ -83,14 +83,25 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _distributed():
-    """``(process index, number of processes, state)``; accelerate's state only when launched by it."""
+def distributed_state():
+    """accelerate's ``PartialState`` when launched with several processes, else None.
+
+    Without a GPU the processes talk over gloo (``cpu=True``), so the same command runs
+    on CPU-only machines."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()
-        return state.process_index, state.num_processes, state
-    return 0, 1, None
+        return PartialState(cpu=not torch.cuda.is_available())
+    return None
+
+
+def _distributed():
+    """``(process index, number of processes, state)``."""
+    state = distributed_state()
+    if state is None:
+        return 0, 1, None
+    return state.process_index, state.num_processes, state
 
 
 @dataclass
@@ -203,7 +214,7 @@ class Experiment:
         skip = set(done) | (set(range(len(plan))) - mine)
         for index, rows in iterate_batches(model, tokenizer, self.frame, self.batch_size, task, list(self.metrics),
                                            plan=plan, skip=skip, progress=progress and rank == 0):
-            _write_part(parts, index, rows, manifest["fingerprint"])
+            _write_part(parts, index, rows, manifest["fingerprint"], process=f"{rank}/{world}")
         if state is not None:
             state.wait_for_everyone()
         return ExperimentResult(output, self)
@@ -261,13 +272,13 @@ def _part_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
 
 
-def _write_part(parts: Path, index: int, rows: pd.DataFrame, fingerprint: str) -> None:
+def _write_part(parts: Path, index: int, rows: pd.DataFrame, fingerprint: str, process: str = "0/1") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(rows, preserve_index=False)
     meta = {**(table.schema.metadata or {}), b"finwidget.fingerprint": fingerprint.encode(),
-            b"finwidget.batch": str(index).encode()}
+            b"finwidget.batch": str(index).encode(), b"finwidget.process": process.encode()}
     table = table.replace_schema_metadata(meta)
     final = parts / _part_name(index)
     tmp = parts / f".{final.name}.{os.getpid()}.tmp"
