@@ -74,6 +74,8 @@ class Comparison:
         """Text: what was compared, n per group, and the top tests with effect size, p and q."""
         s = self.settings
         lines = [f"{s.get('title', 'Comparison')}: {s.get('description', '')}".rstrip(": ")]
+        if s.get("hypothesis"):
+            lines.insert(0, f"hypothesis: {s['hypothesis']}")
         if "groups" in s:
             sizes = ", ".join(f"{g!r}: n = {s['group_sizes'][str(g)]}" for g in s["groups"])
             lines.append(f"groups by {s['by']} ({sizes})")
@@ -190,6 +192,9 @@ def group_labels(table: pd.DataFrame, by: str, threshold: float | None = None) -
         if by not in info:
             raise InputError(f"grouping by {by!r} needs a {by!r} column; the table has {list(info.columns)}")
         values = info[by]
+        if values.isna().all():
+            raise InputError(f"the statements have no {by!r} values (a dataset without a label column?); "
+                             "give the dataset a label column or group by something else")
         unexpected = sorted(set(values.dropna().astype(str)) - set(LABEL_VALUES))
         if unexpected or values.isna().any():
             raise InputError(f"column {by!r} must hold only {list(LABEL_VALUES)}; found unexpected value(s) "

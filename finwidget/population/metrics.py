@@ -4,7 +4,9 @@ that measures them over many statements.
 ``statement_head_metrics`` is the one place that turns captured attention of one
 statement into a row of numbers per (layer, head); it calls the analysis layer
 (``head_specialization``, ``span_attention_from``) and computes no attention metric of its
-own, only sums of what those return over groups of spans.
+own, only sums of what those return over groups of spans. It is the single switch point
+to a registry of per-head metrics by name in the analysis layer, when there is one: the
+rest of the package only sees its ``[layer, head, <metric>...]`` table.
 
 Metric columns (all per layer x head, one statement):
 
