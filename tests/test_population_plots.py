@@ -45,9 +45,11 @@ def test_clicking_a_head_sets_the_explorer_focus_and_statements_report_back(comp
     explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=1)[0].text)
     plots = ComparisonPlots(comparison)
     plots.link_explorer(explorer)
-    plots._grid.selected = [[1, 1]]  # what a click on the cell (layer 1, head 1) sends
+    plots._grid.selected = [[1, 1]]  # what a selection of the cell (layer 1, head 1) sends
     assert explorer.focus == {"layer": 1, "head": 1}
     assert plots.scatter.title.startswith("statements: L1H1")
+    plots._cell_hits.selected = [plots._cell_list.index((0, 1))]  # a click on the cell's hit square
+    assert explorer.focus == {"layer": 0, "head": 1}
     row = int(np.flatnonzero((comparison.table["layer"] == 0) & (comparison.table["head"] == 2))[0])
     plots._volcano_points.selected = [row]
     assert explorer.focus == {"layer": 0, "head": 2}

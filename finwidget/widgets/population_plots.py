@@ -89,8 +89,18 @@ class ComparisonPlots(ipywidgets.VBox):
         axes = [bqplot.Axis(scale=x, label="head"), bqplot.Axis(scale=y, side="left", label="layer"),
                 bqplot.ColorAxis(scale=color, label=self.effect, side="right")]
         self._grid.observe(self._on_grid_select, "selected")
-        return bqplot.Figure(marks=[self._grid, self._marks_significant], axes=axes,
+        # bqplot's GridHeatMap reports a click without the cell, so an invisible square per
+        # cell, on top, takes the clicks
+        cells = [(layer, head) for layer in self._layers for head in self._heads]
+        self._cell_hits = bqplot.Scatter(
+            x=[h for _, h in cells], y=[layer for layer, _ in cells], scales={"x": x, "y": y}, marker="square",
+            default_size=2500, default_opacities=[0.001], interactions={"click": "select"},
+            selected_style={"opacity": 0.001}, unselected_style={"opacity": 0.001})
+        self._cell_list = cells
+        self._cell_hits.observe(self._on_cell_select, "selected")
+        return bqplot.Figure(marks=[self._grid, self._marks_significant, self._cell_hits], axes=axes,
                              title=f"{self.metric}: {self.effect} (dot: q < {self.q:g})",
+                             fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 110},
                              layout=ipywidgets.Layout(width="420px", height="320px"))
 
     def _volcano(self) -> bqplot.Figure:
@@ -192,6 +202,11 @@ class ComparisonPlots(ipywidgets.VBox):
         if cells is not None and len(cells):
             row, column = (int(v) for v in np.asarray(cells)[-1])
             self.select_head(self._layers[row], self._heads[column])
+
+    def _on_cell_select(self, change) -> None:
+        indices = change["new"]
+        if indices is not None and len(indices):
+            self.select_head(*self._cell_list[int(indices[-1])])
 
     def _pick_row(self, frame, indices) -> None:
         if indices is not None and len(indices):
