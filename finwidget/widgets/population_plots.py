@@ -94,7 +94,7 @@ class ComparisonPlots(ipywidgets.VBox):
         cells = [(layer, head) for layer in self._layers for head in self._heads]
         self._cell_hits = bqplot.Scatter(
             x=[h for _, h in cells], y=[layer for layer, _ in cells], scales={"x": x, "y": y}, marker="square",
-            default_size=2500, default_opacities=[0.001], interactions={"click": "select"},
+            default_size=2500, opacities=[0.001], interactions={"click": "select"},
             selected_style={"opacity": 0.001}, unselected_style={"opacity": 0.001})
         self._cell_list = cells
         self._cell_hits.observe(self._on_cell_select, "selected")
