@@ -204,10 +204,3 @@ def test_guide_attention_weights_are_computed_lazily(model_and_tokenizer):
     assert head.shape == (n, n)
     np.testing.assert_allclose(head.sum(-1), np.ones(n), atol=1e-5)
     assert np.allclose(np.triu(head, 1), 0.0)  # causal
-
-
-def test_comparative_analyzer_is_not_pretended():
-    import finwidget.interpretability_tools as tools
-
-    with pytest.raises(AttributeError, match="not implemented"):
-        getattr(tools, "ComparativeAnalyzer")  # noqa: B009 - the guide's name, looked up as the guide does
