@@ -13,15 +13,18 @@ Converting the ranks to merges takes a while, so the result is saved once under 
 test environment (``<sys.prefix>/finwidget-test-cache/``, i.e. inside ``.venv/``; or
 ``$FINWIDGET_TEST_CACHE``) and loaded from there afterwards.
 
-Use it in a test module through the ``qwen2_tok`` fixture::
+In a test module (a module-level assignment keeps ruff's F811 quiet)::
 
-    from qwen2_tokenizer import qwen2_tok  # noqa: F401  (a pytest fixture)
+    import qwen2_tokenizer
+
+    qwen2_tok = qwen2_tokenizer.qwen2_tok  # the session-scoped pytest fixture
 
     def test_something(qwen2_tok):
         ...
 
-When the packages are missing the fixture fails (it never skips) with the command that
-installs them: they are part of the ``[test]`` extras, so ``make test`` has them.
+or call ``qwen2_tokenizer_or_fail()`` inside a test. When the packages are missing
+both fail (never skip) with the command that installs them: they are part of the
+``[test]`` extras, so ``make test`` has them.
 """
 
 from __future__ import annotations
@@ -161,10 +164,15 @@ def qwen2_tokenizer():
     return tokenizer
 
 
-@pytest.fixture(scope="session")
-def qwen2_tok():
-    """Pytest fixture: Qwen2's tokenizer. Fails (never skips) when it cannot be built."""
+def qwen2_tokenizer_or_fail():
+    """``qwen2_tokenizer()`` inside a test: a missing package fails the test (never skips)."""
     try:
         return qwen2_tokenizer()
     except Qwen2TokenizerUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def qwen2_tok():
+    """Pytest fixture: Qwen2's tokenizer. Fails (never skips) when it cannot be built."""
+    return qwen2_tokenizer_or_fail()
