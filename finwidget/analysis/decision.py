@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
-from finwidget.task import EarningsTask, eval_mode, model_device
+from finwidget.task import EarningsTask, TwoAnswerTask, eval_mode, model_device
 
 
 @dataclass
@@ -55,8 +55,8 @@ class DecisionPathway:
     max_abs_error: float
 
 
-def _as_task(task_or_tokenizer) -> EarningsTask:
-    return task_or_tokenizer if isinstance(task_or_tokenizer, EarningsTask) else EarningsTask(task_or_tokenizer)
+def _as_task(task_or_tokenizer) -> TwoAnswerTask:
+    return task_or_tokenizer if isinstance(task_or_tokenizer, TwoAnswerTask) else EarningsTask(task_or_tokenizer)
 
 
 def _as_batch(model, task: EarningsTask, inputs) -> dict[str, torch.Tensor]:
