@@ -78,7 +78,7 @@ test-python: setup
 EXACTNESS_TESTS := tests/test_capture.py tests/test_capture_hygiene.py tests/test_interventions.py \
 	tests/test_interventions_analysis.py tests/test_interventions_safety.py tests/test_analysis.py \
 	tests/test_analysis_analyzer.py tests/test_analysis_decision.py tests/test_demo_answer_forward.py \
-	tests/test_task.py tests/test_two_answer_task.py
+	tests/test_task.py tests/test_two_answer_task.py tests/test_qwen2_models.py
 test-exactness-portable: setup
 	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		$(EXACTNESS_TESTS) \

@@ -10,6 +10,9 @@ so the tests measure the drift on the machine they run on:
   float32 path of the same maths (SDPA, a recomputation) has an error of that size,
   so two float32 paths agree within ``2 x`` this drift (each is within about one drift
   of the exact value).
+- ``cross_path_tolerance``: that bound, ``2 x drift``, plus two float32 ulps of 1.0 (the
+  largest probability), so that near-uniform rows whose paths differ by one ulp of the
+  stored value are not mistaken for a wrong result.
 - ``eager_cached_attentions``: eager's own weights while ``generate`` decodes with a
   KV cache; compared with one full eager forward, that gives eager's own
   cached-decoding vs full-forward drift.
@@ -51,6 +54,13 @@ def eager_float32_drift(model, batch, reference=None) -> float:
     drift = max_difference_on_real_rows(reference, exact, batch["attention_mask"])
     assert drift > 0, "float32 and float64 agreeing exactly means the drift was not measured"
     return drift
+
+
+def cross_path_tolerance(model, batch, reference=None) -> float:
+    """Bound on ``|path A - path B|`` for two float32 evaluations of the model's attention
+    probabilities: each is within eager's measured float32 drift of the exact value, and
+    each rounds its stored probabilities (at most 1.0) by up to one ulp of 1.0."""
+    return 2 * eager_float32_drift(model, batch, reference) + 2 * torch.finfo(torch.float32).eps
 
 
 def eager_cached_attentions(model, prompt, max_new_tokens: int, pad_token_id: int = 0):
