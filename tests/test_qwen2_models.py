@@ -8,6 +8,7 @@ token, "<|im_start|>assistant" before the answer. Tolerances are measured in the
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from finwidget.capture import capture_attention
 from finwidget.demo import make_statements
 from finwidget.errors import AnswerWordError
+from finwidget.interventions.spec import HeadIntervention, InterventionSet
 from finwidget.task import EarningsTask, TwoAnswerTask, predict
 from finwidget.widgets import AttentionExplorer
 from finwidget.widgets.protocol import decode_array
@@ -123,6 +125,32 @@ def test_explorer_protocol_on_qwen2s_tokenizer(model, qwen2_tok, statements):
     assert shown.shape == exact.shape == (session.seq_len, session.seq_len)
     # float16 transport: each value is rounded to float16 (half an ulp, 2**-11 relative)
     assert np.all(np.abs(shown - exact) <= np.abs(exact) * 2.0**-11 + 2.0**-25)
-    reply, _ = explorer.handle_request({"id": 8, "kind": "ablate", "ablations": [{"layer": 0, "head": 1,
-                                                                                 "mode": "zero"}]})
-    assert reply["id"] == 8
+    # the clean answer is the Python API's, bit for bit (same forward path)
+    task = EarningsTask(qwen2_tok)
+    batch = task.encode(statements[0])
+    assert clean["logit_diff"] == float(task.logit_diff(task.answer_logits(model, batch))[0])
+
+
+def test_explorer_ablation_on_qwen2s_tokenizer_answers_with_the_python_apis_number(model, qwen2_tok, statements):
+    explorer = AttentionExplorer(model, qwen2_tok, statements[1])
+    task = EarningsTask(qwen2_tok)
+    batch = task.encode(statements[1])
+    exact_model = copy.deepcopy(model).double()
+    for ablation, intervention in (
+        ({"layer": 0, "head": 1, "mode": "zero"}, HeadIntervention(0, 1, "zero")),
+        ({"layer": 1, "head": 2, "mode": "scale", "value": 3.0}, HeadIntervention(1, 2, "scale", value=3.0)),
+    ):
+        reply, _ = explorer.handle_request({"id": 8, "kind": "set_ablations", "ablations": [ablation]})
+        assert reply["ok"] and reply["id"] == 8
+        shown = reply["prediction"]["ablated"]["logit_diff"]
+        with InterventionSet([intervention]).applied(model):
+            full = float(task.logit_diff(task.answer_logits(model, batch))[0])
+        with InterventionSet([intervention]).applied(exact_model):
+            exact = float(task.logit_diff(task.answer_logits(exact_model, batch))[0])
+        # The widget resumes from cached layers, the API runs the whole model: two float32 paths,
+        # each about as far from the float64 value as the API's measured drift, plus the rounding
+        # of the float32 result itself (an ulp of its size).
+        drift = abs(full - exact)
+        ulp = float(torch.finfo(torch.float32).eps) * max(abs(full), abs(exact))
+        assert abs(shown - full) <= 2 * drift + 2 * ulp, (shown, full, exact)
+        assert shown != reply["prediction"]["clean"]["logit_diff"]
