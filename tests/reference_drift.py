@@ -13,6 +13,9 @@ so the tests measure the drift on the machine they run on:
 - ``cross_path_tolerance``: that bound, ``2 x drift``, plus two float32 ulps of 1.0 (the
   largest probability), so that near-uniform rows whose paths differ by one ulp of the
   stored value are not mistaken for a wrong result.
+- ``row_sum_tolerance``: for sums over any set of keys of one attention row (span
+  attention, shares, flows): ``2 x`` eager's measured L1 row drift (float32 vs float64,
+  summed over the row's keys) plus two float32 ulps of 1.0 (a row sums to 1).
 - ``eager_cached_attentions``: eager's own weights while ``generate`` decodes with a
   KV cache; compared with one full eager forward, that gives eager's own
   cached-decoding vs full-forward drift.
@@ -23,6 +26,7 @@ Shapes: attention per layer is ``[B, H, T, T]``; masks are ``[B, T]`` 0/1.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -36,24 +40,77 @@ def max_difference_on_real_rows(a, b, mask) -> float:
     for layer_a, layer_b in zip(a, b, strict=True):
         for row in range(mask.shape[0]):
             real = mask[row].bool()
-            gap = (layer_a[row][:, real].double() - layer_b[row][:, real].double()).abs().max()
-            worst = max(worst, float(gap))
+            gap = float((layer_a[row][:, real].double() - layer_b[row][:, real].double()).abs().max())
+            assert not math.isnan(gap), "NaN in an attention row"
+            worst = max(worst, gap)
     return worst
 
 
-def eager_float32_drift(model, batch, reference=None) -> float:
+def eager_float32_drift(model, batch, reference=None, exact=None) -> float:
     """Max ``|eager float32 - eager float64|`` attention over real rows: eager's rounding here.
 
-    ``reference``: the float32 eager attentions if already computed.
+    ``reference``: the float32 eager attentions if already computed; ``exact``: the float64 ones.
     """
     from capture_models import eager_attentions
 
     if reference is None:
         reference = eager_attentions(model, batch)
-    exact = eager_attentions(copy.deepcopy(model).double(), batch)
+    if exact is None:
+        exact = eager_float64_attentions(model, batch)
     drift = max_difference_on_real_rows(reference, exact, batch["attention_mask"])
     assert drift > 0, "float32 and float64 agreeing exactly means the drift was not measured"
     return drift
+
+
+def eager_float64_attentions(model, batch) -> tuple[torch.Tensor, ...]:
+    """Per-layer ``[B, H, T, T]`` float64 eager attention of a float64 copy of ``model``.
+
+    Each row runs alone without its left padding (in float64 a padding query row has no
+    finite score, becomes NaN and, times a zero weight, spreads NaN into real rows); rotary
+    positions are relative, so the weights are the padded row's. Padding cells are zero.
+    """
+    from capture_models import eager_attentions
+
+    exact_model = copy.deepcopy(model).double()
+    mask = batch.get("attention_mask")
+    ids = batch["input_ids"]
+    mask = torch.ones_like(ids) if mask is None else mask
+    layers = None
+    for row in range(ids.shape[0]):
+        real = mask[row].bool()
+        alone = eager_attentions(exact_model, {"input_ids": ids[row][real][None]})
+        if layers is None:
+            layers = [torch.zeros(ids.shape[0], a.shape[1], ids.shape[1], ids.shape[1], dtype=torch.float64)
+                      for a in alone]
+        where = torch.nonzero(real).flatten()
+        for layer, weights in zip(layers, alone):
+            layer[row][:, where[:, None], where[None, :]] = weights[0]
+    assert all(torch.isfinite(layer).all() for layer in layers)
+    return tuple(layers)
+
+
+def eager_row_l1_drift(model, batch, reference=None, exact=None) -> float:
+    """Max over layers, heads and real query rows of ``sum_k |eager32 - eager64|`` (real keys)."""
+    from capture_models import eager_attentions
+
+    reference = eager_attentions(model, batch) if reference is None else reference
+    exact = eager_float64_attentions(model, batch) if exact is None else exact
+    mask = batch["attention_mask"]
+    worst = 0.0
+    for layer_32, layer_64 in zip(reference, exact, strict=True):
+        for row in range(mask.shape[0]):
+            real = mask[row].bool()
+            gap = (layer_32[row][:, real][:, :, real].double() - layer_64[row][:, real][:, :, real]).abs()
+            worst = max(worst, float(gap.sum(-1).max()))
+    assert worst > 0, "float32 and float64 agreeing exactly means the drift was not measured"
+    return worst
+
+
+def row_sum_tolerance(model, batch, reference=None, exact=None) -> float:
+    """Bound on ``|sum_S a - sum_S b|`` over any key set ``S`` of one attention row, ``a``/``b``
+    from two float32 paths: each row is within eager's measured L1 drift of the exact row, and
+    rounding the stored probabilities moves a row's sum by under one ulp of 1.0 each."""
+    return 2 * eager_row_l1_drift(model, batch, reference, exact) + 2 * torch.finfo(torch.float32).eps
 
 
 def cross_path_tolerance(model, batch, reference=None) -> float:
