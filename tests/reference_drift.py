@@ -148,3 +148,30 @@ def eager_cached_attentions(model, prompt, max_new_tokens: int, pad_token_id: in
             weights[:, :, query, : query + 1] = step_weights[layer][:, :, 0, :]
         layers.append(weights)
     return out.sequences, tuple(layers)
+
+
+def float64_answer_logits(model, task, batch) -> torch.Tensor:
+    """``[B, 2]`` float64 logits of the task's two answer tokens at the answer position, from a
+    float64 copy of ``model``, each row run alone without its left padding (see above)."""
+    exact_model = copy.deepcopy(model).double().eval()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    rows = []
+    with torch.no_grad():
+        for row in range(ids.shape[0]):
+            alone = ids[row][mask[row].bool()][None]
+            logits = exact_model(input_ids=alone).logits[0, -1]
+            rows.append(logits[list(task.answer_token_ids)])
+    return torch.stack(rows)
+
+
+def logit_diff_tolerance(model, task, batch, measured) -> torch.Tensor:
+    """``[B]`` bound on ``|a - b|`` for two float32 paths to the logit difference.
+
+    ``measured``: ``[B]`` the logit difference from one float32 path (e.g. a plain forward).
+    Its distance from the float64 value is that path's drift on this machine; the other
+    path is assumed within as much, and each rounds its two logits by an ulp of their size.
+    """
+    exact = float64_answer_logits(model, task, batch)
+    drift = (measured.double().cpu() - (exact[:, 0] - exact[:, 1])).abs()
+    rounding = 2 * torch.finfo(torch.float32).eps * exact.abs().sum(dim=1)
+    return 2 * drift + rounding
