@@ -175,3 +175,33 @@ def logit_diff_tolerance(model, task, batch, measured) -> torch.Tensor:
     drift = (measured.double().cpu() - (exact[:, 0] - exact[:, 1])).abs()
     rounding = 2 * torch.finfo(torch.float32).eps * exact.abs().sum(dim=1)
     return 2 * drift + rounding
+
+
+def float64_logits(model, input_ids, attention_mask=None) -> torch.Tensor:
+    """``[B, T, vocab]`` float64 logits of a float64 copy of ``model``, each row run alone without
+    its left padding (padding positions are zero)."""
+    exact_model = copy.deepcopy(model).double().eval()
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    out = None
+    with torch.no_grad():
+        for row in range(input_ids.shape[0]):
+            real = mask[row].bool()
+            logits = exact_model(input_ids=input_ids[row][real][None]).logits[0]
+            if out is None:
+                out = torch.zeros(*input_ids.shape, logits.shape[-1], dtype=torch.float64)
+            out[row, real] = logits
+    return out
+
+
+def logits_tolerance(measured, exact, mask=None) -> float:
+    """Bound on ``|a - b|`` for two float32 paths to the same logits: twice ``measured``'s
+    largest distance from the float64 ``exact`` over real positions, plus 2 ulps of the largest.
+
+    ``measured``/``exact``: ``[B, T, vocab]`` (or ``[B, vocab]`` for one position); ``mask``: ``[B, T]``.
+    """
+    gap = (measured.double() - exact).abs()
+    size = exact.abs()
+    if mask is not None and gap.dim() == 3:
+        real = mask.bool()
+        gap, size = gap[real], size[real]
+    return 2 * float(gap.max()) + 2 * torch.finfo(torch.float32).eps * float(size.max())
