@@ -26,6 +26,7 @@ from reference_drift import (
     eager_cached_attentions,
     eager_float32_drift,
     max_difference_on_real_rows,
+    row_sum_tolerance,
 )
 from sharp_attention import sharpen_attention
 from transformers import Qwen2ForCausalLM
@@ -273,15 +274,21 @@ def test_recomputed_attention_reproduces_what_sdpa_computed(batch):
         for handle in handles:
             handle.remove()
     d, group = cap.head_dim, cap.num_heads // cap.num_kv_heads
+    # our probabilities vs those inside SDPA's kernel: rows within the measured row-sum bound
+    # (reference_drift.row_sum_tolerance), so P @ V moves by at most that times max |V|, plus
+    # the rounding of a T-term dot product
+    row_bound = row_sum_tolerance(model, batch)
     for layer in range(cap.num_layers):
         for row in range(len(batch["input_ids"])):
             real = batch["attention_mask"][row].bool()
             values = kept[("v", layer)][row].view(-1, cap.num_kv_heads, d)             # [T, Hkv, d]
             outputs = kept[("o", layer)][row].view(-1, cap.num_heads, d)              # [T, H, d]
             probabilities = cap.attention(layer, batch=row)                           # [H, T, T]
+            largest = float(values.abs().max())
+            tolerance = (row_bound + values.shape[0] * torch.finfo(torch.float32).eps) * largest
             for head in range(cap.num_heads):
                 rebuilt = probabilities[head] @ values[:, head // group]             # [T, d]
-                torch.testing.assert_close(rebuilt[real], outputs[real, head], rtol=0, atol=1e-5)
+                torch.testing.assert_close(rebuilt[real], outputs[real, head], rtol=0, atol=tolerance)
 
 
 def test_real_statement_prompts_as_the_task_encodes_them():
@@ -309,7 +316,8 @@ def test_real_statement_prompts_as_the_task_encodes_them():
     with torch.no_grad(), capture_attention(model) as cap:
         model(**batch)
     assert max_error_on_real_rows(cap, reference, mask) < cross_path_tolerance(model, batch, reference)
-    torch.testing.assert_close(cap.attention(0, query=-1, batch=0), reference[0][0][:, -1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(cap.attention(0, query=-1, batch=0), reference[0][0][:, -1], rtol=0,
+                               atol=cross_path_tolerance(model, batch, reference))
 
 
 def test_the_shipped_demo_model_on_demo_statements():
