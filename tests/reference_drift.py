@@ -40,7 +40,7 @@ def max_difference_on_real_rows(a, b, mask) -> float:
     for layer_a, layer_b in zip(a, b, strict=True):
         for row in range(mask.shape[0]):
             real = mask[row].bool()
-            gap = float((layer_a[row][:, real].double() - layer_b[row][:, real].double()).abs().max())
+            gap = float((layer_a[row][:, real].detach().double() - layer_b[row][:, real].detach().double()).abs().max())
             assert not math.isnan(gap), "NaN in an attention row"
             worst = max(worst, gap)
     return worst
