@@ -13,6 +13,7 @@ _EXPORTS = {
     "load_model": "finwidget.loading",
     "load_demo_model": "finwidget.demo",
     "EarningsTask": "finwidget.task",
+    "TwoAnswerTask": "finwidget.task",
     "Prediction": "finwidget.task",
     "predict": "finwidget.task",
     # capture: attention recorded without the eager path
