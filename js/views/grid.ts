@@ -93,7 +93,7 @@ export class HeadGridView implements View {
       "aria-label": "layers by heads; arrow keys move the focus, Enter or space ablates / restores the focused head",
     });
     table.addEventListener("keydown", (ev) => this.key(ev));
-    const head = el("div", { class: "fw-grid-row fw-grid-header" }, [el("span", { class: "fw-row-label", text: "" })]);
+    const head = el("div", { class: "fw-grid-row fw-grid-header", "aria-hidden": "true" }, [el("span", { class: "fw-row-label", text: "" })]);
     for (let kv = 0; kv < Math.ceil(g.num_heads / perGroup); kv++) {
       const span = Math.min(perGroup, g.num_heads - kv * perGroup);
       const label = el("span", {
@@ -120,7 +120,7 @@ export class HeadGridView implements View {
     }
     table.append(numbers);
     for (let l = 0; l < g.num_layers; l++) {
-      const row = el("div", { class: "fw-grid-row", "data-layer": l }, [el("span", { class: "fw-row-label", text: `L${l}` })]);
+      const row = el("div", { class: "fw-grid-row", "data-layer": l, role: "row" }, [el("span", { class: "fw-row-label", role: "rowheader", text: `L${l}` })]);
       const cells: HTMLElement[] = [];
       for (let h = 0; h < g.num_heads; h++) {
         const kv = kvGroupOf(h, g.num_heads, g.num_kv_heads);
@@ -131,6 +131,7 @@ export class HeadGridView implements View {
           "data-head": h,
           "data-kv": kv,
           role: "gridcell",
+          "aria-label": `layer ${l} head ${h}`,
         });
         // A shift/alt press must stay in the widget: the notebook would otherwise extend
         // its cell selection (and the next Shift+Enter would re-run those cells).

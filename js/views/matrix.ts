@@ -435,9 +435,16 @@ export class AttentionMatrixView implements View {
     const view = this.view!;
     const cells = visibleCells(view, origin, display);
     const cands: { index: number; at: number; label: AxisLabel }[] = [];
-    for (let i = cells.first; i <= cells.last; i++) cands.push({ index: i, at: cells.center(i), label: this.axisLabel(i) });
+    // A label at either end is moved inwards by up to half its extent, so the axis box
+    // never cuts it (and thinning sees where it is really drawn).
+    const half = extent / 2;
+    for (let i = cells.first; i <= cells.last; i++) {
+      const at = cells.center(i);
+      if (at < 0 || at > display) continue;
+      cands.push({ index: i, at: Math.max(half, Math.min(display - half, at)), label: this.axisLabel(i) });
+    }
     const kept = thinLabels(cands.map((c) => ({ center: c.at, extent, priority: c.label.priority })), 1);
-    return kept.map((k) => cands[k]).filter((c) => c.at >= 0 && c.at <= display);
+    return kept.map((k) => cands[k]);
   }
 
   private updateAxes(): void {

@@ -43,6 +43,7 @@ export class PredictionPanel implements View {
     sweep.addEventListener("click", () => void store.requestSweep());
     const mode = select<AblationMode>(this.modeOptions(), store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
       "data-testid": "ablation-mode",
+      "aria-label": "mode of new ablations",
       title: `how a newly ablated head is changed: ${store.get("catalogue").modes.map((m) => `${m.name}: ${m.summary}`).join("; ")}`,
     });
     this.root = el("div", { class: "fw-view fw-prediction", "data-testid": "prediction-panel" }, [
@@ -105,6 +106,7 @@ export class PredictionPanel implements View {
       const modeSel = select<AblationMode>(this.modeOptions(), a.mode, (m) => {
         void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.modeValue(m)));
       });
+      modeSel.setAttribute("aria-label", `ablation mode of L${a.layer} H${a.head}`);
       const remove = el("button", { class: "fw-button fw-small", type: "button", text: "restore", "data-testid": "restore-head" });
       remove.addEventListener("click", () => void this.store.requestAblations(toggleAblation(this.store.ablations, a.layer, a.head, a.mode)));
       this.list.append(
