@@ -4,7 +4,7 @@
 
 import { DIRECTION_WORDS, stateCaption } from "../caption";
 import { ColorScale, diverging, formatValue, sequential, textColorOn } from "../colors";
-import { el, select, setFlag } from "../dom";
+import { el, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { kvGroupOf, thinLabels } from "../layout";
 import { ColorBar, endsInWords, type LegendSpec } from "../legend";
@@ -89,10 +89,12 @@ export class HeadGridView implements View {
     const table = el("div", {
       class: "fw-grid",
       role: "grid",
+      // The notebook must not take the arrows, Enter and space (Lumino skips its shortcuts here).
+      "data-lm-suppress-shortcuts": "true",
       tabindex: 0,
       "aria-label": "layers by heads; arrow keys move the focus, Enter or space ablates / restores the focused head",
     });
-    table.addEventListener("keydown", (ev) => this.key(ev));
+    this.cleanups.push(ownKeys(table, (ev) => this.key(ev)));
     const head = el("div", { class: "fw-grid-row fw-grid-header", "aria-hidden": "true" }, [el("span", { class: "fw-row-label", text: "" })]);
     for (let kv = 0; kv < Math.ceil(g.num_heads / perGroup); kv++) {
       const span = Math.min(perGroup, g.num_heads - kv * perGroup);
@@ -222,9 +224,11 @@ export class HeadGridView implements View {
       this.hover(next.layer, next.head);
       this.tip.showAt(this.info.textContent ?? "", this.cells[next.layer][next.head]);
       ev.preventDefault();
+      ev.stopPropagation();
     } else if (ev.key === "Enter" || ev.key === " ") {
       this.toggle(layer, head);
       ev.preventDefault();
+      ev.stopPropagation();
     }
   }
 

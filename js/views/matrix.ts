@@ -7,7 +7,7 @@
 
 import { ColorScale, formatValue, sequential } from "../colors";
 import { DIRECTION_WORDS, stateCaption } from "../caption";
-import { el, listen, select } from "../dom";
+import { el, listen, ownKeys, select } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import {
   aggregateMatrix,
@@ -47,6 +47,8 @@ interface AxisLabel {
   text: string;
   full: string;
   priority: number;
+  /** A token inside a span (a digit of a number): labelled only when every token fits. */
+  inner?: boolean;
 }
 
 export class AttentionMatrixView implements View {
@@ -98,6 +100,8 @@ export class AttentionMatrixView implements View {
       "data-draw-count": 0,
       tabindex: 0,
       role: "application",
+      // The notebook must not take the arrows, Enter and space (Lumino skips its shortcuts here).
+      "data-lm-suppress-shortcuts": "true",
       "aria-roledescription": "attention matrix",
       "aria-label": "attention matrix: arrow keys move the cursor cell, Enter or space selects its key, + and - zoom, 0 resets",
     });
@@ -141,7 +145,7 @@ export class AttentionMatrixView implements View {
       listen(this.canvas, "mousemove", (ev) => this.move(ev)),
       listen(window, "mouseup", (ev) => this.up(ev)),
       listen(this.canvas, "mouseleave", () => this.tip.hide()),
-      listen(this.canvas, "keydown", (ev) => this.key(ev)),
+      ownKeys(this.canvas, (ev) => this.key(ev)),
       listen(this.canvas, "focus", () => {
         if (!this.cursor && this.shown) {
           const n = this.shown.drawn.n;
@@ -427,7 +431,7 @@ export class AttentionMatrixView implements View {
       return { text: shortLabel(span.text, 16), full: span.text, priority };
     }
     const tok = (layout.tokens[i] ?? "").replace(/\s+/g, " ").trim() || "␣";
-    return { text: shortLabel(tok, 12), full: layout.tokens[i] ?? "", priority: 0 };
+    return { text: shortLabel(tok, 12), full: layout.tokens[i] ?? "", priority: 0, inner: !!span };
   }
 
   /** Labels of one axis for the current viewport, thinned for the shown size. */
@@ -438,10 +442,13 @@ export class AttentionMatrixView implements View {
     // A label at either end is moved inwards by up to half its extent, so the axis box
     // never cuts it (and thinning sees where it is really drawn).
     const half = extent / 2;
+    const everyTokenFits = cells.center(1) - cells.center(0) >= extent + 1;
     for (let i = cells.first; i <= cells.last; i++) {
       const at = cells.center(i);
       if (at < 0 || at > display) continue;
-      cands.push({ index: i, at: Math.max(half, Math.min(display - half, at)), label: this.axisLabel(i) });
+      const label = this.axisLabel(i);
+      if (label.inner && !everyTokenFits) continue;
+      cands.push({ index: i, at: Math.max(half, Math.min(display - half, at)), label });
     }
     const kept = thinLabels(cands.map((c) => ({ center: c.at, extent, priority: c.label.priority })), 1);
     return kept.map((k) => cands[k]);

@@ -4,7 +4,7 @@
 
 import { DIRECTION_WORDS, stateCaption } from "../caption";
 import { ColorScale, css, formatValue, sequential, textColorOn } from "../colors";
-import { el, listen, select, setFlag } from "../dom";
+import { el, listen, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { statementLines, aggregateToSpans } from "../layout";
 import { ColorBar, type LegendSpec } from "../legend";
@@ -64,6 +64,8 @@ export class StatementView implements View {
     this.body = el("div", {
       class: "fw-statement-body",
       role: "group",
+      // The notebook must not take the arrows, Enter and space (Lumino skips its shortcuts here).
+      "data-lm-suppress-shortcuts": "true",
       "aria-label": "statement spans: arrow keys move between spans, Enter or space selects one, shift extends the selection",
     });
     this.root = el("div", { class: "fw-view fw-statement", "data-testid": "statement-view" }, [
@@ -145,7 +147,7 @@ export class StatementView implements View {
         this.store.setHoverSpan(null);
       }
     });
-    this.body.addEventListener("keydown", (ev) => this.key(ev));
+    this.cleanups.push(ownKeys(this.body, (ev) => this.key(ev)));
     const sel = this.store.get("selection");
     this.current = hasSelection(sel) ? sel.start : this.spanEls.findIndex((n) => !!n);
     this.rove(Math.max(0, this.current), false);
@@ -281,8 +283,10 @@ export class StatementView implements View {
       const node = this.spanEls[i];
       if (!node) return;
       const rgb = scale.rgb(v);
-      node.style.backgroundColor = css(rgb);
-      node.style.color = textColorOn(rgb);
+      // Next to no attention: no box at all (the page's own colours, light or dark theme).
+      const faint = scale.position(v) < 0.02;
+      node.style.backgroundColor = faint ? "" : css(rgb);
+      node.style.color = faint ? "" : textColorOn(rgb);
       node.setAttribute("data-value", String(v));
     });
     this.caption.textContent = `${this.heading(label)} — ${data.label}`;

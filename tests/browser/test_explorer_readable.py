@@ -109,7 +109,7 @@ def _no_horizontal_clipping(explorer: ExplorerPage) -> dict:
         "const b = root.querySelector('.fw-statement-body'); const f = root.querySelector('.fw-matrix-frame');"
         " const out = root.parentElement.getBoundingClientRect();"
         " const r = root.getBoundingClientRect();"
-        " return {body: [b.scrollWidth, b.clientWidth], root: [root.scrollWidth, root.clientWidth],"
+        " return {host: out.width, body: [b.scrollWidth, b.clientWidth], root: [root.scrollWidth, root.clientWidth],"
         " frame: [f.scrollWidth, f.clientWidth], rootRight: r.right, hostRight: out.right,"
         " canvas: root.querySelector('[data-testid=attention-matrix]').getBoundingClientRect().width};"
     )
@@ -318,6 +318,7 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
         assert piece in joined, (piece, joined[-600:])
     assert "attention mass" in joined  # the colour bars' unit
     assert "matrix-info" not in svg and "fw-tooltip" not in svg  # drawn from data, no hover box
+    _download(page, explorer, "export-png", artifacts.directory / "export-explorer.png")
     _set_select(explorer, "export-view", "matrix")
     png = _download(page, explorer, "export-png", artifacts.directory / "export-matrix.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -334,12 +335,14 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
     # made wider than that by the notebook's chrome (sidebars, prompts) measured here.
     chrome = 1400 - explorer._js("return root.getBoundingClientRect().width;")
     for width in (1400, 900, 450):
-        page.set_viewport_size({"width": int(width + chrome), "height": 1100})
+        page.set_viewport_size({"width": int(width + chrome), "height": 2600})
         page.wait_for_timeout(600)
         sizes = _no_horizontal_clipping(explorer)
         sizes["width"] = explorer._js("return root.getBoundingClientRect().width;")
         artifacts.write(f"reflow-{width}.txt", repr(sizes))
-        assert abs(sizes["width"] - width) < 40, (width, sizes)
+        # Notebook 7 centres its cells in a column of at most about 1100 px: there the
+        # explorer fills that column instead.
+        assert abs(sizes["width"] - width) < 40 or abs(sizes["width"] - sizes["host"]) < 2, (width, sizes)
         assert sizes["body"][0] <= sizes["body"][1] + 1, (width, "statement clipped", sizes)
         assert sizes["root"][0] <= sizes["root"][1] + 1, (width, "explorer wider than its box", sizes)
         assert sizes["frame"][0] <= sizes["frame"][1] + 1, (width, "matrix frame clipped", sizes)
