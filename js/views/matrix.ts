@@ -427,8 +427,10 @@ export class AttentionMatrixView implements View {
     const s = layout.token_to_span[i];
     const span = s >= 0 ? layout.spans[s] : null;
     if (span && span.token_start === i) {
-      const priority = span.kind === "line_item_name" ? 3 : span.kind === "number" ? 2 : 1;
-      return { text: shortLabel(span.text, 16), full: span.text, priority };
+      // Punctuation and line breaks say little on an axis: shown only when every token fits.
+      const quiet = span.kind === "punct" || span.kind === "break";
+      const priority = span.kind === "line_item_name" ? 3 : span.kind === "number" ? 2 : quiet ? 0 : 1;
+      return { text: shortLabel(span.text, 16), full: span.text, priority, inner: quiet };
     }
     const tok = (layout.tokens[i] ?? "").replace(/\s+/g, " ").trim() || "␣";
     return { text: shortLabel(tok, 12), full: layout.tokens[i] ?? "", priority: 0, inner: !!span };

@@ -290,6 +290,8 @@ export class StatementView implements View {
       node.setAttribute("data-value", String(v));
     });
     this.caption.textContent = `${this.heading(label)} — ${data.label}`;
+    // A tooltip written before this repaint may quote the old values or direction.
+    this.tip.hide();
     this.colorBar.update(this.legend());
     this.drawn = true;
   }
