@@ -61,3 +61,8 @@ export function stateCaption(store: ExplorerStore): string {
   if (run) parts.push(`attention shown: ${run} run`);
   return parts.join(" · ");
 }
+
+/** Caption pieces joined with " · ", empty ones left out. */
+export function joinCaption(...parts: string[]): string {
+  return parts.filter((p) => p && p.trim()).join(" · ");
+}

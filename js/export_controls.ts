@@ -4,7 +4,7 @@
 
 import { stateCaption } from "./caption";
 import { el, select } from "./dom";
-import { stack, toPNG, toSVG, type Figure } from "./export";
+import { frame, stack, toPNG, toSVG, type Figure } from "./export";
 import type { ViewInfo } from "./protocol";
 import type { ExplorerStore } from "./store";
 import type { View } from "./views/view";
@@ -19,7 +19,8 @@ export function explorerFigure(views: View[], store: ExplorerStore): Figure {
     height: 34,
     prims: [{ t: "text", x: 16, y: 24, text: `finwidget explorer: ${g.model_name}`, size: 17, bold: true, fill: "#111" }],
   };
-  return stack([head, ...views.map((v) => v.figure())]);
+  const state = frame({ title: "State", body: { width: 420, height: 0, prims: [] }, caption: stateCaption(store) });
+  return stack([head, ...views.map((v) => v.figure(false)), state]);
 }
 
 export function exportControls(views: View[], info: Map<string, ViewInfo>, store: ExplorerStore, root: () => HTMLElement): HTMLElement[] {

@@ -3,7 +3,7 @@
 // logit-lens logit difference after each layer (where the decision forms). Dragging over
 // layers selects a layer range that filters the grid; double-click clears it.
 
-import { stateCaption } from "../caption";
+import { joinCaption, stateCaption } from "../caption";
 import { ColorScale, css, diverging, formatValue, sequential } from "../colors";
 import { el, listen } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
@@ -30,6 +30,7 @@ export class LayerFlowView implements View {
   private brush: { a: number; b: number } | null = null;
   private cleanups: (() => void)[] = [];
   private colorBar = new ColorBar("flow-legend");
+  private axis: HTMLElement;
   private tip: Tooltip;
   readonly toPNG: () => string;
   readonly toSVG: () => string;
@@ -47,7 +48,10 @@ export class LayerFlowView implements View {
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layer flow" }), clear]),
       this.caption,
       el("div", { class: "fw-hint", text: "rows = layers · left: where the selection's attention goes (spans, mean over heads) · right: logit-lens logit difference · drag over layers to filter the grid" }),
-      this.canvas,
+      el("div", { class: "fw-flow-stack" }, [
+        (this.axis = el("div", { class: "fw-axis fw-axis-cols fw-flow-axis", "data-testid": "flow-span-labels", "aria-hidden": "true" })),
+        this.canvas,
+      ]),
       this.colorBar.root,
       this.info,
     ]);
@@ -83,6 +87,11 @@ export class LayerFlowView implements View {
       listen(this.canvas, "dblclick", () => store.set({ layer_range: [] })),
       listen(this.canvas, "mouseleave", () => this.tip.hide()),
     );
+    if (typeof ResizeObserver !== "undefined") {
+      const ro = new ResizeObserver(() => this.updateAxis());
+      ro.observe(this.canvas);
+      this.cleanups.push(() => ro.disconnect());
+    }
     this.draw();
   }
 
@@ -115,6 +124,31 @@ export class LayerFlowView implements View {
     this.tip.show(this.info.textContent, ev.clientX, ev.clientY);
   }
 
+  /** Span names above the spread columns, thinned to the shown width (line items first). */
+  private updateAxis(): void {
+    const flow = this.store.flow;
+    if (!flow) return;
+    const layout = this.store.get("statement_layout");
+    const S = flow.numSpans;
+    const shown = this.canvas.clientWidth || WIDTH;
+    const k = shown / WIDTH;
+    const spreadW = WIDTH - LABEL_W - LENS_W - 8;
+    const cands = layout.spans.slice(0, S).map((sp, i) => ({
+      center: (LABEL_W + ((i + 0.5) / S) * spreadW) * k,
+      extent: 12,
+      priority: sp.kind === "line_item_name" ? 3 : sp.kind === "number" ? 2 : sp.kind === "punct" || sp.kind === "break" ? -1 : 1,
+    }));
+    const kept = thinLabels(cands, 1).filter((i) => cands[i].priority >= 0);
+    this.axis.style.width = `${shown}px`;
+    this.axis.replaceChildren(
+      ...kept.map((i) => {
+        const node = el("span", { class: "fw-axis-label", "data-index": i, title: layout.spans[i].text, text: shortLabel(layout.spans[i].text, 14) });
+        node.style.left = `${((100 * cands[i].center) / shown).toFixed(3)}%`;
+        return node;
+      }),
+    );
+  }
+
   private legend(): LegendSpec | null {
     if (!this.store.flow) return null;
     return {
@@ -130,9 +164,9 @@ export class LayerFlowView implements View {
 
   /** Layers down, spans across (labelled where they fit), the logit lens beside, the
    * selection marked, the colour bar and the state. */
-  figure(): Figure {
+  figure(withState = true): Figure {
     const flow = this.store.flow;
-    const caption = stateCaption(this.store);
+    const caption = withState ? stateCaption(this.store) : "";
     const layout = this.store.get("statement_layout");
     const sel = this.store.get("selection");
     const who = hasSelection(sel) ? `“${selectionLabel(sel, layout)}”` : "the answer position";
@@ -184,7 +218,7 @@ export class LayerFlowView implements View {
       title,
       body: { width: zero + lensW / 2, height: top + L * rowH, prims },
       legend: this.legend(),
-      caption: `each layer's row is scaled to its own largest span · ${caption}`,
+      caption: joinCaption("each layer's row is scaled to its own largest span", caption),
     });
   }
 
@@ -201,6 +235,7 @@ export class LayerFlowView implements View {
     }
     this.caption.textContent = flow.label;
     this.colorBar.update(this.legend());
+    this.updateAxis();
     const top = 16;
     const spreadW = WIDTH - LABEL_W - LENS_W - 8;
     ctx.font = "10px sans-serif";

@@ -2,7 +2,7 @@
 // current selection; query heads grouped by the KV head they read. Click focuses a head;
 // shift/alt-click (or the ablate toggle) ablates or restores it.
 
-import { DIRECTION_WORDS, stateCaption } from "../caption";
+import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
 import { ColorScale, diverging, formatValue, sequential, textColorOn } from "../colors";
 import { el, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
@@ -316,9 +316,9 @@ export class HeadGridView implements View {
 
   /** The grid with layer and head numbers, KV groups, ablated and focused heads marked,
    * values written in the cells when they fit, the colour bar and the state. */
-  figure(): Figure {
+  figure(withState = true): Figure {
     const g = this.store.get("geometry");
-    const caption = stateCaption(this.store);
+    const caption = withState ? stateCaption(this.store) : "";
     const grid = this.currentGrid();
     const scale = this.scale;
     const info = this.measure();
@@ -365,7 +365,7 @@ export class HeadGridView implements View {
       `orange box: focused head L${focus.layer} H${focus.head}`,
       range.length === 2 ? `layers ${range[0]}–${range[1]} shown` : "",
     ].filter(Boolean);
-    return frame({ title, body: { width, height, prims }, legend: this.legend(), caption: `${notes.join(" · ")} · ${caption}` });
+    return frame({ title, body: { width, height, prims }, legend: this.legend(), caption: joinCaption(...notes, caption) });
   }
 
   destroy(): void {

@@ -6,7 +6,7 @@
 // range that becomes the selection of every view.
 
 import { ColorScale, formatValue, sequential } from "../colors";
-import { DIRECTION_WORDS, stateCaption } from "../caption";
+import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
 import { el, listen, ownKeys, select } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import {
@@ -545,10 +545,10 @@ export class AttentionMatrixView implements View {
 
   // ------------------------------------------------------------ export
   /** The matrix as the viewport shows it, with both axes labelled, the colour bar and the state. */
-  figure(): Figure {
+  figure(withState = true): Figure {
     const shown = this.shown;
     const view = this.view;
-    const caption = stateCaption(this.store);
+    const caption = withState ? stateCaption(this.store) : "";
     if (!shown || !view) return messageFigure("Attention", "no attention matrix drawn yet", caption);
     const size = PIXELS;
     const left = 130;
@@ -592,7 +592,7 @@ export class AttentionMatrixView implements View {
       title: `Attention of head L${data?.layer ?? "?"} H${data?.head ?? "?"}${mode === "tokens" ? "" : ` (${mode.replace("_", " ")})`}${zoom}`,
       body: { width: left + size, height: top + size, prims },
       legend: this.legend(),
-      caption: range ? `${caption} · ${DIRECTION_WORDS[this.store.get("direction")].matrix}` : caption,
+      caption: joinCaption(caption, range ? DIRECTION_WORDS[this.store.get("direction")].matrix : ""),
     });
   }
 

@@ -128,7 +128,7 @@ export class PredictionPanel implements View {
   }
 
   /** The prediction (clean and ablated), the p(increase) bar and the ablated heads. */
-  figure(): Figure {
+  figure(withState = true): Figure {
     const prims: Prim[] = [];
     const lines = [this.pIncrease.textContent, this.logitDiff.textContent, this.cleanRow.textContent].filter((x): x is string => !!x);
     const p = this.store.prediction;
@@ -153,7 +153,7 @@ export class PredictionPanel implements View {
       }
     }
     const flipped = !!(this.store.ablations.length && p.flipped);
-    return frame({ title: `Prediction${flipped ? " (flipped by the ablations)" : ""}`, body: { width: 440, height: y + 6, prims }, caption: stateCaption(this.store) });
+    return frame({ title: `Prediction${flipped ? " (flipped by the ablations)" : ""}`, body: { width: 440, height: y + 6, prims }, caption: withState ? stateCaption(this.store) : "" });
   }
 
   destroy(): void {

@@ -2,7 +2,7 @@
 // words, numbers and line items; each span coloured by attention from (or to) the
 // selection. Click selects a span, shift-click or drag selects a range of spans.
 
-import { DIRECTION_WORDS, stateCaption } from "../caption";
+import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
 import { ColorScale, css, formatValue, sequential, textColorOn } from "../colors";
 import { el, listen, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
@@ -323,8 +323,8 @@ export class StatementView implements View {
   }
 
   /** The statement as written with each span's colour, the colour bar and the state. */
-  figure(): Figure {
-    const caption = stateCaption(this.store);
+  figure(withState = true): Figure {
+    const caption = withState ? stateCaption(this.store) : "";
     const layout = this.store.get("statement_layout");
     const lines = statementLines(layout);
     const label = selectionLabel(this.store.get("selection"), layout);
@@ -354,7 +354,7 @@ export class StatementView implements View {
       title,
       body: { width: widest * charW + 4, height: lines.length * lineH, prims },
       legend: this.legend(),
-      caption: `${hasSelection(sel) ? "orange box: the selection · " : ""}${caption}`,
+      caption: joinCaption(hasSelection(sel) ? "orange box: the selection" : "", caption),
     });
   }
 

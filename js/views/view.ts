@@ -8,8 +8,9 @@ export interface View {
   /** True once the view has drawn the data for the current state at least once. */
   ready(): boolean;
   /** The view as a framed figure (title, axis labels, colour bar, state caption), drawn
-   * from its data: no hover box, focus ring or brush. */
-  figure(): Figure;
+   * from its data: no hover box, focus ring or brush. `withState` false leaves the state
+   * out of the caption (the whole-explorer export states it once, at the bottom). */
+  figure(withState?: boolean): Figure;
   /** A PNG of `figure()` as a data URL. */
   toPNG(): string;
   /** An SVG document of `figure()`. */
