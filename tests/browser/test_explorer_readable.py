@@ -325,6 +325,9 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
     width = int.from_bytes(png[16:20], "big")
     assert width >= 2 * 600, width  # framed (axes and legend), at 2x for print
     _download(page, explorer, "export-svg", artifacts.directory / "export-matrix.svg")
+    explorer.wait_idle()
+    status = explorer.root.locator("[data-testid=status]")
+    assert status.get_attribute("data-kind") != "error", status.inner_text()
     _set_select(explorer, "export-view", "grid")
     _download(page, explorer, "export-png", artifacts.directory / "export-grid.png")
     explorer.toggle_ablation(0, 1, ablated_after=False)
