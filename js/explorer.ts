@@ -1,6 +1,7 @@
 // The explorer: composes the views of one widget, keeps the DOM contract on its root
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
+import { bindUndoKeys, mountControls } from "./controls";
 import { el, select } from "./dom";
 import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
@@ -24,8 +25,10 @@ const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
   const wanted = new Set<ViewName>(store.get("views"));
   const shown: ViewInfo[] = store.get("catalogue").views.filter((v) => wanted.has(v.name) && v.name in MAKE);
-  const views: View[] = shown.map((v) => MAKE[v.name](store));
+  // Views are rebuilt when the explorer moves to another statement (new spans, new tokens).
+  let views: View[] = shown.map((v) => MAKE[v.name](store));
   const info = new Map(shown.map((v) => [v.name, v]));
+  const controls = mountControls(store);
 
   const status = el("div", { class: "fw-status", "data-testid": "status", role: "status", "aria-live": "polite" });
   let exportView = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? "";
@@ -59,14 +62,28 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   ]);
   const left = el("div", { class: "fw-col fw-col-left" });
   const right = el("div", { class: "fw-col fw-col-right" });
-  for (const v of views) (info.get(v.name)?.column === "left" ? left : right).append(v.root);
+  const place = () => {
+    for (const v of views) (info.get(v.name)?.column === "left" ? left : right).append(v.root);
+  };
+  place();
   const root = el("div", { class: "fw-explorer", "data-finwidget-ready": "0", "data-finwidget-busy": "0" }, [
     toolbar,
+    controls.root,
     el("div", { class: "fw-columns" }, [left, right]),
     status,
   ]);
   if (store.offline) root.setAttribute("data-offline", "1");
+  root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
   host.append(root);
+  const offKeys = bindUndoKeys(root, store);
+  const offStatement = store.on("statement", () => {
+    for (const v of views) v.destroy();
+    views = shown.map((v) => MAKE[v.name](store));
+    place();
+    root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
+    root.setAttribute("data-finwidget-ready", "0");
+    update();
+  });
 
   const update = () => {
     const s = store.status;
@@ -89,6 +106,9 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   store.schedule();
   return () => {
     for (const off of offs) off();
+    offKeys();
+    offStatement();
+    controls.destroy();
     for (const v of views) v.destroy();
     root.remove();
   };
