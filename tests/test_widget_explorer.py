@@ -206,14 +206,30 @@ def test_set_ablations_answers_with_the_python_apis_number(explorer, model, stat
     assert reply["prediction"]["ablated"] is None and explorer.ablations == []
 
 
-def test_mean_ablation_uses_the_statement_as_reference(explorer, model, statement, tokenizer):
+def test_mean_ablation_is_disabled_without_a_reference_set_on_a_model_other_than_the_demo(explorer):
+    # "mean" means the Python API's mean: over a reference set; this random model has none.
+    reason = explorer.catalogue["reference"]["disabled_reason"]
+    assert not explorer.catalogue["reference"]["available"] and "reference" in reason
+    mean = next(m for m in explorer.catalogue["modes"] if m["name"] == "mean")
+    assert mean["disabled_reason"] == reason
+    reply, _ = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "mean"}])
+    assert not reply["ok"] and "mean ablation is disabled" in reply["error"] and reason in reply["error"]
+    assert explorer.ablations == []
+
+
+def test_mean_ablation_averages_over_the_reference_set_passed(model, statement, tokenizer):
+    reference = [s.text for s in make_statements(3, seed=11)]
+    explorer = AttentionExplorer(model, tokenizer, statement, reference=reference)
+    assert explorer.catalogue["reference"] == {
+        "available": True, "name": "3 statements you passed", "disabled_reason": ""
+    }
     reply, _ = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "mean"}])
     task = EarningsTask(tokenizer)
     batch = task.encode(statement)
-    with InterventionSet([HeadIntervention(0, 1, "mean")]).applied(model, reference=batch):
+    # Independent path: the full forward with the intervention hooks, averaging over the same statements.
+    with InterventionSet([HeadIntervention(0, 1, "mean")]).applied(model, reference=task.encode(reference)):
         full = float(task.logit_diff(task.answer_logits(model, batch))[0])
     assert math.isclose(reply["prediction"]["ablated"]["logit_diff"], full, rel_tol=1e-4, abs_tol=1e-5)
-    explorer.reset()
 
 
 def test_malformed_messages_get_error_replies_and_the_widget_keeps_working(explorer):

@@ -26,7 +26,6 @@ from finwidget.widgets.protocol import (
     progress_message,
     startup_catalogue,
 )
-from finwidget.widgets.reference import resolve_reference
 from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession, SweepResults
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -55,12 +54,14 @@ def statement_list(statements) -> list[str]:
         except TypeError:
             raise InputError(f"text must be a statement or a list of statements, got {type(statements).__name__}") from None
         texts = [getattr(item, "text", item) for item in items]
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if not texts or bad:
-        raise InputError(
-            "the explorer needs at least one statement, each a non-empty string"
-            + (f" (items {bad[:5]} are not)" if bad else "")
-        )
+    if not texts:
+        raise InputError("the explorer needs at least one statement, got an empty list")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InputError(f"each statement must be a string (or a demo Statement); items {bad[:5]} are not")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty and len(texts) > 1:  # a single statement gets the task's own message
+        raise InputError(f"statements {empty[:5]} of the list are empty")
     return texts
 
 
@@ -153,8 +154,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             from finwidget.task import EarningsTask
 
             self._task = task = task if task is not None else EarningsTask(tokenizer)
-            reference = resolve_reference(model, task, reference)
             self._sweeps = SweepResults()
+            # The session encodes (and so checks) the statement before recording the reference set.
             session = ModelSession(model, tokenizer, texts[0], task=task, reference=reference,
                                    truncate=truncate, sweeps=self._sweeps)
         else:
