@@ -11,7 +11,7 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 import finwidget
-from finwidget.demo import MODEL_DIR, make_statements
+from finwidget.demo import make_statements
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
 from finwidget.interventions.statement_sweep import SweepCancelled
 from finwidget.interventions.sweep import summarize_sweep, sweep_heads
@@ -139,7 +139,7 @@ def test_requests_for_state_ask_for_the_run_shown(explorer):
         assert kinds[kind]["run"] == "difference" and kinds[kind]["ablations"] == state["ablations"]
     assert "run" not in kinds["grid"]
     for request in requests_for_state(state):
-        explorer.handle_request({"id": 2, **request})[0]["ok"]
+        assert explorer.handle_request({"id": 2, **request})[0]["ok"]
 
 
 # ---------------------------------------------------------------------------- "mean" as in the Python API
