@@ -8,6 +8,13 @@ import { el, listen, select, setFlag } from "./dom";
 import { ATTENTION_RUNS, type AttentionRun } from "./protocol";
 import type { ExplorerStore } from "./store";
 
+/** Why a control is off in an exported page. */
+export const OFFLINE_REASON =
+  "Exported page (no kernel): ablating heads, sweeps, other statements and the ablated run need the live notebook, so their controls are disabled. Focusing heads, selecting spans and the grid's measures work.";
+
+/** Controls drawn by the views that need the kernel (disabled, with the reason, offline). */
+export const KERNEL_ONLY_CONTROLS = ["sweep", "reset", "ablation-mode", "restore-head"];
+
 const RUN_LABELS: Record<AttentionRun, string> = {
   clean: "clean",
   ablated: "ablated",
@@ -96,6 +103,14 @@ export function mountControls(store: ExplorerStore): Controls {
   else statementRow.style.display = "none";
 
   const root = el("div", { class: "fw-controls", "data-testid": "controls" }, [statementRow, runRow, modeRow]);
+  if (store.offline) {
+    // An exported page: everything that asks the kernel to compute something new is off.
+    root.prepend(el("div", { class: "fw-label fw-offline-note", "data-testid": "offline-note", role: "note", text: OFFLINE_REASON }));
+    for (const c of [runSelect, valueInput, undo, redo, picker, prev, next, sweepAll, cancel]) {
+      c.disabled = true;
+      c.title = OFFLINE_REASON;
+    }
+  }
 
   const paint = () => {
     const run = store.attentionRun;
@@ -113,8 +128,9 @@ export function mountControls(store: ExplorerStore): Controls {
     redo.disabled = store.offline || !store.history.canRedo;
     const index = store.get("statement_index") ?? 0;
     picker.value = String(index);
-    prev.disabled = index <= 0;
-    next.disabled = index >= entries.length - 1;
+    prev.disabled = store.offline || index <= 0;
+    next.disabled = store.offline || index >= entries.length - 1;
+    if (store.offline) valueInput.disabled = true;
     position.textContent = `${index + 1} of ${entries.length}`;
     const p = store.progress;
     cancel.style.display = store.sweeping ? "" : "none";

@@ -1,7 +1,7 @@
 // The explorer: composes the views of one widget, keeps the DOM contract on its root
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
-import { bindUndoKeys, mountControls } from "./controls";
+import { bindUndoKeys, KERNEL_ONLY_CONTROLS, mountControls, OFFLINE_REASON } from "./controls";
 import { el, select } from "./dom";
 import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
@@ -102,6 +102,20 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
     store.on(t, update),
   );
+  if (store.offline) {
+    // The views' kernel-only controls: disabled, saying why (the note above says it too).
+    const disableKernelOnly = () => {
+      for (const id of KERNEL_ONLY_CONTROLS) {
+        for (const c of root.querySelectorAll<HTMLButtonElement | HTMLSelectElement>(`[data-testid="${id}"]`)) {
+          c.disabled = true;
+          c.title = OFFLINE_REASON;
+          c.setAttribute("data-kernel-only", "1");
+        }
+      }
+    };
+    disableKernelOnly();
+    offs.push(store.on("ablations", disableKernelOnly), store.on("statement", disableKernelOnly));
+  }
   update();
   store.schedule();
   return () => {
