@@ -128,8 +128,9 @@ export function mountControls(store: ExplorerStore): Controls {
     redo.disabled = store.offline || !store.history.canRedo;
     const index = store.get("statement_index") ?? 0;
     picker.value = String(index);
-    prev.disabled = store.offline || index <= 0;
-    next.disabled = store.offline || index >= entries.length - 1;
+    prev.disabled = store.offline || store.sweeping || index <= 0;
+    next.disabled = store.offline || store.sweeping || index >= entries.length - 1;
+    picker.disabled = store.offline || store.sweeping;
     if (store.offline) valueInput.disabled = true;
     position.textContent = `${index + 1} of ${entries.length}`;
     const p = store.progress;

@@ -99,8 +99,14 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
       if (typeof performance !== "undefined" && performance.mark) performance.mark("finwidget-ready");
     }
   };
+  // Now, and again once the views' own listeners ran (views rebuilt for a new statement
+  // subscribe after this one, so they draw after it).
+  const afterViews = () => {
+    update();
+    queueMicrotask(update);
+  };
   const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
-    store.on(t, update),
+    store.on(t, afterViews),
   );
   if (store.offline) {
     // The views' kernel-only controls: disabled, saying why (the note above says it too).

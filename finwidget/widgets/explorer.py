@@ -149,6 +149,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self._model, self._tokenizer, self._task, self._truncate = model, tokenizer, task, truncate
         self.statement_texts = texts
         self.sweep_cancel = threading.Event()
+        #: held while the model runs for a request (a sweep runs in a thread beside the kernel)
+        self.model_lock = threading.Lock()
         self.sweep_table = None  # rows of the newest sweep over every statement (head, statement)
         if session is None:
             from finwidget.task import EarningsTask
@@ -250,7 +252,13 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         if not isinstance(index, int) or not 0 <= index < self.num_statements:
             self.statement_index = change["old"]
             raise InputError(f"statement_index must be 0..{self.num_statements - 1}, got {index!r}")
-        s = self._session_for(index)
+        if not self.model_lock.acquire(blocking=False):
+            self.statement_index = change["old"]
+            raise InputError("a sweep is running: wait for it to finish (or cancel it) before changing statements")
+        try:
+            s = self._session_for(index)
+        finally:
+            self.model_lock.release()
         self.session = s
         self.protocol_geometry = Geometry(
             num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans

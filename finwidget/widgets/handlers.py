@@ -135,6 +135,9 @@ def _png(explorer, p, send_progress):
     return {"bytes": len(explorer.last_png)}, None
 
 
+#: request kinds that run the model (one at a time: see ``handle_request``)
+MODEL_KINDS = frozenset({"set_ablations", "sweep"})
+
 #: request kind -> its handler
 HANDLERS = {
     "head_matrix": _head_matrix,
@@ -156,6 +159,12 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
         request = parse_request(content, explorer.protocol_geometry)
     except ProtocolError as err:
         return error_reply(message_id, kind, f"bad request: {err}")
+    lock = getattr(explorer, "model_lock", None)
+    needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
+    if lock is not None and needs_model and not lock.acquire(blocking=False):
+        # A sweep runs in its own thread and holds the model; the kernel must stay free to
+        # take a cancel, so other model work is refused rather than waited for.
+        return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
     try:
         fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
         return ok_reply(request, fields, payload)
@@ -164,3 +173,6 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
     except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
         detail = traceback.format_exception_only(type(err), err)[-1].strip()
         return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}")
+    finally:
+        if lock is not None and needs_model:
+            lock.release()

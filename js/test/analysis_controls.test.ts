@@ -161,6 +161,9 @@ describe("several statements", () => {
     await answerAll(model);
     const texts = Array.from(root.querySelectorAll('[data-testid="span"]')).map((e) => e.textContent);
     expect(texts).toContain("-12");
+    expect(root.getAttribute("data-statement-index")).toBe("1");
+    expect(root.getAttribute("data-finwidget-ready")).toBe("1");
+    expect(root.getAttribute("data-finwidget-busy")).toBe("0");
     expect(model.traits.ablations).toEqual(ablations);
     const picker = q(root, '[data-testid="statement-picker"]') as HTMLSelectElement;
     picker.value = "2";
