@@ -103,6 +103,13 @@ export function mountControls(store: ExplorerStore): Controls {
   else statementRow.style.display = "none";
 
   const root = el("div", { class: "fw-controls", "data-testid": "controls" }, [statementRow, runRow, modeRow]);
+  // Attention recorded without a model: nothing can be ablated, so there is no other run.
+  const canIntervene = store.get("catalogue").modes.some((m) => !m.disabled_reason);
+  if (!canIntervene) {
+    runRow.style.display = "none";
+    modeRow.style.display = "none";
+    root.setAttribute("data-no-model", "1");
+  }
   if (store.offline) {
     // An exported page: everything that asks the kernel to compute something new is off.
     root.prepend(el("div", { class: "fw-label fw-offline-note", "data-testid": "offline-note", role: "note", text: OFFLINE_REASON }));
@@ -153,10 +160,13 @@ export function mountControls(store: ExplorerStore): Controls {
 /** Ctrl+Z / Ctrl+Shift+Z (and Ctrl+Y; Cmd on macOS) inside `root` undo and redo ablations.
  * Keys typed into a text field are left to the field. */
 export function bindUndoKeys(root: HTMLElement, store: ExplorerStore): () => void {
-  return listen(root, "keydown", (ev: KeyboardEvent) => {
+  // On the window, in the capture phase: Notebook 7 takes Ctrl+Z for its own undo before
+  // the event would bubble up to the widget. Only keys typed with the focus inside the widget count.
+  return listen(window, "keydown", (ev: KeyboardEvent) => {
     if (!(ev.ctrlKey || ev.metaKey) || ev.altKey) return;
     const target = ev.target as HTMLElement | null;
-    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA")) return;
+    if (!target || !(target instanceof Node) || !root.contains(target)) return;
+    if (target.tagName === "INPUT" || target.tagName === "TEXTAREA") return;
     const key = ev.key.toLowerCase();
     const isRedo = (key === "z" && ev.shiftKey) || key === "y";
     const isUndo = key === "z" && !ev.shiftKey;
@@ -165,5 +175,5 @@ export function bindUndoKeys(root: HTMLElement, store: ExplorerStore): () => voi
     ev.stopPropagation(); // JupyterLab would otherwise undo a cell operation
     if (isUndo) store.undo();
     else store.redo();
-  });
+  }, { capture: true });
 }

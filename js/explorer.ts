@@ -68,7 +68,8 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   place();
   const root = el("div", { class: "fw-explorer", "data-finwidget-ready": "0", "data-finwidget-busy": "0" }, [
     toolbar,
-    controls.root,
+    // A single view (e.g. the heatmap a guide call returns) keeps to itself.
+    wanted.size > 1 ? controls.root : null,
     el("div", { class: "fw-columns" }, [left, right]),
     status,
   ]);
