@@ -538,7 +538,7 @@ def test_save_html_can_embed_a_whole_layer(explorer, tmp_path):
     assert all(request_key({"kind": "head_matrix", "layer": 2, "head": h}) in keys for h in range(4))
     assert request_key({"kind": "head_matrix", "layer": 1, "head": 0}) not in keys
     with pytest.raises(ValueError, match="heads must be"):
-        explorer.save_html(tmp_path / "x.html", heads="all")
+        explorer.save_html(tmp_path / "x.html", heads="every")
     explorer.focus = {"layer": 0, "head": 0}
 
 

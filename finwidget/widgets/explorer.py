@@ -382,7 +382,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         """Write a standalone page (works offline, no CDN) showing the current state.
 
         ``heads="layer"`` also embeds every head of the focused layer's matrix, so the page
-        can switch between them without a kernel.
+        can switch between them without a kernel; ``heads="all"`` every head's (up to 32 MiB).
         """
         from finwidget.widgets.export import save_explorer_html
 
