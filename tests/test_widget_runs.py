@@ -245,3 +245,41 @@ def test_a_cancelled_sweep_stops_and_leaves_the_model_clean(explorer, demo):
         explorer.sweep("zero", statements="all", should_stop=lambda: True)
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, before)
+
+
+def test_a_sweep_from_the_frontend_runs_beside_the_kernel_and_can_be_cancelled(explorer):
+    import threading
+
+    sent = []
+    progressed = threading.Event()
+    replied = threading.Event()
+
+    def send(content, buffers=None):
+        sent.append(content)
+        if content.get("kind") == "progress":
+            progressed.set()
+        if content.get("kind") == "reply" and content.get("request") == "sweep":
+            replied.set()
+
+    explorer.send = send
+    try:
+        explorer._on_custom_message(explorer, {"id": 20, "kind": "sweep", "mode": "zero", "statements": "all"}, [])
+        assert progressed.wait(60), "no progress from the sweep's thread"
+        # The sweep holds the model: other model work is refused at once (the kernel stays free).
+        explorer._on_custom_message(
+            explorer, {"id": 21, "kind": "set_ablations", "ablations": [{"layer": 0, "head": 0, "mode": "zero"}]}, []
+        )
+        refused = next(m for m in sent if m.get("id") == 21)
+        assert not refused["ok"] and "a sweep is running" in refused["error"]
+        # Attention from the clean capture needs no model and is answered meanwhile.
+        explorer._on_custom_message(explorer, {"id": 22, "kind": "head_matrix", "layer": 1, "head": 0}, [])
+        assert next(m for m in sent if m.get("id") == 22)["ok"]
+        explorer._on_custom_message(explorer, {"id": 23, "kind": "cancel_sweep"}, [])
+        assert replied.wait(60), "the sweep never replied"
+    finally:
+        del explorer.send
+    reply = next(m for m in sent if m.get("id") == 20 and m["kind"] == "reply")
+    assert not reply["ok"] and "sweep cancelled after" in reply["error"]
+    assert explorer.ablations == []
+    assert explorer.model_lock.acquire(blocking=False)
+    explorer.model_lock.release()
