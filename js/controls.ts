@@ -128,6 +128,8 @@ export function mountControls(store: ExplorerStore): Controls {
     const mode = store.get("settings").ablate_mode;
     const takesValue = !!store.mode(mode)?.takes_value;
     valueInput.disabled = !takesValue;
+    const fallback = store.mode(mode)?.default_value;
+    valueInput.placeholder = takesValue && fallback !== null && fallback !== undefined ? `default ${fallback}` : "";
     valueLabel.style.opacity = takesValue ? "1" : "0.5";
     valueLabel.title = takesValue ? "" : `the ${mode} mode takes no value`;
     if (document.activeElement !== valueInput) valueInput.value = String(store.get("settings").scale_value);
