@@ -54,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="a local model folder or hub id")
     report.add_argument("--statement", type=Path, help="a UTF-8 text file holding the statement (default with "
                         "--demo: a generated demo statement)")
-    report.add_argument("--seed", type=int, default=None, help="seed of the generated demo statement "
+    report.add_argument("--seed", type=int, default=None, help="seed of the generated demo statements "
                         "(--demo without --statement; default 7)")
+    report.add_argument("--statements", type=int, default=None, help="how many demo statements the sweep "
+                        "covers (--demo without --statement; default 8; the first is shown)")
+    report.add_argument("--mode", default="zero", choices=("zero", "mean"), help="how the sweep ablates each "
+                        "head (mean: over the demo generator's reference statements for the demo model)")
     report.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu' "
                         "(default: 'auto' with --model, 'cpu' with --demo)")
     report.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
@@ -157,17 +161,23 @@ def read_statement_file(path: Path) -> str:
     return text
 
 
-def _statement_text(args) -> str:
+def _statement_texts(args) -> list[str]:
     if args.statement is not None:
-        return read_statement_file(args.statement)
+        return [read_statement_file(args.statement)]
     if args.demo:
         from finwidget.demo import make_statements
 
-        return make_statements(1, seed=7 if args.seed is None else args.seed)[0].text
+        count = 8 if args.statements is None else args.statements
+        if count < 1:
+            raise InputError(f"--statements must be at least 1, got {count}")
+        return [s.text for s in make_statements(count, seed=7 if args.seed is None else args.seed)]
     raise InputError("--model needs --statement FILE (a UTF-8 text file holding the statement)")
 
 
 def _check_options(args) -> None:
+    if args.statements is not None and (not args.demo or args.statement is not None):
+        raise InputError("--statements sets how many demo statements are generated, so it only applies with "
+                         "--demo and without --statement")
     if args.seed is not None and (not args.demo or args.statement is not None):
         raise InputError("--seed chooses the generated demo statement, so it only applies with --demo "
                          "and without --statement")
@@ -186,7 +196,7 @@ def _check_finite_prediction(prediction: dict) -> None:
         )
 
 
-def _write_page(explorer, path: Path) -> None:
+def _write_page(write, path: Path) -> None:
     """Write the page next to ``path`` and move it into place: never a half-written page."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".html")
     os.close(handle)
@@ -195,7 +205,7 @@ def _write_page(explorer, path: Path) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)
-        explorer.save_html(temp)
+        write(temp)
         os.replace(temp, path)
     except FinwidgetError:
         raise
@@ -214,9 +224,10 @@ def _write_page(explorer, path: Path) -> None:
 
 
 def report(args) -> Path:
+    """The analysis page: prediction, sweep, top heads and what they read, and the explorer."""
     _check_options(args)
     output = check_output_path(args.output)
-    text = _statement_text(args)
+    texts = _statement_texts(args)
     # Only now import torch: the checks above answer at once.
     from finwidget.demo import load_demo_model
     from finwidget.loading import load_model, resolve_device
@@ -224,15 +235,17 @@ def report(args) -> Path:
     device = args.device if args.device is not None else ("cpu" if args.demo else "auto")
     resolve_device(device)
     from finwidget.widgets import AttentionExplorer
+    from finwidget.widgets.report import write_explorer_report
 
     if args.demo:
         model, tokenizer = load_demo_model(device=device)
     else:
         model, tokenizer = load_model(args.model, device=device, dtype=args.dtype or "auto",
                                       load_in_4bit=args.load_in_4bit)
-    explorer = AttentionExplorer(model, tokenizer, text, truncate=args.truncate)
+    explorer = AttentionExplorer(model, tokenizer, texts, truncate=args.truncate)
+    # The answer must be finite before any sweep work (a NaN model gets one clear line).
     _check_finite_prediction(explorer.prediction)
-    _write_page(explorer, output)
+    _write_page(lambda temp: write_explorer_report(explorer, temp, mode=args.mode), output)
     return output
 
 

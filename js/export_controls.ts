@@ -23,7 +23,8 @@ export function explorerFigure(views: View[], store: ExplorerStore): Figure {
   return stack([head, ...views.map((v) => v.figure(false)), state]);
 }
 
-export function exportControls(views: View[], info: Map<string, ViewInfo>, store: ExplorerStore, root: () => HTMLElement): HTMLElement[] {
+export function exportControls(currentViews: () => View[], info: Map<string, ViewInfo>, store: ExplorerStore, root: () => HTMLElement): HTMLElement[] {
+  const views = currentViews();
   let chosen = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? WHOLE_EXPLORER;
   const options = [
     ...views.map((v) => ({ value: v.name, label: info.get(v.name)?.label ?? v.name })),
@@ -39,8 +40,8 @@ export function exportControls(views: View[], info: Map<string, ViewInfo>, store
     a.remove();
   };
   const figure = (): Figure | null => {
-    if (chosen === WHOLE_EXPLORER) return explorerFigure(views, store);
-    return views.find((v) => v.name === chosen)?.figure() ?? null;
+    if (chosen === WHOLE_EXPLORER) return explorerFigure(currentViews(), store);
+    return currentViews().find((v) => v.name === chosen)?.figure() ?? null;
   };
   const png = el("button", { class: "fw-button", type: "button", "data-testid": "export-png", text: "Export PNG" });
   png.addEventListener("click", () => {

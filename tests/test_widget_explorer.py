@@ -268,16 +268,33 @@ def test_set_ablations_answers_with_the_python_apis_number(explorer, model, stat
     assert reply["prediction"]["ablated"] is None and explorer.ablations == []
 
 
-def test_mean_ablation_uses_the_statement_as_reference(explorer, model, statement, tokenizer):
+def test_mean_ablation_is_disabled_without_a_reference_set_on_a_model_other_than_the_demo(explorer):
+    # "mean" means the Python API's mean: over a reference set; this random model has none.
+    reason = explorer.catalogue["reference"]["disabled_reason"]
+    assert not explorer.catalogue["reference"]["available"] and "reference" in reason
+    mean = next(m for m in explorer.catalogue["modes"] if m["name"] == "mean")
+    assert mean["disabled_reason"] == reason
+    reply, _ = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "mean"}])
+    assert not reply["ok"] and "mean ablation is disabled" in reply["error"] and reason in reply["error"]
+    assert explorer.ablations == []
+
+
+def test_mean_ablation_averages_over_the_reference_set_passed(model, statement, tokenizer):
+    reference = [s.text for s in make_statements(3, seed=11)]
+    explorer = AttentionExplorer(model, tokenizer, statement, reference=reference)
+    assert explorer.catalogue["reference"] == {
+        "available": True, "name": "3 statements you passed", "disabled_reason": ""
+    }
     reply, _ = ask(explorer, kind="set_ablations", ablations=[{"layer": 0, "head": 1, "mode": "mean"}])
     task = EarningsTask(tokenizer)
     batch = task.encode(statement)
+    # Independent path: the full forward with the intervention hooks, averaging over the same statements.
     mean = InterventionSet([HeadIntervention(0, 1, "mean")])
-    with mean.applied(model, reference=batch):
+    reference_batch = task.encode(reference)
+    with mean.applied(model, reference=reference_batch):
         full = float(task.logit_diff(task.answer_logits(model, batch))[0])
-    tolerance = ablated_logit_diff_tolerance(model, task, batch, mean, full, reference=batch)
+    tolerance = ablated_logit_diff_tolerance(model, task, batch, mean, full, reference=reference_batch)
     assert abs(reply["prediction"]["ablated"]["logit_diff"] - full) <= tolerance
-    explorer.reset()
 
 
 def test_malformed_messages_get_error_replies_and_the_widget_keeps_working(explorer):
@@ -601,7 +618,7 @@ def test_save_html_can_embed_a_whole_layer(explorer, tmp_path):
     assert all(request_key({"kind": "head_matrix", "layer": 2, "head": h}) in keys for h in range(4))
     assert request_key({"kind": "head_matrix", "layer": 1, "head": 0}) not in keys
     with pytest.raises(ValueError, match="heads must be"):
-        explorer.save_html(tmp_path / "x.html", heads="all")
+        explorer.save_html(tmp_path / "x.html", heads="every")
     explorer.focus = {"layer": 0, "head": 0}
 
 

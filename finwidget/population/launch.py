@@ -19,7 +19,7 @@ import sys
 
 def _load(name: str, device_map: str | None):
     if name == "demo":
-        from finwidget.loading import load_demo_model
+        from finwidget.demo import load_demo_model
 
         return load_demo_model()
     from finwidget.loading import load_model
