@@ -651,16 +651,15 @@ def test_non_finite_answer_writes_no_page(overflowing_head_folder, tmp_path, cap
 def test_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, capsys, monkeypatch):
     import errno
 
-    from finwidget.widgets import AttentionExplorer
-
     page = tmp_path / "out.html"
     page.write_text("old page")
 
-    def disk_full(self, path, *args, **kwargs):
+    def disk_full(explorer, path, *args, **kwargs):
         Path(path).write_text("half a pa")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(AttentionExplorer, "save_html", disk_full)
+    # the report page is written by the export module's writer
+    monkeypatch.setattr("finwidget.widgets.export.save_explorer_html", disk_full)
     code, _, err = _run_cli(["report", "--demo", page], capsys)
     assert code == 2
     assert_one_line_error(err, "could not write", "No space left on device")
@@ -669,14 +668,13 @@ def test_failed_write_keeps_the_old_page_and_leaves_no_temp_file(tmp_path, capsy
 
 
 def test_page_json_refusing_a_non_finite_number_is_one_line(tmp_path, capsys, monkeypatch):
-    """``save_html`` writes strict JSON; its refusal of a NaN reaches the user as one line, no page."""
-    from finwidget.widgets import AttentionExplorer
+    """The page writer emits strict JSON; its refusal of a NaN reaches the user as one line, no page."""
 
-    def strict_json_refuses(self, path, *args, **kwargs):
+    def strict_json_refuses(explorer, path, *args, **kwargs):
         Path(path).write_text("<!DOCTYPE html>")
         raise ValueError("Out of range float values are not JSON compliant: nan")
 
-    monkeypatch.setattr(AttentionExplorer, "save_html", strict_json_refuses)
+    monkeypatch.setattr("finwidget.widgets.export.save_explorer_html", strict_json_refuses)
     code, _, err = _run_cli(["report", "--demo", tmp_path / "out.html"], capsys)
     assert code == 2
     assert_one_line_error(err, "would hold a non-finite number (NaN or infinity)")

@@ -95,11 +95,14 @@ def _paragraph(prediction: dict, summary: pd.DataFrame, readings: list[HeadReadi
     if n > 1:
         text += f" and flips {first.flip_rate:.0%} of the answers"
     text += f"; the next head moves it by {second:.2f}. "
+    reading = [r for r in readings if len(r.line_items)]
+    if not reading:  # e.g. a statement truncated to its last tokens, or one without line items
+        return text + "The statement shows no line items the reader recognised, so no head's reading is named."
     reads = "; ".join(
         f"L{r.layer}H{r.head} puts {r.line_items['attention'].iloc[0]:.2f} of its answer-position attention on "
         f"“{r.line_items['line_item'].iloc[0]}”"
         + (f" and {r.line_items['attention'].iloc[1]:.2f} on “{r.line_items['line_item'].iloc[1]}”" if len(r.line_items) > 1 else "")
-        for r in readings
+        for r in reading
     )
     return text + f"At the answer position, {reads}."
 

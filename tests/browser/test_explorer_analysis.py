@@ -18,9 +18,9 @@ SEED = 3
 
 
 def test_mean_run_switch_and_undo(notebook_dir, page, artifacts):
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
     from finwidget.interventions.sweep import sweep_heads
-    from finwidget import load_demo_model
     from finwidget.task import EarningsTask
     from finwidget.widgets.reference import DEMO_REFERENCE_COUNT, DEMO_REFERENCE_SEED
 
@@ -91,8 +91,8 @@ def test_mean_run_switch_and_undo(notebook_dir, page, artifacts):
 
 
 def test_the_report_page_works_offline(browser, tmp_path, artifacts):
-    from finwidget.demo import make_statements
     from finwidget import load_demo_model
+    from finwidget.demo import make_statements
     from finwidget.widgets.report import write_report
 
     model, tokenizer = load_demo_model()
