@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from finwidget.errors import CaptureStateError, InputError
@@ -178,7 +178,7 @@ class InterventionSet:
     (or ``with s.applied(model, ...)``).
     """
 
-    interventions: tuple[HeadIntervention, ...] = field(default=())
+    interventions: Sequence[HeadIntervention] = field(default=())  # kept as a tuple, in (layer, head) order
 
     def __post_init__(self):
         items = self.interventions
@@ -206,7 +206,7 @@ class InterventionSet:
         """A new set with one more intervention (a ``HeadIntervention`` or its arguments)."""
         if not isinstance(intervention, HeadIntervention):
             intervention = HeadIntervention(intervention, *args, **kwargs)
-        return InterventionSet(self.interventions + (intervention,))
+        return InterventionSet((*self.interventions, intervention))
 
     def remove(self, layer: int, head: int) -> InterventionSet:
         """A new set without the intervention on ``(layer, head)`` (raises if there is none)."""
@@ -224,7 +224,7 @@ class InterventionSet:
         """Both sets' interventions; the same head with different settings raises."""
         if not isinstance(other, InterventionSet):
             other = InterventionSet(other)
-        return InterventionSet(self.interventions + other.interventions)
+        return InterventionSet((*self.interventions, *other.interventions))
 
     __or__ = union
 

@@ -11,6 +11,7 @@ the views show comes from a session (:mod:`finwidget.widgets.session`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anywidget
 
@@ -26,6 +27,9 @@ from finwidget.widgets.protocol import (
     startup_catalogue,
 )
 from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _STATE_KWARGS = {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
@@ -132,7 +136,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self.observe(self._on_ablations, names="ablations")
 
     @classmethod
-    def for_session(cls, session: ExplorerSession, **kwargs) -> AttentionExplorer:
+    def for_session(cls, session: ExplorerSession, **kwargs) -> Self:
         """An explorer (or one of its single views) of a ready session."""
         return cls(None, None, session.text, session=session, **kwargs)
 
