@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -156,7 +156,7 @@ def run_interpretability_experiment(data_samples, research_question: str, model=
                 continue
             findings.comparisons[name] = cmp.compare_groups(table, name, permutations=permutations, **options)
         elif name == "layer_band":
-            if table["layer"].nunique() > 1:
+            if cast(int, table["layer"].nunique()) > 1:
                 findings.comparisons[name] = cmp.layer_band(table, **options)
         elif name == "correlation":
             findings.comparisons[name] = cmp.correlate(table)

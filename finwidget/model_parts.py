@@ -309,7 +309,7 @@ def remove_hooks(handles: Iterable) -> None:
         handle.remove()
 
 
-def embed_tokens(model) -> torch.nn.Module:
+def embed_tokens(model) -> torch.nn.Embedding:
     """The input embedding (token ids ``[B, T]`` -> ``[B, T, E]``)."""
     embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embedding is None:

@@ -38,9 +38,10 @@ class AttentionSource(Protocol):
         layers: the layer indices held (a subset of ``0..L-1``), ascending.
         batch_size, seq_len: ``B`` and ``T`` of the recorded batch.
         attention_mask: ``[B, T]`` long 0/1 padding mask (1 = real token), or None without padding.
+        attention_weights: ``{'layer_i': [B, H, T, T]}`` tensor-likes (computed on access for a capture).
 
-    ``isinstance(x, AttentionSource)`` checks that these names exist (on Python 3.11 that
-    reads them, so a capture with nothing recorded raises its ``CaptureStateError`` here).
+    ``isinstance(x, AttentionSource)`` checks only that these names exist (Python 3.11 reads
+    them to check, so a capture that recorded nothing raises its ``CaptureStateError`` there).
     """
 
     @property
@@ -60,6 +61,9 @@ class AttentionSource(Protocol):
 
     @property
     def attention_mask(self) -> torch.Tensor | None: ...
+
+    @property
+    def attention_weights(self) -> Mapping[str, Any]: ...
 
     def attention(self, layer: int, head: Any = None, query: Any = None, batch: int = 0) -> torch.Tensor:
         """Float32 probabilities of ``layer``, batch row ``batch``: ``[H, Tq, T]`` for ``head=None``,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -104,7 +105,7 @@ def statement_head_metrics(attention, layout: StatementLayout, batch: int = 0,
             if name.endswith("_per_token"):
                 mass = mass / count if count else np.full(flat.shape[0], math.nan)
             frame[name] = mass
-    return frame[["layer", "head", *names]].reset_index(drop=True)
+    return cast(pd.DataFrame, frame[["layer", "head", *names]]).reset_index(drop=True)
 
 
 def measure_batch(model, tokenizer, texts: Sequence[str], task=None, names=None, lexicon=None) -> tuple[
