@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from finwidget.errors import CaptureStateError, InputError
 from finwidget.interventions.modes import MODES, InterventionMode, mode_named
@@ -144,7 +145,7 @@ def _normalize_positions(positions) -> tuple[int, ...] | None:
     if isinstance(positions, int) and not isinstance(positions, bool):
         positions = (positions,)
     try:
-        items = list(positions)
+        items = list(cast(Iterable, positions))  # a bool or other non-iterable raises TypeError
     except TypeError:
         raise InputError(f"positions must be None, an int or a list of ints, got {positions!r}") from None
     if not items:
