@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.finwidget-installed
 JS_SOURCES := $(wildcard js/*.ts js/*/*.ts js/*.css)
 PORT ?= 8888
 
-.PHONY: demo test setup report frontend test-python test-js test-browser test-exactness-portable chromium clean
+.PHONY: demo test setup report frontend typecheck-python test-python test-js test-browser test-exactness-portable chromium clean
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -66,7 +66,11 @@ test-js: node_modules/.package-lock.json
 	npm run typecheck
 	npm test
 
-test-python: setup
+# pyright (npm devDependency, pinned) at the strictness in pyproject's [tool.pyright].
+typecheck-python: setup node_modules/.package-lock.json
+	node_modules/.bin/pyright
+
+test-python: setup typecheck-python
 	$(BIN)/ruff check finwidget tests benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -44,7 +44,7 @@ _NOT_TEXT_SIGNATURES = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="finwidget", description=__doc__.splitlines()[0],
+        prog="finwidget", description=(__doc__ or "finwidget").splitlines()[0],
         epilog="exit codes: 0 written, 2 user error (one line on stderr), 130 interrupted",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pandas as pd
 
@@ -111,7 +112,7 @@ _ALL = ("label", "predicted", "confidence", "recent_vs_prior_year", "large_vs_sm
 def _caller_globals(name: str):
     frame = inspect.currentframe()
     try:
-        caller = frame.f_back.f_back
+        caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
         return caller.f_globals.get(name) if caller is not None else None
     finally:
         del frame
@@ -143,9 +144,9 @@ def run_interpretability_experiment(data_samples, research_question: str, model=
         raise InputError("research_question must be a non-empty string (a name from QUESTIONS or your question)")
     table = measure_statements(model, tokenizer, data_samples, batch_size=batch_size, progress=progress)
     names = QUESTIONS.get(research_question.strip(), _ALL)
-    has_label = table["label"].notna().all() if "label" in table else False
+    has_label = bool(table["label"].notna().all()) if "label" in table else False
     findings = ExperimentFindings(research_question, table)
-    options = {"bootstrap": bootstrap, "seed": seed}
+    options: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed}
     for name in names:
         if name in ("label", "correct") and not has_label:
             continue
@@ -155,7 +156,7 @@ def run_interpretability_experiment(data_samples, research_question: str, model=
                 continue
             findings.comparisons[name] = cmp.compare_groups(table, name, permutations=permutations, **options)
         elif name == "layer_band":
-            if table["layer"].nunique() > 1:
+            if cast(int, table["layer"].nunique()) > 1:
                 findings.comparisons[name] = cmp.layer_band(table, **options)
         elif name == "correlation":
             findings.comparisons[name] = cmp.correlate(table)

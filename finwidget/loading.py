@@ -315,7 +315,7 @@ def _check_finite_weights(model, name: str) -> None:
 
 
 # ---------------------------------------------------------------------- the loader
-def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="auto",
+def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype: str | torch.dtype = "auto",
                load_in_4bit: bool = False, **kwargs):
     """Load ``(model, tokenizer)`` for a Hugging Face decoder-only causal LM.
 
@@ -390,7 +390,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
     load_kwargs.setdefault("dtype", torch_dtype)
     if load_in_4bit:
         try:
-            import bitsandbytes  # noqa: F401
+            import bitsandbytes  # pyright: ignore[reportMissingImports]  # noqa: F401 - optional (4-bit)
         except ImportError:
             raise ModelLoadError(
                 "load_in_4bit=True needs the bitsandbytes package and a CUDA GPU: pip install bitsandbytes"
@@ -407,8 +407,8 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
     try:
         # Mismatched shapes are reported through the loading info (and refused below)
         # rather than as transformers' RuntimeError after its own report.
-        model, info = AutoModelForCausalLM.from_pretrained(
-            source, output_loading_info=True, ignore_mismatched_sizes=True, **load_kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportGeneralTypeIssues]
+            source, output_loading_info=True, ignore_mismatched_sizes=True, **load_kwargs)  # (model, info) pair
     except FinwidgetError:
         raise
     except Exception as err:  # noqa: BLE001 - OSError, SafetensorError, RuntimeError, torch OOM, ...

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -152,6 +153,7 @@ class ModelGeometry:
         if missing:
             raise UnsupportedModelError(f"{architecture_of(model)}'s config has no {', '.join(missing)}; "
                                         "finwidget reads the attention geometry from them")
+        assert num_heads is not None and hidden is not None and layers is not None  # none missing
         num_heads, hidden = int(num_heads), int(hidden)
         return cls(
             num_layers=int(layers),
@@ -245,7 +247,7 @@ def decoder_stack(model) -> torch.nn.Module:
 
 def decoder_layers(model) -> torch.nn.ModuleList:
     """The model's decoder layers (``model.model.layers``)."""
-    return decoder_stack(model).layers
+    return cast(torch.nn.ModuleList, decoder_stack(model).layers)
 
 
 def decoder_layer(model, layer: int) -> torch.nn.Module:
@@ -275,7 +277,7 @@ def mlp_module(model, layer: int) -> torch.nn.Module:
     return mlp
 
 
-def head_output_site(model, layer: int) -> torch.nn.Module:
+def head_output_site(model, layer: int) -> torch.nn.Linear:
     """The output projection of ``layer``'s attention: its forward pre-hook sees the
     concatenated per-head outputs ``[B, T, H*D]`` as its first positional argument."""
     o_proj = getattr(attention_module(model, layer), "o_proj", None)
@@ -307,7 +309,7 @@ def remove_hooks(handles: Iterable) -> None:
         handle.remove()
 
 
-def embed_tokens(model) -> torch.nn.Module:
+def embed_tokens(model) -> torch.nn.Embedding:
     """The input embedding (token ids ``[B, T]`` -> ``[B, T, E]``)."""
     embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embedding is None:
@@ -331,7 +333,7 @@ def final_norm(model) -> torch.nn.Module:
     return norm
 
 
-def unembedding(model) -> torch.nn.Module:
+def unembedding(model) -> torch.nn.Linear:
     """The LM head: normed residual ``[..., E]`` -> logits ``[..., V]``."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:

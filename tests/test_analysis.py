@@ -345,3 +345,21 @@ def test_memory_cap_holds_on_a_long_statement(qwen_like_tokenizer):
         numeric_a = capped.select_dtypes("number").to_numpy(dtype=float)
         numeric_b = uncapped.select_dtypes("number").to_numpy(dtype=float)
         np.testing.assert_allclose(numeric_a, numeric_b, rtol=1e-5, atol=1e-6)
+
+
+def test_every_accepted_form_becomes_an_attention_source(setup):
+    from finwidget.analysis import AttentionSource, FinancialAttentionAnalyzer, as_attention_source
+
+    cap = setup["cap"]
+    analyzer = FinancialAttentionAnalyzer(cap, setup["tokenizer"], input_ids=setup["batch"]["input_ids"][:1])
+    tensors = {f"layer_{i}": cap.attention_weights[f"layer_{i}"][:] for i in cap.layers}
+    held = as_attention_source(tensors)
+    assert isinstance(cap, AttentionSource) and isinstance(held, AttentionSource)
+    assert as_attention_source(cap) is cap
+    assert as_attention_source(analyzer) is cap  # the analyzer's .source
+    assert as_attention_source(cap.attention_weights) is cap  # the lazy mapping's capture
+    assert torch.equal(held.attention(1, head=0), cap.attention(1, head=0))
+    for not_a_source in ("not attention", {"weights": 1}, object()):
+        assert not isinstance(not_a_source, AttentionSource)
+    with pytest.raises(InputError, match="cannot read attention"):
+        as_attention_source(object())

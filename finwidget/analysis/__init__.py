@@ -23,7 +23,7 @@ from finwidget.analysis.metrics import (
     measure_catalogue,
 )
 from finwidget.analysis.prediction import prediction_attention, top_spans
-from finwidget.analysis.source import TensorAttention, as_attention_source
+from finwidget.analysis.source import AttentionSource, TensorAttention, as_attention_source
 from finwidget.analysis.specialization import (
     HEAD_TYPES,
     HeadTypeThresholds,
@@ -35,6 +35,7 @@ __all__ = [
     "ATTENTION_MEASURES",
     "HEAD_MEASURES",
     "HEAD_TYPES",
+    "AttentionSource",
     "DecisionPathway",
     "FinancialAttentionAnalyzer",
     "HeadMeasure",

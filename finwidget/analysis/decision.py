@@ -70,7 +70,7 @@ def _as_task(task_or_tokenizer) -> TwoAnswerTask:
     return task_or_tokenizer if isinstance(task_or_tokenizer, TwoAnswerTask) else EarningsTask(task_or_tokenizer)
 
 
-def _as_batch(model, task: EarningsTask, inputs) -> dict[str, torch.Tensor]:
+def _as_batch(model, task: TwoAnswerTask, inputs) -> dict[str, torch.Tensor]:
     device = model_device(model)
     if isinstance(inputs, dict):
         if "input_ids" not in inputs:

@@ -28,6 +28,7 @@ def heatmap_figure(matrix, row_labels: Sequence[str], column_labels: Sequence[st
                    x_label: str = "key", y_label: str = "query", color_label: str = "attention"):
     """A ``bqplot.Figure`` with a grid heat map of ``matrix`` ``[rows, columns]``."""
     import bqplot
+    from bqplot import Figure  # (pyright reads bqplot.Figure as the module)
 
     values = np.asarray(matrix, dtype=np.float64)
     if values.ndim != 2 or values.shape != (len(row_labels), len(column_labels)):
@@ -50,7 +51,7 @@ def heatmap_figure(matrix, row_labels: Sequence[str], column_labels: Sequence[st
         bqplot.ColorAxis(scale=color_scale, side="right", label=color_label),
     ]
     size = max(360, min(900, 14 * max(len(rows), len(columns)) + 160))
-    return bqplot.Figure(marks=[grid], axes=axes, title=title,
+    return Figure(marks=[grid], axes=axes, title=title,
                          fig_margin={"top": 50, "bottom": 140, "left": 180, "right": 90},
                          layout={"width": f"{size + 180}px", "height": f"{size}px"})
 
@@ -58,11 +59,12 @@ def heatmap_figure(matrix, row_labels: Sequence[str], column_labels: Sequence[st
 def bar_figure(values: Sequence[float], labels: Sequence[str], title: str, y_label: str = "attention"):
     """A ``bqplot.Figure`` with one bar per label."""
     import bqplot
+    from bqplot import Figure, LinearScale  # (pyright reads bqplot.Figure as the module)
 
     names = _unique_labels(labels)
-    x_scale, y_scale = bqplot.OrdinalScale(domain=names), bqplot.LinearScale(min=0.0)
+    x_scale, y_scale = bqplot.OrdinalScale(domain=names), LinearScale(min=0.0)
     bars = bqplot.Bars(x=names, y=np.asarray(values, dtype=np.float64), scales={"x": x_scale, "y": y_scale})
     axes = [bqplot.Axis(scale=x_scale, tick_rotate=-45),
             bqplot.Axis(scale=y_scale, side="left", label=y_label)]
-    return bqplot.Figure(marks=[bars], axes=axes, title=title, fig_margin={"top": 50, "bottom": 120, "left": 60,
+    return Figure(marks=[bars], axes=axes, title=title, fig_margin={"top": 50, "bottom": 120, "left": 60,
                                                                              "right": 20})

@@ -15,6 +15,7 @@ per chunk row, never ``T x T`` for every head.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -116,4 +117,4 @@ def _row_frame(layer: int, row: torch.Tensor, layout: StatementLayout | None) ->
                              "attention": row.numpy()})
     by_span = aggregate_to_spans(row, layout)
     return pd.DataFrame({"layer": layer, "key": range(layout.num_spans),
-                         "text": [s.text for s in layout.spans], "attention": by_span.numpy()})
+                         "text": [s.text for s in layout.spans], "attention": np.asarray(by_span)})

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -368,7 +369,7 @@ def head_metric_table(
         if m.needs != "attention":
             where = "decision_pathway(...).heads" if m.needs == "model" else "sweep_heads(...)"
             raise InputError(f"{m.name} is not computed from attention: use {where}")
-    selection = tuple(selection) if selection else None
+    span_range = cast(Selection, tuple(selection) if selection else None)
     layers = check_layers(source, None)
     frame = pd.DataFrame(
         {
@@ -377,5 +378,6 @@ def head_metric_table(
         }
     )
     for m in measures:
-        frame[m.name] = m.compute(source, layout, selection)[layers].reshape(-1)
+        assert m.compute is not None  # an attention measure (checked above)
+        frame[m.name] = m.compute(source, layout, span_range)[layers].reshape(-1)
     return frame

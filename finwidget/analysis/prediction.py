@@ -7,6 +7,8 @@ Attention to a span is the sum over its key tokens.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pandas as pd
 import torch
 
@@ -75,18 +77,18 @@ def prediction_attention(
         "attention": values.reshape(-1).numpy(),
         "rank": ranks.reshape(-1).numpy(),
     })
-    span_info = layout.to_dataframe()[["index", "text", "kind", "category", "line_item", "year"]]
+    span_info = cast(pd.DataFrame, layout.to_dataframe()[["index", "text", "kind", "category", "line_item", "year"]])
     frame = frame.merge(span_info.rename(columns={"index": "span"}), on="span", how="left")
     if top_k is not None:
-        frame = frame[frame["rank"] <= int(top_k)]
+        frame = cast(pd.DataFrame, frame[frame["rank"] <= int(top_k)])
     frame = frame.sort_values(["layer", "head", "rank"], kind="stable").reset_index(drop=True)
-    return frame[PREDICTION_COLUMNS]
+    return cast(pd.DataFrame, frame[PREDICTION_COLUMNS])
 
 
 def top_spans(frame: pd.DataFrame, k: int = 5, by=("layer",)) -> pd.DataFrame:
     """The ``k`` most attended spans per group of a ``prediction_attention`` table,
     averaging attention over the other rows in the group (e.g. over heads for ``by=("layer",)``)."""
     keys = list(by) + ["span", "text", "kind", "category", "line_item", "year"]
-    mean = frame.groupby(keys, dropna=False, sort=False)["attention"].mean().reset_index()
+    mean = cast(pd.Series, frame.groupby(keys, dropna=False, sort=False)["attention"].mean()).reset_index()
     mean = mean.sort_values(list(by) + ["attention"], ascending=[True] * len(by) + [False], kind="stable")
     return mean.groupby(list(by), sort=True).head(k).reset_index(drop=True)

@@ -1,10 +1,10 @@
 """Where the analysis reads attention from, and how tokens line up with its columns.
 
-Every metric reads attention through one small interface (an ``AttentionCapture``
-has it): ``num_layers``, ``num_heads``, ``layers``, ``batch_size``, ``seq_len``,
-``attention_mask`` (``[B, T]`` long or None) and
+Every metric reads attention through one small interface, the :class:`AttentionSource`
+protocol (an ``AttentionCapture`` has it): ``num_layers``, ``num_heads``, ``layers``,
+``batch_size``, ``seq_len``, ``attention_mask`` (``[B, T]`` long or None) and
 ``attention(layer, head=None, query=None, batch=0) -> float32`` (``[H, Tq, T]`` for
-``head=None``). ``as_attention_source`` accepts a capture, the guide's
+``head=None``; shape letters as in ``finwidget.model_parts``). ``as_attention_source`` accepts a capture, the guide's
 ``AttentionHook``, a ``hook.attention_weights`` mapping, a dict ``{'layer_i': [B, H, T, T]}``,
 the tuple a model returns with ``output_attentions=True``, or a ``FinancialAttentionAnalyzer``.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,6 +26,49 @@ from finwidget.statement.layout import StatementLayout
 #: Default cap on the attention values one chunk may hold (bytes, float32).
 DEFAULT_MAX_BYTES = 64 * 2**20
 _LAYER_NAME = re.compile(r"^layer_(\d+)$")
+
+
+@runtime_checkable
+class AttentionSource(Protocol):
+    """What every metric reads attention from (``AttentionCapture`` and :class:`TensorAttention`).
+
+    Attributes:
+        num_layers: ``L``, the model's layer count.
+        num_heads: ``H``, query heads per layer.
+        layers: the layer indices held (a subset of ``0..L-1``), ascending.
+        batch_size, seq_len: ``B`` and ``T`` of the recorded batch.
+        attention_mask: ``[B, T]`` long 0/1 padding mask (1 = real token), or None without padding.
+        attention_weights: ``{'layer_i': [B, H, T, T]}`` tensor-likes (computed on access for a capture).
+
+    ``isinstance(x, AttentionSource)`` checks only that these names exist (Python 3.11 reads
+    them to check, so a capture that recorded nothing raises its ``CaptureStateError`` there).
+    """
+
+    @property
+    def num_layers(self) -> int: ...
+
+    @property
+    def num_heads(self) -> int: ...
+
+    @property
+    def layers(self) -> Sequence[int]: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def seq_len(self) -> int: ...
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None: ...
+
+    @property
+    def attention_weights(self) -> Mapping[str, Any]: ...
+
+    def attention(self, layer: int, head: Any = None, query: Any = None, batch: int = 0) -> torch.Tensor:
+        """Float32 probabilities of ``layer``, batch row ``batch``: ``[H, Tq, T]`` for ``head=None``,
+        ``[Tq, T]`` for one head (``Tq = T`` unless ``query`` selects rows)."""
+        ...
 
 
 class TensorAttention:
@@ -52,6 +96,7 @@ class TensorAttention:
                 raise InputError(f"layer {index}: shape {tuple(tensor.shape)} differs from {tuple(shape)}")
             shape = tensor.shape
             self._layers[int(index)] = tensor
+        assert shape is not None  # layers is not empty
         self.layers = sorted(self._layers)
         self.num_layers = num_layers if num_layers is not None else self.layers[-1] + 1
         self.batch_size, self.num_heads, self.seq_len, _ = (int(s) for s in shape)
@@ -71,16 +116,16 @@ class TensorAttention:
         return {f"layer_{i}": t for i, t in self._layers.items()}
 
 
-def as_attention_source(attention):
-    """Wrap what the user has into an object with the capture's interface."""
-    if callable(getattr(attention, "attention", None)) and hasattr(attention, "num_heads"):
+def as_attention_source(attention) -> AttentionSource:
+    """Wrap what the user has into an :class:`AttentionSource`."""
+    if isinstance(attention, AttentionSource):
         return attention
-    analyzed = getattr(attention, "source", None)  # a FinancialAttentionAnalyzer
-    if analyzed is not None and callable(getattr(analyzed, "attention", None)):
-        return analyzed
-    inner = getattr(attention, "capture", None) or getattr(attention, "_capture", None)
-    if inner is not None and callable(getattr(inner, "attention", None)):
-        return inner
+    # What holds a source: a FinancialAttentionAnalyzer (.source), the guide's AttentionHook
+    # (.capture), a hook.attention_weights mapping (._capture).
+    for holder in ("source", "capture", "_capture"):
+        inner = getattr(attention, holder, None)
+        if inner is not None and isinstance(inner, AttentionSource):
+            return inner
     if isinstance(attention, Mapping):
         layers = {}
         for name, value in attention.items():
@@ -109,7 +154,7 @@ def _as_tensor(value) -> torch.Tensor:
         return torch.from_numpy(value)
     materialize = getattr(value, "materialize", None)
     if callable(materialize):
-        return materialize()
+        return cast(torch.Tensor, materialize())  # a LazyLayerAttention's tensor
     raise InputError(f"attention values must be tensors, got {type(value).__name__}")
 
 

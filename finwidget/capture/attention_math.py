@@ -14,6 +14,8 @@ time.
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 
 # Score cells (float32) computed at once when several heads are asked for:
@@ -21,7 +23,11 @@ import torch
 DEFAULT_CHUNK_CELLS = 32 * 1024 * 1024
 
 
-def kv_head_for(head: int | torch.Tensor, num_heads: int, num_kv_heads: int):
+@overload
+def kv_head_for(head: int, num_heads: int, num_kv_heads: int) -> int: ...
+@overload
+def kv_head_for(head: torch.Tensor, num_heads: int, num_kv_heads: int) -> torch.Tensor: ...
+def kv_head_for(head: int | torch.Tensor, num_heads: int, num_kv_heads: int) -> int | torch.Tensor:
     """The key/value head that query head ``head`` reads (grouped-query attention).
 
     ``head // (num_heads // num_kv_heads)``, as ``repeat_kv`` lays the heads out:

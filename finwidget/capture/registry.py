@@ -81,7 +81,8 @@ def _make_recorder(original: str) -> Callable:
             # `output_attentions` only makes these implementations log that they cannot return weights;
             # the capture recomputes them from the recorded queries and keys instead.
             kwargs.pop("output_attentions", None)
-            delegate = ALL_ATTENTION_FUNCTIONS.get_interface(original, None)
+            # `original` is a registered implementation (checked when routing): no default is used.
+            delegate = ALL_ATTENTION_FUNCTIONS.get_interface(original, None)  # pyright: ignore[reportArgumentType]
         return delegate(module, query, key, value, attention_mask, *args, **kwargs)
 
     record_then_attend.__name__ = f"record_then_{original.replace('|', '_')}"
@@ -219,7 +220,7 @@ class ModelRouting:
         try:
             originals = {}
             for module in self.modules.values():
-                original = module.config._attn_implementation
+                original = module.config._attn_implementation  # pyright: ignore[reportAttributeAccessIssue] - HF config
                 if original is None or not isinstance(original, str):
                     raise CaptureStateError(
                         f"{type(module).__name__}'s config names no attention implementation "

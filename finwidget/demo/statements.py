@@ -81,7 +81,8 @@ class Statement:
     @property
     def rule_signs(self) -> tuple[int, int]:
         """Signs (+1/-1) of the changes of the two rule items (net income, operating cash flow)."""
-        return tuple(1 if self.numbers[item]["change"] > 0 else -1 for item in RULE_ITEMS)
+        first, second = (1 if self.numbers[item]["change"] > 0 else -1 for item in RULE_ITEMS)
+        return first, second
 
 
 class StatementPair(NamedTuple):

@@ -31,6 +31,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,6 +39,9 @@ from finwidget.demo.answer_forward import answer_position_logits
 from finwidget.demo.statements import LINE_ITEMS, RULE_ITEMS
 from finwidget.errors import InputError
 from finwidget.strict_json import strict_dumps
+
+if TYPE_CHECKING:
+    from transformers import Qwen2ForCausalLM
 
 VALIDATION_SEED = 777
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
@@ -73,7 +77,7 @@ class TrainConfig:
 class TrainResult:
     """What ``train`` returns: the model, its tokenizer and the training record."""
 
-    model: object
+    model: Qwen2ForCausalLM
     tokenizer: object
     losses: list[float] = field(default_factory=list)  # answer-token loss per step
     validation: list[dict] = field(default_factory=list)  # {"step", "accuracy", "loss"}

@@ -78,7 +78,7 @@ class _ExplicitAttention:
         if _active_recorders and _active_recorders[-1] is self.recorded:
             _active_recorders.pop()
         for config, implementation in self.saved:
-            config._attn_implementation_internal = implementation
+            config._attn_implementation_internal = implementation  # pyright: ignore[reportAttributeAccessIssue] - HF config
         self.saved = []
         return False
 

@@ -16,6 +16,8 @@ the real sweep (:func:`rank_agreement`) before trusting it on a new model.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pandas as pd
 import torch
 
@@ -184,10 +186,10 @@ def rank_agreement(estimate: pd.DataFrame, sweep: pd.DataFrame, statistic: str =
         values = joined[["estimated_change", "change"]]
         if statistic == "mean_abs":
             values = values.abs()
-        grouped = values.groupby([joined["layer"], joined["head"]]).mean()
+        grouped = cast(pd.DataFrame, values.groupby([joined["layer"], joined["head"]]).mean())
         a, b = grouped["estimated_change"], grouped["change"]
     else:
         raise InputError(f"statistic must be 'mean_abs', 'mean' or 'per_statement', got {statistic!r}")
     if len(a) < 3:
         raise InputError(f"need at least 3 heads in common to rank, got {len(a)}")
-    return float(spearmanr(a, b).statistic)
+    return float(spearmanr(a, b).statistic)  # pyright: ignore[reportAttributeAccessIssue] - scipy's result type

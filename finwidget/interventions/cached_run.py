@@ -50,7 +50,7 @@ def statement_texts(statements) -> list[str] | None:
     return None
 
 
-def encode_statements(task: EarningsTask, statements, device, what: str = "statements") -> dict[str, torch.Tensor]:
+def encode_statements(task: EarningsTask | None, statements, device, what: str = "statements") -> dict[str, torch.Tensor]:
     """An encoded, left-padded batch from texts / ``Statement`` objects / an encoded batch / token ids."""
     if isinstance(statements, (list, tuple)) and len(statements) == 0:
         raise InputError(f"{what}: the list is empty; pass at least one statement")

@@ -25,7 +25,7 @@ STANDARD_LAYERS = ("Qwen2DecoderLayer", "LlamaDecoderLayer", "MistralDecoderLaye
 SHORTCUT_ATTENTION = ("sdpa", "eager")
 
 
-def supports_shortcuts(layer, attn_implementation: str) -> bool:
+def supports_shortcuts(layer, attn_implementation: str | None) -> bool:
     """Whether ``layer`` is a plain pre-norm layer these shortcuts reproduce exactly."""
     if type(layer).__name__ not in STANDARD_LAYERS or attn_implementation not in SHORTCUT_ATTENTION:
         return False

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from finwidget.errors import CaptureStateError, InputError
 from finwidget.interventions.modes import MODES, InterventionMode, mode_named
@@ -144,7 +145,7 @@ def _normalize_positions(positions) -> tuple[int, ...] | None:
     if isinstance(positions, int) and not isinstance(positions, bool):
         positions = (positions,)
     try:
-        items = list(positions)
+        items = list(cast(Iterable, positions))  # a bool or other non-iterable raises TypeError
     except TypeError:
         raise InputError(f"positions must be None, an int or a list of ints, got {positions!r}") from None
     if not items:
@@ -178,7 +179,7 @@ class InterventionSet:
     (or ``with s.applied(model, ...)``).
     """
 
-    interventions: tuple[HeadIntervention, ...] = field(default=())
+    interventions: Sequence[HeadIntervention] = field(default=())  # kept as a tuple, in (layer, head) order
 
     def __post_init__(self):
         items = self.interventions
@@ -206,7 +207,7 @@ class InterventionSet:
         """A new set with one more intervention (a ``HeadIntervention`` or its arguments)."""
         if not isinstance(intervention, HeadIntervention):
             intervention = HeadIntervention(intervention, *args, **kwargs)
-        return InterventionSet(self.interventions + (intervention,))
+        return InterventionSet((*self.interventions, intervention))
 
     def remove(self, layer: int, head: int) -> InterventionSet:
         """A new set without the intervention on ``(layer, head)`` (raises if there is none)."""
@@ -224,7 +225,7 @@ class InterventionSet:
         """Both sets' interventions; the same head with different settings raises."""
         if not isinstance(other, InterventionSet):
             other = InterventionSet(other)
-        return InterventionSet(self.interventions + other.interventions)
+        return InterventionSet((*self.interventions, *other.interventions))
 
     __or__ = union
 

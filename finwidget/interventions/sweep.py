@@ -10,6 +10,7 @@ layer; sets are batched where the device benefits). The result is a tidy DataFra
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import pandas as pd
 import torch
@@ -116,9 +117,9 @@ def sweep_heads(
         bar.close()
     result = pd.concat(frames, ignore_index=True)
     if first_statement == 1:
-        return result[SWEEP_COLUMNS].reset_index(drop=True)
+        return cast(pd.DataFrame, result[SWEEP_COLUMNS]).reset_index(drop=True)
     result = result.sort_values(["statement", "layer", "head"], kind="stable").reset_index(drop=True)
-    return result[SWEEP_COLUMNS + ["statement"]]
+    return cast(pd.DataFrame, result[SWEEP_COLUMNS + ["statement"]])
 
 
 def sweep_run(
@@ -150,7 +151,7 @@ def sweep_run(
     })
     frame["change"] = frame["logit_diff"] - frame["clean_logit_diff"]
     frame["flipped"] = (frame["logit_diff"] > 0) != (frame["clean_logit_diff"] > 0)
-    return frame[SWEEP_COLUMNS + ["statement"]]
+    return cast(pd.DataFrame, frame[SWEEP_COLUMNS + ["statement"]])
 
 
 def summarize_sweep(sweep: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ class Comparison:
 
     def significant(self, q: float = 0.05) -> pd.DataFrame:
         """Tests whose Benjamini-Hochberg q-value is below ``q``, largest effect first."""
-        hits = self.table[self.table["q"] < q]
+        hits = cast(pd.DataFrame, self.table[self.table["q"] < q])
         return Comparison(hits, self.settings).top(len(hits))
 
     def __len__(self) -> int:
@@ -84,13 +85,13 @@ class Comparison:
         if s.get("threshold") is not None:
             lines.append(f"threshold: {s['threshold_rule']}")
         effect = self.effect_column
-        finite = self.table["q"].notna()
-        hits = int((self.table["q"] < q).sum())
+        q_values = self.table["q"].to_numpy(dtype=np.float64)
+        finite = ~np.isnan(q_values)
+        hits = int(np.sum(q_values < q))
         lines.append(f"test: {s['test']} ({s.get('test_name', s['test'])}); {int(finite.sum())} tests with a p-value, "
                      f"Benjamini-Hochberg over all of them: {hits} with q < {q}")
         lines.append(f"largest |{effect}| (significance is not importance: read the effect, then q):")
-        for row in self.top(n).itertuples(index=False):
-            row = row._asdict()
+        for row in self.top(n).to_dict("records"):
             where = f"L{row['layer']}H{row['head']}" if "head" in row and not _isnan(row.get("head")) else \
                 f"layers {row.get('band', '')}"
             ci = ""
@@ -145,9 +146,9 @@ def wide(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 def statements(table: pd.DataFrame) -> pd.DataFrame:
     """One row per statement: the statement-level columns of a metric table."""
     per_statement = [c for c in table.columns if c not in HEAD_KEYS and c not in METRICS and
-                     table.groupby("statement")[c].nunique(dropna=False).max() <= 1]
-    return table.drop_duplicates("statement").set_index("statement")[
-        [c for c in per_statement if c != "statement"]].sort_index()
+                     bool(table.groupby("statement")[c].nunique(dropna=False).max() <= 1)]
+    return cast(pd.DataFrame, table.drop_duplicates("statement").set_index("statement")[
+        [c for c in per_statement if c != "statement"]]).sort_index()
 
 
 def _finish(rows: list[pd.DataFrame], settings: dict, test: str, data: pd.DataFrame | None = None) -> Comparison:
@@ -155,12 +156,12 @@ def _finish(rows: list[pd.DataFrame], settings: dict, test: str, data: pd.DataFr
     for column in [c for c in frame.columns if c.startswith("p_")]:
         frame["q_" + column[2:]] = st.q_values(frame[column].to_numpy())
     primary = TESTS[test]
-    if primary not in frame or frame[primary].isna().all() and test == "permutation":
+    if primary not in frame or bool(frame[primary].isna().all()) and test == "permutation":
         raise InputError(f"test {test!r} was not computed here (permutations=0?); choose one of the p columns "
                          f"{[c for c in frame.columns if c.startswith('p_')]}")
     frame["p"] = frame[primary]
     frame["q"] = frame["q_" + primary[2:]]
-    settings = {**settings, "test": test, "test_name": _TEST_NAMES[test], "n_tests": int(frame["p"].notna().sum())}
+    settings = {**settings, "test": test, "test_name": _TEST_NAMES[test], "n_tests": int(frame["p"].notna().to_numpy().sum())}
     return Comparison(frame, settings, data)
 
 
@@ -191,7 +192,7 @@ def group_labels(table: pd.DataFrame, by: str, threshold: float | None = None) -
     if by in ("label", "predicted"):
         if by not in info:
             raise InputError(f"grouping by {by!r} needs a {by!r} column; the table has {list(info.columns)}")
-        values = info[by]
+        values = cast(pd.Series, info[by])
         if values.isna().all():
             raise InputError(f"the statements have no {by!r} values (a dataset without a label column?); "
                              "give the dataset a label column or group by something else")
@@ -212,7 +213,7 @@ def group_labels(table: pd.DataFrame, by: str, threshold: float | None = None) -
     if by == "confidence":
         if "logit_diff" not in info:
             raise InputError("grouping by 'confidence' needs a 'logit_diff' column")
-        size = info["logit_diff"].abs()
+        size = cast(pd.Series, info["logit_diff"]).abs()
         rule = "given"
         if threshold is None:
             threshold, rule = float(size.median()), "the median |logit difference| of these statements"
@@ -221,7 +222,7 @@ def group_labels(table: pd.DataFrame, by: str, threshold: float | None = None) -
         return pd.Series(np.where(size >= threshold, "confident", "uncertain"), index=info.index), settings
     if by not in info:
         raise InputError(f"no statement column {by!r} to group by; statement columns: {list(info.columns)}")
-    return info[by], settings
+    return cast(pd.Series, info[by]), settings
 
 
 def compare_groups(table: pd.DataFrame, by: str = "label", groups: Sequence | None = None, metrics=None, *,
@@ -325,8 +326,8 @@ def layer_band(table: pd.DataFrame, metric: str = "financial_lift", min_layer: i
     inside = table["layer"].between(lo, hi)
     if inside.all() or not inside.any():
         raise InputError(f"the band layers {lo}..{hi} must leave heads on both sides; the table has layers {layers}")
-    band = table[inside].groupby("statement")[metric].mean()
-    rest = table[~inside].groupby("statement")[metric].mean().reindex(band.index)
+    band = cast(pd.Series, table[inside].groupby("statement")[metric].mean())
+    rest = cast(pd.Series, table[~inside].groupby("statement")[metric].mean()).reindex(band.index)
     result = st.paired_tests(band.to_numpy(), rest.to_numpy(), bootstrap=bootstrap, confidence=confidence, seed=seed)
     frame = pd.DataFrame({"band": [f"{lo}-{hi}"], "metric": [metric]}).assign(**result)
     settings = {"title": f"layers {lo}-{hi} vs the rest", "n": len(band),

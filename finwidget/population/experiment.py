@@ -148,10 +148,16 @@ class Experiment:
             raise InputError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
         self.frame = read_dataset(self.dataset, self.text_column, self.label_column)
         self._source = str(Path(self.dataset).resolve()) if isinstance(self.dataset, (str, Path)) else None
+        self._expected_weights: str | None = None  # set by resume: the manifest's weight hash
+
+    @property
+    def _metric_names(self) -> tuple[str, ...]:
+        assert self.metrics is not None  # __post_init__ fills in the default
+        return self.metrics
 
     # ------------------------------------------------------------------ manifest
     def settings(self) -> dict:
-        return {"metrics": list(self.metrics), "grouping": self.grouping, "test": self.test, "seed": self.seed,
+        return {"metrics": list(self._metric_names), "grouping": self.grouping, "test": self.test, "seed": self.seed,
                 "batch_size": self.batch_size, "text_column": self.text_column, "label_column": self.label_column,
                 "groups": None if self.groups is None else list(self.groups), "threshold": self.threshold,
                 "permutations": self.permutations, "bootstrap": self.bootstrap}
@@ -199,7 +205,7 @@ class Experiment:
         parts = output / RESULTS
         plan = batch_plan(prompt_lengths(tokenizer, self.frame["text"].tolist(), task), self.batch_size)
         manifest = self.manifest(model, tokenizer, plan)
-        expected = getattr(self, "_expected_weights", None)
+        expected = self._expected_weights
         if expected is not None and expected != manifest["model"]["weight_sha256"]:
             raise ExperimentError("the model's weights differ from the manifest's (sha256 "
                                   f"{manifest['model']['weight_sha256'][:12]}... vs {expected[:12]}...)")
@@ -209,10 +215,10 @@ class Experiment:
             _write_or_check_manifest(output / MANIFEST, manifest)
         if state is not None:
             state.wait_for_everyone()
-        done = _finished_parts(parts, manifest, plan, len(self.metrics), clean=True, rank=rank)
+        done = _finished_parts(parts, manifest, plan, len(self._metric_names), clean=True, rank=rank)
         mine = {i for i in range(len(plan)) if i % world == rank}
         skip = set(done) | (set(range(len(plan))) - mine)
-        for index, rows in iterate_batches(model, tokenizer, self.frame, self.batch_size, task, list(self.metrics),
+        for index, rows in iterate_batches(model, tokenizer, self.frame, self.batch_size, task, list(self._metric_names),
                                            plan=plan, skip=skip, progress=progress and rank == 0):
             _write_part(parts, index, rows, manifest["fingerprint"], process=f"{rank}/{world}")
         if state is not None:

@@ -36,7 +36,7 @@ def _load(name: str, device_map: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="finwidget.population.launch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="finwidget.population.launch", description=(__doc__ or "finwidget").splitlines()[0])
     parser.add_argument("--model", required=True, help="'demo', a Hugging Face id or a local folder")
     parser.add_argument("--output", required=True, help="results folder (resumes if it exists)")
     parser.add_argument("--dataset", help="CSV / JSONL / Parquet file with a text column")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -40,11 +42,11 @@ def batch_rows(model, tokenizer, frame: pd.DataFrame, indices: Sequence[int], ta
         out.append(metrics.assign(**info))
     table = pd.concat(out, ignore_index=True)
     ordered = STATEMENT_COLUMNS + extra
-    return table[[c for c in ordered if c in table] + [c for c in table.columns if c not in ordered]]
+    return cast(pd.DataFrame, table[[c for c in ordered if c in table] + [c for c in table.columns if c not in ordered]])
 
 
 def iterate_batches(model, tokenizer, frame: pd.DataFrame, batch_size: int, task, names=None,
-                    plan: list[list[int]] | None = None, skip: set[int] = frozenset(), progress: bool = True,
+                    plan: list[list[int]] | None = None, skip: AbstractSet[int] = frozenset(), progress: bool = True,
                     ) -> Iterator[tuple[int, pd.DataFrame]]:
     """``(batch index, metric rows)`` for each planned batch not in ``skip``."""
     from tqdm.auto import tqdm

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -56,13 +57,14 @@ def _span_groups(layout: StatementLayout) -> dict[str, tuple[np.ndarray, int]]:
     """``{metric: (span indices [k], token count)}`` for the answer-position metrics."""
     spans = layout.spans
     financial = [s.index for s in layout.financial_spans()]
-    numbers = [s for s in spans if s.kind == "number" and s.value is not None and np.isfinite(s.value)]
+    sizes = {s.index: abs(s.value) for s in spans if s.kind == "number" and s.value is not None
+             and np.isfinite(s.value)}  # {span index: |value|} of the numbers, in span order
     years = sorted({int(s.year) for s in spans if s.year is not None and np.isfinite(s.year)})
     recent = [s.index for s in spans if years and s.year is not None and s.year == years[-1]]
     prior = [s.index for s in spans if len(years) > 1 and s.year is not None and s.year == years[0]]
-    median = float(np.median([abs(s.value) for s in numbers])) if numbers else math.nan
-    large = [s.index for s in numbers if abs(s.value) > median]
-    small = [s.index for s in numbers if abs(s.value) <= median]
+    median = float(np.median(list(sizes.values()))) if sizes else math.nan
+    large = [i for i, size in sizes.items() if size > median]
+    small = [i for i, size in sizes.items() if size <= median]
     financial_set = set(financial)
     other_words = [s.index for s in spans if s.kind in ("word", "line_item_name") and s.index not in financial_set]
 
@@ -70,7 +72,7 @@ def _span_groups(layout: StatementLayout) -> dict[str, tuple[np.ndarray, int]]:
         return sum(spans[i].token_end - spans[i].token_start for i in indices)
 
     groups = {
-        "answer_financial": financial, "answer_numbers": [s.index for s in numbers],
+        "answer_financial": financial, "answer_numbers": list(sizes),
         "answer_recent_year": recent, "answer_prior_year": prior,
         "answer_large_numbers": large, "answer_small_numbers": small,
         "answer_financial_per_token": financial, "answer_other_words_per_token": other_words,
@@ -103,7 +105,7 @@ def statement_head_metrics(attention, layout: StatementLayout, batch: int = 0,
             if name.endswith("_per_token"):
                 mass = mass / count if count else np.full(flat.shape[0], math.nan)
             frame[name] = mass
-    return frame[["layer", "head", *names]].reset_index(drop=True)
+    return cast(pd.DataFrame, frame[["layer", "head", *names]]).reset_index(drop=True)
 
 
 def measure_batch(model, tokenizer, texts: Sequence[str], task=None, names=None, lexicon=None) -> tuple[

@@ -128,7 +128,7 @@ def two_group_tests(a, b, *, permutations: int = 999, bootstrap: int = 999, conf
             if not ok.size:
                 continue
             t = stats.ttest_ind(x, y, axis=0, equal_var=False)
-            out["t"][ok], out["p_welch"][ok] = t.statistic, t.pvalue
+            out["t"][ok], out["p_welch"][ok] = t.statistic, t.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
             u = stats.mannwhitneyu(x, y, axis=0, alternative="two-sided")
             out["u"][ok], out["p_mannwhitney"][ok] = u.statistic, u.pvalue
             out["hedges_g"][ok] = hedges_g(x, y, axis=0)
@@ -189,9 +189,9 @@ def paired_tests(first, second, *, bootstrap: int = 999, confidence: float = 0.9
             if not ok.size:
                 continue
             t = stats.ttest_rel(x, y, axis=0)
-            out["t"][ok], out["p_paired_t"][ok] = t.statistic, t.pvalue
+            out["t"][ok], out["p_paired_t"][ok] = t.statistic, t.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
             w = stats.wilcoxon(x, y, axis=0, alternative="two-sided")
-            out["w"][ok], out["p_wilcoxon"][ok] = w.statistic, w.pvalue
+            out["w"][ok], out["p_wilcoxon"][ok] = w.statistic, w.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
             out["hedges_g"][ok] = paired_hedges_g(d, axis=0)
             if bootstrap:
                 boot = stats.bootstrap((d,), paired_hedges_g, vectorized=True, axis=0, n_resamples=bootstrap,
@@ -230,9 +230,9 @@ def correlation_tests(values, target) -> dict[str, np.ndarray]:
                 constant += 1
                 continue
             r = stats.pearsonr(x, y)
-            out["pearson_r"][j], out["p_pearson"][j] = r.statistic, r.pvalue
+            out["pearson_r"][j], out["p_pearson"][j] = r.statistic, r.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
             s = stats.spearmanr(x, y)
-            out["spearman_rho"][j], out["p_spearman"][j] = s.statistic, s.pvalue
+            out["spearman_rho"][j], out["p_spearman"][j] = s.statistic, s.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
     finally:
         ctx.__exit__(None, None, None)
     _warn(small, "fewer than three complete pairs, so no correlation test is defined")

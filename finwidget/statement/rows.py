@@ -125,7 +125,7 @@ class RowReader:
         self._prose_years()
         for unit in self.units:
             if unit.is_year and unit.year is None:
-                unit.year = int(abs(unit.number.value))
+                unit.year = _written_year(unit)
         replacement = {id(name.members[0]): name for name, _ in self.items}
         kept = [replacement.get(id(u), u) for u in self.units if id(u) not in self.merged_away]
         header_years = {}
@@ -139,19 +139,19 @@ class RowReader:
         by_start = {}
         for unit in self.units:
             if unit.kind == "number":
-                by_start[unit.number.start] = unit
+                by_start[unit.number_piece.start] = unit
         for period in self.periods:
             if period.year_range is not None:
                 unit = by_start.get(period.year_range[0])
-                if unit is not None and unit.number.end <= period.year_range[1] + 1:
+                if unit is not None and unit.number_piece.end <= period.year_range[1] + 1:
                     unit.is_year, unit.year = True, period.year
             for start, _ in period.part_ranges:
                 unit = by_start.get(start)
                 if unit is not None:
                     unit.date_part = True
         for unit in self.units:
-            if unit.kind == "number" and unit.number.date_part and unit.number.year_like:
-                unit.is_year, unit.year = True, int(self.text[unit.number.start:unit.number.end])
+            if unit.kind == "number" and unit.number_piece.date_part and unit.number_piece.year_like:
+                unit.is_year, unit.year = True, int(self.text[unit.number_piece.start:unit.number_piece.end])
 
     def _words(self, row_units):
         return [bare(u.content_text(self.text)) if u.kind == "word" else u.content_text(self.text)
@@ -168,12 +168,12 @@ class RowReader:
             if not prose_continues:
                 previous = None
             for i, (unit, _) in enumerate(row_units):
-                if unit.kind == "number" and unit.number.year_like and not unit.is_year:
+                if unit.kind == "number" and unit.number_piece.year_like and not unit.is_year:
                     after = words[i + 1] if i + 1 < len(row_units) else ""
                     cued = previous is not None and previous.kind == "word" and bare(
                         previous.content_text(self.text)) in YEAR_CUES
                     if after.startswith(":") or cued:
-                        unit.is_year, unit.year = True, int(abs(unit.number.value))
+                        unit.is_year, unit.year = True, _written_year(unit)
                 previous = unit
             if row_units:
                 previous_row = r
@@ -182,7 +182,7 @@ class RowReader:
         for r, row_units in enumerate(self.row_units):
             row = self.rows[r]
             numbers = [u for u, _ in row_units if u.kind == "number" and (u.is_year or not u.date_part)]
-            candidates = [u for u in numbers if u.is_year or u.number.year_like]
+            candidates = [u for u in numbers if u.is_year or u.number_piece.year_like]
             if not candidates or len(candidates) != len(numbers):
                 continue
             words = self._words(row_units)
@@ -199,7 +199,7 @@ class RowReader:
                     if unit in candidates:
                         unit.is_year = True
                         if unit.year is None:
-                            unit.year = int(abs(unit.number.value))
+                            unit.year = _written_year(unit)
                         cols.append((unit.year, cell, unit))
                 self.headers[r] = cols
                 self.header_scales[r] = self._column_scales(row)
@@ -208,7 +208,7 @@ class RowReader:
         """Counts that look like years ("Stores  2021  1998") are not a header when the years are far
         apart, or when a header with as many columns is already above and this row is a named row
         whose numbers are not already years (dates, labels, ``FY``) and differ from that header's."""
-        years = [u.year if u.year is not None else int(abs(u.number.value)) for u in candidates]
+        years = [u.year if u.year is not None else _written_year(u) for u in candidates]
         if max(years) - min(years) > 15:
             return False
         row_units = self.row_units[r]
@@ -256,9 +256,10 @@ class RowReader:
                 name_units.append(unit)
                 depth += mark.count("(") - mark.count(")")
                 continue
-            opens = unit.kind == "punct" and mark.startswith("(") and not unit.anchor.footnote
+            footnote = unit.anchor is not None and unit.anchor.footnote
+            opens = unit.kind == "punct" and mark.startswith("(") and not footnote
             if unit.kind == "word" or opens or (unit.kind == "punct" and mark in _NAME_PUNCT
-                                                 and not unit.anchor.footnote):
+                                                 and not footnote):
                 name_units.append(unit)
                 depth = max(0, depth + mark.count("(") - mark.count(")"))
                 continue
@@ -276,7 +277,7 @@ class RowReader:
             if cell != first_cell:
                 break
             marker = unit.content_text(self.text)
-            if unit.kind == "number" and re.fullmatch(r"\(\d{1,2}\)", self.text[unit.number.start:unit.number.end]):
+            if unit.kind == "number" and re.fullmatch(r"\(\d{1,2}\)", self.text[unit.number_piece.start:unit.number_piece.end]):
                 _to_footnote(unit)
             elif not (unit.kind == "punct" and marker.strip("*\u2020\u2021") == ""):
                 break
@@ -473,15 +474,17 @@ class RowReader:
 
     def _scale(self, name: Unit, values: list[Unit], note) -> None:
         """Scale by the row's own note ("Revenue ($ bn)"), else its header column's, else the table's."""
-        if _PER_SHARE.search(name.line_item):
+        line_item = name.line_item
+        assert line_item is not None  # a line item's name unit
+        if _PER_SHARE.search(line_item):
             return
-        own = _ROW_SCALE.search(name.line_item)
+        own = _ROW_SCALE.search(line_item)
         row_factor = _ROW_SCALES[own.group(1).lower()] if own else None
         note_factor = None
-        if note is not None and not (note.except_shares and _SHARES.search(name.line_item)):
+        if note is not None and not (note.except_shares and _SHARES.search(line_item)):
             note_factor = note.factor
         for unit in values:
-            piece = unit.number
+            piece = unit.number_piece
             if unit.nil or unit.value is None or piece.scaled or piece.unit in ("%", "x", "bps"):
                 continue
             factor = row_factor or self.column_scale.get(id(unit)) or note_factor
@@ -499,7 +502,7 @@ class RowReader:
                 continue
             for unit, _ in self.row_units[r]:
                 sentence.append(unit)
-                if unit.kind == "punct" and any(c in unit.text for c in ".!?;") and not unit.anchor.markup:
+                if unit.kind == "punct" and any(c in unit.text for c in ".!?;") and unit.anchor is not None and not unit.anchor.markup:
                     self._sentence_years(sentence)
                     sentence = []
         self._sentence_years(sentence)
@@ -530,7 +533,8 @@ class RowReader:
                 break
         labelled: dict[int, int] = {}
         for a, b, c in zip(sentence, sentence[1:], sentence[2:]):
-            if a.is_year and b.kind == "punct" and b.content_text(self.text) == ":" and c.is_value:
+            if a.is_year and a.year is not None and b.kind == "punct" and b.content_text(self.text) == ":" \
+                    and c.is_value:
                 labelled[id(c)] = a.year
         compared = False
         for clause in clauses:
@@ -549,6 +553,14 @@ class RowReader:
                     unit.year = opening_year
                 else:
                     unit.year = None
+
+
+def _written_year(unit: Unit) -> int:
+    """The year a year-like number unit writes (``2023`` -> 2023)."""
+    value = unit.number_piece.value
+    if value is None:
+        raise ValueError("a number without a value is not a year")
+    return int(abs(value))
 
 
 def _to_footnote(unit: Unit) -> None:

@@ -181,7 +181,9 @@ def _strip(text: str, start: int, end: int) -> Cell:
 # ---------------------------------------------------------------- html
 def _html_rows(text: str, rows: list[Row], markup: list) -> list[tuple[int, int]]:
     """HTML rows; all tags and entities between the first and last table tag are markup."""
-    first = _HAS_TABLE_TAGS.search(text).start()
+    found = _HAS_TABLE_TAGS.search(text)
+    assert found is not None  # the caller checked
+    first = found.start()
     closing = [m.end() for m in re.finditer(r"</(?:table|tr|td|th)\s*>", text, re.IGNORECASE)]
     last = max(closing) if closing else len(text)
     region_start = text.rfind("<table", 0, first + 1)
@@ -312,6 +314,7 @@ def _csv_row(text: str, start: int, end: int, markup: list, grouping_guard: bool
         fields, marks = _csv_fields(text, start, end, separator)
         if not fields or len(fields) < 3:
             continue
+        assert marks is not None  # fields and marks are None together
         plain = [text[a:b].replace('"', "").strip() for a, b, _ in fields]
         # leading text columns ("Company,Metric,2024,2023"), then numbers, years or nil dashes
         lead = 1

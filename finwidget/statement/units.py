@@ -42,6 +42,13 @@ class Unit:
     text: str = ""
 
     @property
+    def number_piece(self) -> Piece:
+        """``number``, for a unit of kind ``"number"`` (which always has one)."""
+        if self.number is None:
+            raise ValueError(f"this {self.kind} unit has no number piece")
+        return self.number
+
+    @property
     def anchor(self) -> Piece | None:
         """The first piece that is content (not table markup), or None."""
         for piece in self.pieces:

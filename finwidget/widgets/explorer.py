@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anywidget
 
@@ -27,6 +28,9 @@ from finwidget.widgets.protocol import (
     startup_catalogue,
 )
 from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession, SweepResults
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _STATE_KWARGS = {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
@@ -201,7 +205,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self.observe(self._on_statement_index, names="statement_index")
 
     @classmethod
-    def for_session(cls, session: ExplorerSession, **kwargs) -> AttentionExplorer:
+    def for_session(cls, session: ExplorerSession, **kwargs) -> Self:
         """An explorer (or one of its single views) of a ready session."""
         return cls(None, None, session.text, session=session, **kwargs)
 
