@@ -36,3 +36,8 @@ class LocationTypeError(LocationError, TypeError):
 
 class UnsupportedModelError(InputError):
     """The model lacks a part finwidget needs (its architecture and the missing part are named)."""
+
+
+class NonFiniteError(FinwidgetError, ArithmeticError):
+    """A number finwidget would report came out NaN or infinite (e.g. an intervention value
+    that overflows the model's number format); no label or prediction is made from it."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from finwidget.errors import AnswerWordError, InputError
+from finwidget.errors import AnswerWordError, InputError, NonFiniteError
 from finwidget.model_parts import answer_direction, embed_tokens, text_config
 
 DEFAULT_QUESTION = "Question: Will earnings increase or decrease next year?"
@@ -178,8 +178,9 @@ class EarningsTask:
         return answer_direction(model, inc, dec)
 
     def predictions(self, answer_logits: torch.Tensor, attention_mask: torch.Tensor) -> list[Prediction]:
-        """Read a batch of answer-position logits ``[B, vocab]`` into predictions."""
-        diff = self.logit_diff(answer_logits).detach().cpu()
+        """Read a batch of answer-position logits ``[B, vocab]`` into predictions (a
+        :class:`~finwidget.errors.NonFiniteError` when a logit difference is NaN or infinite)."""
+        diff = check_finite_answer(self.logit_diff(answer_logits).detach().cpu())
         lengths = attention_mask.sum(dim=1).cpu()
         return [
             Prediction(
@@ -196,6 +197,23 @@ class EarningsTask:
         with torch.inference_mode(), eval_mode(model):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
         return out.logits[:, -1, :]
+
+
+def check_finite_answer(logit_diff: torch.Tensor, cause: str = "") -> torch.Tensor:
+    """``logit_diff`` (``[B]`` or ``[R, B]``) unchanged when every value is finite; otherwise a
+    :class:`~finwidget.errors.NonFiniteError` naming the statements and ``cause`` (e.g. "with
+    L0H2 scale x1e+30"). Every prediction, label and flip is read through this check: no
+    answer is ever read from NaN."""
+    finite = torch.isfinite(logit_diff)
+    if bool(finite.all()):
+        return logit_diff
+    bad = (~finite).reshape(-1, logit_diff.shape[-1]).any(dim=0).nonzero().flatten().tolist()
+    which = f"statement {bad[0]}" if len(bad) == 1 else f"statements {bad[:8]}{'...' if len(bad) > 8 else ''}"
+    raise NonFiniteError(
+        f"the logit difference is not finite (NaN or infinite) for {which}{' ' + cause if cause else ''}; "
+        "a value overflowed the model's number format (an intervention value too large for it, or "
+        "non-finite weights), so no answer is read from it"
+    )
 
 
 class eval_mode:

@@ -30,7 +30,7 @@ from finwidget.analysis.source import (
 )
 from finwidget.analysis.specialization import head_specialization
 from finwidget.errors import InputError
-from finwidget.model_parts import ModelGeometry, check_index
+from finwidget.model_parts import ModelGeometry, check_index, is_integer
 from finwidget.statement import read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
 from finwidget.task import EarningsTask, context_length, eval_mode, model_device
@@ -59,7 +59,7 @@ class FinancialAttentionAnalyzer:
                  layout: StatementLayout | None = None, task: EarningsTask | None = None, batch: int = 0,
                  lexicon=None, default_layer: int = 0, max_bytes: int | None = None):
         self.source = as_attention_source(attention)
-        self.batch = int(batch)
+        self.batch = check_index(batch, None, "batch row", negative=False)
         self.max_bytes = max_bytes
         self.task = task
         self.tokenizer = tokenizer
@@ -89,7 +89,7 @@ class FinancialAttentionAnalyzer:
         layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
         layers_to_capture = layers
         if layers is not None:
-            layers_to_capture = sorted(set([layers] if isinstance(layers, int) else layers) | {layer_idx})
+            layers_to_capture = sorted(set([layers] if is_integer(layers) else layers) | {layer_idx})
         with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
                 torch.inference_mode(), eval_mode(model):
             out = model(**batch, logits_to_keep=1)

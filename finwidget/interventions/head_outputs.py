@@ -63,6 +63,12 @@ def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
                 f"{what}'s attention_mask has shape {tuple(attention_mask.shape)}, "
                 f"input_ids {tuple(input_ids.shape)}; they must match"
             )
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise InputError(
+                f"{what}: row {empty[0]}'s attention_mask is all zeros (a statement without tokens); "
+                "every statement needs at least one real token"
+            )
     return {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
 
 
@@ -127,6 +133,8 @@ class HeadOutputs:
         """``[H*D]`` float32: mean over every real token of every row."""
         values = self.layer(layer).float()
         mask = self.attention_mask.to(values.device).float().unsqueeze(-1)
+        if not bool(mask.sum() > 0):
+            raise InputError("the reference's attention mask is all zeros: there is no token to average over")
         return (values * mask).sum(dim=(0, 1)) / mask.sum()
 
     def mean_per_position(self, layer: int) -> torch.Tensor:

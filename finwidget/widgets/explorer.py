@@ -18,6 +18,7 @@ from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
 from finwidget.widgets.protocol import (
     EXPLORER_MODES,
+    READ_ONLY_STATE,
     VIEW_NAMES,
     ExplorerState,
     Geometry,
@@ -118,7 +119,10 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                 "model_name": str(s.model_name).split("/")[-1],
             },
         )
-        super().__init__(catalogue=startup_catalogue(), **kwargs)
+        read_only = {"catalogue": startup_catalogue(), **{k: kwargs.pop(k) for k in READ_ONLY_STATE if k in kwargs}}
+        super().__init__(**kwargs)
+        for name, value in read_only.items():
+            self.set_trait(name, value)
         if views is not None:
             self.views = list(views)
         if focus is not None:
@@ -127,7 +131,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         if selection is not None:
             start, end = selection
             self.selection = {"start": start, "end": end}
-        self.prediction = s.prediction([])
+        self.set_trait("prediction", s.prediction([]))
         self.on_msg(self._on_custom_message)
         self.observe(self._on_ablations, names="ablations")
 
@@ -161,7 +165,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         return cls.for_session(session, views=views, focus=focus, selection=selection, **kwargs)
 
     def _on_ablations(self, change):
-        self.prediction = self.session.prediction(change["new"])
+        self.set_trait("prediction", self.session.prediction(change["new"]))
 
     # ------------------------------------------------------------------ Python API
     def ablate(self, layer: int, head: int, mode: str = "zero", value: float | None = None) -> dict:
@@ -236,8 +240,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                     f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
                 )
         table = self.session.sweep(mode, value, progress=progress, layers=layers)
-        self.sweep_done = False
-        self.sweep_done = True
+        self.set_trait("sweep_done", False)
+        self.set_trait("sweep_done", True)
         self.grid_measure = "ablation_effect"
         return table
 
