@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from finwidget.errors import CaptureStateError, InputError, LocationError
+from finwidget.errors import CaptureStateError, InputError, LocationError, NonFiniteError
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet, provide_applier
 from finwidget.model_parts import (
     ModelGeometry,
     decoder_stack,
+    final_norm,
     head_output_site,
     hook_head_outputs,
     remove_hooks,
@@ -260,6 +261,36 @@ def _window_tracker(window: SequenceWindow, interventions=()):
     return hook
 
 
+def _overflow_guard(groups: list[RowGroup]):
+    """Forward pre-hook for the final norm: a :class:`~finwidget.errors.NonFiniteError` when the
+    residual stream ``[B, T, E]`` is too large for the norm to square in float32 (what RMSNorm and
+    LayerNorm compute), naming the intervention set of the rows concerned. Without it, an edited
+    head output of ~1e20 or more makes the norm's mean square infinite, the normed stream 0 and
+    every logit 0: a logit difference of exactly 0, silently wrong."""
+
+    def hook(module, args):
+        hidden = args[0] if args else None
+        if not isinstance(hidden, torch.Tensor):
+            return
+        mean_square = hidden.float().pow(2).mean(dim=-1)
+        finite = torch.isfinite(mean_square)
+        if bool(finite.all()):
+            return
+        bad_rows = (~finite).reshape(finite.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        named = []
+        for group in groups:
+            rows = range(*group.rows.indices(finite.shape[0]))
+            if any(r in rows for r in bad_rows):
+                named.append(repr(group.interventions))
+        peak = float(hidden.detach().abs().float().max())
+        raise NonFiniteError(
+            f"the residual stream reached {peak:.3g} with {', '.join(named) or 'the interventions'}: too large for "
+            "the model's final norm to square in float32, so the answer would be 0 or NaN; use a smaller value"
+        )
+
+    return hook
+
+
 def install_edits(model, groups: list[RowGroup], window: SequenceWindow, track_window: bool = True) -> list:
     """Register the pre-hooks for ``groups``; returns their handles (the caller removes them).
 
@@ -271,11 +302,12 @@ def install_edits(model, groups: list[RowGroup], window: SequenceWindow, track_w
         for iv in group.interventions:
             by_layer.setdefault(iv.layer, []).append(_PreparedEdit(iv, geometry, group))
     handles = []
-    if track_window:
-        every = [iv for group in groups for iv in group.interventions]
-        handles.append(decoder_stack(model).register_forward_pre_hook(_window_tracker(window, every),
-                                                                      with_kwargs=True))
     try:
+        handles.append(final_norm(model).register_forward_pre_hook(_overflow_guard(groups)))
+        if track_window:
+            every = [iv for group in groups for iv in group.interventions]
+            handles.append(decoder_stack(model).register_forward_pre_hook(_window_tracker(window, every),
+                                                                          with_kwargs=True))
         handles += hook_head_outputs(model, sorted(by_layer), lambda layer: _LayerEditor(by_layer[layer], window))
     except BaseException:
         remove_hooks(handles)
