@@ -36,22 +36,22 @@ def capture(demo, batch):
 
 
 OPTION_CASES = [
-    ("float layer", dict(layers=[0.5]), LocationTypeError),
-    ("string layers", dict(layers="0"), InputError),
-    ("bool layer", dict(layers=[True]), LocationTypeError),
-    ("None in layers", dict(layers=[None]), LocationTypeError),
-    ("layer out of range", dict(layers=[5]), LocationError),
-    ("layer far below", dict(layers=[-3]), LocationError),
-    ("dict of layers", dict(layers={0: 1}), InputError),
-    ("set of layers", dict(layers={0, 1}), InputError),
-    ("empty layers", dict(layers=[]), InputError),
-    ("layers a number object", dict(layers=object()), InputError),
-    ("store_on gpu", dict(store_on="gpu"), InputError),
-    ("store_on a number", dict(store_on=3.5), InputError),
-    ("store_dtype int8", dict(store_dtype=torch.int8), InputError),
-    ("store_dtype a string", dict(store_dtype="half"), InputError),
-    ("unknown method", dict(method="magic"), InputError),
-    ("method a list", dict(method=["auto"]), InputError),
+    ("float layer", {"layers": [0.5]}, LocationTypeError),
+    ("string layers", {"layers": "0"}, InputError),
+    ("bool layer", {"layers": [True]}, LocationTypeError),
+    ("None in layers", {"layers": [None]}, LocationTypeError),
+    ("layer out of range", {"layers": [5]}, LocationError),
+    ("layer far below", {"layers": [-3]}, LocationError),
+    ("dict of layers", {"layers": {0: 1}}, InputError),
+    ("set of layers", {"layers": {0, 1}}, InputError),
+    ("empty layers", {"layers": []}, InputError),
+    ("layers a number object", {"layers": object()}, InputError),
+    ("store_on gpu", {"store_on": "gpu"}, InputError),
+    ("store_on a number", {"store_on": 3.5}, InputError),
+    ("store_dtype int8", {"store_dtype": torch.int8}, InputError),
+    ("store_dtype a string", {"store_dtype": "half"}, InputError),
+    ("unknown method", {"method": "magic"}, InputError),
+    ("method a list", {"method": ["auto"]}, InputError),
 ]
 
 

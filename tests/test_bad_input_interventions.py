@@ -14,6 +14,7 @@ from bad_input_common import accepted, refused
 from finwidget.demo import make_statements
 from finwidget.errors import InputError, LocationError, LocationTypeError, NonFiniteError
 from finwidget.interventions import (
+    AttentionInterventions,
     CachedRun,
     HeadIntervention,
     HeadOutputs,
@@ -214,6 +215,13 @@ def test_a_mean_reference_without_tokens_is_refused(demo, texts):
     refused(model, InputError, _apply(model, task, mean, texts[0], reference=no_tokens), match="all zeros")
 
 
+def _guide(model, task, method, *args, **kwargs):
+    """Call one of the guide API's methods on a fresh AttentionInterventions, closed afterwards (it
+    keeps a prompt-memory hook while it lives)."""
+    with AttentionInterventions(model, task.tokenizer) as guide:
+        return getattr(guide, method)(*args, **kwargs)
+
+
 MISUSE_CASES = [
     ("mean without reference", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0])(),
      InputError, "needs reference"),
@@ -223,8 +231,8 @@ MISUSE_CASES = [
         m, t, [HeadIntervention(0, 1, "resample")], x[0], source=t.encode(x[1]))(), InputError, "token"),
     ("reference as text", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0],
                                                     reference=[x[1]])(), InputError, "as text"),
-    ("reference of float ids", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0],
-                                                         reference=torch.zeros(1, 0))(), InputError, "0 tokens"),
+    ("reference without tokens", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0],
+                                                         reference=torch.zeros(1, 0, dtype=torch.long))(), InputError, "0 tokens"),
     ("reference as a number", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0],
                                                         reference=3)(), InputError, "encoded batch"),
     ("mask shape mismatch", lambda m, t, x, r: _apply(m, t, [HeadIntervention(0, 1, "mean")], x[0], reference={
@@ -258,6 +266,21 @@ MISUSE_CASES = [
      InputError, "empty"),
     ("patching prompts of two lengths", lambda m, t, x, r: activation_patching(m, t, x[0], x[1]),
      InputError, "token length"),
+    ("float token ids", lambda m, t, x, r: CachedRun(m, t, torch.tensor([[3.7, 5.2]])), InputError, "integer token ids"),
+    ("token ids beyond the vocabulary", lambda m, t, x, r: CachedRun(m, t, torch.tensor([[3, 10_000]])),
+     InputError, "vocabulary"),
+    ("negative token ids", lambda m, t, x, r: HeadOutputs.record(m, torch.tensor([[-1, 3]])), InputError, "vocabulary"),
+    ("guide: float ids", lambda m, t, x, r: _guide(m, t, "ablate_attention_head",
+        1, 0, torch.tensor([[3.0, 4.0]]), max_new_tokens=1), InputError, "integer token ids"),
+    ("guide: ids beyond the vocabulary", lambda m, t, x, r: _guide(m, t, "ablate_attention_head",
+        1, 0, torch.tensor([[3, 10_000]]), max_new_tokens=1), InputError, "vocabulary"),
+    ("guide: specs None", lambda m, t, x, r: _guide(m, t, "test_causal_intervention",
+        "Revenue: 5", None, max_new_tokens=1), InputError, "intervention_specs"),
+    ("guide: a bad spec after a good one", lambda m, t, x, r: _guide(
+        m, t, "test_causal_intervention", "Revenue: 5", [(1, 0, "ablate"), (1, 0, "delete")], max_new_tokens=1),
+     InputError, "unknown intervention type"),
+    ("guide: float layer", lambda m, t, x, r: _guide(m, t, "ablate_attention_head",
+        1.0, 0, "Revenue: 5", max_new_tokens=1), LocationTypeError, "layer must be an int"),
 ]
 
 

@@ -81,6 +81,6 @@ def test_bad_task_inputs_are_refused(demo, text, name, call, error, match):
 
 
 def test_a_tuple_of_statements_and_a_nul_character_are_read(demo, text):
-    model, tokenizer, task = demo
+    model, tokenizer, _task = demo
     assert accepted(model, lambda: predict(model, tokenizer, (text,)))[0] == predict(model, tokenizer, text)
     assert math.isfinite(predict(model, tokenizer, text + "\x00").logit_diff)

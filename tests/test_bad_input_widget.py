@@ -191,7 +191,7 @@ def test_a_sweep_with_nan_outside_its_layers_still_replies_strict_json(explorer)
 def test_an_exported_page_is_strict_json(explorer, tmp_path):
     explorer.sweep("zero", layers=[1])  # NaN outside layer 1 in the grid
     page = explorer.save_html(tmp_path / "page.html").read_text(encoding="utf-8")
-    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, flags=re.S)
+    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, flags=re.DOTALL)
     assert {"fw-state"} <= {name for name, _ in blocks}
 
     def refuse(constant):

@@ -25,7 +25,7 @@ from finwidget.interventions.applying import (
     check_values_fit,
     install_edits,
 )
-from finwidget.interventions.head_outputs import HeadOutputs, coerce_batch
+from finwidget.interventions.head_outputs import HeadOutputs, check_token_ids, coerce_batch
 from finwidget.interventions.layer_shortcuts import (
     continue_from_attention_output,
     last_position_output,
@@ -124,6 +124,7 @@ class CachedRun:
         self.cache_head_outputs = bool(cache_head_outputs)
         self.geometry = ModelGeometry.of(model)
         self.batch = encode_statements(task, batch, model_device(model), "batch")
+        check_token_ids(model, self.batch["input_ids"], "batch")
         self._layers = decoder_layers(model)
         self.residuals: list[torch.Tensor] = [None] * self.geometry.num_layers
         self.head_outputs: list[torch.Tensor] = [None] * self.geometry.num_layers
