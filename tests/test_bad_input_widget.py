@@ -232,3 +232,17 @@ def test_fuzzed_requests_always_get_a_strict_json_reply(explorer, content):
     if not reply["ok"]:
         assert 0 < len(reply["error"]) <= MAX_ERROR_CHARS
     assert not explorer.session.model._forward_hooks and not explorer.session.model._forward_pre_hooks
+
+
+def test_an_ablation_set_from_python_that_overflows_is_refused_and_undone(explorer):
+    """Before: the error left the new ablations in place next to the old prediction."""
+    from finwidget.errors import NonFiniteError
+
+    explorer.reset()
+    before = dict(explorer.prediction)
+    with pytest.raises(NonFiniteError, match="too large"):
+        explorer.ablate(0, 2, "scale", 1e30)
+    assert explorer.ablations == [] and explorer.prediction == before
+    with pytest.raises(traitlets.TraitError, match="finite"):
+        explorer.ablate(0, 2, "scale", math.inf)
+    assert explorer.ablations == []

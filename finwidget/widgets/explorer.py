@@ -165,7 +165,14 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         return cls.for_session(session, views=views, focus=focus, selection=selection, **kwargs)
 
     def _on_ablations(self, change):
-        self.set_trait("prediction", self.session.prediction(change["new"]))
+        try:
+            prediction = self.session.prediction(change["new"])
+        except Exception:
+            # a set the model cannot answer (e.g. a value that overflows): the ablations go back to
+            # the set the prediction belongs to, and the error reaches the caller
+            self.set_trait("ablations", change["old"])
+            raise
+        self.set_trait("prediction", prediction)
 
     # ------------------------------------------------------------------ Python API
     def ablate(self, layer: int, head: int, mode: str = "zero", value: float | None = None) -> dict:
