@@ -1,7 +1,8 @@
 // The explorer: composes the views of one widget, keeps the DOM contract on its root
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
-import { el, select } from "./dom";
+import { el } from "./dom";
+import { exportControls } from "./export_controls";
 import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
 import { HeadGridView } from "./views/grid";
@@ -28,34 +29,12 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   const info = new Map(shown.map((v) => [v.name, v]));
 
   const status = el("div", { class: "fw-status", "data-testid": "status", role: "status", "aria-live": "polite" });
-  let exportView = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? "";
-  const exportSelect = select(
-    views.map((v) => ({ value: v.name, label: info.get(v.name)?.label ?? v.name })),
-    exportView,
-    (v) => {
-      exportView = v;
-    },
-    { "data-testid": "export-view" },
-  );
-  const exportButton = el("button", { class: "fw-button", type: "button", "data-testid": "export-png", text: "Export PNG" });
-  exportButton.addEventListener("click", () => {
-    const view = views.find((v) => v.name === exportView);
-    if (!view) return;
-    const url = view.toPNG();
-    if (!url) return;
-    const a = el("a", { href: url, download: `finwidget-${view.name}.png`, class: "fw-download" });
-    root.append(a);
-    a.click();
-    a.remove();
-    root.setAttribute("data-last-export", view.name);
-    // The kernel keeps a copy (explorer.last_png) unless it is too big for one websocket message.
-    if (url.length < 8 * 2 ** 20) store.sendPng(view.name, url);
-  });
+  // Export controls (view or whole explorer, PNG or SVG): export_controls.ts.
+  const exporting = exportControls(views, info, store, () => root);
   const g = store.get("geometry");
   const toolbar = el("div", { class: "fw-toolbar" }, [
     el("span", { class: "fw-model", text: `${g.model_name} · ${g.num_layers} layers × ${g.num_heads} heads (${g.num_kv_heads} KV) · ${g.seq_len} tokens` }),
-    exportSelect,
-    exportButton,
+    ...exporting,
   ]);
   const left = el("div", { class: "fw-col fw-col-left" });
   const right = el("div", { class: "fw-col fw-col-right" });

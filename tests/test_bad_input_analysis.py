@@ -13,9 +13,8 @@ from bad_input_common import accepted, refused
 from finwidget.analysis import head_specialization, prediction_attention
 from finwidget.analysis.analyzer import FinancialAttentionAnalyzer
 from finwidget.capture import capture_attention
-from finwidget.demo import make_statements
+from finwidget.demo import load_demo_model, make_statements
 from finwidget.errors import InputError, LocationError, LocationTypeError
-from finwidget.loading import load_demo_model
 from finwidget.task import EarningsTask
 
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 from bad_input_common import accepted, refused
 
-from finwidget.demo import make_statements
+from finwidget.demo import load_demo_model, make_statements
 from finwidget.errors import AnswerWordError, InputError, NonFiniteError
-from finwidget.loading import load_demo_model
 from finwidget.task import EarningsTask, predict
 
 

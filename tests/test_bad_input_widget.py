@@ -15,8 +15,7 @@ from bad_input_common import assert_untouched, model_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finwidget.demo import make_statements
-from finwidget.loading import load_demo_model
+from finwidget.demo import load_demo_model, make_statements
 from finwidget.widgets import AttentionExplorer
 from finwidget.widgets.protocol import ECHO_CHARS, MAX_ERROR_CHARS, READ_ONLY_STATE, REQUEST_KINDS
 

@@ -23,6 +23,26 @@ from finwidget.demo.statements import (
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
 
+
+def load_demo_model(device: str = "cpu"):
+    """The shipped demo model and its tokenizer (offline, float32, CPU by default).
+
+    A small Qwen2 trained on synthetic statements with a planted, documented rule;
+    see ``finwidget/demo/model/MODEL_CARD.md``. ``device`` is checked like
+    ``load_model``'s (``"cpu"``, ``"cuda"``, ``"auto"``, ...).
+    """
+    import torch
+
+    from finwidget.errors import ModelLoadError
+    from finwidget.loading import load_model
+
+    if not (MODEL_DIR / "model.safetensors").is_file():
+        raise ModelLoadError(
+            f"the demo model's weights are missing from {MODEL_DIR}; reinstall finwidget or "
+            "rebuild them with `python -m finwidget.demo.train`"
+        )
+    return load_model(MODEL_DIR, device=device, dtype=torch.float32)
+
 __all__ = [
     "LINE_ITEMS",
     "MODEL_DIR",
@@ -31,6 +51,7 @@ __all__ = [
     "Statement",
     "StatementPair",
     "label_for",
+    "load_demo_model",
     "make_statement_pairs",
     "make_statements",
 ]

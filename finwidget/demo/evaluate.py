@@ -13,10 +13,11 @@ alone would score, so a reader can tell whether the model uses both items.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+
+from finwidget.strict_json import strict_dumps
 
 HELD_OUT_SEED = 12345
 
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
     model, tokenizer = load_model(args.model, device="cpu", dtype=torch.float32)
     result = evaluate(model, tokenizer, n=args.n, seed=args.seed, batch_size=args.batch_size)
     if args.json:
-        print(json.dumps(asdict(result), indent=1))
+        print(strict_dumps(asdict(result), "the evaluation result", indent=1))
         return
     print(f"model: {args.model}")
     print(f"held-out accuracy: {result.accuracy:.4f} on {result.n} statements (seed {result.seed}), "
