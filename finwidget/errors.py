@@ -41,3 +41,8 @@ class UnsupportedModelError(InputError):
 class OutputError(FinwidgetError, OSError):
     """A file finwidget was asked to write cannot be written (missing folder, read-only, full
     disk, wrong suffix), or what it would write is not valid (a non-finite number in JSON)."""
+
+
+class NonFiniteError(FinwidgetError, ArithmeticError):
+    """A number finwidget would report came out NaN or infinite (e.g. an intervention value
+    that overflows the model's number format); no label or prediction is made from it."""

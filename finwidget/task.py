@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from finwidget.errors import AnswerWordError, InputError
+from finwidget.errors import AnswerWordError, InputError, NonFiniteError
 from finwidget.model_parts import answer_direction, embed_tokens, text_config
 
 DEFAULT_QUESTION = "Question: Will earnings increase or decrease next year?"
@@ -141,6 +141,7 @@ class TwoAnswerTask:
         use_chat_template: bool | str = "auto",
         system_prompt: str | None = None,
     ):
+        _check_task_options(tokenizer, question, answer_prefix, chat_answer_prefix, use_chat_template, system_prompt)
         if isinstance(answers, str) or len(answers) != 2:
             raise AnswerWordError(f"the task needs exactly two answer words, got {answers!r}")
         if not isinstance(question, str) or not question.strip():
@@ -203,6 +204,7 @@ class TwoAnswerTask:
         start of the statement (the question and answer prefix are kept).
         """
         texts = _check_texts(statements)
+        _check_encode_options(max_length, truncate, device)
         add_special = not self.use_chat_template
         rows = []
         for i, text in enumerate(texts):
@@ -234,6 +236,11 @@ class TwoAnswerTask:
     def logit_diff(self, answer_logits: torch.Tensor) -> torch.Tensor:
         """``[B, vocab]`` logits at the answer position -> ``[B]`` float32 logit difference."""
         inc, dec = self.answer_token_ids
+        if not isinstance(answer_logits, torch.Tensor) or answer_logits.dim() == 0 or \
+                answer_logits.shape[-1] <= max(inc, dec):
+            shape = tuple(answer_logits.shape) if isinstance(answer_logits, torch.Tensor) else type(answer_logits).__name__
+            raise InputError(f"answer logits must be a tensor [..., vocab] holding the answer tokens {inc} and {dec}, "
+                             f"got {shape}; is this the model of this task's tokenizer?")
         return (answer_logits[..., inc].float() - answer_logits[..., dec].float())
 
     def unembedding_direction(self, model) -> torch.Tensor:
@@ -243,8 +250,9 @@ class TwoAnswerTask:
         return answer_direction(model, inc, dec)
 
     def predictions(self, answer_logits: torch.Tensor, attention_mask: torch.Tensor) -> list[Prediction]:
-        """Read a batch of answer-position logits ``[B, vocab]`` into predictions."""
-        diff = self.logit_diff(answer_logits).detach().cpu()
+        """Read a batch of answer-position logits ``[B, vocab]`` into predictions (a
+        :class:`~finwidget.errors.NonFiniteError` when a logit difference is NaN or infinite)."""
+        diff = check_finite_answer(self.logit_diff(answer_logits).detach().cpu())
         lengths = attention_mask.sum(dim=1).cpu()
         return [
             Prediction(
@@ -261,6 +269,23 @@ class TwoAnswerTask:
         with torch.inference_mode(), eval_mode(model):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
         return out.logits[:, -1, :]
+
+
+def check_finite_answer(logit_diff: torch.Tensor, cause: str = "") -> torch.Tensor:
+    """``logit_diff`` (``[B]`` or ``[R, B]``) unchanged when every value is finite; otherwise a
+    :class:`~finwidget.errors.NonFiniteError` naming the statements and ``cause`` (e.g. "with
+    L0H2 scale x1e+30"). Every prediction, label and flip is read through this check: no
+    answer is ever read from NaN."""
+    finite = torch.isfinite(logit_diff)
+    if bool(finite.all()):
+        return logit_diff
+    bad = (~finite).reshape(-1, logit_diff.shape[-1]).any(dim=0).nonzero().flatten().tolist()
+    which = f"statement {bad[0]}" if len(bad) == 1 else f"statements {bad[:8]}{'...' if len(bad) > 8 else ''}"
+    raise NonFiniteError(
+        f"the logit difference is not finite (NaN or infinite) for {which}{' ' + cause if cause else ''}; "
+        "a value overflowed the model's number format (an intervention value too large for it, or "
+        "non-finite weights), so no answer is read from it"
+    )
 
 
 class EarningsTask(TwoAnswerTask):
@@ -319,7 +344,53 @@ def _check_text(text) -> str:
         raise InputError(f"a statement must be a str, got {type(text).__name__}")
     if not text.strip():
         raise InputError("the statement is empty (or only whitespace); pass the statement's text")
+    _check_encodable(text, "the statement")
     return text
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """An :class:`InputError` when ``text`` holds a lone surrogate (text that is not Unicode, e.g.
+    from a file read with ``errors="surrogateescape"``), which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{what} holds {text[err.start:err.end].encode('utf-8', 'backslashreplace').decode()!s} at character "
+            f"{err.start}, a lone surrogate that is not Unicode text; decode the file as UTF-8 (or remove it)"
+        ) from None
+
+
+def _check_task_options(tokenizer, question, answer_prefix, chat_answer_prefix, use_chat_template,
+                        system_prompt) -> None:
+    """:class:`InputError` for task options of the wrong type (checked before anything is built)."""
+    if isinstance(tokenizer, (str, bytes)) or not callable(getattr(tokenizer, "encode", None)) or \
+            not callable(tokenizer):
+        raise InputError(f"EarningsTask needs the model's Hugging Face tokenizer, got {type(tokenizer).__name__}; "
+                         "load both with finwidget.load_model(name)")
+    for name, value in (("question", question), ("answer_prefix", answer_prefix),
+                        ("chat_answer_prefix", chat_answer_prefix)):
+        if not isinstance(value, str):
+            raise InputError(f"{name} must be a str, got {type(value).__name__}")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise InputError(f"system_prompt must be a str or None, got {type(system_prompt).__name__}")
+    if use_chat_template not in ("auto", True, False) or isinstance(use_chat_template, (int, float)) and \
+            not isinstance(use_chat_template, bool):
+        raise InputError(f"use_chat_template must be 'auto', True or False, got {str(use_chat_template)[:80]!r}")
+    if use_chat_template is True and getattr(tokenizer, "chat_template", None) is None:
+        raise InputError("use_chat_template=True but this tokenizer has no chat template; use "
+                         "use_chat_template='auto' or False")
+
+
+def _check_encode_options(max_length, truncate, device) -> None:
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise InputError(f"max_length must be a positive int or None, got {str(max_length)[:80]}")
+    if not isinstance(truncate, bool):
+        raise InputError(f"truncate must be True or False, got {type(truncate).__name__} {str(truncate)[:80]}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise InputError(f"device {str(device)[:80]!r} is not a torch device (e.g. 'cpu', 'cuda:0')") from None
 
 
 def _check_texts(statements) -> list[str]:
@@ -367,9 +438,11 @@ def predict(
 
     The model is put in eval mode for the call and restored after.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-    task = task or EarningsTask(tokenizer)
+    if task is not None and not all(callable(getattr(task, name, None)) for name in ("encode", "predictions")):
+        raise InputError(f"task must be an EarningsTask (or None for the default), got {type(task).__name__}")
+    task = task if task is not None else EarningsTask(tokenizer)
     texts = _check_texts(text_or_texts)
     limit = context_length(model)
     # Encode everything first so bad input fails before any model work.

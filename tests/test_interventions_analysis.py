@@ -15,7 +15,7 @@ import torch
 from helpers import full_forward_logit_diff, same_shape_statement, single_thread, statement
 from reference_drift import cross_path_tolerance, logit_diff_tolerance
 
-from finwidget.errors import InputError
+from finwidget.errors import InputError, LocationError
 from finwidget.interventions import (
     CachedRun,
     HeadIntervention,
@@ -191,7 +191,7 @@ def test_patching_every_position_at_once_restores_the_clean_run_at_every_layer(s
     assert np.abs(result.recovered[:, 0] - 1.0).max() < tolerance
     assert not np.allclose(result.recovered[1:, 1], 1.0, atol=1e-3)  # half the stream is not the whole story
     assert set(result.frame()["group"]) == {"everything", "first half"}
-    with pytest.raises(InputError, match="outside"):
+    with pytest.raises(LocationError, match="out of range"):  # positions outside a statement: LocationError everywhere
         activation_patching(model, task, clean, corrupted, position_groups={"bad": [n + 3]})
 
 

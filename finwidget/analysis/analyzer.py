@@ -20,7 +20,12 @@ import torch
 from finwidget.analysis import figures
 from finwidget.analysis.clustering import category_attention, financial_attention_matrix, financial_clustering
 from finwidget.analysis.flow import attention_flow, attention_rollout, trace_attention_flow
-from finwidget.analysis.prediction import prediction_attention, resolve_position, span_attention_from
+from finwidget.analysis.prediction import (
+    check_top_k,
+    prediction_attention,
+    resolve_position,
+    span_attention_from,
+)
 from finwidget.analysis.source import (
     as_attention_source,
     check_layers,
@@ -30,7 +35,7 @@ from finwidget.analysis.source import (
 )
 from finwidget.analysis.specialization import head_specialization
 from finwidget.errors import InputError
-from finwidget.model_parts import ModelGeometry, check_index
+from finwidget.model_parts import ModelGeometry, check_index, is_integer
 from finwidget.statement import read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
 from finwidget.task import EarningsTask, context_length, eval_mode, model_device
@@ -59,7 +64,7 @@ class FinancialAttentionAnalyzer:
                  layout: StatementLayout | None = None, task: EarningsTask | None = None, batch: int = 0,
                  lexicon=None, default_layer: int = 0, max_bytes: int | None = None):
         self.source = as_attention_source(attention)
-        self.batch = int(batch)
+        self.batch = check_index(batch, None, "batch row", negative=False)
         self.max_bytes = max_bytes
         self.task = task
         self.tokenizer = tokenizer
@@ -89,7 +94,7 @@ class FinancialAttentionAnalyzer:
         layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
         layers_to_capture = layers
         if layers is not None:
-            layers_to_capture = sorted(set([layers] if isinstance(layers, int) else layers) | {layer_idx})
+            layers_to_capture = sorted(set([layers] if is_integer(layers) else layers) | {layer_idx})
         with capture_attention(model, layers=layers_to_capture, store_dtype=store_dtype) as cap, \
                 torch.inference_mode(), eval_mode(model):
             out = model(**batch, logits_to_keep=1)
@@ -158,6 +163,9 @@ class FinancialAttentionAnalyzer:
         prefix ("Answer:"), the prediction was made at the token before it; otherwise it is
         the last token (the prompt ends where the answer comes next).
         """
+        if prediction_token is not None and not isinstance(prediction_token, str):
+            raise InputError(f"prediction_token must be a str (the answer word) or None, got "
+                             f"{type(prediction_token).__name__}")
         if prediction_token:
             wanted = prediction_token.strip().lower()
             prefixes = [p for p in (getattr(self.task, "answer_prefix", "Answer:"),
@@ -182,6 +190,7 @@ class FinancialAttentionAnalyzer:
         ``top_attended_spans``: the same with span index, kind, category, line item and year;
         ``query_position``, ``query_token``, ``prediction_token``.
         """
+        top_k = check_top_k(top_k)
         position = self.prediction_position(prediction_token) if position is None else \
             resolve_position(position, self.layout.num_tokens)
         layers, values = span_attention_from(self.source, self.layout, position, layers, self.batch)  # [L, H, S]

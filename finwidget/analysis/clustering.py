@@ -22,6 +22,7 @@ from finwidget.analysis.source import (
     rows_per_chunk,
     token_columns,
 )
+from finwidget.model_parts import check_index
 from finwidget.statement.layout import StatementLayout
 
 CLUSTERING_COLUMNS = ["layer", "head", "financial_to_financial", "financial_to_numbers", "uniform_baseline",
@@ -103,6 +104,8 @@ def financial_attention_matrix(attention, layout: StatementLayout, layer: int, h
     """
     source = as_attention_source(attention)
     (layer,) = check_layers(source, [layer])
+    if head is not None:
+        head = check_index(head, source.num_heads, "head", f"this model has {source.num_heads} query heads per layer")
     cols = token_columns(source, batch, layout)
     spans = layout.financial_spans()
     n = cols.count

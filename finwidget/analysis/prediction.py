@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 
 from finwidget.analysis.source import as_attention_source, check_layers, layer_rows, token_columns
-from finwidget.model_parts import check_index
+from finwidget.errors import InputError
+from finwidget.model_parts import check_index, is_integer
 from finwidget.statement.layout import StatementLayout
 
 PREDICTION_COLUMNS = ["layer", "head", "span", "text", "kind", "category", "line_item", "year", "attention", "rank"]
@@ -41,6 +42,16 @@ def span_attention_from(attention, layout: StatementLayout, position: int = -1, 
     return layers, out
 
 
+def check_top_k(top_k) -> int | None:
+    """``top_k`` as a positive int (None: keep everything); floats, bools, 0 and negatives are refused."""
+    if top_k is None:
+        return None
+    if not is_integer(top_k) or int(top_k) < 1:
+        raise InputError(f"top_k must be a positive int (or None for every span), got {type(top_k).__name__} "
+                         f"{str(top_k)[:80]}")
+    return int(top_k)
+
+
 def prediction_attention(
     attention,
     layout: StatementLayout,
@@ -65,6 +76,7 @@ def prediction_attention(
         ``attention`` (sum over the span's tokens), ``rank`` (1 = most attended span of
         that head), sorted by layer, head, rank.
     """
+    top_k = check_top_k(top_k)
     layers, values = span_attention_from(attention, layout, position, layers, batch)
     num_layers, num_heads, num_spans = values.shape
     order = torch.argsort(values, dim=-1, descending=True, stable=True)
@@ -80,7 +92,7 @@ def prediction_attention(
     span_info = cast(pd.DataFrame, layout.to_dataframe()[["index", "text", "kind", "category", "line_item", "year"]])
     frame = frame.merge(span_info.rename(columns={"index": "span"}), on="span", how="left")
     if top_k is not None:
-        frame = cast(pd.DataFrame, frame[frame["rank"] <= int(top_k)])
+        frame = cast(pd.DataFrame, frame[frame["rank"] <= top_k])
     frame = frame.sort_values(["layer", "head", "rank"], kind="stable").reset_index(drop=True)
     return cast(pd.DataFrame, frame[PREDICTION_COLUMNS])
 

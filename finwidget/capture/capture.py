@@ -109,6 +109,8 @@ class AttentionCapture:
             return list(range(self.num_layers))
         if is_integer(layers):
             layers = [layers]
+        if isinstance(layers, (str, bytes, dict, set)):
+            raise InputError(f"layers must be None, an int or a list of ints, got {type(layers).__name__}")
         try:
             layers = list(layers)
         except TypeError:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from finwidget.errors import LocationError
+from finwidget.errors import LocationTypeError
 from finwidget.model_parts import check_index, is_integer
 
 
@@ -31,7 +31,7 @@ def positions(index, size: int, what: str, valid_hint: str = "") -> tuple[torch.
         index = list(index)
     if isinstance(index, torch.Tensor):
         if index.dtype == torch.bool or index.is_floating_point() or index.dim() != 1:
-            raise LocationError(f"{what} index must be integer positions, got a {index.dtype} tensor "
+            raise LocationTypeError(f"{what} index must be integer positions, got a {index.dtype} tensor "
                                 f"of shape {tuple(index.shape)}")
         index = index.tolist()
     if isinstance(index, Sequence) and not isinstance(index, (str, bytes)):
@@ -43,5 +43,5 @@ def positions(index, size: int, what: str, valid_hint: str = "") -> tuple[torch.
             return positions(index.tolist(), size, what, valid_hint)
     except ImportError:  # pragma: no cover
         pass
-    raise LocationError(f"cannot index {what}s with {type(index).__name__} {index!r}; "
+    raise LocationTypeError(f"cannot index {what}s with {type(index).__name__} {str(index)[:80]!r}; "
                         "use an int, a slice, or a list of ints")

@@ -27,7 +27,7 @@ from finwidget.errors import InputError
 from finwidget.interventions.cached_run import CachedRun, encode_statements
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
-from finwidget.model_parts import ModelGeometry
+from finwidget.model_parts import ModelGeometry, check_index, is_integer
 from finwidget.task import EarningsTask, model_device
 
 ROWS_PER_CALL = 64
@@ -76,13 +76,15 @@ def _check_groups(position_groups, seq_len: int) -> dict:
         raise InputError("position_groups must be a non-empty dict: name -> list of token positions")
     groups = {}
     for name, positions in position_groups.items():
-        positions = [int(p) for p in positions]
+        if is_integer(positions):
+            positions = [positions]
+        if isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__iter__"):
+            raise InputError(f"position group {name!r} must be a list of token positions, got {type(positions).__name__}")
+        positions = list(positions)
         if not positions:
             raise InputError(f"position group {name!r} is empty")
-        bad = [p for p in positions if not -seq_len <= p < seq_len]
-        if bad:
-            raise InputError(f"position group {name!r} has positions {bad} outside the {seq_len}-token prompt")
-        groups[name] = [p % seq_len for p in positions]
+        groups[name] = [check_index(p, seq_len, "position", f"the prompt has {seq_len} tokens",
+                                    where=f" of position group {name!r}") for p in positions]
     return groups
 
 

@@ -20,10 +20,17 @@ from dataclasses import dataclass
 
 import torch
 
-from finwidget.errors import CaptureStateError, InputError
+from finwidget.errors import CaptureStateError, InputError, LocationError, NonFiniteError
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.spec import HeadIntervention, InterventionSet, provide_applier
-from finwidget.model_parts import ModelGeometry, check_index, decoder_stack, hook_head_outputs, remove_hooks
+from finwidget.model_parts import (
+    ModelGeometry,
+    decoder_stack,
+    final_norm,
+    head_output_site,
+    hook_head_outputs,
+    remove_hooks,
+)
 
 
 @dataclass
@@ -32,18 +39,68 @@ class SequenceWindow:
 
     offset: tokens already in the cache (0 for a prompt, then growing during decoding).
     total: offset + tokens of this call (None: unknown, taken as this call's length).
-    attention_mask: ``[batch, total]`` padding mask of the call, when known.
+    attention_mask: ``[batch, total]`` padding mask of the call, when known (None: no padding).
+    growing: the call passed a KV cache (``generate``): the sequence may go on past this call,
+        so a position past its end is a token not generated yet rather than an error.
     """
 
     offset: int = 0
     total: int | None = None
     attention_mask: torch.Tensor | None = None
+    growing: bool = False
 
     def absolute_columns(self, call_length: int, device) -> torch.Tensor:
         return torch.arange(self.offset, self.offset + call_length, device=device)
 
     def total_for(self, call_length: int) -> int:
         return self.total if self.total is not None else self.offset + call_length
+
+
+def statement_tokens(window: SequenceWindow, rows: slice, n_rows: int, total: int, device) -> torch.Tensor:
+    """``[n_rows, total]`` bool: which columns of ``rows`` are the statements' own tokens (not padding)."""
+    mask = window.attention_mask
+    if mask is None or mask.dim() != 2 or mask.shape[1] != total:
+        return torch.ones((n_rows, total), dtype=torch.bool, device=device)
+    return mask[rows].to(device=device).bool()
+
+
+def check_positions(interventions, lengths, growing: bool = False, rows_offset: int = 0) -> None:
+    """A :class:`~finwidget.errors.LocationError` when a position of ``interventions`` is outside a
+    statement: ``lengths`` are the statements' token counts (their own tokens, padding excluded).
+    ``growing``: the statements are being generated, so positions past their end are allowed
+    (they are edited once generated); negative positions must still be inside."""
+    lengths = [int(n) for n in lengths]
+    for iv in interventions:
+        for p in iv.positions or ():
+            for row, n in enumerate(lengths):
+                if (growing and p >= 0) or -n <= p < n:
+                    continue
+                which = "the statement" if len(lengths) == 1 else f"statement {row + rows_offset}"
+                raise LocationError(
+                    f"position {p} of {iv.describe()} is outside {which}, which has {n} tokens (valid: 0..{n - 1}, "
+                    f"or {-n}..-1 from its end); positions count each statement's own tokens, padding excluded"
+                )
+
+
+def check_values_fit(interventions, model) -> None:
+    """An :class:`~finwidget.errors.InputError` before any model work when a value of
+    ``interventions`` is beyond the largest number of the model's dtype at its layer (the head's
+    output would be infinite and the answer NaN). Values inside the range can still overflow
+    later in the network; the answer's readout (:func:`~finwidget.task.check_finite_answer`)
+    refuses those."""
+    for iv in interventions:
+        if iv.value is None:
+            continue
+        dtype = next(head_output_site(model, iv.layer).parameters()).dtype
+        if not dtype.is_floating_point:
+            continue
+        limit = torch.finfo(dtype).max
+        if abs(iv.value) > limit:
+            raise InputError(
+                f"{iv.describe()}: value {iv.value:g} is beyond the largest {str(dtype).replace('torch.', '')} "
+                f"number ({limit:g}) the model computes with at layer {iv.layer}; the head's output would "
+                "overflow to infinity and the answer to NaN. Use a smaller value"
+            )
 
 
 @dataclass
@@ -83,44 +140,52 @@ class _PreparedEdit:
             self._moved[key] = moved
         return moved
 
-    def columns(self, window: SequenceWindow, call_length: int, device) -> torch.Tensor | None:
-        """Columns of the current call to edit (None: all of them)."""
+    def cells(self, window: SequenceWindow, rows: int, call_length: int, device) -> torch.Tensor | None:
+        """``[rows, call_length]`` bool: which (statement, column) of the current call this edit
+        changes (None: every one). Positions are statement positions: counted in each row's own
+        tokens (its real tokens under the attention mask, so left padding is skipped), negative
+        ones from the row's last token."""
         positions = self.intervention.positions
         if positions is None:
             return None
-        total = window.total_for(call_length)
-        # positions past the end are tokens not generated yet: left alone until they are
-        absolute = [p if p >= 0 else check_index(p, total, "position", f"the sequence has {total} tokens",
-                                                where=f" of {self.intervention.describe()}") for p in positions]
-        return torch.tensor(
-            [a - window.offset for a in absolute if window.offset <= a < window.offset + call_length],
-            dtype=torch.long, device=device,
-        )
+        real = statement_tokens(window, self.group.rows, rows, window.total_for(call_length), device)
+        rank = real.long().cumsum(dim=1) - 1  # the statement position of each real column
+        length = real.sum(dim=1, keepdim=True)
+        selected = torch.zeros_like(real)
+        for p in positions:
+            selected |= real & (rank == (p if p >= 0 else length + p))
+        return selected[:, window.offset:window.offset + call_length]
 
     def apply(self, edited: torch.Tensor, original: torch.Tensor, window: SequenceWindow) -> None:
         """Write this edit into ``edited`` ``[B, T_call, H*D]`` (``original`` is the unedited input)."""
         iv = self.intervention
-        call_length = edited.shape[1]
-        columns = self.columns(window, call_length, edited.device)
-        if columns is not None and columns.numel() == 0:
-            return
-        if self.mode.positional(iv.per_position):
-            self._apply_positional(edited, original, window, call_length, columns)
-            return
-        recorded = None if self.replacement is None else self.replacement_on(edited.device, edited.dtype)
-        self._write(edited, original, slice(None) if columns is None else columns, recorded)
-
-    def _write(self, edited, original, columns, recorded) -> None:
-        """``edited[rows, columns, head] = mode.replace(original[rows, columns, head], value, recorded)``."""
         rows = self.group.rows
-        edited[rows, columns, self.slice] = self.mode.replace(original[rows, columns, self.slice],
-                                                              self.intervention.value, recorded)
+        n_rows = len(range(*rows.indices(edited.shape[0])))
+        call_length = edited.shape[1]
+        cells = self.cells(window, n_rows, call_length, edited.device)
+        columns = slice(None)
+        recorded = None
+        if self.mode.positional(iv.per_position):
+            kept = self._aligned_length(window, call_length, n_rows)
+            if kept == 0:
+                return
+            columns = slice(0, kept)
+            recorded = self.replacement_on(edited.device, edited.dtype)[..., window.offset:window.offset + kept, :]
+            if cells is not None:
+                cells = cells[:, :kept]
+        elif self.replacement is not None:
+            recorded = self.replacement_on(edited.device, edited.dtype)
+        new = self.mode.replace(original[rows, columns, self.slice], iv.value, recorded)
+        if cells is not None:
+            new = torch.where(cells.unsqueeze(-1), new, edited[rows, columns, self.slice])
+        edited[rows, columns, self.slice] = new
 
-    def _apply_positional(self, edited, original, window, call_length, columns) -> None:
+    def _aligned_length(self, window: SequenceWindow, call_length: int, n_rows: int) -> int:
         """Per-position mean and resample: position ``a`` of the target takes position ``a`` of the
-        reference/source. Positions beyond the reference (tokens generated later) are left as they are."""
+        reference/source. How many of the call's columns have one (positions beyond the
+        reference, tokens generated later, are left as they are)."""
         iv = self.intervention
-        replacement = self.replacement_on(edited.device, edited.dtype)
+        replacement = self.replacement
         reference_length = replacement.shape[-2]
         total = window.total_for(call_length)
         what = "resample source" if self.mode.needs_source else "per-position mean reference"
@@ -129,23 +194,14 @@ class _PreparedEdit:
                 f"{iv.describe()}: the {what} has {reference_length} tokens but the statement it is applied "
                 f"to has {total}; use statements of the same token length"
             )
-        rows = self.group.rows
-        n_rows = len(range(*rows.indices(edited.shape[0])))
         if self.mode.needs_source:
             if replacement.shape[0] not in (1, n_rows):
                 raise InputError(
                     f"{iv.describe()}: the resample source has {replacement.shape[0]} statements, "
                     f"the batch has {n_rows}; pass one source statement or one per statement"
                 )
-            self._check_padding(window, rows)
-        if columns is None:
-            columns = torch.arange(call_length, device=edited.device)
-        absolute = columns + window.offset
-        keep = absolute < reference_length
-        columns, absolute = columns[keep], absolute[keep]
-        if columns.numel() == 0:
-            return
-        self._write(edited, original, columns, replacement[..., absolute, :])
+            self._check_padding(window, self.group.rows)
+        return max(0, min(call_length, reference_length - window.offset))
 
     def _check_padding(self, window: SequenceWindow, rows: slice) -> None:
         if window.offset != 0 or window.attention_mask is None:
@@ -179,8 +235,9 @@ class _LayerEditor:
         return (edited,) + tuple(args[1:])
 
 
-def _window_tracker(window: SequenceWindow):
-    """Pre-hook for the decoder stack (:func:`~finwidget.model_parts.decoder_stack`): record the call's place in the sequence."""
+def _window_tracker(window: SequenceWindow, interventions=()):
+    """Pre-hook for the decoder stack (:func:`~finwidget.model_parts.decoder_stack`): record the
+    call's place in the sequence and refuse positions outside a statement before the model runs."""
 
     def hook(module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -195,6 +252,41 @@ def _window_tracker(window: SequenceWindow):
         window.total = offset + call_length
         mask = kwargs.get("attention_mask")
         window.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        window.growing = cache is not None
+        if any(iv.positions is not None for iv in interventions) and tokens is not None:
+            n_rows = int(tokens.shape[0])
+            real = statement_tokens(window, slice(None), n_rows, window.total, "cpu")
+            check_positions(interventions, real.sum(dim=1).tolist(), growing=window.growing)
+
+    return hook
+
+
+def _overflow_guard(groups: list[RowGroup]):
+    """Forward pre-hook for the final norm: a :class:`~finwidget.errors.NonFiniteError` when the
+    residual stream ``[B, T, E]`` is too large for the norm to square in float32 (what RMSNorm and
+    LayerNorm compute), naming the intervention set of the rows concerned. Without it, an edited
+    head output of ~1e20 or more makes the norm's mean square infinite, the normed stream 0 and
+    every logit 0: a logit difference of exactly 0, silently wrong."""
+
+    def hook(module, args):
+        hidden = args[0] if args else None
+        if not isinstance(hidden, torch.Tensor):
+            return
+        mean_square = hidden.float().pow(2).mean(dim=-1)
+        finite = torch.isfinite(mean_square)
+        if bool(finite.all()):
+            return
+        bad_rows = (~finite).reshape(finite.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        named = []
+        for group in groups:
+            rows = range(*group.rows.indices(finite.shape[0]))
+            if any(r in rows for r in bad_rows):
+                named.append(repr(group.interventions))
+        peak = float(hidden.detach().abs().float().max())
+        raise NonFiniteError(
+            f"the residual stream reached {peak:.3g} with {', '.join(named) or 'the interventions'}: too large for "
+            "the model's final norm to square in float32, so the answer would be 0 or NaN; use a smaller value"
+        )
 
     return hook
 
@@ -210,9 +302,12 @@ def install_edits(model, groups: list[RowGroup], window: SequenceWindow, track_w
         for iv in group.interventions:
             by_layer.setdefault(iv.layer, []).append(_PreparedEdit(iv, geometry, group))
     handles = []
-    if track_window:
-        handles.append(decoder_stack(model).register_forward_pre_hook(_window_tracker(window), with_kwargs=True))
     try:
+        handles.append(final_norm(model).register_forward_pre_hook(_overflow_guard(groups)))
+        if track_window:
+            every = [iv for group in groups for iv in group.interventions]
+            handles.append(decoder_stack(model).register_forward_pre_hook(_window_tracker(window, every),
+                                                                          with_kwargs=True))
         handles += hook_head_outputs(model, sorted(by_layer), lambda layer: _LayerEditor(by_layer[layer], window))
     except BaseException:
         remove_hooks(handles)
@@ -261,6 +356,7 @@ class apply_interventions:
         if not isinstance(interventions, InterventionSet):
             interventions = InterventionSet(interventions)
         interventions.validate_for(model)
+        check_values_fit(interventions, model)
         check_needs(interventions, reference, source)
         self.model = model
         self.interventions = interventions

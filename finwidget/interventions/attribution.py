@@ -22,11 +22,13 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
+from finwidget.interventions.applying import check_values_fit
 from finwidget.interventions.cached_run import encode_statements
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.modes import RESAMPLE, mode_named
+from finwidget.interventions.spec import HeadIntervention
 from finwidget.model_parts import ModelGeometry, embed_tokens, hook_head_outputs, remove_hooks
-from finwidget.task import EarningsTask, eval_mode, model_device
+from finwidget.task import EarningsTask, check_finite_answer, eval_mode, model_device
 
 
 class _GradientRecording:
@@ -75,6 +77,7 @@ def head_output_gradients(model, task: EarningsTask, batch) -> tuple[dict[int, t
     with eval_mode(model), torch.enable_grad(), _GradientRecording(model, layers) as recording:
         out = model(**batch, use_cache=False, logits_to_keep=1)
         logit_diff = task.logit_diff(out.logits[:, -1, :])
+        check_finite_answer(logit_diff.detach(), "in the clean run (no intervention)")
         outputs = [recording.head_outputs[layer] for layer in layers]
         gradients = torch.autograd.grad(logit_diff.sum(), outputs)
     return (
@@ -121,6 +124,8 @@ def attribution_patching(
                              "each head's output from other statements")
         if replacing.takes_value and value is None:
             raise InputError(f"mode {mode!r} needs value= ({replacing.value_meaning})")
+        # the value is checked as an intervention's would be: finite and inside the model's dtype
+        check_values_fit([HeadIntervention(0, 0, mode, value=value)], model)
         if replacing.needs_reference and reference is None:
             raise InputError(f"mode {mode!r} needs {replacing.what_it_needs()}")
         recorded_from = reference
@@ -150,6 +155,9 @@ def attribution_patching(
         per_head = contribution.view(*contribution.shape[:2], n_heads, d).sum(dim=(1, 3))  # [B, H]
         rows.append(per_head.cpu())
     estimates = torch.stack(rows)  # [L, B, H]
+    if not bool(torch.isfinite(estimates).all()):
+        check_finite_answer(estimates.permute(0, 2, 1).reshape(-1, estimates.shape[1]),
+                            f"in attribution patching's estimate (mode {mode!r})")
     n_statements = estimates.shape[1]
     frame = pd.DataFrame({
         "layer": [l for l in range(geometry.num_layers) for _ in range(n_statements) for _ in range(n_heads)],

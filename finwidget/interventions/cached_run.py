@@ -17,8 +17,15 @@ from collections.abc import Sequence
 import torch
 
 from finwidget.errors import InputError
-from finwidget.interventions.applying import RowGroup, SequenceWindow, check_needs, install_edits
-from finwidget.interventions.head_outputs import HeadOutputs, coerce_batch
+from finwidget.interventions.applying import (
+    RowGroup,
+    SequenceWindow,
+    check_needs,
+    check_positions,
+    check_values_fit,
+    install_edits,
+)
+from finwidget.interventions.head_outputs import HeadOutputs, check_token_ids, coerce_batch
 from finwidget.interventions.layer_shortcuts import (
     continue_from_attention_output,
     last_position_output,
@@ -27,7 +34,6 @@ from finwidget.interventions.layer_shortcuts import (
 from finwidget.interventions.spec import InterventionSet
 from finwidget.model_parts import (
     ModelGeometry,
-    check_index,
     decoder_layers,
     decoder_stack,
     final_norm,
@@ -36,7 +42,7 @@ from finwidget.model_parts import (
     rotary_embedding,
     unembedding,
 )
-from finwidget.task import EarningsTask, Prediction, eval_mode, model_device
+from finwidget.task import EarningsTask, Prediction, check_finite_answer, eval_mode, model_device
 
 
 def statement_texts(statements) -> list[str] | None:
@@ -118,6 +124,7 @@ class CachedRun:
         self.cache_head_outputs = bool(cache_head_outputs)
         self.geometry = ModelGeometry.of(model)
         self.batch = encode_statements(task, batch, model_device(model), "batch")
+        check_token_ids(model, self.batch["input_ids"], "batch")
         self._layers = decoder_layers(model)
         self.residuals: list[torch.Tensor] = [None] * self.geometry.num_layers
         self.head_outputs: list[torch.Tensor] = [None] * self.geometry.num_layers
@@ -144,7 +151,8 @@ class CachedRun:
         finally:
             remove_hooks(handles)
         self.clean_answer_logits = out.logits[:, -1, :].detach()
-        self.clean_logit_diff = self._logit_diff(self.clean_answer_logits)
+        self.clean_logit_diff = check_finite_answer(self._logit_diff(self.clean_answer_logits),
+                                                    "in the clean run (no intervention)")
         self.clean: list[Prediction] = self._predictions(self.clean_logit_diff)
 
     # ------------------------------------------------------------ shape
@@ -243,11 +251,8 @@ class CachedRun:
         return logits[:, -1, :]
 
     def _check_positions(self, interventions: InterventionSet) -> None:
-        for iv in interventions:
-            for p in iv.positions or ():
-                check_index(p, self.seq_len, "position", where=f" of {iv.describe()}",
-                            hint=f"it is outside the {self.seq_len}-token batch (valid: {-self.seq_len} to "
-                                 f"{self.seq_len - 1})")
+        """Positions are statement positions: each must be inside every statement of the batch."""
+        check_positions(interventions, self.batch["attention_mask"].sum(dim=1).tolist())
 
     def _head_outputs(self, value, layers, what: str) -> HeadOutputs | None:
         if value is None:
@@ -276,9 +281,13 @@ class CachedRun:
         a batch, or :class:`HeadOutputs`); they are recorded once for all sets.
         ``progress``: an object with ``update(n)`` (e.g. a tqdm bar), called per set.
         """
+        if isinstance(intervention_sets, (InterventionSet, str)) or not hasattr(intervention_sets, "__iter__"):
+            raise InputError("logit_diffs takes a list of intervention sets; for one set use predict(set) "
+                             "or logit_diffs([set])")
         sets = [s if isinstance(s, InterventionSet) else InterventionSet(s) for s in intervention_sets]
         for s in sets:
             s.validate_for(self.geometry)
+            check_values_fit(s, self.model)
             check_needs(s, reference, source)
             self._check_positions(s)
         reference_layers = sorted({iv.layer for s in sets for iv in s if iv.needs_reference})
@@ -353,7 +362,11 @@ class CachedRun:
         finally:
             for handle in handles:
                 handle.remove()
-        return self._logit_diff(logits)
+        diffs = self._logit_diff(logits)
+        if not bool(torch.isfinite(diffs).all()):
+            for g, s in enumerate(sets):
+                check_finite_answer(diffs[g * b:(g + 1) * b], f"with {s!r}")
+        return diffs
 
     def predict(self, interventions, reference=None, source=None) -> list[Prediction]:
         """Predictions with ``interventions`` applied (an :class:`InterventionSet`)."""

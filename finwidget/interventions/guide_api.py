@@ -26,6 +26,7 @@ import torch
 
 from finwidget.errors import InputError
 from finwidget.interventions.applying import apply_interventions
+from finwidget.interventions.head_outputs import check_token_ids
 from finwidget.interventions.spec import HeadIntervention, InterventionSet
 from finwidget.model_parts import decoder_stack
 from finwidget.task import EarningsTask, Prediction, eval_mode, model_device
@@ -55,6 +56,24 @@ class _PromptMemory:
 
 def _is_default(value) -> bool:
     return value is None or value is Ellipsis
+
+
+def _check_specs(specs) -> list[tuple]:
+    """The guide's ``(layer, head, "ablate" | "amplify")`` specs, each checked (types and kind)."""
+    if isinstance(specs, (str, bytes, dict)) or not hasattr(specs, "__iter__"):
+        raise InputError(f"intervention_specs must be a list of (layer, head, 'ablate' | 'amplify'), "
+                         f"got {type(specs).__name__}")
+    checked = []
+    for spec in specs:
+        try:
+            layer, head, kind = spec
+        except (TypeError, ValueError):
+            raise InputError(f"each spec must be (layer, head, 'ablate' | 'amplify'), got {str(spec)[:80]}") from None
+        if kind not in ("ablate", "amplify"):
+            raise InputError(f"unknown intervention type {str(kind)[:80]!r} in {str(spec)[:80]}; use 'ablate' or 'amplify'")
+        HeadIntervention(layer, head)  # layer and head types
+        checked.append((layer, head, kind))
+    return checked
 
 
 class AttentionInterventions:
@@ -115,6 +134,7 @@ class AttentionInterventions:
             input_ids = input_ids.unsqueeze(0)
         if input_ids.dim() != 2 or input_ids.numel() == 0:
             raise InputError(f"input_ids must be a non-empty [batch, tokens] tensor, got shape {tuple(input_ids.shape)}")
+        check_token_ids(self.model, input_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
@@ -169,22 +189,17 @@ class AttentionInterventions:
 
         Returns ``{"baseline": output, (layer, head, kind): output, ...}``.
         """
+        specs = _check_specs(intervention_specs)  # every spec checked before any model work
         inputs = self._inputs(base_text)
         results = {}
         with eval_mode(self.model):
             results["baseline"] = self.model.generate(**inputs, **self._generate_kwargs(generate_kwargs))
-        for spec in intervention_specs:
-            try:
-                layer, head, kind = spec
-            except (TypeError, ValueError):
-                raise InputError(f"each spec must be (layer, head, 'ablate' | 'amplify'), got {spec!r}") from None
+        for layer, head, kind in specs:
             if kind == "ablate":
                 results[(layer, head, kind)] = self.ablate_attention_head(layer, head, inputs, **generate_kwargs)
-            elif kind == "amplify":
+            else:
                 results[(layer, head, kind)] = self.amplify_attention_head(layer, head, input_ids=inputs,
                                                                             **generate_kwargs)
-            else:
-                raise InputError(f"unknown intervention type {kind!r} in {spec!r}; use 'ablate' or 'amplify'")
         return results
 
     def predict(self, statements, interventions=None, reference=None, source=None) -> Prediction | list[Prediction]:

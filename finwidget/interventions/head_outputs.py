@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from finwidget.errors import InputError
-from finwidget.model_parts import ModelGeometry, hook_head_outputs, remove_hooks
+from finwidget.model_parts import ModelGeometry, embed_tokens, hook_head_outputs, remove_hooks
 from finwidget.task import eval_mode, model_device
 
 
@@ -44,6 +44,7 @@ def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
         )
     if not isinstance(input_ids, torch.Tensor):
         input_ids = torch.as_tensor(input_ids)
+    check_id_dtype(input_ids, what)
     if input_ids.dim() == 1:
         input_ids = input_ids.unsqueeze(0)
     if input_ids.dim() != 2:
@@ -63,7 +64,33 @@ def coerce_batch(value, what: str = "input") -> dict[str, torch.Tensor]:
                 f"{what}'s attention_mask has shape {tuple(attention_mask.shape)}, "
                 f"input_ids {tuple(input_ids.shape)}; they must match"
             )
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise InputError(
+                f"{what}: row {empty[0]}'s attention_mask is all zeros (a statement without tokens); "
+                "every statement needs at least one real token"
+            )
     return {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
+
+
+def check_id_dtype(input_ids: torch.Tensor, what: str = "input_ids") -> None:
+    """An :class:`InputError` when token ids are not integers (float ids would be truncated)."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise InputError(f"{what} must be integer token ids, got a {str(input_ids.dtype).replace('torch.', '')} tensor")
+
+
+def check_token_ids(model, input_ids: torch.Tensor, what: str = "input_ids") -> None:
+    """An :class:`InputError` when ``input_ids`` are not integers or hold an id outside the model's
+    vocabulary (the embedding would fail with a bare IndexError, or read another model's ids)."""
+    check_id_dtype(input_ids, what)
+    if input_ids.numel() == 0:
+        return
+    vocab = int(embed_tokens(model).weight.shape[0])
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab:
+        bad = low if low < 0 else high
+        raise InputError(f"{what} holds token id {bad}, outside this model's vocabulary of {vocab} ids (0..{vocab - 1}); "
+                         "encode the text with this model's tokenizer")
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,7 @@ class HeadOutputs:
     def record(cls, model, batch, layers: Iterable[int] | None = None, what: str = "reference") -> HeadOutputs:
         """Run ``model`` once on ``batch`` (no interventions) and keep the ``o_proj`` inputs of ``layers``."""
         batch = coerce_batch(batch, what)
+        check_token_ids(model, batch["input_ids"], what)
         geometry = ModelGeometry.of(model)
         layers = range(geometry.num_layers) if layers is None else sorted({geometry.check_layer(l) for l in layers})
         recorded: dict[int, torch.Tensor] = {}
@@ -127,6 +155,8 @@ class HeadOutputs:
         """``[H*D]`` float32: mean over every real token of every row."""
         values = self.layer(layer).float()
         mask = self.attention_mask.to(values.device).float().unsqueeze(-1)
+        if not bool(mask.sum() > 0):
+            raise InputError("the reference's attention mask is all zeros: there is no token to average over")
         return (values * mask).sum(dim=(0, 1)) / mask.sum()
 
     def mean_per_position(self, layer: int) -> torch.Tensor:

@@ -18,22 +18,27 @@ Modes (each one object in :mod:`~finwidget.interventions.modes`):
                     ``source``) of the same token length, position by position.
     ``"scale"``     multiplied by ``value`` (> 1 amplifies, < 1 dampens).
 
-Positions: ``None`` means every token; otherwise token indices of the sequence,
-negative ones counting from its end (``-1`` is the answer position of a prompt,
-and the newest token during generation).
+Positions: ``None`` means every token; otherwise *statement positions*: token indices
+counted in each statement's own tokens (padding of a batch is skipped, so position 5
+is the sixth token of every statement of a left-padded batch), negative ones counting
+from its end (``-1`` is the answer position of a prompt, and the newest token during
+generation). A position outside a statement raises
+:class:`~finwidget.errors.LocationError` before the model runs (under ``generate``,
+positive positions past the prompt are the tokens generated later).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from finwidget.errors import CaptureStateError, InputError
 from finwidget.interventions.modes import MODES, InterventionMode, mode_named
-from finwidget.model_parts import ModelGeometry, check_index
+from finwidget.model_parts import ModelGeometry, check_index, is_integer
 
 __all__ = ["MODES", "HeadIntervention", "InterventionSet"]
 
@@ -68,14 +73,8 @@ class HeadIntervention:
         if mode.takes_value:
             if self.value is None:
                 raise InputError(f"mode {self.mode!r} needs value= ({mode.value_meaning})")
-            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
-                raise InputError(f"value must be a number, got {self.value!r}")
-            if not math.isfinite(self.value):
-                raise InputError(
-                    f"value for mode {self.mode!r} on layer {self.layer} head {self.head} is {self.value}; "
-                    "it must be a finite number"
-                )
-            object.__setattr__(self, "value", float(self.value))
+            object.__setattr__(self, "value", _finite_value(self.value, f"value for mode {self.mode!r} on layer "
+                                                                      f"{self.layer} head {self.head}"))
         elif self.value is not None and not (mode.neutral_value is not None and self.value == mode.neutral_value):
             raise InputError(
                 f"mode {self.mode!r} takes no value (got {self.value!r}); "
@@ -139,18 +138,54 @@ class HeadIntervention:
         return text
 
 
+def _finite_value(value, what: str) -> float:
+    """``value`` as a finite float (ints, floats, numpy/torch real scalars), or an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not _is_real_scalar(value):
+        raise InputError(f"{what} must be a number, got {type(value).__name__} {str(value)[:80]}")
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"{what} is {str(value)[:80]}; it must be a finite number")
+    return number
+
+
+def _is_real_scalar(value) -> bool:
+    """A 0-d real tensor / numpy array (e.g. ``torch.tensor(2.0)``)."""
+    shape = getattr(value, "shape", None)
+    dtype = str(getattr(value, "dtype", ""))
+    return shape is not None and tuple(shape) == () and ("float" in dtype or "int" in dtype) and "bool" not in dtype
+
+
 def _normalize_positions(positions) -> tuple[int, ...] | None:
     if positions is None:
         return None
-    if isinstance(positions, int) and not isinstance(positions, bool):
+    if is_integer(positions):
         positions = (positions,)
+    if isinstance(positions, (str, bytes, dict)):
+        raise InputError(f"positions must be None, an int or a list of ints, got {type(positions).__name__}")
     try:
         items = list(cast(Iterable, positions))  # a bool or other non-iterable raises TypeError
     except TypeError:
-        raise InputError(f"positions must be None, an int or a list of ints, got {positions!r}") from None
+        raise InputError(f"positions must be None, an int or a list of ints, got {str(positions)[:80]!r}") from None
     if not items:
         raise InputError("positions is empty; pass None for every position or at least one position")
     return tuple(sorted({check_index(p, None, "position") for p in items}))
+
+
+def _pairs(heads) -> list:
+    """``(layer, head)`` pairs from an iterable (their types are checked by ``HeadIntervention``)."""
+    if isinstance(heads, (str, bytes, dict)) or not hasattr(heads, "__iter__"):
+        raise InputError(f"heads must be an iterable of (layer, head) pairs, got {type(heads).__name__}")
+    pairs = []
+    for item in heads:
+        try:
+            layer, head = item
+        except (TypeError, ValueError):
+            raise InputError(f"heads must be (layer, head) pairs, got {str(item)[:80]!r}") from None
+        pairs.append((layer, head))
+    return pairs
 
 
 def _as_intervention(item) -> HeadIntervention:
@@ -185,6 +220,11 @@ class InterventionSet:
         items = self.interventions
         if isinstance(items, (HeadIntervention, dict)):
             items = [items]
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise InputError(
+                f"InterventionSet takes a list of head interventions, got {type(items).__name__} "
+                f"{str(items)[:80]!r}"
+            )
         by_head: dict[tuple[int, int], HeadIntervention] = {}
         for item in items:
             iv = _as_intervention(item)
@@ -201,7 +241,7 @@ class InterventionSet:
     @classmethod
     def ablating(cls, heads: Iterable[tuple[int, int]], mode: str = "zero", **options) -> InterventionSet:
         """One intervention of ``mode`` for each ``(layer, head)`` in ``heads``."""
-        return cls(tuple(HeadIntervention(int(layer), int(head), mode, **options) for layer, head in heads))
+        return cls(tuple(HeadIntervention(layer, head, mode, **options) for layer, head in _pairs(heads)))
 
     def add(self, intervention, *args, **kwargs) -> InterventionSet:
         """A new set with one more intervention (a ``HeadIntervention`` or its arguments)."""

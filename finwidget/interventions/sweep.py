@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from finwidget.errors import InputError
+from finwidget.interventions.applying import check_values_fit
 from finwidget.interventions.cached_run import CachedRun, encode_statements, statement_texts
 from finwidget.interventions.head_outputs import HeadOutputs
 from finwidget.interventions.modes import mode_named
@@ -90,7 +91,8 @@ def sweep_heads(
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     geometry = ModelGeometry.of(model)
     chosen = _heads_to_sweep(geometry, heads)
-    HeadIntervention(*chosen[0], mode, value=value)  # a bad mode or value fails before any model work
+    # a bad mode or value fails before any model work
+    check_values_fit([HeadIntervention(layer, head, mode, value=value) for layer, head in chosen], model)
     device = model_device(model)
     chunks = _statement_chunks(task, statements_or_batch, batch_size, device)
     if mode_named(mode).needs_reference:

@@ -20,6 +20,7 @@ from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
 from finwidget.widgets.protocol import (
     EXPLORER_MODES,
+    READ_ONLY_STATE,
     VIEW_NAMES,
     ExplorerState,
     Geometry,
@@ -186,11 +187,16 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             },
         )
         reference_info = s.reference_set.to_dict() if isinstance(s, ModelSession) else None
+        read_only = {
+            "catalogue": startup_catalogue(reference_info, can_intervene=s.can_intervene),
+            **{k: kwargs.pop(k) for k in READ_ONLY_STATE if k in kwargs},
+        }
         super().__init__(
-            catalogue=startup_catalogue(reference_info, can_intervene=s.can_intervene),
             statements=[{"index": i, "label": statement_label(t)} for i, t in enumerate(texts)],
             **kwargs,
         )
+        for name, value in read_only.items():
+            self.set_trait(name, value)
         if views is not None:
             self.views = list(views)
         if focus is not None:
@@ -199,7 +205,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         if selection is not None:
             start, end = selection
             self.selection = {"start": start, "end": end}
-        self.prediction = s.prediction([])
+        self.set_trait("prediction", s.prediction([]))
         self.on_msg(self._on_custom_message)
         self.observe(self._on_ablations, names="ablations")
         self.observe(self._on_statement_index, names="statement_index")
@@ -234,7 +240,14 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         return cls.for_session(session, views=views, focus=focus, selection=selection, **kwargs)
 
     def _on_ablations(self, change):
-        self.prediction = self.session.prediction(change["new"])
+        try:
+            prediction = self.session.prediction(change["new"])
+        except Exception:
+            # a set the model cannot answer (e.g. a value that overflows): the ablations go back to
+            # the set the prediction belongs to, and the error reaches the caller
+            self.set_trait("ablations", change["old"])
+            raise
+        self.set_trait("prediction", prediction)
 
     # ------------------------------------------------------------------ several statements
     @property
@@ -269,9 +282,9 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         )
         with self.hold_sync():
             self.selection = {}
-            self.statement_layout = layout_state(s.layout, s.token_texts(), s.answer_position)
-            self.geometry = {**self.geometry, "seq_len": s.seq_len}
-            self.prediction = s.prediction(self.ablations)  # the ablations stay as they were
+            self.set_trait("statement_layout", layout_state(s.layout, s.token_texts(), s.answer_position))
+            self.set_trait("geometry", {**self.geometry, "seq_len": s.seq_len})
+            self.set_trait("prediction", s.prediction(self.ablations))  # the ablations stay as they were
             if self.grid_measure == "ablation_effect" and getattr(s, "sweep_table", None) is None:
                 self.grid_measure = "attention_to_selection"
 
@@ -370,8 +383,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         else:
             result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
             measure = "ablation_effect"
-        self.sweep_done = False
-        self.sweep_done = True
+        self.set_trait("sweep_done", False)
+        self.set_trait("sweep_done", True)
         self.grid_measure = measure
         return result
 

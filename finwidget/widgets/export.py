@@ -24,14 +24,16 @@ from finwidget.widgets.protocol import (
     request_key,
     requests_for_state,
     selection_param,
+    strict_json_content,
 )
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def script_json(value) -> str:
-    """JSON safe to place inside a ``<script>`` element (and parseable by ``JSON.parse``)."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    """JSON safe to place inside a ``<script>`` element (and parseable by ``JSON.parse``); strict:
+    a non-finite float is written as ``null`` (:func:`~finwidget.widgets.protocol.strict_json_content`)."""
+    text = json.dumps(strict_json_content(value), ensure_ascii=False, allow_nan=False)
     for raw, escaped in _ESCAPES.items():
         text = text.replace(raw, escaped)
     return text

@@ -13,7 +13,7 @@ import traceback
 
 import numpy as np
 
-from finwidget.errors import InputError
+from finwidget.errors import FinwidgetError
 from finwidget.widgets.protocol import (
     PNG_PREFIX,
     Payload,
@@ -22,6 +22,7 @@ from finwidget.widgets.protocol import (
     ok_reply,
     parse_request,
     selection_param,
+    strict_json_content,
 )
 
 
@@ -152,13 +153,22 @@ HANDLERS = {
 
 
 def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
-    """Answer one request from the frontend: ``(reply content, reply buffers)``. Never raises."""
+    """Answer one request from the frontend: ``(reply content, reply buffers)``. Never raises.
+
+    Whatever arrives (a kind that is a list or a dict, no id, huge values), the reply is an
+    error reply echoing at most a short prefix of the bad value (``protocol.shown``), and every
+    reply is strict JSON (non-finite floats become null: ``protocol.strict_json_content``).
+    """
     message_id = content.get("id") if isinstance(content, dict) else None
     kind = content.get("kind") if isinstance(content, dict) else None
+    message_id = message_id if isinstance(message_id, int) and not isinstance(message_id, bool) else None
+    kind = kind if isinstance(kind, str) and kind in HANDLERS else None
     try:
         request = parse_request(content, explorer.protocol_geometry)
     except ProtocolError as err:
         return error_reply(message_id, kind, f"bad request: {err}")
+    except Exception as err:  # noqa: BLE001 - a malformed request must get a reply, not an exception
+        return error_reply(message_id, kind, f"bad request: {_failure(err)}")
     lock = getattr(explorer, "model_lock", None)
     needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
     if lock is not None and needs_model and not lock.acquire(blocking=False):
@@ -167,12 +177,20 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
         return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
     try:
         fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
-        return ok_reply(request, fields, payload)
-    except InputError as err:
+        content, buffers = ok_reply(request, fields, payload)
+        return strict_json_content(content), buffers
+    except FinwidgetError as err:
         return error_reply(request.id, request.kind, str(err))
     except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
-        detail = traceback.format_exception_only(type(err), err)[-1].strip()
-        return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}")
+        return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {_failure(err)}")
     finally:
         if lock is not None and needs_model:
             lock.release()
+
+
+def _failure(err: BaseException) -> str:
+    """One line naming an unexpected exception (its type and message, cut short)."""
+    try:
+        return traceback.format_exception_only(type(err), err)[-1].strip()[:500]
+    except Exception:  # noqa: BLE001
+        return type(err).__name__

@@ -49,7 +49,10 @@ for a square matrix whose upper triangle is zero (causal attention), stored as i
 triangle row by row (row i holds columns 0..i), which halves what is sent.
 
 Every incoming message is validated here (types, ranges, unknown keys); a bad one gets an
-error reply naming the problem, never an exception out of the widget.
+error reply naming the problem, never an exception out of the widget. An error echoes at
+most ``ECHO_CHARS`` characters of a bad value (:func:`shown`). Everything sent is strict
+JSON: a non-finite float in a reply field becomes ``null`` (:func:`strict_json_content`);
+arrays travel as binary buffers, where NaN marks "no value" (e.g. outside a sweep's layers).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,6 +158,30 @@ PNG_PREFIX = "data:image/png;base64,"
 
 class ProtocolError(InputError):
     """A message from the frontend that does not follow the protocol."""
+
+
+#: the most characters of a bad value an error message echoes
+ECHO_CHARS = 80
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = _ECHO.maxother = ECHO_CHARS
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 8
+_ECHO.maxlevel = 3
+_ECHO.maxlong = 40
+
+
+def shown(value) -> str:
+    """A bad value as an error message shows it: its repr, at most ``ECHO_CHARS`` characters
+    (a long or deeply nested value is cut, ending in "..."). Never fails."""
+    try:
+        text = _ECHO.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still named
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
+
+
+def shown_keys(keys) -> str:
+    """Unknown keys as an error message lists them (sorted as text, cut like :func:`shown`)."""
+    return shown(sorted(str(k)[:ECHO_CHARS] for k in keys))
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -298,8 +326,33 @@ def ok_reply(
     return content, buffers
 
 
+#: the longest error message a reply carries
+MAX_ERROR_CHARS = 2000
+
+
 def error_reply(message_id, kind, error: str) -> tuple[dict, list]:
-    return {"kind": "reply", "id": message_id, "request": kind, "ok": False, "error": str(error)}, []
+    text = str(error)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    return {"kind": "reply", "id": message_id, "request": kind, "ok": False, "error": text}, []
+
+
+def strict_json_content(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None``, so that
+    ``json.dumps(..., allow_nan=False)`` accepts it: the one rule for numbers the widget sends or
+    saves (a reply field, a trait, an exported page). An answer is never sent from NaN: the
+    prediction refuses it first (:func:`finwidget.task.check_finite_answer`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json_content(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_content(item) for item in value]
+    if isinstance(value, np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def progress_message(message_id: int, done: int, total: int, message: str = "") -> dict:
@@ -331,7 +384,7 @@ def _is_int(value) -> bool:
 
 def _int_in(value, name: str, upper: int, what: str) -> int:
     if not _is_int(value):
-        raise ProtocolError(f"{name} must be an integer, got {value!r}")
+        raise ProtocolError(f"{name} must be an integer, got {shown(value)}")
     if not 0 <= value < upper:
         raise ProtocolError(f"{name} {value} is outside the model: {what} (0 to {upper - 1})")
     return value
@@ -347,7 +400,7 @@ def _head(value, g: Geometry) -> int:
 
 def _choice(value, name: str, options) -> str:
     if value not in options:
-        raise ProtocolError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        raise ProtocolError(f"{name} must be one of {', '.join(options)}, got {shown(value)}")
     return value
 
 
@@ -358,7 +411,7 @@ def _range(value, upper: int, name: str, half_open: bool) -> list[int]:
     if not value:
         return []
     if len(value) != 2 or not all(_is_int(v) for v in value):
-        raise ProtocolError(f"{name} must be [] or two integers, got {value!r}")
+        raise ProtocolError(f"{name} must be [] or two integers, got {shown(value)}")
     a, b = value
     ok = (0 <= a < b <= upper) if half_open else (0 <= a <= b < upper)
     if not ok:
@@ -376,9 +429,13 @@ def _layer_range(value, g: Geometry) -> list[int]:
 
 
 def _finite_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ProtocolError(f"{name} must be a finite number, got {shown(value)}")
+    return number
 
 
 def _mode_value(mode: dict, value, name: str) -> dict:
@@ -386,7 +443,7 @@ def _mode_value(mode: dict, value, name: str) -> dict:
     if mode["takes_value"]:
         return {"value": _finite_number(mode["default_value"] if value is None else value, name)}
     if value not in (None, 0, 0.0):
-        raise ProtocolError(f"mode {mode['name']!r} takes no value (got {value!r})")
+        raise ProtocolError(f"mode {mode['name']!r} takes no value (got {shown(value)})")
     return {}
 
 
@@ -408,11 +465,11 @@ def validate_ablations(items, geometry: Geometry) -> list[dict]:
             raise ProtocolError(f"ablation {i} must be a dict, got {type(item).__name__}")
         unknown = set(item) - {"layer", "head", "mode", "value"}
         if unknown:
-            raise ProtocolError(f"ablation {i} has unknown keys {sorted(unknown)}")
+            raise ProtocolError(f"ablation {i} has unknown keys {shown_keys(unknown)}")
         layer, head = _layer(item.get("layer"), geometry), _head(item.get("head"), geometry)
         mode = item.get("mode", "zero")
-        if mode not in modes:
-            raise ProtocolError(f"ablation {i}: mode must be one of {', '.join(modes)}, got {mode!r}")
+        if not isinstance(mode, str) or mode not in modes:
+            raise ProtocolError(f"ablation {i}: mode must be one of {', '.join(modes)}, got {shown(mode)}")
         try:
             value = _mode_value(modes[mode], item.get("value"), f"ablation {i} value")
         except ProtocolError as err:
@@ -490,7 +547,7 @@ def _parse_sweep(p: dict, g: Geometry) -> dict:
 def _parse_png(p: dict, g: Geometry) -> dict:
     view, data_url = p["view"], p["data_url"]
     if not isinstance(view, str) or view not in VIEW_NAMES:
-        raise ProtocolError(f"view must be one of {', '.join(VIEW_NAMES)}, got {view!r}")
+        raise ProtocolError(f"view must be one of {', '.join(VIEW_NAMES)}, got {shown(view)}")
     if not isinstance(data_url, str) or not data_url.startswith(PNG_PREFIX):
         raise ProtocolError("data_url must be a PNG data URL (data:image/png;base64,...)")
     if len(data_url) > MAX_PNG_BYTES:
@@ -539,10 +596,10 @@ def parse_request(content, geometry: Geometry) -> Request:
         raise ProtocolError(f"a request must be a JSON object, got {type(content).__name__}")
     message_id = content.get("id")
     if not _is_int(message_id) or message_id < 0:
-        raise ProtocolError(f"a request needs a non-negative integer id, got {message_id!r}")
+        raise ProtocolError(f"a request needs a non-negative integer id, got {shown(message_id)}")
     kind = content.get("kind")
-    if kind not in REQUESTS:
-        raise ProtocolError(f"unknown request kind {kind!r}; expected one of {', '.join(REQUEST_KINDS)}")
+    if not isinstance(kind, str) or kind not in REQUESTS:
+        raise ProtocolError(f"unknown request kind {shown(kind)}; expected one of {', '.join(REQUEST_KINDS)}")
     schema = REQUESTS[kind]
     params = {k: v for k, v in content.items() if k not in ("kind", "id")}
     missing = schema.required - set(params)
@@ -550,7 +607,7 @@ def parse_request(content, geometry: Geometry) -> Request:
         raise ProtocolError(f"{kind} request is missing {sorted(missing)}")
     unknown = set(params) - schema.required - schema.optional
     if unknown:
-        raise ProtocolError(f"{kind} request has unknown keys {sorted(unknown)}")
+        raise ProtocolError(f"{kind} request has unknown keys {shown_keys(unknown)}")
     return Request(kind=kind, id=message_id, params=schema.parse(params, geometry))
 
 
@@ -566,7 +623,7 @@ DEFAULT_SETTINGS = {
 
 def _check_focus(value, g: Geometry) -> dict:
     if not isinstance(value, dict) or set(value) != {"layer", "head"}:
-        raise ProtocolError(f"focus must be {{'layer': int, 'head': int}}, got {value!r}")
+        raise ProtocolError(f"focus must be {{'layer': int, 'head': int}}, got {shown(value)}")
     return {"layer": _layer(value["layer"], g), "head": _head(value["head"], g)}
 
 
@@ -574,7 +631,7 @@ def _check_selection(value, g: Geometry) -> dict:
     if not value:
         return {}
     if not isinstance(value, dict) or set(value) != {"start", "end"}:
-        raise ProtocolError(f"selection must be {{}} or {{'start': int, 'end': int}}, got {value!r}")
+        raise ProtocolError(f"selection must be {{}} or {{'start': int, 'end': int}}, got {shown(value)}")
     try:
         start, end = _selection([value["start"], value["end"]], g)
     except ProtocolError as err:
@@ -585,22 +642,22 @@ def _check_selection(value, g: Geometry) -> dict:
 def _check_views(value, g: Geometry) -> list[str]:
     value = list(value) if isinstance(value, (list, tuple)) else value
     if not isinstance(value, list) or not value or any(v not in VIEW_NAMES for v in value):
-        raise ProtocolError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {value!r}")
+        raise ProtocolError(f"views must be a non-empty list of {list(VIEW_NAMES)}, got {shown(value)}")
     return list(dict.fromkeys(value))
 
 
 def _check_settings(value, g: Geometry) -> dict:
     if not isinstance(value, dict):
-        raise ProtocolError(f"settings must be a dict, got {value!r}")
+        raise ProtocolError(f"settings must be a dict, got {shown(value)}")
     unknown = set(value) - set(DEFAULT_SETTINGS)
     if unknown:
-        raise ProtocolError(f"unknown settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
+        raise ProtocolError(f"unknown settings {shown_keys(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
     value = {**DEFAULT_SETTINGS, **value}
     options = {"statement_heads": STATEMENT_HEADS, "matrix_aggregate": MATRIX_AGGREGATES,
                "ablate_mode": tuple(EXPLORER_MODES)}
     for key, allowed in options.items():
         if value[key] not in allowed:
-            raise ProtocolError(f"settings[{key!r}] must be one of {allowed}, got {value[key]!r}")
+            raise ProtocolError(f"settings[{key!r}] must be one of {allowed}, got {shown(value[key])}")
     for key in ("scale_value", "reply_timeout_ms"):
         _finite_number(value[key], f"settings[{key!r}]")
     if value["reply_timeout_ms"] < 100:
@@ -641,13 +698,16 @@ class ExplorerState(traitlets.HasTraits):
     view names; sweep_done: flips each time a sweep finishes; attention_run: which run
     the attention views show (``ATTENTION_RUNS``); statements: ``[{"index", "label"}]``
     of every statement the explorer holds; statement_index: the one shown.
+    ``statement_layout``, ``geometry``, ``catalogue``, ``prediction`` and ``sweep_done``
+    are read only (:data:`READ_ONLY_STATE`).
     """
 
     protocol_geometry = Geometry(num_layers=0, num_heads=0, num_spans=0)
 
-    statement_layout = traitlets.Dict().tag(sync=True)
-    geometry = traitlets.Dict().tag(sync=True)
-    catalogue = traitlets.Dict().tag(sync=True)
+    # read only from Python: set by the explorer itself (``set_trait``), never by a user
+    statement_layout = traitlets.Dict(read_only=True).tag(sync=True)
+    geometry = traitlets.Dict(read_only=True).tag(sync=True)
+    catalogue = traitlets.Dict(read_only=True).tag(sync=True)
     focus = Checked({"layer": 0, "head": 0}, _check_focus)
     selection = Checked({}, _check_selection)
     direction = Checked("from", lambda v, g: _choice(v, "direction", DIRECTIONS))
@@ -655,9 +715,9 @@ class ExplorerState(traitlets.HasTraits):
     layer_range = Checked([], lambda v, g: _layer_range(list(v) if isinstance(v, tuple) else v, g))
     ablations = Checked([], lambda v, g: _prefixed("ablations", validate_ablations, v, g))
     settings = Checked(dict(DEFAULT_SETTINGS), _check_settings)
-    prediction = traitlets.Dict({}).tag(sync=True)
+    prediction = traitlets.Dict({}, read_only=True).tag(sync=True)
     views = Checked(list(VIEW_NAMES), _check_views)
-    sweep_done = traitlets.Bool(False).tag(sync=True)
+    sweep_done = traitlets.Bool(False, read_only=True).tag(sync=True)
     attention_run = Checked("clean", lambda v, g: _choice(v, "attention_run", ATTENTION_RUNS))
     statements = traitlets.List([]).tag(sync=True)
     statement_index = traitlets.Int(0).tag(sync=True)
@@ -669,6 +729,9 @@ def _prefixed(name: str, check, value, g: Geometry):
     except ProtocolError as err:
         raise ProtocolError(f"{name}: {err}") from None
 
+
+#: the traits only the explorer sets (a write from Python raises ``TraitError``)
+READ_ONLY_STATE = ("statement_layout", "geometry", "catalogue", "prediction", "sweep_done")
 
 #: every synced trait (what an exported page embeds)
 SYNCED_STATE = tuple(ExplorerState.class_trait_names(sync=True))
