@@ -4,7 +4,7 @@ Names are imported lazily, so ``import finwidget`` stays fast and pulls in
 torch/transformers only when a model-facing name is first used.
 """
 
-from importlib import import_module
+from finwidget.lazy_names import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -50,13 +50,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]  # noqa: PLE0604 - the keys of _EXPORTS are str
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'finwidget' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__():

@@ -20,8 +20,9 @@ interventions package or the widgets until they are needed.
 """
 
 from functools import lru_cache, wraps
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from finwidget.lazy_names import lazy_getattr
 
 if TYPE_CHECKING:  # for type checkers and linters; at run time the names load on first use
     # (the guide's analyzer is a subclass of this one whose plots return widgets)
@@ -85,17 +86,7 @@ def _guide_names() -> dict:
             "quick_attention_analysis": quick_attention_analysis}
 
 
-def __getattr__(name: str):
-    if name in ("FinancialAttentionAnalyzer", "quick_attention_analysis"):
-        value = _guide_names()[name]
-        globals()[name] = value
-        return value
-    module = _SOURCES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _SOURCES, globals(), special=lambda name: _guide_names()[name])
 
 
 def __dir__():

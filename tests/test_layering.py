@@ -21,6 +21,7 @@ LAYERS = [
     (0, "errors", ["finwidget.errors"]),
     (1, "model_parts", ["finwidget.model_parts"]),
     (1, "strict json", ["finwidget.strict_json"]),
+    (1, "lazy names", ["finwidget.lazy_names"]),
     (2, "task", ["finwidget.task"]),
     (2, "loading", ["finwidget.loading"]),
     (3, "capture", ["finwidget.capture"]),

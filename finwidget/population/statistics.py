@@ -80,6 +80,14 @@ def _quiet():
     return ctx
 
 
+def _effect_interval(samples: tuple, statistic, resamples: int, confidence: float, rng):
+    """``(low, high)``: the percentile bootstrap interval of ``statistic`` over ``samples``
+    (each ``[n, tests]``), by ``scipy.stats.bootstrap`` with ``resamples`` resamples."""
+    boot = stats.bootstrap(samples, statistic, vectorized=True, axis=0, n_resamples=resamples,
+                           confidence_level=confidence, method="percentile", rng=rng)
+    return boot.confidence_interval
+
+
 def _columns(a: np.ndarray, b: np.ndarray | None = None):
     """Split the test columns into those with every value finite (tested together) and the rest."""
     finite = np.isfinite(a).all(axis=0)
@@ -138,9 +146,7 @@ def two_group_tests(a, b, *, permutations: int = 999, bootstrap: int = 999, conf
                                               alternative="two-sided", rng=rng)
                 out["p_permutation"][ok] = perm.pvalue
             if bootstrap:
-                boot = stats.bootstrap((x, y), hedges_g, vectorized=True, axis=0, n_resamples=bootstrap,
-                                       confidence_level=confidence, method="percentile", rng=rng)
-                out["g_low"][ok], out["g_high"][ok] = boot.confidence_interval
+                out["g_low"][ok], out["g_high"][ok] = _effect_interval((x, y), hedges_g, bootstrap, confidence, rng)
     finally:
         ctx.__exit__(None, None, None)
     _warn(small, "a group has fewer than two finite values, so no test is defined")
@@ -194,9 +200,7 @@ def paired_tests(first, second, *, bootstrap: int = 999, confidence: float = 0.9
             out["w"][ok], out["p_wilcoxon"][ok] = w.statistic, w.pvalue  # pyright: ignore[reportAttributeAccessIssue] - scipy's result types omit these fields
             out["hedges_g"][ok] = paired_hedges_g(d, axis=0)
             if bootstrap:
-                boot = stats.bootstrap((d,), paired_hedges_g, vectorized=True, axis=0, n_resamples=bootstrap,
-                                       confidence_level=confidence, method="percentile", rng=rng)
-                out["g_low"][ok], out["g_high"][ok] = boot.confidence_interval
+                out["g_low"][ok], out["g_high"][ok] = _effect_interval((d,), paired_hedges_g, bootstrap, confidence, rng)
     finally:
         ctx.__exit__(None, None, None)
     _warn(small, "fewer than two complete pairs, so no test is defined")
