@@ -2,11 +2,11 @@
 // The analysis controls: undo/redo history, the clean/ablated/difference switch, the
 // statement picker, the sweep over every statement with cancel, and "mean" refused
 // with Python's reason when there is no reference set.
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { mountExplorer } from "../explorer";
+import { beforeAll, describe, expect, it } from "vitest";
 import { requestsForState, type Ablation } from "../protocol";
-import { AblationHistory, ExplorerStore } from "../store";
+import { AblationHistory } from "../store";
 import { installCanvasStub } from "./canvas_stub";
+import { mountOnFakeKernel, unmountAfterEach } from "./mount";
 import { answerAll, CATALOGUE, FakeModel, LINES, makeTraits } from "./fake_kernel";
 import { makeLayout } from "./fixtures";
 
@@ -14,26 +14,9 @@ beforeAll(() => {
   installCanvasStub();
 });
 
-let cleanup: (() => void) | null = null;
-afterEach(() => {
-  cleanup?.();
-  cleanup = null;
-  document.body.replaceChildren();
-});
+unmountAfterEach();
 
-async function mount(overrides = {}) {
-  const model = new FakeModel(makeTraits(overrides));
-  const store = new ExplorerStore(model.asModel());
-  const host = document.createElement("div");
-  document.body.append(host);
-  const unmount = mountExplorer(store, host);
-  cleanup = () => {
-    unmount();
-    store.destroy();
-  };
-  await new Promise((r) => setTimeout(r, 0));
-  return { model, store, host, root: host.querySelector(".fw-explorer") as HTMLElement };
-}
+const mount = mountOnFakeKernel;
 
 const q = (root: ParentNode, sel: string) => root.querySelector(sel) as HTMLElement;
 const a = (layer: number, head: number, mode = "zero"): Ablation => ({ layer, head, mode });

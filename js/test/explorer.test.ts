@@ -1,36 +1,18 @@
 // @vitest-environment jsdom
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { mountExplorer } from "../explorer";
+import { beforeAll, describe, expect, it } from "vitest";
 import { requestsForState } from "../protocol";
-import { ExplorerStore } from "../store";
 import { installCanvasStub } from "./canvas_stub";
-import { answer, answerAll, CATALOGUE, FakeModel, makeTraits } from "./fake_kernel";
+import { mountOnFakeKernel, unmountAfterEach } from "./mount";
+import { answer, answerAll, CATALOGUE, makeTraits } from "./fake_kernel";
 
 beforeAll(() => {
   installCanvasStub();
   HTMLCanvasElement.prototype.toDataURL = () => "data:image/png;base64,AAAA";
 });
 
-let cleanup: (() => void) | null = null;
-afterEach(() => {
-  cleanup?.();
-  cleanup = null;
-  document.body.replaceChildren();
-});
+unmountAfterEach();
 
-async function mount(overrides = {}) {
-  const model = new FakeModel(makeTraits(overrides));
-  const store = new ExplorerStore(model.asModel());
-  const host = document.createElement("div");
-  document.body.append(host);
-  const unmount = mountExplorer(store, host);
-  cleanup = () => {
-    unmount();
-    store.destroy();
-  };
-  await new Promise((r) => setTimeout(r, 0));
-  return { model, store, host, root: host.querySelector(".fw-explorer") as HTMLElement };
-}
+const mount = mountOnFakeKernel;
 
 const q = (root: ParentNode, sel: string) => root.querySelector(sel) as HTMLElement;
 

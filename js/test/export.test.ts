@@ -1,37 +1,22 @@
 // @vitest-environment jsdom
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { mountExplorer } from "../explorer";
+import { beforeAll, describe, expect, it } from "vitest";
 import { explorerFigure } from "../export_controls";
 import { figureText, frame, toSVG, wrapText } from "../export";
 import { endsInWords } from "../legend";
-import { ExplorerStore } from "../store";
 import { installCanvasStub } from "./canvas_stub";
-import { answerAll, FakeModel, makeTraits } from "./fake_kernel";
+import { mountOnFakeKernel, unmountAfterEach } from "./mount";
+import { answerAll } from "./fake_kernel";
 
 beforeAll(() => {
   installCanvasStub();
   HTMLCanvasElement.prototype.toDataURL = () => "data:image/png;base64,AAAA";
 });
 
-let cleanup: (() => void) | null = null;
-afterEach(() => {
-  cleanup?.();
-  cleanup = null;
-  document.body.replaceChildren();
-});
+unmountAfterEach();
 
 /** A mounted explorer whose views answered, and the views' figures. */
 async function mounted() {
-  const model = new FakeModel(makeTraits({ ablations: [{ layer: 1, head: 2, mode: "zero" }] }));
-  const store = new ExplorerStore(model.asModel());
-  const host = document.createElement("div");
-  document.body.append(host);
-  const unmount = mountExplorer(store, host);
-  cleanup = () => {
-    unmount();
-    store.destroy();
-  };
-  await new Promise((r) => setTimeout(r, 0));
+  const { model, store, host } = await mountOnFakeKernel({ ablations: [{ layer: 1, head: 2, mode: "zero" }] });
   await answerAll(model);
   await new Promise((r) => setTimeout(r, 0));
   return { store, host };
