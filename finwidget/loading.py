@@ -131,17 +131,28 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto", dtype="aut
     return model, tokenizer
 
 
-def load_demo_model():
-    """The shipped demo model and its tokenizer (offline, float32, CPU).
+def load_demo_model(variant: str = "default"):
+    """A shipped demo model and its tokenizer (offline, float32, CPU).
 
-    A small Qwen2 trained on synthetic statements with a planted, documented rule;
-    see ``finwidget/demo/model/MODEL_CARD.md``.
+    A small Qwen2 trained on synthetic statements with a planted, documented rule.
+
+    Args:
+        variant: ``"default"``: the demo model that reads one statement layout (see
+            ``finwidget/demo/model/MODEL_CARD.md``); ``"layouts"``: a second model, trained
+            on the same rule written as lines, markdown tables and aligned text tables
+            (``make_statements(layout=...)``; see ``finwidget/demo/layouts_model/MODEL_CARD.md``).
+
+    Raises:
+        ModelLoadError: an unknown variant, or the variant's weights are missing.
     """
-    from finwidget.demo import MODEL_DIR
+    from finwidget.demo import DEMO_MODEL_DIRS
 
-    if not (Path(MODEL_DIR) / "model.safetensors").is_file():
+    if not isinstance(variant, str) or variant not in DEMO_MODEL_DIRS:
+        raise ModelLoadError(f"unknown demo model variant {variant!r}; use one of {sorted(DEMO_MODEL_DIRS)}")
+    folder = DEMO_MODEL_DIRS[variant]
+    if not (Path(folder) / "model.safetensors").is_file():
         raise ModelLoadError(
-            f"the demo model's weights are missing from {MODEL_DIR}; reinstall finwidget or "
-            "rebuild them with `python -m finwidget.demo.train`"
+            f"the demo model's weights are missing from {folder}; reinstall finwidget or "
+            "rebuild them with `python -m finwidget.demo.train` (see the model card in that folder)"
         )
-    return load_model(MODEL_DIR, device="cpu", dtype=torch.float32)
+    return load_model(folder, device="cpu", dtype=torch.float32)

@@ -4,6 +4,9 @@
   (``finwidget.demo.statements``), the rule in ``RULE``.
 - ``MODEL_DIR``: the folder of the shipped model (weights, config, tokenizer, ``MODEL_CARD.md``);
   load it with ``finwidget.load_demo_model()``.
+- ``LAYOUTS_MODEL_DIR``: a second demo model, trained on the same rule written in three
+  layouts (line, markdown table, aligned text table; ``make_statements(layout=...)``);
+  load it with ``finwidget.load_demo_model("layouts")``.
 - ``python -m finwidget.demo.train`` rebuilds the model, ``python -m finwidget.demo.evaluate``
   measures its held-out accuracy.
 """
@@ -11,6 +14,7 @@
 from pathlib import Path
 
 from finwidget.demo.statements import (
+    LAYOUTS,
     LINE_ITEMS,
     RULE,
     RULE_ITEMS,
@@ -22,8 +26,14 @@ from finwidget.demo.statements import (
 )
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
+LAYOUTS_MODEL_DIR: Path = Path(__file__).resolve().parent / "layouts_model"
+# load_demo_model(variant) -> folder
+DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR}
 
 __all__ = [
+    "DEMO_MODEL_DIRS",
+    "LAYOUTS",
+    "LAYOUTS_MODEL_DIR",
     "LINE_ITEMS",
     "MODEL_DIR",
     "RULE",
