@@ -76,6 +76,7 @@ class TrainConfig:
     curriculum_steps: int = 600  # during these first steps, statements grow from 0 to 7 distractor items
     layout: str = "line"  # statement layout (make_statements): line, markdown, aligned or mixed
     init_from: str = ""  # a demo model folder to start from ("" = random initialisation); see warm_start
+    keep_best: bool = False  # the command saves the weights of the best validation check (ties: the later)
 
 
 @dataclass
@@ -212,10 +213,12 @@ def default_tokenizer_dir(layout: str) -> Path:
     return Path(MODEL_DIR if layout == "line" else LAYOUTS_MODEL_DIR)
 
 
-def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
+def train(config: TrainConfig, tokenizer=None, log=_print_now, on_validation=None) -> TrainResult:
     """Train a demo model with ``config``; returns the model (in eval mode) and its record.
 
     ``tokenizer``: default ``AutoTokenizer`` of ``default_tokenizer_dir(config.layout)``.
+    ``on_validation``: called as ``on_validation(result, record)`` after every validation
+    check (``record``: ``{"step", "accuracy", "loss"}``), e.g. to save a checkpoint.
     """
     from transformers import AutoTokenizer
 
@@ -260,6 +263,9 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
                 elapsed = time.perf_counter() - started
                 log(f"step {step + 1:5d}  train loss {sum(result.losses[-config.validate_every:]) / len(result.losses[-config.validate_every:]):.4f}  "
                     f"val loss {record['loss']:.4f}  val acc {record['accuracy']:.4f}  {elapsed:6.1f} s")
+                if on_validation is not None:
+                    result.seconds = elapsed
+                    on_validation(result, record)
                 if config.stop_at_accuracy is not None and record["accuracy"] >= config.stop_at_accuracy:
                     perfect_in_a_row += 1
                 else:
@@ -301,7 +307,14 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path, tokenizer_di
     return out
 
 
-def parse_args(argv=None) -> tuple[TrainConfig, Path, Path | None]:
+def parse_args(argv=None) -> tuple[TrainConfig, Path]:
+    """The command line's ``(TrainConfig, output folder)``."""
+    config, out, _ = parse_command(argv)
+    return config, out
+
+
+def parse_command(argv=None) -> tuple[TrainConfig, Path, Path | None]:
+    """The command line's ``(TrainConfig, output folder, tokenizer folder or None)``."""
     from finwidget.demo import MODEL_DIR
 
     defaults = TrainConfig()
@@ -315,6 +328,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path, Path | None]:
         if name == "stop_at_accuracy":
             parser.add_argument(flag, type=float, default=value,
                                 help="stop when validation accuracy reaches this twice in a row (negative: never)")
+        elif isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value)
     args = vars(parser.parse_args(argv))
@@ -328,12 +343,25 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path, Path | None]:
 def main(argv=None) -> None:
     from transformers import AutoTokenizer
 
-    config, out, tokenizer_dir = parse_args(argv)
+    config, out, tokenizer_dir = parse_command(argv)
     tokenizer_dir = tokenizer_dir or default_tokenizer_dir(config.layout)
     _print_now(f"training the demo model: {asdict(config)}, tokenizer {tokenizer_dir}")
-    result = train(config, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
-    save(result, config, out, tokenizer_dir)
+    best = {"accuracy": -1.0, "step": None}
+
+    def keep_if_best(result, record):
+        if record["accuracy"] >= best["accuracy"]:
+            best.update(record)
+            save(result, config, out, tokenizer_dir)
+            _print_now(f"  best so far: saved to {out}")
+
+    result = train(config, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir),
+                   on_validation=keep_if_best if config.keep_best else None)
     final = result.validation[-1] if result.validation else {}
+    if config.keep_best and final and final["accuracy"] < best["accuracy"]:
+        print(f"kept the weights of step {best['step']} (validation accuracy {best['accuracy']}) in {out}; "
+              f"the run ended at step {result.steps_run} with {final['accuracy']}")
+        return
+    save(result, config, out, tokenizer_dir)
     print(f"saved to {out} after {result.steps_run} steps in {result.seconds:.0f} s; "
           f"validation accuracy {final.get('accuracy')}")
 
