@@ -24,13 +24,13 @@ from finwidget.task import EarningsTask
 FRESH_SEED = 515_151  # used nowhere else: not in training, validation, the tokenizer corpus or the card
 
 # Accuracy bar, per layout: at most MAX_ERRORS wrong answers out of N_PER_LAYOUT statements.
-# Binomial reasoning: with 2 errors in 400 the one-sided 95% Clopper-Pearson upper bound of
-# the error rate is 1.57%, so passing shows a true accuracy above 98% (the issue's bar) at
-# 95% confidence; a model exactly at 98% would pass with probability 1.3%
-# (P[Binomial(400, 0.02) <= 2]), and one at 99.8% (what the card measures is close to
-# this or better) with probability 95%.
-N_PER_LAYOUT = 400
-MAX_ERRORS = 2
+# Binomial reasoning: with 6 errors in 600 the one-sided 95% Clopper-Pearson upper bound of
+# the error rate is 1.96%, so passing shows a true accuracy above 98% (the issue's bar) at
+# 95% confidence; a model exactly at 98% would pass with probability 4.4%
+# (P[Binomial(600, 0.02) <= 6]), and one at 99.5% (the weakest layout in the model card,
+# aligned, measured on 1,000 statements) with probability 96.7%.
+N_PER_LAYOUT = 600
+MAX_ERRORS = 6
 
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
@@ -90,8 +90,9 @@ def test_fresh_seed_is_not_a_training_seed():
 
 def test_training_log_names_the_command_settings():
     log = json.loads((LAYOUTS_MODEL_DIR / "training_log.json").read_text())
-    assert log["config"]["layout"] == "mixed"
-    assert set(log["config"]) == set(TrainConfig().__dict__)
+    config = TrainConfig(**log["config"])  # every logged setting is one the command takes
+    assert (config.layout, config.init_from, config.layers, config.hidden) == ("mixed", "finwidget/demo/model", 2, 128)
+    assert log["validation"][-1]["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -103,3 +104,43 @@ def test_held_out_accuracy_on_every_layout(layouts_model, layout):
     errors = round((1 - result.accuracy) * N_PER_LAYOUT)
     assert errors <= MAX_ERRORS, result
     assert result.accuracy > max(result.single_item_baselines.values()) + 0.1  # it reads both rule items
+
+
+# The heads the model card names, and what it measured with each mean-ablated alone (200
+# statements per layout, seed 424242): L0H1 0.47-0.48 (every statement answered "increase"),
+# L0H2 0.80-0.83, every other head >= 0.975, in each of the three layouts.
+HEAD_TEST_N = 150  # fresh statements per layout here
+
+
+@pytest.fixture(scope="module")
+def ablations(layouts_model):
+    model, tokenizer = layouts_model
+    single = [[(layer, head)] for layer in range(2) for head in range(4)]
+    sets = single + [[(0, 1), (0, 2), (1, 0)]]
+    return ablation_by_layout(model, tokenizer, n=HEAD_TEST_N, seed=FRESH_SEED, reference_n=64,
+                              layouts=LAYOUTS, modes=("mean",), head_sets=sets)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_named_heads_matter_in_every_layout(ablations, layout):
+    """Bars with room for sampling noise on 150 statements (standard error of an accuracy
+    near 0.8 is 0.033, near 0.975 it is 0.013): L0H1 alone leaves at most 0.65 (answering one
+    label for all gives about 0.5), L0H2 alone at most 0.92 (card: 0.80-0.83), the card's
+    top three together at most 0.65; the six other heads one at a time keep at least 0.94
+    (card: >= 0.975)."""
+    rows = ablations[ablations["layout"] == layout].set_index("heads")
+    assert (rows["clean_accuracy"] >= 0.97).all()
+    assert rows.loc["L0H1", "accuracy"] <= 0.65, rows
+    assert rows.loc["L0H2", "accuracy"] <= 0.92, rows
+    assert rows.loc["L0H1+L0H2+L1H0", "accuracy"] <= 0.65, rows
+    others = rows.drop(index=["L0H1", "L0H2", "L0H1+L0H2+L1H0"])
+    assert len(others) == 6 and (others["accuracy"] >= 0.94).all(), others
+
+
+def test_the_same_heads_rank_first_in_every_layout(ablations):
+    """"Do the same heads read net income in every layout?": the two heads with the largest
+    mean |change| of the logit difference are L0H1 and L0H2 in each layout."""
+    singles = ablations[~ablations["heads"].str.contains(r"\+")]
+    for layout in LAYOUTS:
+        ranked = singles[singles["layout"] == layout].sort_values("mean_abs_change", ascending=False)
+        assert list(ranked["heads"][:2]) == ["L0H1", "L0H2"], ranked

@@ -43,19 +43,21 @@ class Evaluation:
     single_item_baselines: dict[str, float] = field(default_factory=dict)
     mean_abs_logit_diff: float = 0.0
     seconds: float = 0.0
-    layout: str = "line"
+    layout: str = "line"  # how the statements were written (make_statements(layout=...))
 
 
 def _pattern_name(signs: tuple[int, int]) -> str:
     return " ".join(f"{name}{'+' if s > 0 else '-'}" for name, s in zip(("NI", "OCF"), signs))
 
 
-def evaluate(model, tokenizer, n: int = 1000, seed: int = HELD_OUT_SEED, batch_size: int = 32) -> Evaluation:
-    """Predict ``n`` statements made with ``seed`` and score them against the rule."""
+def evaluate(model, tokenizer, n: int = 1000, seed: int = HELD_OUT_SEED, batch_size: int = 32,
+             layout: str = "line") -> Evaluation:
+    """Predict ``n`` statements made with ``seed`` (written in ``layout``) and score them
+    against the rule."""
     from finwidget.demo.statements import RULE_ITEMS, make_statements
     from finwidget.task import predict
 
-    statements = make_statements(n, seed)
+    statements = make_statements(n, seed, layout=layout)
     started = time.perf_counter()
     predictions = predict(model, tokenizer, [s.text for s in statements], batch_size=batch_size)
     seconds = time.perf_counter() - started

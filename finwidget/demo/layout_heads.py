@@ -90,7 +90,10 @@ def _line_spans(text: str) -> list[tuple[int, int, str]]:
 def rule_line_tokens(text: str, offsets: list[tuple[int, int]], item: str) -> dict[str, list[int]]:
     """Token indices of ``item``'s row in ``text`` (any layout): ``row`` (every token that
     starts in the row's line), ``sign`` (the first ``+``/``-`` token after the item name:
-    the sign of its change), ``digits`` (the row's digit tokens)."""
+    the sign of its change), ``digits`` (the digit tokens of the row's three numbers; the
+    year labels of the line layout, ``2022:``, are not counted)."""
+    import re
+
     for start, end, line in _line_spans(text):
         rest = line.lstrip("| ").lstrip()
         if rest.startswith(item) and rest[len(item):len(item) + 1] in (":", " "):
@@ -98,7 +101,9 @@ def rule_line_tokens(text: str, offsets: list[tuple[int, int]], item: str) -> di
             row = [i for i, (a, b) in enumerate(offsets) if start <= a < end and b > a]
             sign = [i for i in row if offsets[i][0] >= name_end and text[offsets[i][0]:offsets[i][1]].strip() in "+-"
                     and text[offsets[i][0]:offsets[i][1]].strip()]
-            digits = [i for i in row if text[offsets[i][0]:offsets[i][1]].isdigit()]
+            labels = [(start + m.start(), start + m.end()) for m in re.finditer(r"\d{4}:", line)]
+            digits = [i for i in row if text[offsets[i][0]:offsets[i][1]].isdigit()
+                      and not any(a <= offsets[i][0] < b for a, b in labels)]
             return {"row": row, "sign": sign[:1], "digits": digits}
     raise ValueError(f"no row for {item!r} in the statement")
 
