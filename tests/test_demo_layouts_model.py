@@ -144,3 +144,34 @@ def test_the_same_heads_rank_first_in_every_layout(ablations):
     for layout in LAYOUTS:
         ranked = singles[singles["layout"] == layout].sort_values("mean_abs_change", ascending=False)
         assert list(ranked["heads"][:2]) == ["L0H1", "L0H2"], ranked
+
+
+def test_warm_start_copies_weights_by_token_string():
+    from transformers import AutoTokenizer
+
+    from finwidget.demo.train import build_model, warm_start
+    from finwidget.errors import InputError
+    from finwidget.loading import load_demo_model
+
+    source, source_tokenizer = load_demo_model()
+    tokenizer = AutoTokenizer.from_pretrained(LAYOUTS_MODEL_DIR)
+    model = build_model(TrainConfig(), tokenizer)
+    fresh = build_model(TrainConfig(), tokenizer)  # same seed: the initialisation warm_start starts from
+    counts = warm_start(model, tokenizer, MODEL_DIR)
+    shared = set(source_tokenizer.get_vocab()) & set(tokenizer.get_vocab())
+    assert counts == {"copied_tokens": len(shared), "new_tokens": len(tokenizer) - len(shared)}
+    assert counts["new_tokens"] > 0
+    embedding, source_embedding = model.model.embed_tokens.weight, source.model.embed_tokens.weight
+    for token in shared:
+        assert torch.equal(embedding[tokenizer.convert_tokens_to_ids(token)],
+                           source_embedding[source_tokenizer.convert_tokens_to_ids(token)]), token
+    for token in set(tokenizer.get_vocab()) - shared:
+        index = tokenizer.convert_tokens_to_ids(token)
+        assert torch.equal(embedding[index], fresh.model.embed_tokens.weight[index]), token
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied: the LM head follows
+    source_weights = source.state_dict()
+    for name, weight in model.state_dict().items():
+        if "embed_tokens" not in name and name != "lm_head.weight":
+            assert torch.equal(weight, source_weights[name]), name
+    with pytest.raises(InputError, match="does not fit"):
+        warm_start(build_model(TrainConfig(hidden=64), tokenizer), tokenizer, MODEL_DIR)
