@@ -106,9 +106,10 @@ def test_held_out_accuracy_on_every_layout(layouts_model, layout):
     assert result.accuracy > max(result.single_item_baselines.values()) + 0.1  # it reads both rule items
 
 
-# The heads the model card names, and what it measured with each mean-ablated alone (200
-# statements per layout, seed 424242): L0H1 0.47-0.48 (every statement answered "increase"),
-# L0H2 0.80-0.83, every other head >= 0.975, in each of the three layouts.
+# The heads the model card names, and what it measured with them mean-ablated (200
+# statements per layout, seed 424242): L0H1 alone 0.47-0.48 (every statement answered
+# "increase"), L0H2 alone 0.80-0.83, every other head alone >= 0.975, L1H0 + L1H1 together
+# 0.47-0.50, in each of the three layouts.
 HEAD_TEST_N = 150  # fresh statements per layout here
 
 
@@ -116,7 +117,7 @@ HEAD_TEST_N = 150  # fresh statements per layout here
 def ablations(layouts_model):
     model, tokenizer = layouts_model
     single = [[(layer, head)] for layer in range(2) for head in range(4)]
-    sets = single + [[(0, 1), (0, 2), (1, 0)]]
+    sets = single + [[(0, 1), (0, 2), (1, 0)], [(1, 0), (1, 1)]]
     return ablation_by_layout(model, tokenizer, n=HEAD_TEST_N, seed=FRESH_SEED, reference_n=64,
                               layouts=LAYOUTS, modes=("mean",), head_sets=sets)
 
@@ -126,14 +127,15 @@ def test_the_named_heads_matter_in_every_layout(ablations, layout):
     """Bars with room for sampling noise on 150 statements (standard error of an accuracy
     near 0.8 is 0.033, near 0.975 it is 0.013): L0H1 alone leaves at most 0.65 (answering one
     label for all gives about 0.5), L0H2 alone at most 0.92 (card: 0.80-0.83), the card's
-    top three together at most 0.65; the six other heads one at a time keep at least 0.94
-    (card: >= 0.975)."""
+    top three together and the layer-1 pair L1H0 + L1H1 together at most 0.65 (card: 0.47-0.50);
+    the six other heads one at a time keep at least 0.94 (card: >= 0.975)."""
     rows = ablations[ablations["layout"] == layout].set_index("heads")
     assert (rows["clean_accuracy"] >= 0.97).all()
     assert rows.loc["L0H1", "accuracy"] <= 0.65, rows
     assert rows.loc["L0H2", "accuracy"] <= 0.92, rows
     assert rows.loc["L0H1+L0H2+L1H0", "accuracy"] <= 0.65, rows
-    others = rows.drop(index=["L0H1", "L0H2", "L0H1+L0H2+L1H0"])
+    assert rows.loc["L1H0+L1H1", "accuracy"] <= 0.65, rows
+    others = rows.drop(index=["L0H1", "L0H2", "L0H1+L0H2+L1H0", "L1H0+L1H1"])
     assert len(others) == 6 and (others["accuracy"] >= 0.94).all(), others
 
 
