@@ -30,6 +30,8 @@ LAYERS = [
     (5, "analysis", ["finwidget.analysis"]),
     (5, "interventions", ["finwidget.interventions"]),
     (6, "widgets", ["finwidget.widgets"]),
+    # the layouts demo model's head findings: measured with capture and interventions
+    (6, "demo findings", ["finwidget.demo.layout_heads"]),
     (7, "guide", ["finwidget.interpretability_tools"]),
     (7, "cli", ["finwidget.cli"]),
     (8, "package root", ["finwidget"]),
