@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 LOAD_SNIPPET = (
     "import time; t = time.perf_counter(); import torch; torch.set_num_threads({threads}); "
-    "from finwidget.loading import load_demo_model; t1 = time.perf_counter(); load_demo_model(); "
+    "from finwidget.demo import load_demo_model; t1 = time.perf_counter(); load_demo_model(); "
     "t2 = time.perf_counter(); print(t2 - t, t2 - t1)"
 )
 
@@ -48,8 +48,8 @@ def bench_load(repeats: int, threads: int) -> tuple[list[float], list[float]]:
 
 
 def bench_predict(repeats: int) -> list[float]:
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
-    from finwidget.loading import load_demo_model
     from finwidget.task import predict
 
     model, tokenizer = load_demo_model()

@@ -190,8 +190,8 @@ def run_random(layers, hidden, heads, kv, inter, vocab, tokens, heads_per_layer)
 
 
 def run_demo():
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
-    from finwidget.loading import load_demo_model
     from finwidget.task import EarningsTask
 
     demo, tokenizer = load_demo_model()

@@ -504,7 +504,7 @@ def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bo
 
 def run_bertviz(browser, folder: Path, assets: Path, limit_s: float) -> dict:
     """BertViz head view on the demo model's attention at T ~ 256 and ~ 512, in the same browser."""
-    from finwidget.loading import load_demo_model
+    from finwidget import load_demo_model
 
     model, tokenizer = load_demo_model()
     out = {}

@@ -168,8 +168,8 @@ def bench_bertviz(model, tokenizer, text) -> dict:
 def demo_row(repeats: int) -> None:
     """The same measurements on the shipped demo model and one demo statement (issue 5's
     ablation target: < 300 ms on the demo model)."""
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
-    from finwidget.loading import load_demo_model
 
     try:
         model, tokenizer = load_demo_model()

@@ -11,8 +11,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "load_model": "finwidget.loading",
-    "load_demo_model": "finwidget.loading",
+    "load_demo_model": "finwidget.demo",
     "EarningsTask": "finwidget.task",
+    "TwoAnswerTask": "finwidget.task",
     "Prediction": "finwidget.task",
     "predict": "finwidget.task",
     # capture: attention recorded without the eager path

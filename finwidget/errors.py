@@ -36,3 +36,8 @@ class LocationTypeError(LocationError, TypeError):
 
 class UnsupportedModelError(InputError):
     """The model lacks a part finwidget needs (its architecture and the missing part are named)."""
+
+
+class OutputError(FinwidgetError, OSError):
+    """A file finwidget was asked to write cannot be written (missing folder, read-only, full
+    disk, wrong suffix), or what it would write is not valid (a non-finite number in JSON)."""

@@ -6,7 +6,9 @@ The user guide imports these names from ``src.interpretability_tools``; here the
 - ``AttentionHook``: context manager recording attention (``hook.attention_weights``);
 - ``FinancialAttentionAnalyzer``, ``quick_attention_analysis``: reading it as a statement;
   the guide's plots return the explorer's widgets;
-- ``AttentionInterventions``: head ablation/amplification, from ``finwidget.interventions``.
+- ``AttentionInterventions``: head ablation/amplification, from ``finwidget.interventions``;
+- ``ComparativeAnalyzer``, ``run_interpretability_experiment``: statistics over many
+  statements, from ``finwidget.comparative`` (built on ``finwidget.population``).
 
 This module sits above both the analysis and the widget layers: the guide's analyzer
 is :class:`finwidget.analysis.FinancialAttentionAnalyzer` (data and bqplot figures)
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # for type checkers and linters; at run time the names load o
     from finwidget.analysis.flow import trace_attention_flow
     from finwidget.analysis.specialization import head_specialization
     from finwidget.capture import AttentionHook, capture_attention
+    from finwidget.comparative import ComparativeAnalyzer, run_interpretability_experiment
     from finwidget.interventions import AttentionInterventions
 
 _SOURCES = {
@@ -35,15 +38,19 @@ _SOURCES = {
     "trace_attention_flow": "finwidget.analysis.flow",
     "head_specialization": "finwidget.analysis.specialization",
     "AttentionInterventions": "finwidget.interventions",
+    "ComparativeAnalyzer": "finwidget.comparative",
+    "run_interpretability_experiment": "finwidget.comparative",
 }
 
 __all__ = [
     "AttentionHook",
     "AttentionInterventions",
+    "ComparativeAnalyzer",
     "FinancialAttentionAnalyzer",
     "capture_attention",
     "head_specialization",
     "quick_attention_analysis",
+    "run_interpretability_experiment",
     "trace_attention_flow",
 ]
 
@@ -85,10 +92,7 @@ def __getattr__(name: str):
         return value
     module = _SOURCES.get(name)
     if module is None:
-        hint = ""
-        if name == "ComparativeAnalyzer":
-            hint = " (ComparativeAnalyzer from the guide is not implemented yet)"
-        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}{hint}")
+        raise AttributeError(f"module 'finwidget.interpretability_tools' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

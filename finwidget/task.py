@@ -1,9 +1,13 @@
-"""The earnings-direction task: prompt, answer words, and the readout as numbers.
+"""Two-answer tasks: prompt, answer words, and the readout as numbers.
 
-Every metric and intervention effect in finwidget is expressed in the task's
-*logit difference*: ``logit(" increase") - logit(" decrease")`` at the answer
-position (the last token of the prompt). The probability of "increase" is the
-softmax over just those two logits, ``sigmoid(logit_diff)``.
+A :class:`TwoAnswerTask` asks any question about a statement with two answer words
+(``" yes"``/``" no"``, ``" beat"``/``" miss"``, ...). Every metric and intervention
+effect in finwidget is expressed in the task's *logit difference*:
+``logit(first answer) - logit(second answer)`` at the answer position (the last
+token of the prompt). The probability of the first answer is the softmax over just
+those two logits, ``sigmoid(logit_diff)``. :class:`EarningsTask` is the instance the
+guide uses: "Will earnings increase or decrease next year?", answers
+``" increase"``/``" decrease"``.
 
 Batches are left-padded, so the answer position is the last column for every row.
 Rotary position embeddings only see relative positions, so a left-padded row gives
@@ -12,6 +16,8 @@ the same logits as the same text alone (up to float rounding).
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -29,9 +35,11 @@ LABELS = ("increase", "decrease")
 class Prediction:
     """The task's answer for one statement.
 
-    logit_diff: logit of the "increase" answer token minus that of "decrease".
-    p_increase: probability of "increase" over the two answers, ``sigmoid(logit_diff)``.
-    label: "increase" if ``logit_diff > 0`` else "decrease".
+    logit_diff: logit of the first answer token ("increase") minus that of the second
+        ("decrease").
+    p_increase: probability of the first answer over the two, ``sigmoid(logit_diff)``
+        (named for the earnings task; for any :class:`TwoAnswerTask` it is the first answer's).
+    label: the task's first label ("increase") if ``logit_diff > 0``, else its second.
     n_tokens: length of the prompt in tokens.
     """
 
@@ -44,8 +52,23 @@ class Prediction:
         return asdict(self)
 
 
+_FIRST_WORD = re.compile(r"\s*[^\W_]+")
+
+
+def _suggestion(word: str) -> str:
+    """What the user most likely meant: the word's text after one plain leading space."""
+    return " " + word.strip()
+
+
 def _answer_token_id(tokenizer, word: str) -> tuple[int, bool]:
-    """The id of ``word``'s first token and whether the word is a single token."""
+    """The id of ``word``'s first token and whether the word is a single token.
+
+    The model's answer is read from the first token alone, so that token must be the
+    word's whole first word: a word whose first token is a prefix (``"increase"`` read
+    as ``"in"``), a lone space or a partial UTF-8 byte (a no-break space) is refused
+    with ``AnswerWordError``; a word of several whole-word tokens warns, naming the
+    token read.
+    """
     if not isinstance(word, str) or not word.strip():
         raise AnswerWordError(f"answer word must be a non-empty string, got {word!r}")
     ids = tokenizer.encode(word, add_special_tokens=False)
@@ -56,20 +79,52 @@ def _answer_token_id(tokenizer, word: str) -> tuple[int, bool]:
             f"answer word {word!r} is unknown to this tokenizer (it maps to the unknown token); "
             "choose answer words that are in its vocabulary"
         )
+    read = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(ids[0])])
+    first_word = _FIRST_WORD.match(word)
+    whole = first_word.group(0) if first_word else word[: len(word) - len(word.lstrip())] + word.strip()[:1]
+    if "\ufffd" in read or not read.strip() or len(read) < len(whole):
+        why = "a partial character (part of a multi-byte UTF-8 character)" if "\ufffd" in read else (
+            "whitespace only" if not read.strip() else "only the start of a word")
+        hint = _suggestion(word)
+        did_you_mean = ""
+        if hint != word and len(tokenizer.encode(hint, add_special_tokens=False)) >= 1:
+            did_you_mean = f"did you mean {hint!r} with its leading space? "
+        raise AnswerWordError(
+            f"answer word {word!r} starts with the token {read!r}, which is {why}: the model's answer "
+            f"would be read from that token, not from {word.strip()!r}. {did_you_mean}"
+            "Answer words should be whole-word tokens of this tokenizer, usually with a plain leading "
+            "space (the answer follows a space after the prompt)"
+        )
+    if len(ids) > 1:
+        warnings.warn(
+            f"answer word {word!r} is {len(ids)} tokens with this tokenizer; the task reads the model's "
+            f"answer from its first token {read!r} only",
+            UserWarning,
+            stacklevel=4,
+        )
     return ids[0], len(ids) == 1
 
 
-class EarningsTask:
-    """Turns a financial statement into the model's prompt and reads its answer.
+class TwoAnswerTask:
+    """Any yes/no-style question about a statement, read as a logit difference.
+
+    Turns a statement into the model's prompt and reads its answer as
+    ``logit(answers[0]) - logit(answers[1])`` at the answer position; every analysis,
+    intervention and view in finwidget takes such a task.
 
     Args:
         tokenizer: the model's Hugging Face tokenizer.
-        answers: the two answer words, "increase" first. Each should be a single
-            token (with its leading space); a multi-token word is read by its first
-            token, which must differ between the two words.
         question: appended after the statement unless the statement already ends
-            with it.
+            with it, e.g. ``"Question: Is the going-concern risk high?"``.
+        answers: the two answer words, the "positive" one first (its probability is
+            ``Prediction.p_increase``). Each should be a single whole-word token, usually
+            with its leading space (``" yes"``); a word whose first token is not a whole
+            word is refused, a multi-token word warns and is read by its first token,
+            which must differ between the two words.
+        labels: the two labels a prediction reports (default: the answer words without
+            their spaces).
         answer_prefix: text after the question that the answer word completes.
+        chat_answer_prefix: the same after a chat template's assistant turn opens.
         use_chat_template: ``"auto"`` uses the tokenizer's chat template when it has
             one (instruct models), ``True``/``False`` force it on or off.
         system_prompt: optional system message for chat templates.
@@ -78,17 +133,27 @@ class EarningsTask:
     def __init__(
         self,
         tokenizer,
-        answers: Sequence[str] = DEFAULT_ANSWERS,
-        question: str = DEFAULT_QUESTION,
+        question: str,
+        answers: Sequence[str],
+        labels: Sequence[str] | None = None,
         answer_prefix: str = "Answer:",
-        chat_answer_prefix: str = "Earnings will",
+        chat_answer_prefix: str = "Answer:",
         use_chat_template: bool | str = "auto",
         system_prompt: str | None = None,
     ):
-        if len(answers) != 2:
-            raise AnswerWordError(f"the task needs exactly two answer words, got {list(answers)!r}")
+        if isinstance(answers, str) or len(answers) != 2:
+            raise AnswerWordError(f"the task needs exactly two answer words, got {answers!r}")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError(f"the question must be a non-empty string, got {question!r}")
+        if labels is None:
+            labels = tuple(str(a).strip() for a in answers)
+        if isinstance(labels, str) or len(labels) != 2 or not all(isinstance(x, str) and x for x in labels):
+            raise InputError(f"labels must be two non-empty strings, got {labels!r}")
+        if labels[0] == labels[1]:
+            raise InputError(f"the two labels must differ, got {list(labels)!r}")
         self.tokenizer = tokenizer
         self.answers = tuple(answers)
+        self.labels: tuple[str, str] = (labels[0], labels[1])
         self.question = question
         self.answer_prefix = answer_prefix
         self.chat_answer_prefix = chat_answer_prefix
@@ -185,7 +250,7 @@ class EarningsTask:
             Prediction(
                 logit_diff=float(d),
                 p_increase=float(torch.sigmoid(d)),
-                label=LABELS[0] if d > 0 else LABELS[1],
+                label=self.labels[0] if d > 0 else self.labels[1],
                 n_tokens=int(n),
             )
             for d, n in zip(diff, lengths)
@@ -196,6 +261,41 @@ class EarningsTask:
         with torch.inference_mode(), eval_mode(model):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
         return out.logits[:, -1, :]
+
+
+class EarningsTask(TwoAnswerTask):
+    """The earnings-direction task: "Will earnings increase or decrease next year?"
+
+    A :class:`TwoAnswerTask` with answers ``" increase"``/``" decrease"`` and labels
+    "increase"/"decrease"; ``logit_diff`` is ``logit(" increase") - logit(" decrease")``.
+
+    Args:
+        tokenizer: the model's Hugging Face tokenizer.
+        answers: the two answer words, "increase" first (see :class:`TwoAnswerTask`).
+        question, answer_prefix, chat_answer_prefix, use_chat_template, system_prompt:
+            as for :class:`TwoAnswerTask`.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        answers: Sequence[str] = DEFAULT_ANSWERS,
+        question: str = DEFAULT_QUESTION,
+        answer_prefix: str = "Answer:",
+        chat_answer_prefix: str = "Earnings will",
+        use_chat_template: bool | str = "auto",
+        system_prompt: str | None = None,
+    ):
+        super().__init__(
+            tokenizer,
+            question=question,
+            answers=answers,
+            labels=LABELS,
+            answer_prefix=answer_prefix,
+            chat_answer_prefix=chat_answer_prefix,
+            use_chat_template=use_chat_template,
+            system_prompt=system_prompt,
+        )
 
 
 class eval_mode:
@@ -257,12 +357,13 @@ def predict(
     model,
     tokenizer,
     text_or_texts: str | Sequence[str],
-    task: EarningsTask | None = None,
+    task: TwoAnswerTask | None = None,
     batch_size: int = 8,
     truncate: bool = False,
 ) -> Prediction | list[Prediction]:
-    """Predict earnings direction for one statement (-> ``Prediction``) or many
-    (-> ``list[Prediction]``), in left-padded batches of ``batch_size``.
+    """The task's answer (earnings direction by default) for one statement
+    (-> ``Prediction``) or many (-> ``list[Prediction]``), in left-padded batches of
+    ``batch_size``. ``task``: any :class:`TwoAnswerTask` (default: ``EarningsTask``).
 
     The model is put in eval mode for the call and restored after.
     """

@@ -51,3 +51,17 @@ export function listen<K extends keyof HTMLElementEventMap>(
   target.addEventListener(type, fn as EventListener, options);
   return () => target.removeEventListener(type, fn as EventListener, options);
 }
+
+/**
+ * Key presses inside `element`, seen before the page's own handlers: Notebook 7 takes
+ * arrow keys at the document in the capture phase (before any widget sees them), so the
+ * explorer listens on the window in the capture phase and keeps the keys it handles
+ * (`fn` calls preventDefault / stopPropagation on those). Returns the removal.
+ */
+export function ownKeys(element: HTMLElement, fn: (ev: KeyboardEvent) => void): () => void {
+  const handler = (ev: KeyboardEvent) => {
+    if (ev.target instanceof Node && element.contains(ev.target)) fn(ev);
+  };
+  window.addEventListener("keydown", handler, true);
+  return () => window.removeEventListener("keydown", handler, true);
+}

@@ -1,7 +1,9 @@
 // The explorer: composes the views of one widget, keeps the DOM contract on its root
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
-import { el, select } from "./dom";
+import { bindUndoKeys, KERNEL_ONLY_CONTROLS, mountControls, OFFLINE_REASON } from "./controls";
+import { el } from "./dom";
+import { exportControls } from "./export_controls";
 import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
 import { HeadGridView } from "./views/grid";
@@ -24,49 +26,44 @@ const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
   const wanted = new Set<ViewName>(store.get("views"));
   const shown: ViewInfo[] = store.get("catalogue").views.filter((v) => wanted.has(v.name) && v.name in MAKE);
-  const views: View[] = shown.map((v) => MAKE[v.name](store));
+  // Views are rebuilt when the explorer moves to another statement (new spans, new tokens).
+  let views: View[] = shown.map((v) => MAKE[v.name](store));
   const info = new Map(shown.map((v) => [v.name, v]));
+  const controls = mountControls(store);
 
   const status = el("div", { class: "fw-status", "data-testid": "status", role: "status", "aria-live": "polite" });
-  let exportView = views.find((v) => v.name === "matrix")?.name ?? views[0]?.name ?? "";
-  const exportSelect = select(
-    views.map((v) => ({ value: v.name, label: info.get(v.name)?.label ?? v.name })),
-    exportView,
-    (v) => {
-      exportView = v;
-    },
-    { "data-testid": "export-view" },
-  );
-  const exportButton = el("button", { class: "fw-button", type: "button", "data-testid": "export-png", text: "Export PNG" });
-  exportButton.addEventListener("click", () => {
-    const view = views.find((v) => v.name === exportView);
-    if (!view) return;
-    const url = view.toPNG();
-    if (!url) return;
-    const a = el("a", { href: url, download: `finwidget-${view.name}.png`, class: "fw-download" });
-    root.append(a);
-    a.click();
-    a.remove();
-    root.setAttribute("data-last-export", view.name);
-    // The kernel keeps a copy (explorer.last_png) unless it is too big for one websocket message.
-    if (url.length < 8 * 2 ** 20) store.sendPng(view.name, url);
-  });
+  // Export controls (view or whole explorer, PNG or SVG): export_controls.ts.
+  const exporting = exportControls(() => views, info, store, () => root);
   const g = store.get("geometry");
   const toolbar = el("div", { class: "fw-toolbar" }, [
     el("span", { class: "fw-model", text: `${g.model_name} · ${g.num_layers} layers × ${g.num_heads} heads (${g.num_kv_heads} KV) · ${g.seq_len} tokens` }),
-    exportSelect,
-    exportButton,
+    ...exporting,
   ]);
   const left = el("div", { class: "fw-col fw-col-left" });
   const right = el("div", { class: "fw-col fw-col-right" });
-  for (const v of views) (info.get(v.name)?.column === "left" ? left : right).append(v.root);
+  const place = () => {
+    for (const v of views) (info.get(v.name)?.column === "left" ? left : right).append(v.root);
+  };
+  place();
   const root = el("div", { class: "fw-explorer", "data-finwidget-ready": "0", "data-finwidget-busy": "0" }, [
     toolbar,
+    // A single view (e.g. the heatmap a guide call returns) keeps to itself.
+    wanted.size > 1 ? controls.root : null,
     el("div", { class: "fw-columns" }, [left, right]),
     status,
   ]);
   if (store.offline) root.setAttribute("data-offline", "1");
+  root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
   host.append(root);
+  const offKeys = bindUndoKeys(root, store);
+  const offStatement = store.on("statement", () => {
+    for (const v of views) v.destroy();
+    views = shown.map((v) => MAKE[v.name](store));
+    place();
+    root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
+    root.setAttribute("data-finwidget-ready", "0");
+    update();
+  });
 
   const update = () => {
     const s = store.status;
@@ -82,13 +79,36 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
       if (typeof performance !== "undefined" && performance.mark) performance.mark("finwidget-ready");
     }
   };
+  // Now, and again once the views' own listeners ran (views rebuilt for a new statement
+  // subscribe after this one, so they draw after it).
+  const afterViews = () => {
+    update();
+    queueMicrotask(update);
+  };
   const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
-    store.on(t, update),
+    store.on(t, afterViews),
   );
+  if (store.offline) {
+    // The views' kernel-only controls: disabled, saying why (the note above says it too).
+    const disableKernelOnly = () => {
+      for (const id of KERNEL_ONLY_CONTROLS) {
+        for (const c of root.querySelectorAll<HTMLButtonElement | HTMLSelectElement>(`[data-testid="${id}"]`)) {
+          c.disabled = true;
+          c.title = OFFLINE_REASON;
+          c.setAttribute("data-kernel-only", "1");
+        }
+      }
+    };
+    disableKernelOnly();
+    offs.push(store.on("ablations", disableKernelOnly), store.on("statement", disableKernelOnly));
+  }
   update();
   store.schedule();
   return () => {
     for (const off of offs) off();
+    offKeys();
+    offStatement();
+    controls.destroy();
     for (const v of views) v.destroy();
     root.remove();
   };

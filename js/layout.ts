@@ -294,3 +294,55 @@ export function paintMatrix(
     }
   }
 }
+
+// ---------------------------------------------------------------- axis labels
+/** One candidate label along an axis: its centre and extent in display pixels, and how
+ * much it matters (higher wins when two would overlap). */
+export interface AxisCandidate {
+  center: number;
+  extent: number;
+  priority: number;
+}
+
+/**
+ * Which labels of an axis to draw so that none overlap: greedy by priority (then by
+ * position, so equal priorities thin evenly from the start), keeping a label only if it
+ * stays `minGap` pixels clear of every label already kept. Returns the kept indices in
+ * increasing order. Pure (unit-tested): the views call it on every zoom.
+ */
+export function thinLabels(candidates: AxisCandidate[], minGap = 2): number[] {
+  const order = candidates.map((_, i) => i);
+  order.sort((a, b) => candidates[b].priority - candidates[a].priority || candidates[a].center - candidates[b].center);
+  const kept: number[] = [];
+  for (const i of order) {
+    const c = candidates[i];
+    let clear = true;
+    for (const k of kept) {
+      const o = candidates[k];
+      if (Math.abs(c.center - o.center) < (c.extent + o.extent) / 2 + minGap) {
+        clear = false;
+        break;
+      }
+    }
+    if (clear) kept.push(i);
+  }
+  return kept.sort((a, b) => a - b);
+}
+
+/**
+ * The cells of one matrix axis that a viewport shows: `[first, last]` inclusive, and the
+ * centre of cell `i` in display pixels (`display` = the canvas's shown size in CSS pixels).
+ */
+export function visibleCells(view: Viewport, origin: number, display: number): { first: number; last: number; center: (i: number) => number } {
+  const span = view.pixels * view.cellsPerPixel;
+  const first = Math.max(0, Math.floor(origin));
+  const last = Math.min(view.n - 1, Math.ceil(origin + span) - 1);
+  const k = display / view.pixels / view.cellsPerPixel;
+  return { first, last, center: (i: number) => (i + 0.5 - origin) * k };
+}
+
+/** A label no longer than `max` characters (an ellipsis marks the cut); whitespace trimmed. */
+export function shortLabel(text: string, max = 16): string {
+  const t = text.replace(/\s+/g, " ").trim();
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}

@@ -27,6 +27,7 @@ export type RequestKind =
   | "flow"
   | "set_ablations"
   | "sweep"
+  | "cancel_sweep"
   | "png";
 
 export type Encoding = "f16" | "f32" | "u8" | "u8sqrt";
@@ -548,6 +549,14 @@ export interface ModeInfo {
   needs_source: boolean;
   summary: string;
   value_symbol: string; // written before the value ("×" -> "scale ×2")
+  disabled_reason: string; // "" when the explorer can apply the mode, else why not
+}
+
+/** The set "mean" ablation averages each head's output over (named in the UI). */
+export interface ReferenceInfo {
+  available: boolean;
+  name: string;
+  disabled_reason: string;
 }
 
 export interface MeasureInfo {
@@ -571,6 +580,7 @@ export interface Catalogue {
   modes: ModeInfo[];
   measures: MeasureInfo[];
   views: ViewInfo[];
+  reference: ReferenceInfo;
 }
 
 export function modeInfo(c: Catalogue, name: string): ModeInfo | undefined {
@@ -596,6 +606,19 @@ export interface ExplorerTraits {
   prediction: PredictionState;
   views: ViewName[];
   sweep_done: boolean;
+  attention_run: AttentionRun;
+  statements: StatementEntry[];
+  statement_index: number;
+}
+
+/** Which run the attention views (statement, matrix, flow) show. */
+export type AttentionRun = "clean" | "ablated" | "difference";
+export const ATTENTION_RUNS: AttentionRun[] = ["clean", "ablated", "difference"];
+
+/** One statement of an explorer that holds several (the picker's entries). */
+export interface StatementEntry {
+  index: number;
+  label: string;
 }
 
 // ---------------------------------------------------------------- state -> requests
@@ -620,8 +643,10 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
   const out: PlannedRequest[] = [];
   const selection = selectionParam(t.selection);
   const L = t.geometry.num_layers;
+  const run = t.attention_run ?? "clean";
+  const runParams: Record<string, unknown> = run === "clean" ? {} : { run, ablations: t.ablations ?? [] };
   if (views.has("matrix")) {
-    out.push({ lane: "matrix", kind: "head_matrix", params: { layer: t.focus.layer, head: t.focus.head } });
+    out.push({ lane: "matrix", kind: "head_matrix", params: { layer: t.focus.layer, head: t.focus.head, ...runParams } });
   }
   if (views.has("statement")) {
     const scope = t.settings.statement_heads;
@@ -629,6 +654,7 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
     if (scope === "focus") Object.assign(params, { layer: t.focus.layer, head: t.focus.head });
     else if (scope === "layer") params.layer = t.focus.layer;
     else params.layer_range = t.layer_range.length === 2 ? t.layer_range : [0, L - 1];
+    Object.assign(params, runParams);
     out.push({ lane: "tokens", kind: "token_values", params });
   }
   if (views.has("grid")) {
@@ -637,7 +663,7 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
     out.push({ lane: "grid", kind: "grid", params });
   }
   if (views.has("flow")) {
-    out.push({ lane: "flow", kind: "flow", params: { selection } });
+    out.push({ lane: "flow", kind: "flow", params: { selection, ...runParams } });
   }
   return out;
 }

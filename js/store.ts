@@ -12,6 +12,7 @@ import {
   RequestChannel,
   type Ablation,
   type AblationMode,
+  type AttentionRun,
   type BufferLike,
   type ChannelStatus,
   type ExplorerTraits,
@@ -38,7 +39,10 @@ export type Topic =
   | "flow"
   | "status"
   | "progress"
-  | "hover";
+  | "hover"
+  | "statement"
+  | "run"
+  | "history";
 
 export interface MatrixData {
   layer: number;
@@ -68,6 +72,54 @@ export interface FlowData {
 
 type Listener = () => void;
 
+/** What a sweep covers: the statement shown, or every statement of the explorer. */
+export type SweepStatements = "current" | "all";
+
+/** Undo/redo of ablation sets: `past` holds the sets before each change, `future` the
+ * ones undone. Pure data (unit-tested); the store applies what it returns. */
+export class AblationHistory {
+  past: Ablation[][] = [];
+  future: Ablation[][] = [];
+  constructor(readonly limit = 100) {}
+
+  /** `from` is about to be replaced by a new set chosen in the UI. */
+  record(from: Ablation[], to: Ablation[]): void {
+    if (sameAblations(from, to)) return;
+    this.past.push(from.map((a) => ({ ...a })));
+    if (this.past.length > this.limit) this.past.shift();
+    this.future = [];
+  }
+
+  get canUndo(): boolean {
+    return this.past.length > 0;
+  }
+
+  get canRedo(): boolean {
+    return this.future.length > 0;
+  }
+
+  /** The set to go back to from `current` (null when there is none). */
+  undo(current: Ablation[]): Ablation[] | null {
+    const prev = this.past.pop();
+    if (!prev) return null;
+    this.future.push(current.map((a) => ({ ...a })));
+    return prev;
+  }
+
+  /** The set to go forward to from `current` (null when there is none). */
+  redo(current: Ablation[]): Ablation[] | null {
+    const next = this.future.pop();
+    if (!next) return null;
+    this.past.push(current.map((a) => ({ ...a })));
+    return next;
+  }
+}
+
+export function sameAblations(a: Ablation[], b: Ablation[]): boolean {
+  const key = (xs: Ablation[]) => requestKey({ a: [...xs].sort((x, y) => x.layer - y.layer || x.head - y.head) });
+  return key(a) === key(b);
+}
+
 /** The offline page's replies: request key -> reply with its buffers. */
 export type ReplyTable = Map<string, { reply: Reply; buffers: BufferLike[] }>;
 
@@ -89,6 +141,12 @@ export class ExplorerStore {
   errors = new Map<string, string>();
   status: ChannelStatus = { busy: false, slow: false, message: "" };
   readonly offline: boolean;
+  /** Undo/redo of the ablation sets chosen in the UI. */
+  readonly history = new AblationHistory();
+  /** Which run each attention lane's data came from, as the kernel labelled it. */
+  runLabels = new Map<string, string>();
+  /** Whether a sweep is running (its cancel button shows). */
+  sweeping = false;
 
   private listeners = new Map<Topic, Set<Listener>>();
   private requestedKeys = new Map<string, string>();
@@ -124,7 +182,20 @@ export class ExplorerStore {
       ["prediction", "prediction"],
       ["views", "settings"],
       ["sweep_done", "grid"],
+      ["attention_run", "run"],
+      ["statement_index", "settings"],
     ];
+    // A new statement: every view's data belongs to the old one (same request keys, new text).
+    const onLayout = () => {
+      this.requestedKeys.clear();
+      this.matrix = this.tokens = this.grid = this.flow = null;
+      this.runLabels.clear();
+      this.hoverSpan = null;
+      this.emit("statement");
+      this.schedule();
+    };
+    model.on("change:statement_layout", onLayout);
+    this.cleanups.push(() => model.off("change:statement_layout", onLayout));
     for (const [trait, topic] of traitTopics) {
       const cb = () => {
         if ((trait === "prediction" || trait === "ablations") && this.pendingAblations === null) {
@@ -157,6 +228,9 @@ export class ExplorerStore {
       prediction: m.get("prediction"),
       views: m.get("views"),
       sweep_done: m.get("sweep_done"),
+      attention_run: m.get("attention_run") ?? "clean",
+      statements: m.get("statements") ?? [],
+      statement_index: m.get("statement_index") ?? 0,
     };
   }
 
@@ -178,6 +252,46 @@ export class ExplorerStore {
   /** The value a new ablation with `mode` carries: the settings' value if the mode takes one. */
   modeValue(mode: AblationMode): number | undefined {
     return this.mode(mode)?.takes_value ? this.get("settings").scale_value : undefined;
+  }
+
+  /** Why the explorer cannot apply `mode` ("" when it can), as Python said. */
+  modeDisabledReason(mode: AblationMode): string {
+    return this.mode(mode)?.disabled_reason ?? "";
+  }
+
+  /** Which run the attention views show. */
+  get attentionRun(): AttentionRun {
+    return (this.model.get("attention_run") as AttentionRun | undefined) ?? "clean";
+  }
+
+  /** What the views' data shows, as the kernel labelled it (the newest attention reply's label). */
+  get runLabel(): string {
+    for (const lane of ["matrix", "tokens", "flow"]) {
+      const label = this.runLabels.get(lane);
+      if (label) return label;
+    }
+    return this.attentionRun === "clean" ? "clean run" : "";
+  }
+
+  /** Show another statement of the list (the ablations stay). */
+  showStatement(index: number): void {
+    const n = (this.model.get("statements") ?? []).length;
+    if (n < 2 || index < 0 || index >= n || index === this.model.get("statement_index")) return;
+    this.set({ statement_index: index });
+  }
+
+  /** Go back to the ablation set before the last change made in the UI. */
+  undo(): void {
+    const prev = this.history.undo(this.ablations);
+    if (prev) void this.requestAblations(prev, { record: false });
+    this.emit("history");
+  }
+
+  /** Re-apply the ablation set the last undo left. */
+  redo(): void {
+    const next = this.history.redo(this.ablations);
+    if (next) void this.requestAblations(next, { record: false });
+    this.emit("history");
   }
 
   /** The ablation set the UI shows: the pending one while a request is in flight. */
@@ -246,6 +360,10 @@ export class ExplorerStore {
 
   private accept(lane: PlannedRequest["lane"], reply: Reply, buffers: BufferLike[]): void {
     const arrays = reply.arrays ?? {};
+    if (lane === "matrix" || lane === "tokens" || lane === "flow") {
+      this.runLabels.set(lane, String(reply.run_label ?? "clean run"));
+      this.emit("run");
+    }
     if (lane === "matrix") {
       this.matrix = {
         layer: Number(reply.layer),
@@ -273,11 +391,21 @@ export class ExplorerStore {
   }
 
   /** Ask the kernel for the prediction under `next` (shown as pending until it answers). */
-  async requestAblations(next: Ablation[]): Promise<void> {
+  async requestAblations(next: Ablation[], options: { record?: boolean } = {}): Promise<void> {
     if (this.offline) {
       this.errors.set("ablation", "This exported page has no kernel: ablations need the live notebook.");
       this.emit("status");
       return;
+    }
+    const refused = next.find((a) => this.modeDisabledReason(a.mode));
+    if (refused) {
+      this.errors.set("ablation", `${refused.mode} ablation is disabled: ${this.modeDisabledReason(refused.mode)}`);
+      this.emit("status");
+      return;
+    }
+    if (options.record !== false) {
+      this.history.record(this.ablations, next);
+      this.emit("history");
     }
     this.pendingAblations = next;
     this.emit("ablations");
@@ -298,20 +426,27 @@ export class ExplorerStore {
   }
 
   /** Run the sweep (every head ablated alone); progress arrives as messages. */
-  async requestSweep(): Promise<void> {
+  async requestSweep(statements: SweepStatements = "current"): Promise<void> {
     if (this.offline) {
       this.errors.set("sweep", "This exported page has no kernel: the sweep needs the live notebook.");
       this.emit("status");
       return;
     }
     const mode = this.get("settings").ablate_mode;
+    if (this.modeDisabledReason(mode)) {
+      this.errors.set("sweep", `${mode} ablation is disabled: ${this.modeDisabledReason(mode)}`);
+      this.emit("status");
+      return;
+    }
     const params: Record<string, unknown> = { mode };
+    if (statements === "all") params.statements = "all";
     const value = this.modeValue(mode);
     if (value !== undefined) params.value = value;
     // Only the layers the grid shows (a full sweep of a 28 x 28 model takes a while).
     const range = this.get("layer_range");
     if (range.length === 2) params.layer_range = range;
     this.progress = { done: 0, total: 1, message: "starting sweep" };
+    this.sweeping = true;
     this.emit("progress");
     const outcome = await this.channel.request("sweep", "sweep", params, (p) => {
       this.progress = { done: p.done, total: p.total, message: p.message ?? "" };
@@ -319,6 +454,7 @@ export class ExplorerStore {
     });
     if (outcome.status === "stale") return;
     this.progress = null;
+    this.sweeping = false;
     this.emit("progress");
     if (outcome.status === "error") {
       this.errors.set("sweep", outcome.error);
@@ -336,6 +472,12 @@ export class ExplorerStore {
     this.requestedKeys.set("grid", requestKey({ kind: "grid", measure }));
     if (this.get("grid_measure") !== measure) this.set({ grid_measure: measure });
     this.emit("grid");
+  }
+
+  /** Ask the kernel to stop the running sweep at its next head (its reply then says so). */
+  cancelSweep(): void {
+    if (this.offline || !this.sweeping) return;
+    void this.channel.request("cancel", "cancel_sweep", {});
   }
 
   /** Hand a PNG (data URL) of a view to Python too, so code can save it. */

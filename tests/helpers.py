@@ -61,9 +61,10 @@ def left_padded_batch(lengths=(24, 19, 13), seed: int = 1) -> dict[str, torch.Te
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def eager_attentions(model, batch, **kwargs) -> tuple[torch.Tensor, ...]:
+def eager_attentions(model, batch, *, keep_dtype: bool = False, **kwargs) -> tuple[torch.Tensor, ...]:
     """Per-layer ``[B, H, T, T]`` float32 weights from the eager path with output_attentions (the
-    reference). The model's attention implementation is restored afterwards."""
+    reference); ``keep_dtype`` returns them in the model's dtype instead (a float64 reference).
+    The model's attention implementation is restored afterwards."""
     original = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
@@ -71,7 +72,7 @@ def eager_attentions(model, batch, **kwargs) -> tuple[torch.Tensor, ...]:
             out = model(**batch, output_attentions=True, **kwargs)
     finally:
         model.set_attn_implementation(original)
-    return tuple(a.float() for a in out.attentions)
+    return tuple(a if keep_dtype else a.float() for a in out.attentions)
 
 
 def logits(model, batch) -> torch.Tensor:

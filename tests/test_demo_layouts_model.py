@@ -1,4 +1,4 @@
-"""Truth tests of the layouts demo model (``load_demo_model("layouts")``).
+"""Truth tests of the layouts demo model (``load_demo_model(variant="layouts")``).
 
 Its rule is the shipped demo model's (increase iff net income and operating cash flow both
 rose); it reads statements written as lines, markdown tables and aligned text tables. The
@@ -37,20 +37,20 @@ one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 @pytest.fixture(scope="module")
 def layouts_model():
-    from finwidget.loading import load_demo_model
+    from finwidget.demo import load_demo_model
 
-    return load_demo_model("layouts")
+    return load_demo_model(variant="layouts")
 
 
 def test_default_variant_is_still_the_shipped_model_and_variants_are_checked():
-    from finwidget.loading import load_demo_model
+    from finwidget.demo import load_demo_model
 
     model, _ = load_demo_model()
     assert model.name_or_path == str(MODEL_DIR)
     layouts, _ = load_demo_model(variant="layouts")
     assert layouts.name_or_path == str(LAYOUTS_MODEL_DIR)
     with pytest.raises(ModelLoadError, match="unknown demo model variant 'tables'"):
-        load_demo_model("tables")
+        load_demo_model(variant="tables")
 
 
 def test_same_small_shape_as_the_default_model(layouts_model):
@@ -151,9 +151,9 @@ def test_the_same_heads_rank_first_in_every_layout(ablations):
 def test_warm_start_copies_weights_by_token_string():
     from transformers import AutoTokenizer
 
+    from finwidget.demo import load_demo_model
     from finwidget.demo.train import build_model, warm_start
     from finwidget.errors import InputError
-    from finwidget.loading import load_demo_model
 
     source, source_tokenizer = load_demo_model()
     tokenizer = AutoTokenizer.from_pretrained(LAYOUTS_MODEL_DIR)

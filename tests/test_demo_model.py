@@ -18,7 +18,7 @@ FRESH_SEED = 424_242  # used nowhere else: not in training, validation, the toke
 
 @pytest.fixture(scope="module")
 def demo():
-    from finwidget.loading import load_demo_model
+    from finwidget import load_demo_model
 
     return load_demo_model()
 

@@ -106,7 +106,7 @@ def demo_tokenizer():
 
 def build(kind: str, qwen2_config, qwen_like_tokenizer):
     if kind == "demo-model":
-        from finwidget.loading import load_demo_model
+        from finwidget import load_demo_model
 
         return load_demo_model()
     from transformers import Qwen2ForCausalLM
@@ -179,15 +179,18 @@ def test_guide_steps_2_to_4_and_attention_flow(model_and_tokenizer):
     assert list(flow) == [f"layer_{i}" for i in range(config.num_hidden_layers)]
     for layer_name, pattern in flow.items():
         assert tuple(pattern.shape) == (n,)
-        assert float(pattern.sum()) == pytest.approx(1.0, abs=1e-4)
+        # a head-mean of float32 probability rows: within n ulps of 1.0
+        assert float(pattern.sum()) == pytest.approx(1.0, abs=n * torch.finfo(torch.float32).eps)
     # the library's own flow gives the same rows, as a method and as the guide's function name
     from finwidget.interpretability_tools import trace_attention_flow
 
     own = analyzer.trace_attention_flow(n - 1)
     same_name = trace_attention_flow(analyzer, n - 1)
     for layer_name in flow:
-        torch.testing.assert_close(own[layer_name].float(), flow[layer_name].float(), atol=1e-6, rtol=0)
-        torch.testing.assert_close(same_name[layer_name].float(), flow[layer_name].float(), atol=1e-6, rtol=0)
+        # the same recorded rows averaged over heads in another order: a few ulps of 1.0
+        rounding = model.config.num_attention_heads * torch.finfo(torch.float32).eps
+        torch.testing.assert_close(own[layer_name].float(), flow[layer_name].float(), atol=rounding, rtol=0)
+        torch.testing.assert_close(same_name[layer_name].float(), flow[layer_name].float(), atol=rounding, rtol=0)
 
 
 def test_guide_attention_weights_are_computed_lazily(model_and_tokenizer):
@@ -202,12 +205,5 @@ def test_guide_attention_weights_are_computed_lazily(model_and_tokenizer):
     assert tuple(attn.shape) == (1, model.config.num_attention_heads, n, n)
     head = attn[0, 1].numpy()
     assert head.shape == (n, n)
-    np.testing.assert_allclose(head.sum(-1), np.ones(n), atol=1e-5)
+    np.testing.assert_allclose(head.sum(-1), np.ones(n), rtol=0, atol=n * np.finfo(np.float32).eps)
     assert np.allclose(np.triu(head, 1), 0.0)  # causal
-
-
-def test_comparative_analyzer_is_not_pretended():
-    import finwidget.interpretability_tools as tools
-
-    with pytest.raises(AttributeError, match="not implemented"):
-        getattr(tools, "ComparativeAnalyzer")  # noqa: B009 - the guide's name, looked up as the guide does

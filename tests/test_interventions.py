@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import full_forward_logit_diff, registered_hooks, same_shape_statement, single_thread, statement
+from reference_drift import logit_diff_tolerance
 
 from finwidget.errors import InputError, LocationError
 from finwidget.interventions import (
@@ -21,7 +22,19 @@ from finwidget.interventions import (
     sweep_heads,
 )
 
-EXACT = 1e-5
+EPS = torch.finfo(torch.float32).eps
+
+
+@pytest.fixture(scope="module")
+def exact(setup, texts):
+    """Tolerance between two float32 paths to the logit difference (a cached re-run and a full
+    forward, a batch and a statement alone), measured here: over these statements, twice a plain
+    forward's largest distance from the float64 value plus two ulps of the logits
+    (reference_drift.logit_diff_tolerance). 1.7e-7 to 9e-7 on the machines measured so far."""
+    model, _, task = setup
+    statements = texts + [statement(s) for s in (10, 11, 12, 13, 20, *range(30, 37))]
+    batch = task.encode(statements)
+    return float(logit_diff_tolerance(model, task, batch, full_forward_logit_diff(model, task, batch)).max())
 
 
 one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
@@ -103,24 +116,24 @@ def _sets():
     ]
 
 
-def test_cached_run_equals_a_full_forward_with_the_same_interventions(setup, texts):
+def test_cached_run_equals_a_full_forward_with_the_same_interventions(setup, texts, exact):
     model, _, task = setup
     batch = task.encode(texts)
     reference = task.encode([statement(s) for s in (10, 11, 12, 13)])
     run = CachedRun(model, task, texts)
     clean_full = full_forward_logit_diff(model, task, batch)
-    assert (run.clean_logit_diff - clean_full).abs().max() < EXACT
+    assert (run.clean_logit_diff - clean_full).abs().max() < exact
     changed = 0
     for interventions in _sets():
         fast = run.logit_diffs([interventions], reference=reference)[0]
         with interventions.applied(model, reference=reference):
             full = full_forward_logit_diff(model, task, batch)
-        assert (fast - full).abs().max() < EXACT, interventions
+        assert (fast - full).abs().max() < exact, interventions
         changed += int((full - clean_full).abs().max() > 1e-3)
     assert changed == len(_sets())  # every set really changes the answer: the comparisons are not vacuous
 
 
-def test_last_layer_interventions_at_chosen_positions(setup, texts):
+def test_last_layer_interventions_at_chosen_positions(setup, texts, exact):
     """The last layer is re-run for the answer position only: its interventions must still be exact."""
     model, _, task = setup
     batch = task.encode(texts)
@@ -135,14 +148,14 @@ def test_last_layer_interventions_at_chosen_positions(setup, texts):
         fast = run.logit_diffs([interventions])[0]
         with interventions.applied(model):
             full = full_forward_logit_diff(model, task, batch)
-        assert (fast - full).abs().max() < EXACT, interventions
-        assert bool((full - run.clean_logit_diff).abs().max() > 1e-4) == changes_answer
+        assert (fast - full).abs().max() < exact, interventions
+        assert bool((full - run.clean_logit_diff).abs().max() > exact) == changes_answer
     per_position = InterventionSet([HeadIntervention(3, 3, "mean", per_position=True)])
     target = same_shape_statement(texts[2], 6)
     fast = CachedRun(model, task, target).logit_diffs([per_position], reference=same_length)[0]
     with per_position.applied(model, reference=task.encode(same_length)):
         full = full_forward_logit_diff(model, task, task.encode(target))
-    assert (fast - full).abs().max() < EXACT
+    assert (fast - full).abs().max() < exact
     with pytest.raises(InputError, match="same token length"):
         run.predict(per_position, reference=same_length)
     with pytest.raises(InputError, match="same token length"):
@@ -161,32 +174,33 @@ def test_effects_report_the_answer_next_to_the_clean_one(setup, texts):
     assert frame.logit_diff.tolist() == [p.logit_diff for p in predictions]
     assert ((frame.logit_diff - frame.clean_logit_diff - frame.change).abs() < 1e-9).all()
     assert (frame.flipped == (frame.label != frame.clean_label)).all()
-    assert (frame.p_increase.sub(1 / (1 + np.exp(-frame.logit_diff))).abs() < 1e-6).all()
+    # float32 sigmoid of a float32 value vs float64: a few ulps of 1.0
+    assert (frame.p_increase.sub(1 / (1 + np.exp(-frame.logit_diff))).abs() < 4 * EPS).all()
 
 
-def test_one_batched_call_equals_one_call_per_set(setup, texts):
+def test_one_batched_call_equals_one_call_per_set(setup, texts, exact):
     model, _, task = setup
     run = CachedRun(model, task, texts)
     sets = [InterventionSet([(layer, head)]) for layer in range(4) for head in range(4)] + _sets()[:6]
     one_by_one = run.logit_diffs(sets, reference=texts, max_batch_tokens=0)
     batched = run.logit_diffs(sets, reference=texts, max_batch_tokens=10**9)
-    assert (one_by_one - batched).abs().max() < EXACT
+    assert (one_by_one - batched).abs().max() < exact
     lean = CachedRun(model, task, texts, cache_head_outputs=False)  # whole layers from the residual only
     assert all(h is None for h in lean.head_outputs)
-    assert (lean.logit_diffs(sets, reference=texts, max_batch_tokens=10**9) - one_by_one).abs().max() < EXACT
+    assert (lean.logit_diffs(sets, reference=texts, max_batch_tokens=10**9) - one_by_one).abs().max() < exact
 
 
-def test_left_padding_does_not_change_a_statements_answer(setup, texts):
+def test_left_padding_does_not_change_a_statements_answer(setup, texts, exact):
     model, _, task = setup
     interventions = InterventionSet([(1, 3), HeadIntervention(2, 2, "scale", value=2.0)])
     together = CachedRun(model, task, texts).predict(interventions)
     for text, prediction in zip(texts, together):
         alone = CachedRun(model, task, text).predict(interventions)[0]
-        assert abs(alone.logit_diff - prediction.logit_diff) < 1e-4
+        assert abs(alone.logit_diff - prediction.logit_diff) < exact
         assert alone.n_tokens == prediction.n_tokens
 
 
-def test_zeroing_a_head_equals_zeroing_its_o_proj_columns(setup, texts):
+def test_zeroing_a_head_equals_zeroing_its_o_proj_columns(setup, texts, exact):
     """Independent check of the head slice: o_proj(z with head h zeroed) == o_proj with columns h*d:(h+1)*d zeroed."""
     model, _, task = setup
     layer, head = 2, 1
@@ -203,10 +217,10 @@ def test_zeroing_a_head_equals_zeroing_its_o_proj_columns(setup, texts):
     finally:
         with torch.no_grad():
             o_proj.weight.copy_(saved)
-    assert (hooked - edited).abs().max() < EXACT
+    assert (hooked - edited).abs().max() < exact
 
 
-def test_resample_takes_another_statements_head_output(setup):
+def test_resample_takes_another_statements_head_output(setup, exact):
     model, _, task = setup
     target = statement(20, lines=3)
     source = same_shape_statement(target, seed=1)
@@ -217,12 +231,12 @@ def test_resample_takes_another_statements_head_output(setup):
     fast = run.logit_diffs([every_head], source=source_outputs)[0]
     with every_head.applied(model, source=task.encode(source)):
         full = full_forward_logit_diff(model, task, task.encode(target))
-    assert (fast - full).abs().max() < EXACT
+    assert (fast - full).abs().max() < exact
     with pytest.raises(InputError, match="same token length"):
         run.predict(every_head, source=statement(22, lines=2))
 
 
-def test_mean_reference_must_be_given_and_not_empty(setup, texts):
+def test_mean_reference_must_be_given_and_not_empty(setup, texts, exact):
     model, _, task = setup
     run = CachedRun(model, task, texts)
     mean = InterventionSet([HeadIntervention(1, 1, "mean")])
@@ -244,7 +258,7 @@ def test_mean_reference_must_be_given_and_not_empty(setup, texts):
     fast = CachedRun(model, task, target).logit_diffs([per_position], reference=same_length)[0]
     with per_position.applied(model, reference=task.encode(same_length)):
         full = full_forward_logit_diff(model, task, task.encode(target))
-    assert (fast - full).abs().max() < EXACT
+    assert (fast - full).abs().max() < exact
 
 
 def test_positions_outside_the_statement_are_refused(setup, texts):
@@ -281,7 +295,7 @@ def test_interventions_hold_during_generate_prefill_and_decode(setup, interventi
 
 
 # ---------------------------------------------------------------- sweeps
-def test_sweep_covers_every_head_and_matches_full_forwards(setup, texts):
+def test_sweep_covers_every_head_and_matches_full_forwards(setup, texts, exact):
     model, _, task = setup
     table = sweep_heads(model, task, texts[:2], progress=False)
     assert list(table.columns) == ["layer", "head", "mode", "logit_diff", "clean_logit_diff", "change",
@@ -291,32 +305,32 @@ def test_sweep_covers_every_head_and_matches_full_forwards(setup, texts):
     for _, row in table.sample(6, random_state=0).iterrows():
         with InterventionSet([(int(row["layer"]), int(row["head"]))]).applied(model):
             full = full_forward_logit_diff(model, task, batch)[int(row["statement"])]
-        assert abs(float(full) - row["logit_diff"]) < EXACT
+        assert abs(float(full) - row["logit_diff"]) < exact
     assert ((table.logit_diff - table.clean_logit_diff - table.change).abs() < 1e-9).all()
     assert (table.flipped == ((table.logit_diff > 0) != (table.clean_logit_diff > 0))).all()
     summary = summarize_sweep(table)
     assert len(summary) == 16 and summary.mean_abs_change.is_monotonic_decreasing
 
 
-def test_sweep_of_chosen_heads_on_one_statement(setup, texts):
+def test_sweep_of_chosen_heads_on_one_statement(setup, texts, exact):
     model, _, task = setup
     table = sweep_heads(model, task, texts[0], heads=[(3, 1), (0, 0)], mode="scale", value=0.0, progress=False)
     zero = sweep_heads(model, task, texts[0], heads=[(3, 1), (0, 0)], progress=False)
     assert list(table[["layer", "head"]].itertuples(index=False, name=None)) == [(3, 1), (0, 0)]
     assert "statement" not in table.columns
-    assert (table.logit_diff - zero.logit_diff).abs().max() < EXACT  # scaling by 0 is zeroing
+    assert (table.logit_diff - zero.logit_diff).abs().max() < exact  # scaling by 0 is zeroing
     with pytest.raises(LocationError):
         sweep_heads(model, task, texts[0], heads=[(9, 0)], progress=False)
 
 
-def test_statements_in_more_than_one_batch(setup):
+def test_statements_in_more_than_one_batch(setup, exact):
     model, _, task = setup
     many = [statement(s) for s in range(30, 37)]
     table = sweep_heads(model, task, many, heads=[(2, 1), (3, 2)], batch_size=3, progress=False)
     assert sorted(table.statement.unique()) == list(range(7))
     single = sweep_heads(model, task, many[5], heads=[(2, 1), (3, 2)], progress=False)
     mine = table[table.statement == 5].reset_index(drop=True)
-    assert (mine.logit_diff - single.logit_diff).abs().max() < 1e-4
+    assert (mine.logit_diff - single.logit_diff).abs().max() < exact
 
 
 # ---------------------------------------------------------------- accelerate
@@ -329,6 +343,9 @@ def test_accelerate_dispatched_model_gives_the_same_results(texts, tiny_setup):
     with interventions.applied(model):
         plain = full_forward_logit_diff(model, task, batch)
     fast_plain = CachedRun(model, task, texts).logit_diffs([interventions])[0]
+    # accelerate's hooks only move tensors (all on the CPU here), but memory layout can change the
+    # kernels' blocking: within this model's measured float32 drift (see the exact fixture)
+    tolerance = float(logit_diff_tolerance(model, task, batch, full_forward_logit_diff(model, task, batch)).max())
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
     device_map.update({f"model.layers.{i}": "cpu" for i in range(4)})
     dispatched = dispatch_model(model, device_map=device_map, force_hooks=True)
@@ -336,5 +353,5 @@ def test_accelerate_dispatched_model_gives_the_same_results(texts, tiny_setup):
     with interventions.applied(dispatched):
         hooked = full_forward_logit_diff(dispatched, task, batch)
     fast = CachedRun(dispatched, task, texts).logit_diffs([interventions])[0]
-    assert (hooked - plain).abs().max() < EXACT
-    assert (fast - fast_plain).abs().max() < EXACT
+    assert (hooked - plain).abs().max() < tolerance
+    assert (fast - fast_plain).abs().max() < tolerance

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import single_thread
 
+from finwidget import load_demo_model
 from finwidget.demo import make_statement_pairs, make_statements
 from finwidget.interventions import (
     CachedRun,
@@ -26,7 +27,6 @@ from finwidget.interventions import (
     summarize_sweep,
     sweep_heads,
 )
-from finwidget.loading import load_demo_model
 from finwidget.task import EarningsTask
 
 RANKING_SEED = 31_337  # statements the sweep ranks heads on

@@ -133,8 +133,8 @@ def test_causal_intervention_testing_on_the_demo_model():
     """The guide's bare ``model.generate(input_ids)`` needs the demo model's generation
     config to set ``max_new_tokens`` (transformers' default ``max_length`` of 20 is shorter
     than any statement prompt, and generate refuses)."""
+    from finwidget import load_demo_model
     from finwidget.demo import make_statements
-    from finwidget.loading import load_demo_model
 
     model, tokenizer = load_demo_model()
     assert model.generation_config.max_new_tokens is not None, (

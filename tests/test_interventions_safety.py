@@ -14,6 +14,7 @@ import itertools
 import pytest
 import torch
 from helpers import registered_hooks, same_shape_statement, single_thread, statement
+from reference_drift import float64_logits, logits_tolerance
 
 from finwidget.errors import InputError
 from finwidget.interventions import (
@@ -148,7 +149,11 @@ def test_nested_and_overlapping_sets_compose_and_unwind(setup):
     with double.applied(model):
         doubled = logits()
         with triple.applied(model):
-            assert torch.allclose(logits(), six_and_zero, atol=1e-5)
+            # 2 x (3 x out) vs 6 x out round differently: within twice the plain forward's measured
+            # distance from float64 logits (reference_drift.py)
+            tolerance = logits_tolerance(fresh, float64_logits(model, batch["input_ids"], batch["attention_mask"]),
+                                         batch["attention_mask"])
+            assert (logits() - six_and_zero)[batch["attention_mask"].bool()].abs().max() <= tolerance
         assert torch.equal(logits(), doubled)
     assert torch.equal(logits(), fresh)
     # leaving out of order still removes exactly one's own hooks

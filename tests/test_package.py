@@ -13,9 +13,9 @@ def test_every_exported_name_resolves():
 
 def test_unknown_name_is_an_attribute_error():
     try:
-        finwidget.ComparativeAnalyzer  # noqa: B018 - not implemented: no stub pretends it is
+        finwidget.NoSuchAnalyzer  # noqa: B018 - a name finwidget does not have
     except AttributeError as err:
-        assert "ComparativeAnalyzer" in str(err)
+        assert "NoSuchAnalyzer" in str(err)
     else:
         raise AssertionError("expected AttributeError")
 
@@ -23,7 +23,7 @@ def test_unknown_name_is_an_attribute_error():
 def test_analysis_layer_never_imports_the_widget_layer():
     code = (
         "import sys, finwidget.capture, finwidget.statement, finwidget.analysis, finwidget.interventions, "
-        "finwidget.interpretability_tools, finwidget.task, finwidget.loading\n"
+        "finwidget.interpretability_tools, finwidget.task, finwidget.loading, finwidget.population\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('finwidget.widgets', 'anywidget', 'ipywidgets')))\n"
         "assert not bad, bad"
     )

@@ -10,7 +10,8 @@ def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
 
 
-def test_quick_start_runs():
+def test_quick_start_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the quick start writes explorer.html
     blocks = _python_blocks(README.read_text())
     quick_start = next(b for b in blocks if "load_demo_model" in b)
     namespace: dict = {}

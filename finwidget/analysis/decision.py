@@ -41,7 +41,7 @@ from finwidget.model_parts import (
     remove_hooks,
     unembedding,
 )
-from finwidget.task import EarningsTask, context_length, eval_mode, model_device
+from finwidget.task import EarningsTask, TwoAnswerTask, context_length, eval_mode, model_device
 
 
 @dataclass
@@ -66,8 +66,8 @@ class DecisionPathway:
     max_abs_error: float
 
 
-def _as_task(task_or_tokenizer) -> EarningsTask:
-    return task_or_tokenizer if isinstance(task_or_tokenizer, EarningsTask) else EarningsTask(task_or_tokenizer)
+def _as_task(task_or_tokenizer) -> TwoAnswerTask:
+    return task_or_tokenizer if isinstance(task_or_tokenizer, TwoAnswerTask) else EarningsTask(task_or_tokenizer)
 
 
 def _as_batch(model, task: EarningsTask, inputs) -> dict[str, torch.Tensor]:

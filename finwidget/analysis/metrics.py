@@ -307,6 +307,28 @@ HEAD_MEASURES: tuple[HeadMeasure, ...] = (
         legend="change in logit difference when each head is ablated ({what})",
         needs="sweep",
     ),
+    HeadMeasure(
+        name="mean_abs_change",
+        label="sweep: mean |change| over statements",
+        unit="logits",
+        description="mean over the explorer's statements of |change in the logit difference| when the head "
+        "alone is ablated (summarize_sweep's mean_abs_change; Sweep over all statements)",
+        direction="more",
+        uses_selection=False,
+        legend="mean |change in logit difference| when each head is ablated ({what})",
+        needs="sweep",
+    ),
+    HeadMeasure(
+        name="flip_rate",
+        label="sweep: flip rate over statements",
+        unit="fraction of statements",
+        description="share of the explorer's statements whose predicted label flips when the head alone is "
+        "ablated (summarize_sweep's flip_rate; Sweep over all statements)",
+        direction="more",
+        uses_selection=False,
+        legend="share of statements whose answer flips when each head is ablated ({what})",
+        needs="sweep",
+    ),
 )
 
 _BY_NAME = {m.name: m for m in HEAD_MEASURES}

@@ -17,10 +17,11 @@ numbers, years and line order, written differently) and reports each one.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+
+from finwidget.strict_json import strict_dumps
 
 HELD_OUT_SEED = 12345
 
@@ -129,7 +130,8 @@ def main(argv=None) -> None:
                                          layout=args.layout)}
     if args.json:
         payload = {name: asdict(result) for name, result in results.items()}
-        print(json.dumps(payload if args.layout == "each" else payload[args.layout], indent=1))
+        print(strict_dumps(payload if args.layout == "each" else payload[args.layout], "the evaluation result",
+                           indent=1))
         return
     print(f"model: {args.model}")
     for result in results.values():

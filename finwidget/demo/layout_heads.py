@@ -149,7 +149,8 @@ def rule_line_attention(model, tokenizer, n: int = 40, seed: int = ATTENTION_SEE
 
 
 def main(argv=None) -> None:
-    from finwidget.loading import load_demo_model, load_model
+    from finwidget.demo import load_demo_model
+    from finwidget.loading import load_model
 
     parser = argparse.ArgumentParser(description="Head ablation and rule-line attention per statement layout.")
     parser.add_argument("--model", default=None, help="model folder (default: the layouts demo model)")
@@ -162,7 +163,7 @@ def main(argv=None) -> None:
     if args.model:
         model, tokenizer = load_model(args.model, device="cpu", dtype=torch.float32)
     else:
-        model, tokenizer = load_demo_model("layouts")
+        model, tokenizer = load_demo_model(variant="layouts")
     ablation = ablation_by_layout(model, tokenizer, n=args.n)
     attention = rule_line_attention(model, tokenizer, n=args.attention_n)
     if args.json:

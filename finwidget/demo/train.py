@@ -33,7 +33,6 @@ held-out accuracy uses seed 12345, none of these.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import time
@@ -45,6 +44,7 @@ import torch
 from finwidget.demo.answer_forward import answer_position_logits
 from finwidget.demo.statements import LINE_ITEMS, RULE_ITEMS
 from finwidget.errors import InputError
+from finwidget.strict_json import strict_dumps
 
 VALIDATION_SEED = 777
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
@@ -303,7 +303,7 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path, tokenizer_di
         "validation": result.validation,
         "torch": torch.__version__,
     }
-    (out / "training_log.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / "training_log.json").write_text(strict_dumps(record, "training_log.json", indent=1) + "\n")
     return out
 
 

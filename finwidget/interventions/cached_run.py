@@ -162,12 +162,16 @@ class CachedRun:
             return self.task.logit_diff(answer_logits).detach().float().cpu()
         raise InputError("CachedRun needs a task to read the logit difference")
 
+    @property
+    def _labels(self) -> tuple[str, str]:
+        return getattr(self.task, "labels", ("increase", "decrease"))
+
     def _predictions(self, diffs: torch.Tensor) -> list[Prediction]:
         lengths = self.batch["attention_mask"].sum(dim=1).cpu()
         return [
             Prediction(
                 logit_diff=float(d), p_increase=float(torch.sigmoid(d)),
-                label="increase" if d > 0 else "decrease", n_tokens=int(n),
+                label=self._labels[0] if d > 0 else self._labels[1], n_tokens=int(n),
             )
             for d, n in zip(diffs, lengths)
         ]

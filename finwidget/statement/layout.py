@@ -28,11 +28,14 @@ class Span:
     line: 0-based line number of ``char_start``.
     category: lexicon category ("income_statement", "balance_sheet", "cash_flow",
         "per_share", "ratio", "temporal", "numeric") or None.
-    value: signed amount with scale applied for numbers, the year for years, else None.
-    year: the year column a number belongs to (from a "2022:" label or a header row),
-        the year itself for years, else None.
+    value: for numbers, the signed amount with its scale applied (its own scale word, or
+        the table's note such as "(in millions)"; a nil dash in a table cell is 0.0), or
+        None when the digits cannot be read whole in the number locale ("1.234,56" under
+        "en"); the year for years; else None.
+    year: the year a number belongs to (a "2022:" label, a header row's column, or in
+        prose a year its clause names), the year itself for years, else None.
     line_item: name of the statement line item a number or name belongs to, else None.
-    unit: "%" or a currency symbol for numbers that carry one, else None.
+    unit: "%", "bps", "x" or a currency symbol for numbers that carry one, else None.
     in_statement: False for spans the prompt template added around the statement
         (question line added by the task, answer prefix, chat markers).
     """

@@ -10,6 +10,7 @@ prefix is decoded in turn (slower, quadratic in length).
 
 from __future__ import annotations
 
+import codecs
 from functools import lru_cache
 
 
@@ -56,20 +57,35 @@ def _byte_pieces(ids: list[int], tokenizer) -> list[bytes] | None:
 
 def _from_bytes(pieces: list[bytes]) -> tuple[str, list[tuple[int, int]]]:
     data = b"".join(pieces)
-    text = data.decode("utf-8", errors="replace")
-    # character index of every byte position (a partial character maps to its character)
-    byte_to_char = []
-    for index, char in enumerate(text):
-        width = len(char.encode("utf-8")) if char != "\ufffd" else 1
-        byte_to_char.extend([index] * width)
-    byte_to_char = byte_to_char[: len(data)] + [len(text)] * (len(data) + 1 - len(byte_to_char[: len(data)]))
+    # character index of every byte, decoding one byte at a time so that invalid or cut
+    # sequences (each replaced by U+FFFD) still map every byte to a character of the text
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    chunks: list[str] = []
+    byte_to_char: list[int] = []
+    pending: list[int] = []
+    length = 0
+    for index in range(len(data) + 1):
+        final = index == len(data)
+        produced = decoder.decode(b"" if final else data[index:index + 1], final=final)
+        if not final:
+            pending.append(index)
+        if produced:
+            byte_to_char.extend([length] * len(pending))
+            pending = []
+            chunks.append(produced)
+            length += len(produced)
+    byte_to_char.extend([max(length - 1, 0)] * len(pending))
+    text = "".join(chunks)
     offsets, cursor = [], 0
     for piece in pieces:
         start_byte, end_byte = cursor, cursor + len(piece)
         cursor = end_byte
+        if end_byte == start_byte or not text:
+            offsets.append((min(byte_to_char[start_byte], len(text)) if start_byte < len(byte_to_char) else len(text),) * 2)
+            continue
         start = byte_to_char[start_byte]
-        end = byte_to_char[end_byte - 1] + 1 if end_byte > start_byte else start
-        offsets.append((start, end))
+        end = min(byte_to_char[end_byte - 1] + 1, len(text))
+        offsets.append((start, max(start, end)))
     return text, offsets
 
 

@@ -10,6 +10,7 @@ the views show comes from a session (:mod:`finwidget.widgets.session`).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import anywidget
@@ -25,10 +26,50 @@ from finwidget.widgets.protocol import (
     progress_message,
     startup_catalogue,
 )
-from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession
+from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession, SweepResults
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _STATE_KWARGS = {"statement_layout", "geometry", "direction", "grid_measure", "layer_range", "settings"}
+
+
+def statement_list(statements) -> list[str]:
+    """The explorer's statements as texts: one string, or a list / tuple / pandas Series /
+    one-column DataFrame / any iterable of strings or demo ``Statement`` objects."""
+    if isinstance(statements, str):
+        texts = [statements]
+    else:
+        try:
+            import pandas as pd
+
+            if isinstance(statements, pd.DataFrame):
+                if statements.shape[1] != 1:
+                    raise InputError(
+                        f"pass one column of the DataFrame (df['text']), not {statements.shape[1]} columns"
+                    )
+                statements = statements.iloc[:, 0]
+        except ImportError:  # pragma: no cover - pandas is a dependency
+            pass
+        try:
+            items = list(statements)
+        except TypeError:
+            raise InputError(f"text must be a statement or a list of statements, got {type(statements).__name__}") from None
+        texts = [getattr(item, "text", item) for item in items]
+    if not texts:
+        raise InputError("the explorer needs at least one statement, got an empty list")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InputError(f"each statement must be a string (or a demo Statement); items {bad[:5]} are not")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty and len(texts) > 1:  # a single statement gets the task's own message
+        raise InputError(f"statements {empty[:5]} of the list are empty")
+    return texts
+
+
+def statement_label(text: str, width: int = 60) -> str:
+    """A short label of a statement for the picker: its first line that holds a number."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    pick = next((line for line in lines if any(c.isdigit() for c in line)), lines[0] if lines else "")
+    return pick if len(pick) <= width else pick[: width - 1] + "…"
 
 
 def _bundle(name: str) -> Path | str:
@@ -50,14 +91,20 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
     Args:
         model: a Hugging Face causal LM (e.g. Qwen2-7B, or ``finwidget.load_demo_model()``).
         tokenizer: its (fast) tokenizer.
-        text: the statement; the task adds the question and the answer prefix.
+        text: the statement; the task adds the question and the answer prefix. Or several
+            statements: a list of strings (or demo ``Statement`` objects), a pandas Series
+            or DataFrame column, any iterable of them; the explorer shows one at a time
+            with a picker and previous/next, and sweeps over all of them.
         task: an :class:`~finwidget.task.EarningsTask` (default ``EarningsTask(tokenizer)``).
         views: which views to show, any of ``"prediction", "statement", "grid", "matrix",
             "flow"`` (default: all).
         focus: ``(layer, head)`` to focus first (default: layer 0, head 0).
         selection: ``(start, end)`` span range to select first (default: none).
-        reference: statements whose mean head outputs the "mean" ablation uses
-            (default: this statement, averaged over its tokens).
+        reference: statements (or an encoded batch, or recorded ``HeadOutputs``) whose
+            mean head outputs the "mean" ablation uses, as the Python API's
+            ``mode="mean"`` does (default: the demo generator's statements for the demo
+            model; for another model without a reference "mean" is disabled, with the
+            reason shown in the UI).
         truncate: drop tokens from the start of a statement longer than the context.
 
     Traits (read and set them from Python; ``ipywidgets.link`` works on them):
@@ -98,8 +145,24 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                 "AttentionExplorer needs a model (or use AttentionExplorer.from_attention for "
                 "attention recorded without one)"
             )
+        texts = statement_list(text) if session is None else [session.text]
+        self._model, self._tokenizer, self._task, self._truncate = model, tokenizer, task, truncate
+        self.statement_texts = texts
+        self.sweep_cancel = threading.Event()
+        #: held while the model runs for a request (a sweep runs in a thread beside the kernel)
+        self.model_lock = threading.Lock()
+        self.sweep_table = None  # rows of the newest sweep over every statement (head, statement)
         if session is None:
-            session = ModelSession(model, tokenizer, text, task=task, reference=reference, truncate=truncate)
+            from finwidget.task import EarningsTask
+
+            self._task = task = task if task is not None else EarningsTask(tokenizer)
+            self._sweeps = SweepResults()
+            # The session encodes (and so checks) the statement before recording the reference set.
+            session = ModelSession(model, tokenizer, texts[0], task=task, reference=reference,
+                                   truncate=truncate, sweeps=self._sweeps)
+        else:
+            self._sweeps = getattr(session, "sweeps", None) or SweepResults()
+        self._sessions: dict[int, ExplorerSession] = {0: session}
         self.session = s = session
         self.protocol_geometry = Geometry(
             num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
@@ -118,7 +181,12 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                 "model_name": str(s.model_name).split("/")[-1],
             },
         )
-        super().__init__(catalogue=startup_catalogue(), **kwargs)
+        reference_info = s.reference_set.to_dict() if isinstance(s, ModelSession) else None
+        super().__init__(
+            catalogue=startup_catalogue(reference_info, can_intervene=s.can_intervene),
+            statements=[{"index": i, "label": statement_label(t)} for i, t in enumerate(texts)],
+            **kwargs,
+        )
         if views is not None:
             self.views = list(views)
         if focus is not None:
@@ -130,6 +198,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self.prediction = s.prediction([])
         self.on_msg(self._on_custom_message)
         self.observe(self._on_ablations, names="ablations")
+        self.observe(self._on_statement_index, names="statement_index")
 
     @classmethod
     def for_session(cls, session: ExplorerSession, **kwargs) -> AttentionExplorer:
@@ -162,6 +231,50 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
 
     def _on_ablations(self, change):
         self.prediction = self.session.prediction(change["new"])
+
+    # ------------------------------------------------------------------ several statements
+    @property
+    def num_statements(self) -> int:
+        return len(self.statement_texts)
+
+    def _session_for(self, index: int) -> ExplorerSession:
+        if index not in self._sessions:
+            first = self._sessions[0]
+            self._sessions[index] = ModelSession(
+                self._model, self._tokenizer, self.statement_texts[index], task=self._task,
+                reference=first.reference_set, truncate=self._truncate, sweeps=self._sweeps,
+                store_dtype=first.store_dtype,
+            )
+        return self._sessions[index]
+
+    def _on_statement_index(self, change):
+        index = change["new"]
+        if not isinstance(index, int) or not 0 <= index < self.num_statements:
+            self.statement_index = change["old"]
+            raise InputError(f"statement_index must be 0..{self.num_statements - 1}, got {index!r}")
+        if not self.model_lock.acquire(blocking=False):
+            self.statement_index = change["old"]
+            raise InputError("a sweep is running: wait for it to finish (or cancel it) before changing statements")
+        try:
+            s = self._session_for(index)
+        finally:
+            self.model_lock.release()
+        self.session = s
+        self.protocol_geometry = Geometry(
+            num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
+        )
+        with self.hold_sync():
+            self.selection = {}
+            self.statement_layout = layout_state(s.layout, s.token_texts(), s.answer_position)
+            self.geometry = {**self.geometry, "seq_len": s.seq_len}
+            self.prediction = s.prediction(self.ablations)  # the ablations stay as they were
+            if self.grid_measure == "ablation_effect" and getattr(s, "sweep_table", None) is None:
+                self.grid_measure = "attention_to_selection"
+
+    def show_statement(self, index: int) -> dict:
+        """Show statement ``index`` (0-based) of the list; the ablations stay. Returns the prediction."""
+        self.statement_index = index
+        return self.prediction
 
     # ------------------------------------------------------------------ Python API
     def ablate(self, layer: int, head: int, mode: str = "zero", value: float | None = None) -> dict:
@@ -217,13 +330,22 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         """The current ablations as an :class:`~finwidget.interventions.spec.InterventionSet`."""
         return self.session.intervention_set(self.ablations)
 
-    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None,
+              statements: str = "current", should_stop=None):
         """Ablate every head alone; colour the grid by the change in logit difference.
 
         ``layers``: only the heads of these layers (e.g. ``range(20, 28)``), NaN elsewhere.
-        Returns the :func:`~finwidget.interventions.sweep.sweep_heads` table (layer, head,
-        mode, logit_diff, clean_logit_diff, change, flipped) of the heads swept.
+        ``statements="all"``: sweep every statement of the explorer; the grid shows the
+        mean |change| per head (``flip_rate`` is the other measure it fills) and the
+        :func:`~finwidget.interventions.sweep.summarize_sweep` table is returned (one row
+        per head: mean_change, mean_abs_change, flip_rate, n_statements); the rows per
+        (head, statement) are kept in ``explorer.sweep_table``.
+        Returns, for the current statement, the :func:`~finwidget.interventions.sweep.sweep_heads`
+        table (layer, head, mode, logit_diff, clean_logit_diff, change, flipped) of the heads swept.
+        ``should_stop``: polled after each head; True stops the sweep (``SweepCancelled``).
         """
+        if statements not in ("current", "all"):
+            raise InputError(f"statements must be 'current' or 'all', got {statements!r}")
         if mode not in EXPLORER_MODES:
             raise InputError(f"mode must be one of {tuple(EXPLORER_MODES)}, got {mode!r}")
         if layers is not None:
@@ -235,11 +357,19 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                 raise InputError(
                     f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
                 )
-        table = self.session.sweep(mode, value, progress=progress, layers=layers)
+        self.sweep_cancel.clear()
+        if statements == "all":
+            summary, self.sweep_table = self.session.sweep_statements(
+                self.statement_texts, mode, value, layers=layers, progress=progress, should_stop=should_stop
+            )
+            result, measure = summary, "mean_abs_change"
+        else:
+            result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
+            measure = "ablation_effect"
         self.sweep_done = False
         self.sweep_done = True
-        self.grid_measure = "ablation_effect"
-        return table
+        self.grid_measure = measure
+        return result
 
     def state_size(self) -> int:
         """Bytes of this widget's synced state as saved in a notebook (JSON of every synced trait)."""
@@ -252,7 +382,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         """Write a standalone page (works offline, no CDN) showing the current state.
 
         ``heads="layer"`` also embeds every head of the focused layer's matrix, so the page
-        can switch between them without a kernel.
+        can switch between them without a kernel; ``heads="all"`` every head's (up to 32 MiB).
         """
         from finwidget.widgets.export import save_explorer_html
 
@@ -270,6 +400,14 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         def send_progress(done, total, message=""):
             self.send(progress_message(content["id"], done, total, message))
 
-        reply, reply_buffers = self.handle_request(content, buffers, send_progress)
-        self.send(reply, reply_buffers)
+        def answer():
+            reply, reply_buffers = self.handle_request(content, buffers, send_progress)
+            self.send(reply, reply_buffers)
+
+        if isinstance(content, dict) and content.get("kind") == "sweep":
+            # A sweep runs beside the kernel's message loop so a cancel_sweep can reach it.
+            self.sweep_cancel.clear()
+            threading.Thread(target=answer, name="finwidget-sweep", daemon=True).start()
+        else:
+            answer()
 

@@ -37,14 +37,28 @@ def script_json(value) -> str:
     return text
 
 
-def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
+#: what ``heads="all"`` embeds at most by default (bytes of replies, before base64)
+DEFAULT_MAX_EMBEDDED_BYTES = 32 * 2**20
+
+
+def _focus_requests(state: dict, layer: int, head: int) -> list[dict]:
+    """The requests that depend on the focused head, for focus (layer, head)."""
+    moved = {**state, "focus": {"layer": layer, "head": head}}
+    return [r for r in requests_for_state(moved) if r["kind"] in ("head_matrix", "token_values")]
+
+
+def embedded_replies(explorer, heads: str = "focus", max_bytes: int = DEFAULT_MAX_EMBEDDED_BYTES,
+                     report: dict | None = None) -> list[dict]:
     """The replies an exported page needs for the explorer's current state, keyed by request.
 
     ``heads="layer"`` also embeds the matrix of every head of the focused layer, so a
     reader can click through that layer's heads offline (about ``H x T^2 / 2`` bytes).
+    ``heads="all"`` embeds what focusing any head needs (its matrix and statement
+    values), layer by layer, until the replies reach ``max_bytes``; ``report`` (a dict)
+    receives ``{"heads_embedded", "heads_total", "bytes", "max_bytes"}``.
     """
-    if heads not in ("focus", "layer"):
-        raise InputError(f"heads must be 'focus' or 'layer', got {heads!r}")
+    if heads not in ("focus", "layer", "all"):
+        raise InputError(f"heads must be 'focus', 'layer' or 'all', got {heads!r}")
     state = {name: getattr(explorer, name) for name in SYNCED_STATE}
     requests = requests_for_state(state)
     if heads == "layer" and "matrix" in state["views"]:
@@ -52,6 +66,13 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
         for head in range(explorer.session.num_heads):
             if head != state["focus"]["head"]:
                 requests.append({"kind": "head_matrix", "layer": layer, "head": head})
+    per_head: list[tuple[tuple[int, int], list[dict]]] = []
+    if heads == "all":
+        focus = (state["focus"]["layer"], state["focus"]["head"])
+        for layer in range(explorer.session.num_layers):
+            for head in range(explorer.session.num_heads):
+                if (layer, head) != focus:
+                    per_head.append(((layer, head), _focus_requests(state, layer, head)))
     if "grid" in state["views"]:
         # Every measure that can be computed, so the measure menu still works offline.
         current = {request_key(r) for r in requests}
@@ -60,11 +81,13 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
             extra = grid_request(measure, selection)
             if request_key(extra) not in current:
                 requests.append(extra)
-    out = []
-    for request in requests:
+    out: list[dict] = []
+    size = 0
+
+    def embed(request) -> int:
         reply, buffers = explorer.handle_request({**request, "id": 0})
         if not reply.get("ok"):
-            continue
+            return 0
         out.append(
             {
                 "key": request_key(request),
@@ -72,13 +95,37 @@ def embedded_replies(explorer, heads: str = "focus") -> list[dict]:
                 "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in buffers],
             }
         )
+        return sum(len(bytes(b)) for b in buffers) + len(json.dumps(reply, default=str))
+
+    for request in requests:
+        size += embed(request)
+    embedded = 1
+    for _, head_requests in per_head:
+        if size >= max_bytes:
+            break
+        for request in head_requests:
+            size += embed(request)
+        embedded += 1
+    if report is not None:
+        report.update(
+            heads_embedded=embedded if heads == "all" else (explorer.session.num_heads if heads == "layer" else 1),
+            heads_total=explorer.session.num_layers * explorer.session.num_heads,
+            bytes=size,
+            max_bytes=max_bytes,
+        )
     return out
 
 
-def save_explorer_html(explorer, path, title: str | None = None, heads: str = "focus") -> Path:
+def save_explorer_html(explorer, path, title: str | None = None, heads: str = "focus",
+                       before_html: str = "", max_bytes: int = DEFAULT_MAX_EMBEDDED_BYTES,
+                       report: dict | None = None, replies: list | None = None) -> Path:
     """Write ``explorer`` as a standalone HTML page at ``path``; returns the path.
 
-    ``heads``: "focus" embeds the focused head's matrix, "layer" every head of its layer.
+    ``heads``: "focus" embeds the focused head's matrix, "layer" every head of its layer,
+    "all" every head (up to ``max_bytes`` of replies; ``report`` receives what was embedded).
+    ``before_html``: trusted markup placed above the explorer (the analysis report's
+    sections; its text must already be escaped). ``replies``: :func:`embedded_replies`
+    already computed (else computed here).
     """
     from finwidget.widgets.explorer import STATIC
 
@@ -93,7 +140,9 @@ def save_explorer_html(explorer, path, title: str | None = None, heads: str = "f
         raise InputError(f"save_html writes an .html file, got {str(path)!r}")
     state = {
         "traits": {name: getattr(explorer, name) for name in SYNCED_STATE},
-        "replies": embedded_replies(explorer, heads),
+        "replies": replies if replies is not None else embedded_replies(
+            explorer, heads, max_bytes=max_bytes, report=report
+        ),
     }
     css = css_path.read_text(encoding="utf-8") if css_path.exists() else ""
     safe_css = css.replace("</", "<\\/")
@@ -108,6 +157,7 @@ def save_explorer_html(explorer, path, title: str | None = None, heads: str = "f
 <style>{safe_css}</style>
 </head>
 <body>
+{before_html}
 <div id="fw-export-root" class="fw-export"></div>
 <script type="application/json" id="fw-bundle">{script_json(bundle_path.read_text(encoding="utf-8"))}</script>
 <script type="application/json" id="fw-state">{script_json(state)}</script>

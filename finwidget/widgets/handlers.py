@@ -33,19 +33,43 @@ def grid_fields(explorer, measure: str, selection: list[int]) -> tuple[dict, Pay
     return {"measure": measure, "label": label}, payload
 
 
+def _runs(explorer, p) -> tuple[str, list]:
+    """``(run, [session views])``: the views to compute from (one, or ablated and clean for
+    a difference) and the run's name."""
+    run = p.get("run", "clean")
+    session = explorer.session
+    if run == "clean":
+        return run, [session]
+    ablated = session.ablated_view(p["ablations"])
+    return run, [ablated] if run == "ablated" else [ablated, session]
+
+
+def _run_fields(explorer, p) -> dict:
+    run = p.get("run", "clean")
+    return {"run": run, "run_label": explorer.session.run_label(run, p.get("ablations", []))}
+
+
 def _head_matrix(explorer, p, send_progress):
+    run, views = _runs(explorer, p)
+    matrix = views[0].head_matrix(p["layer"], p["head"])
+    encoding = p["encoding"]
+    if run == "difference":
+        matrix = matrix - views[1].head_matrix(p["layer"], p["head"])
+        encoding = "f16" if encoding == "f16" else "u8"  # signed: linear bytes with an offset
     payload = Payload()
-    payload.add_causal_matrix("matrix", explorer.session.head_matrix(p["layer"], p["head"]), p["encoding"])
-    return {"layer": p["layer"], "head": p["head"]}, payload
+    payload.add_causal_matrix("matrix", matrix, encoding)
+    return {"layer": p["layer"], "head": p["head"], **_run_fields(explorer, p)}, payload
 
 
 def _token_values(explorer, p, send_progress):
-    values, reduce, label = explorer.session.token_values(
-        p["scope"], p["selection"], p["direction"], p.get("layer"), p.get("head"), p.get("layer_range")
-    )
+    run, views = _runs(explorer, p)
+    args = (p["scope"], p["selection"], p["direction"], p.get("layer"), p.get("head"), p.get("layer_range"))
+    values, reduce, label = views[0].token_values(*args)
+    if run == "difference":
+        values = values - views[1].token_values(*args)[0]
     payload = Payload()
     payload.add_f16("values", values)
-    return {"reduce": reduce, "label": label}, payload
+    return {"reduce": reduce, "label": label, **_run_fields(explorer, p)}, payload
 
 
 def _grid(explorer, p, send_progress):
@@ -53,11 +77,17 @@ def _grid(explorer, p, send_progress):
 
 
 def _flow(explorer, p, send_progress):
-    flow = explorer.session.flow(p["selection"])
+    run, views = _runs(explorer, p)
+    flow = views[0].flow(p["selection"])
+    if run == "difference":
+        clean = views[1].flow(p["selection"])
+        flow["spread"] = flow["spread"] - clean["spread"]
+        for key in ("selection_mass", "logit_lens"):
+            flow[key] = [None if a is None or b is None else a - b for a, b in zip(flow[key], clean[key])]
     payload = Payload()
     payload.add_f16("spread", flow["spread"])
     fields = {key: flow[key] for key in ("selection_mass", "logit_lens", "label")}
-    return fields, payload
+    return {**fields, **_run_fields(explorer, p)}, payload
 
 
 def _set_ablations(explorer, p, send_progress):
@@ -76,15 +106,27 @@ def _sweep(explorer, p, send_progress):
     if p.get("layer_range"):
         first, last = p["layer_range"]
         layers = list(range(first, last + 1))
-    total = (len(layers) if layers else explorer.session.num_layers) * explorer.session.num_heads
+    statements = p.get("statements", "current")
+    heads = (len(layers) if layers else explorer.session.num_layers) * explorer.session.num_heads
+    total = heads * (explorer.num_statements if statements == "all" else 1)
     step = max(1, total // 50)
 
     def progress(done, total_):
         if send_progress is not None and (done % step == 0 or done == total_):
-            send_progress(done, total_, "heads ablated")
+            send_progress(done, total_, "head ablations")
 
-    explorer.sweep(p["mode"], p.get("value"), progress=progress, layers=layers)
+    if statements == "all":
+        explorer.sweep(p["mode"], p.get("value"), progress=progress, layers=layers, statements="all",
+                       should_stop=explorer.sweep_cancel.is_set)
+        return grid_fields(explorer, "mean_abs_change", [])
+    explorer.sweep(p["mode"], p.get("value"), progress=progress, layers=layers,
+                   should_stop=explorer.sweep_cancel.is_set)
     return grid_fields(explorer, "ablation_effect", [])
+
+
+def _cancel_sweep(explorer, p, send_progress):
+    explorer.sweep_cancel.set()
+    return {"cancelled": True}, None
 
 
 def _png(explorer, p, send_progress):
@@ -92,6 +134,9 @@ def _png(explorer, p, send_progress):
     explorer.last_png_view = p["view"]
     return {"bytes": len(explorer.last_png)}, None
 
+
+#: request kinds that run the model (one at a time: see ``handle_request``)
+MODEL_KINDS = frozenset({"set_ablations", "sweep"})
 
 #: request kind -> its handler
 HANDLERS = {
@@ -101,6 +146,7 @@ HANDLERS = {
     "flow": _flow,
     "set_ablations": _set_ablations,
     "sweep": _sweep,
+    "cancel_sweep": _cancel_sweep,
     "png": _png,
 }
 
@@ -113,6 +159,12 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
         request = parse_request(content, explorer.protocol_geometry)
     except ProtocolError as err:
         return error_reply(message_id, kind, f"bad request: {err}")
+    lock = getattr(explorer, "model_lock", None)
+    needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
+    if lock is not None and needs_model and not lock.acquire(blocking=False):
+        # A sweep runs in its own thread and holds the model; the kernel must stay free to
+        # take a cancel, so other model work is refused rather than waited for.
+        return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
     try:
         fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
         return ok_reply(request, fields, payload)
@@ -121,3 +173,6 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
     except Exception as err:  # noqa: BLE001 - a failure must reach the UI, not kill the widget
         detail = traceback.format_exception_only(type(err), err)[-1].strip()
         return error_reply(request.id, request.kind, f"the kernel failed to answer {request.kind}: {detail}")
+    finally:
+        if lock is not None and needs_model:
+            lock.release()

@@ -9,17 +9,26 @@ Requests (JS -> Python), ``{"kind": <kind>, "id": <int>, ...params}``:
 ================  ===========================================================================
 kind              params
 ================  ===========================================================================
-head_matrix       layer, head [, encoding "u8sqrt"|"u8"|"f16"] -> the head's [T, T] attention
-                  (lower triangle; default "u8sqrt")
+head_matrix       layer, head [, encoding "u8sqrt"|"u8"|"f16"] [, run, ablations] -> the head's
+                  [T, T] attention (lower triangle; default "u8sqrt"; "u8" for a difference)
 token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to",
-                  layer+head (focus) | layer (layer) | layer_range (range) -> values [T]
+                  layer+head (focus) | layer (layer) | layer_range (range) [, run, ablations]
+                  -> values [T]
 grid              measure [, selection] -> values [L * H]
-flow              selection -> spread [L, S], selection_mass [L], logit_lens [L]
+flow              selection [, run, ablations] -> spread [L, S], selection_mass [L], logit_lens [L]
 set_ablations     ablations: [{layer, head, mode [, value]}] [, grid] -> prediction [, grid values]
-sweep             mode [, value, layer_range] -> values [L * H] (change in logit difference; NaN
-                  outside layer_range); progress messages
+sweep             mode [, value, layer_range, statements "current"|"all"] -> values [L * H]
+                  (change in logit difference for "current", mean |change| over the
+                  statements for "all"; NaN outside layer_range); progress messages
+cancel_sweep      (nothing) -> the running sweep stops at its next head ("cancelled" reply)
 png               view, data_url -> stored on the widget (``explorer.last_png``)
 ================  ===========================================================================
+
+``run`` ("clean" | "ablated" | "difference", default "clean") says which run the
+attention comes from: the clean one, a capture with ``ablations`` applied, or ablated
+minus clean. Replies to those requests carry ``run`` and ``run_label`` (what the UI
+writes above the views). The explorer asks for them when its ``attention_run`` trait is
+not "clean" (``requests_for_state``).
 
 Modes, grid measures and views are data: the frontend receives them at start-up in the
 ``catalogue`` trait (:func:`startup_catalogue`) and keeps no list of its own. A mode's
@@ -64,6 +73,10 @@ SCOPES = ("focus", "layer", "range")
 ENCODINGS = ("u8sqrt", "u8", "f16")
 MATRIX_AGGREGATES = ("tokens", "spans", "line_items")
 STATEMENT_HEADS = ("focus", "layer", "range")
+#: which run the attention views show
+ATTENTION_RUNS = ("clean", "ablated", "difference")
+#: what a sweep request sweeps over: the statement shown, or every statement of the explorer
+SWEEP_STATEMENTS = ("current", "all")
 
 #: The intervention modes the explorer offers (their data comes from
 #: ``finwidget.interventions.modes.mode_catalogue()``), each with the sign the UI writes
@@ -92,17 +105,42 @@ def _modes_by_name() -> dict[str, dict]:
     return {m["name"]: m for m in explorer_modes()}
 
 
-def startup_catalogue() -> dict:
+NO_REFERENCE = {
+    "available": False,
+    "name": "no reference set",
+    "disabled_reason": "no reference statements were given (AttentionExplorer(..., reference=[...]))",
+}
+
+
+def startup_catalogue(reference: dict | None = None, can_intervene: bool = True) -> dict:
     """What the frontend receives at start-up (the ``catalogue`` trait): the lists it
-    must not keep copies of. ``{"modes": [...], "measures": [...], "views": [...]}``:
+    must not keep copies of. ``{"modes": [...], "measures": [...], "views": [...],
+    "reference": {...}}``:
 
     - modes: ``{name, takes_value, default_value, needs_reference, needs_source, summary,
-      value_symbol}`` (``explorer_modes``);
+      value_symbol, disabled_reason}`` (``explorer_modes``; ``disabled_reason`` is "" for
+      a mode the explorer can apply, else why not);
     - measures: ``{name, label, unit, description, direction, uses_selection, needs}``
       (``finwidget.analysis.metrics.measure_catalogue``);
-    - views: ``{name, label, lane, column}`` (``VIEWS``).
+    - views: ``{name, label, lane, column}`` (``VIEWS``);
+    - reference: ``{available, name, disabled_reason}``: the set "mean" averages over
+      (:class:`finwidget.widgets.reference.ReferenceSet`).
     """
-    return {"modes": explorer_modes(), "measures": measure_catalogue(), "views": [dict(v) for v in VIEWS]}
+    reference = dict(reference) if reference is not None else dict(NO_REFERENCE)
+    modes = []
+    for mode in explorer_modes():
+        reason = ""
+        if not can_intervene:
+            reason = "this explorer shows recorded attention only (no model to ablate)"
+        elif mode["needs_reference"] and not reference["available"]:
+            reason = reference["disabled_reason"]
+        modes.append({**mode, "disabled_reason": reason})
+    return {
+        "modes": modes,
+        "measures": measure_catalogue(),
+        "views": [dict(v) for v in VIEWS],
+        "reference": reference,
+    }
 
 
 def grid_measures() -> tuple[str, ...]:
@@ -385,11 +423,24 @@ def validate_ablations(items, geometry: Geometry) -> list[dict]:
     return [out[key] for key in sorted(out)]
 
 
+def _run_params(p: dict, g: Geometry) -> dict:
+    """``run`` (default "clean") and, for another run, the ``ablations`` it applies."""
+    run = _choice(p.get("run", "clean"), "run", ATTENTION_RUNS)
+    if run == "clean":
+        if "ablations" in p:
+            raise ProtocolError("ablations are only taken with run 'ablated' or 'difference'")
+        return {}
+    if "ablations" not in p:
+        raise ProtocolError(f"run {run!r} needs the ablations it applies")
+    return {"run": run, "ablations": _prefixed("ablations", validate_ablations, p["ablations"], g)}
+
+
 def _parse_head_matrix(p: dict, g: Geometry) -> dict:
     return {
         "layer": _layer(p["layer"], g),
         "head": _head(p["head"], g),
         "encoding": _choice(p["encoding"], "encoding", ENCODINGS) if "encoding" in p else "u8sqrt",
+        **_run_params(p, g),
     }
 
 
@@ -408,6 +459,7 @@ def _parse_token_values(p: dict, g: Geometry) -> dict:
         if "layer_range" not in p:
             raise ProtocolError("token_values with scope 'range' needs layer_range")
         clean["layer_range"] = _layer_range(p["layer_range"], g) or [0, g.num_layers - 1]
+    clean.update(_run_params(p, g))
     return clean
 
 
@@ -431,6 +483,7 @@ def _parse_sweep(p: dict, g: Geometry) -> dict:
     clean = {"mode": mode, **_mode_value(modes[mode], p.get("value"), "value")}
     if "layer_range" in p:
         clean["layer_range"] = _layer_range(p["layer_range"], g)
+    clean["statements"] = _choice(p.get("statements", "current"), "statements", SWEEP_STATEMENTS)
     return clean
 
 
@@ -456,16 +509,25 @@ class RequestSchema:
 
 #: request kind -> its schema
 REQUESTS: dict[str, RequestSchema] = {
-    "head_matrix": RequestSchema(frozenset({"layer", "head"}), frozenset({"encoding"}), _parse_head_matrix),
+    "head_matrix": RequestSchema(
+        frozenset({"layer", "head"}), frozenset({"encoding", "run", "ablations"}), _parse_head_matrix
+    ),
     "token_values": RequestSchema(
         frozenset({"scope", "selection", "direction"}),
-        frozenset({"layer", "head", "layer_range"}),
+        frozenset({"layer", "head", "layer_range", "run", "ablations"}),
         _parse_token_values,
     ),
     "grid": RequestSchema(frozenset({"measure"}), frozenset({"selection"}), _parse_grid),
-    "flow": RequestSchema(frozenset({"selection"}), frozenset(), lambda p, g: {"selection": _selection(p["selection"], g)}),
+    "flow": RequestSchema(
+        frozenset({"selection"}),
+        frozenset({"run", "ablations"}),
+        lambda p, g: {"selection": _selection(p["selection"], g), **_run_params(p, g)},
+    ),
     "set_ablations": RequestSchema(frozenset({"ablations"}), frozenset({"grid"}), _parse_set_ablations),
-    "sweep": RequestSchema(frozenset({"mode"}), frozenset({"value", "layer_range"}), _parse_sweep),
+    "sweep": RequestSchema(
+        frozenset({"mode"}), frozenset({"value", "layer_range", "statements"}), _parse_sweep
+    ),
+    "cancel_sweep": RequestSchema(frozenset(), frozenset(), lambda p, g: {}),
     "png": RequestSchema(frozenset({"view", "data_url"}), frozenset(), _parse_png),
 }
 REQUEST_KINDS = tuple(REQUESTS)
@@ -576,7 +638,9 @@ class ExplorerState(traitlets.HasTraits):
     direction: ``"from" | "to"``; grid_measure: a measure's name; layer_range: ``[]`` or
     ``[first, last]``; ablations: ``[{"layer", "head", "mode"[, "value"]}]``; settings:
     ``DEFAULT_SETTINGS``' keys; prediction: ``{"clean", "ablated", "flipped"}``; views:
-    view names; sweep_done: flips each time a sweep finishes.
+    view names; sweep_done: flips each time a sweep finishes; attention_run: which run
+    the attention views show (``ATTENTION_RUNS``); statements: ``[{"index", "label"}]``
+    of every statement the explorer holds; statement_index: the one shown.
     """
 
     protocol_geometry = Geometry(num_layers=0, num_heads=0, num_spans=0)
@@ -594,6 +658,9 @@ class ExplorerState(traitlets.HasTraits):
     prediction = traitlets.Dict({}).tag(sync=True)
     views = Checked(list(VIEW_NAMES), _check_views)
     sweep_done = traitlets.Bool(False).tag(sync=True)
+    attention_run = Checked("clean", lambda v, g: _choice(v, "attention_run", ATTENTION_RUNS))
+    statements = traitlets.List([]).tag(sync=True)
+    statement_index = traitlets.Int(0).tag(sync=True)
 
 
 def _prefixed(name: str, check, value, g: Geometry):
@@ -688,9 +755,11 @@ def requests_for_state(state: dict) -> list[dict]:
     views = set(state["views"])
     selection = selection_param(state["selection"])
     focus = state["focus"]
+    run = state.get("attention_run", "clean")
+    run_params = {} if run == "clean" else {"run": run, "ablations": list(state.get("ablations", []))}
     out: list[dict] = []
     if "matrix" in views:
-        out.append({"kind": "head_matrix", "layer": focus["layer"], "head": focus["head"]})
+        out.append({"kind": "head_matrix", "layer": focus["layer"], "head": focus["head"], **run_params})
     if "statement" in views:
         scope = state["settings"]["statement_heads"]
         msg = {
@@ -708,9 +777,10 @@ def requests_for_state(state: dict) -> list[dict]:
             msg["layer_range"] = (
                 list(layer_range) if len(layer_range) == 2 else [0, state["geometry"]["num_layers"] - 1]
             )
+        msg.update(run_params)
         out.append(msg)
     if "grid" in views:
         out.append(grid_request(state["grid_measure"], selection))
     if "flow" in views:
-        out.append({"kind": "flow", "selection": selection})
+        out.append({"kind": "flow", "selection": selection, **run_params})
     return out

@@ -28,6 +28,7 @@ from finwidget.analysis.metrics import HeadMeasure, head_measure, selection_toke
 from finwidget.errors import InputError
 from finwidget.statement.layout import StatementLayout
 from finwidget.task import Prediction
+from finwidget.widgets.reference import ReferenceSet, resolve_reference
 
 
 class AnalysisUnavailable(InputError):
@@ -261,8 +262,31 @@ class ExplorerSession:
             [HeadIntervention(a["layer"], a["head"], mode=a["mode"], value=a.get("value")) for a in ablations]
         )
 
-    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None,
+              should_stop=None):
         raise _needs_model("the sweep")
+
+    def sweep_statements(self, texts, mode: str = "zero", value: float | None = None, layers=None,
+                         progress=None, should_stop=None):
+        raise _needs_model("the sweep")
+
+    # ------------------------------------------------------------------ runs
+    def ablated_view(self, ablations: list[dict]) -> ExplorerSession:
+        """This session as seen in the run with ``ablations`` applied (itself without any)."""
+        if ablations:
+            raise _needs_model("attention under ablations")
+        return self
+
+    def run_label(self, run: str, ablations: list[dict]) -> str:
+        """What the UI writes above the attention views for ``run`` ("clean" | "ablated" | "difference")."""
+        if run == "clean":
+            return "clean run"
+        if not ablations:
+            return f"{run} run = clean run: no heads are ablated"
+        what = ", ".join(iv.describe() for iv in self.intervention_set(ablations))
+        if run == "ablated":
+            return f"ablated run ({what})"
+        return f"difference: ablated ({what}) minus clean"
 
 
 class RecordedSession(ExplorerSession):
@@ -294,15 +318,21 @@ class RecordedSession(ExplorerSession):
 
 
 class _Progress:
-    """``update(n)`` for the cached run -> ``progress(done, total)`` for the caller."""
+    """``update(n)`` for the cached run -> ``progress(done, total)`` for the caller; raises
+    :class:`~finwidget.interventions.statement_sweep.SweepCancelled` once ``should_stop()``."""
 
-    def __init__(self, callback, total: int):
+    def __init__(self, callback, total: int, should_stop=None):
         self.callback, self.total, self.done = callback, total, 0
+        self.should_stop = should_stop
 
     def update(self, n: int) -> None:
+        from finwidget.interventions.statement_sweep import SweepCancelled
+
         self.done += n
         if self.callback is not None:
             self.callback(self.done, self.total)
+        if self.should_stop is not None and self.should_stop():
+            raise SweepCancelled(self.done, self.total)
 
 
 class ModelSession(ExplorerSession):
@@ -314,17 +344,24 @@ class ModelSession(ExplorerSession):
         tokenizer: its fast tokenizer.
         text: the statement (the task adds the question and answer prefix).
         task: the :class:`~finwidget.task.EarningsTask` (default: ``EarningsTask(tokenizer)``).
-        reference: statements whose mean head outputs "mean" ablation uses (default:
-            this statement, i.e. each head's output averaged over its tokens).
+        reference: what "mean" ablation averages each head's output over: statements, an
+            encoded batch, recorded ``HeadOutputs`` or a :class:`ReferenceSet` (default:
+            the demo generator's statements for the demo model; none otherwise, and then
+            "mean" is refused with the reason).
         truncate: drop tokens from the statement's start when the prompt is longer than
             the model's context (else a too-long statement raises ``InputError``).
         store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
+        sweeps: where sweeps over several statements are kept (shared by the sessions of
+            one explorer; default: this session's own).
     """
 
     can_intervene = True
 
+    #: how many ablated captures a session keeps (the newest ones)
+    ABLATED_CAPTURES_KEPT = 4
+
     def __init__(self, model, tokenizer, text: str, task=None, reference=None, truncate: bool = False,
-                 store_dtype: torch.dtype | None = None):
+                 store_dtype: torch.dtype | None = None, sweeps: SweepResults | None = None):
         from finwidget.capture.capture import capture_attention
         from finwidget.interventions.cached_run import CachedRun
         from finwidget.statement import read_statement
@@ -354,7 +391,12 @@ class ModelSession(ExplorerSession):
             model_name=_model_name(model),
         )
         self.text = text
-        self.reference = reference if reference is not None else self.batch
+        self.store_dtype = store_dtype
+        if not isinstance(reference, ReferenceSet):
+            reference = resolve_reference(model, self.task, reference)
+        self.reference_set = reference
+        self.sweeps = sweeps if sweeps is not None else SweepResults()
+        self._ablated: dict[str, ExplorerSession] = {}
         self._predictions: dict[str, dict] = {}
         self.sweep_table = None  # DataFrame of the last sweep (interventions.sweep columns)
         self.sweep_label: str | None = None
@@ -400,6 +442,12 @@ class ModelSession(ExplorerSession):
     def head_readout(self, measure: HeadMeasure) -> tuple[np.ndarray, str]:
         if measure.needs == "model":
             return self.direct_logit_diff(), measure.legend_for()
+        if measure.name in ("mean_abs_change", "flip_rate"):
+            if self.sweeps.summary is None:
+                raise InputError("no sweep over the statements yet: press 'Sweep all statements' "
+                                 "(or call explorer.sweep(statements='all')) first")
+            values = _head_table(self.sweeps.summary, measure.name, self.num_layers, self.num_heads, fill=np.nan)
+            return values, measure.legend.format(what=self.sweeps.label)
         if self.sweep_table is None:
             raise InputError("no ablation effects yet: press Sweep (or call explorer.sweep()) first")
         effect = _head_table(self.sweep_table, "change", self.num_layers, self.num_heads, fill=np.nan)
@@ -418,13 +466,15 @@ class ModelSession(ExplorerSession):
             if not ablations:
                 result = {"clean": clean, "ablated": None, "flipped": False}
             else:
-                ablated = self.cached.predict(self.intervention_set(ablations), reference=self.reference)[0]
+                interventions = self.intervention_set(ablations)
+                ablated = self.cached.predict(interventions, reference=self._reference_for(interventions))[0]
                 ablated = ablated.to_dict()
                 result = {"clean": clean, "ablated": ablated, "flipped": ablated["label"] != clean["label"]}
             self._predictions[key] = result
         return self._predictions[key]
 
-    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None):
+    def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None,
+              should_stop=None):
         """Ablate each head alone with ``mode``: the :func:`~finwidget.interventions.sweep.sweep_run`
         table (``layer, head, mode, logit_diff, clean_logit_diff, change, flipped``).
 
@@ -442,12 +492,121 @@ class ModelSession(ExplorerSession):
             value = info["default_value"]
         heads = [(layer, head) for layer in layers for head in range(self.num_heads)]
         label = HeadIntervention(0, 0, mode, value=value).describe().split(" ", 1)[1]
+        reference = self.reference_set.require() if mode == "mean" else None
         table = sweep_run(
-            self.cached, heads, mode, value, reference=self.reference, progress=_Progress(progress, len(heads))
+            self.cached, heads, mode, value, reference=reference, progress=_Progress(progress, len(heads), should_stop)
         )
         self.sweep_table = table[SWEEP_COLUMNS].reset_index(drop=True)
         self.sweep_label = label
         return self.sweep_table
+
+
+    # ------------------------------------------------------------------ runs
+    @property
+    def reference(self):
+        """The recorded head outputs "mean" averages over (``InputError`` when there are none)."""
+        return self.reference_set.require()
+
+    def _reference_for(self, interventions):
+        return self.reference_set.require() if interventions.needs_reference else None
+
+    def ablated_view(self, ablations: list[dict]) -> ExplorerSession:
+        """This session as seen in a run with ``ablations`` applied: the attention of a
+        capture made while the intervention set is applied (a full forward pass; layer
+        ``l``'s ablation changes the attention of layers after ``l``), and the logit lens
+        of that run. Itself when ``ablations`` is empty. The newest few are kept."""
+        if not ablations:
+            return self
+        key = json.dumps(ablations, sort_keys=True)
+        view = self._ablated.pop(key, None)
+        if view is None:
+            view = self._ablated_capture(ablations)
+        self._ablated[key] = view
+        while len(self._ablated) > self.ABLATED_CAPTURES_KEPT:
+            self._ablated.pop(next(iter(self._ablated)))
+        return view
+
+    def _ablated_capture(self, ablations: list[dict]) -> ExplorerSession:
+        import copy
+
+        from finwidget.analysis import logit_lens_from_residuals
+        from finwidget.capture.capture import capture_attention
+        from finwidget.interventions.anatomy import decoder_layers
+        from finwidget.task import eval_mode
+
+        interventions = self.intervention_set(ablations)
+        reference = self._reference_for(interventions)
+        residuals: list = [None] * self.num_layers
+
+        def keeper(index):
+            def hook(module, args, kwargs):
+                residuals[index] = (args[0] if args else kwargs["hidden_states"]).detach()
+            return hook
+
+        handles = []
+        try:
+            for index, layer in enumerate(decoder_layers(self.model)):
+                handles.append(layer.register_forward_pre_hook(keeper(index), with_kwargs=True))
+            with capture_attention(self.model, store_dtype=self.store_dtype) as capture, \
+                    interventions.applied(self.model, reference=reference), \
+                    torch.inference_mode(), eval_mode(self.model):
+                out = self.model(**self.batch, use_cache=False, logits_to_keep=1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        final = float(self.task.logit_diff(out.logits[:, -1, :])[0])
+        view = copy.copy(self)
+        view.capture = capture
+        view._ablated = {}
+        view.__dict__["_logit_lens"] = logit_lens_from_residuals(self.model, self.task, residuals, final)
+        view.__dict__.pop("decision", None)
+        return view
+
+    def sweep_statements(self, texts, mode: str = "zero", value: float | None = None, layers=None,
+                         progress=None, should_stop=None):
+        """Ablate each head alone on each of ``texts``: the per-head summary (mean |change|,
+        flip rate) is kept in ``self.sweeps`` (the grid's ``mean_abs_change`` and
+        ``flip_rate``) and returned with the full table: ``(summary, table)``."""
+        from finwidget.interventions.spec import HeadIntervention
+        from finwidget.interventions.statement_sweep import sweep_statements
+        from finwidget.interventions.sweep import summarize_sweep
+
+        layers = list(range(self.num_layers)) if layers is None else sorted(set(layers))
+        value = _mode_value_or_default(mode, value)
+        heads = [(layer, head) for layer in layers for head in range(self.num_heads)]
+        reference = self.reference_set.require() if mode == "mean" else None
+        table = sweep_statements(self.model, self.task, texts, heads, mode, value, reference=reference,
+                                 progress=progress, should_stop=should_stop)
+        summary = summarize_sweep(table)
+        label = HeadIntervention(0, 0, mode, value=value).describe().split(" ", 1)[1]
+        self.sweeps.keep(summary, table, f"{label}, {len(list(texts))} statements")
+        return summary, table
+
+
+class SweepResults:
+    """The newest sweep over several statements of one explorer (shared by its sessions).
+
+    summary: :func:`~finwidget.interventions.sweep.summarize_sweep` of ``table`` (one row
+    per head: mean_change, mean_abs_change, flip_rate, n_statements); table: the sweep's
+    rows (one per head and statement); label: its mode and number of statements.
+    """
+
+    def __init__(self):
+        self.summary = None
+        self.table = None
+        self.label = ""
+
+    def keep(self, summary, table, label: str) -> None:
+        self.summary, self.table, self.label = summary, table, label
+
+
+def _mode_value_or_default(mode: str, value):
+    from finwidget.interventions.modes import mode_catalogue
+
+    info = next((m for m in mode_catalogue() if m["name"] == mode), None)
+    if info is not None and info["takes_value"] and value is None:
+        return info["default_value"]
+    return value
 
 
 def _head_table(frame, column: str, num_layers: int, num_heads: int, fill: float) -> np.ndarray:

@@ -66,9 +66,9 @@ export const LINES = [
 /** Test data in the shape of Python's start-up catalogue (finwidget.widgets.protocol.startup_catalogue). */
 export const CATALOGUE: Catalogue = {
   modes: [
-    { name: "zero", takes_value: false, default_value: null, needs_reference: false, needs_source: false, summary: "set to 0", value_symbol: "" },
-    { name: "mean", takes_value: false, default_value: null, needs_reference: true, needs_source: false, summary: "mean output", value_symbol: "" },
-    { name: "scale", takes_value: true, default_value: 0, needs_reference: false, needs_source: false, summary: "multiplied", value_symbol: "×" },
+    { name: "zero", takes_value: false, default_value: null, needs_reference: false, needs_source: false, summary: "set to 0", value_symbol: "", disabled_reason: "" },
+    { name: "mean", takes_value: false, default_value: null, needs_reference: true, needs_source: false, summary: "mean output", value_symbol: "", disabled_reason: "" },
+    { name: "scale", takes_value: true, default_value: 0, needs_reference: false, needs_source: false, summary: "multiplied", value_symbol: "×", disabled_reason: "" },
   ],
   measures: [
     { name: "attention_to_selection", label: "attention to selection", unit: "attention mass", description: "to the selection", direction: "more", uses_selection: true, needs: "attention" },
@@ -84,6 +84,7 @@ export const CATALOGUE: Catalogue = {
     { name: "matrix", label: "matrix", lane: "matrix", column: "right" },
     { name: "flow", label: "flow", lane: "flow", column: "right" },
   ],
+  reference: { available: true, name: "3 statements you passed", disabled_reason: "" },
 };
 
 export function makeTraits(overrides: Partial<ExplorerTraits> = {}): ExplorerTraits {
@@ -102,6 +103,9 @@ export function makeTraits(overrides: Partial<ExplorerTraits> = {}): ExplorerTra
     prediction: { clean: { logit_diff: 1.25, p_increase: 0.777, label: "increase", n_tokens: layout.tokens.length }, ablated: null, flipped: false },
     views: ["prediction", "statement", "grid", "matrix", "flow"],
     sweep_done: false,
+    attention_run: "clean",
+    statements: [],
+    statement_index: 0,
     ...overrides,
   };
 }
@@ -124,7 +128,7 @@ export function answer(model: FakeModel, msg: Record<string, unknown>): [Record<
     case "head_matrix": {
       const packed = new Uint8Array((T * (T + 1)) / 2);
       packed.fill(10 + Number(msg.head));
-      return [{ ...base, layer: msg.layer, head: msg.head, arrays: { matrix: { encoding: "u8", shape: [T, T], tril: true, scale: 0.01, offset: 0, buffer: 0 } } }, [new DataView(packed.buffer)]];
+      return [{ ...base, layer: msg.layer, head: msg.head, run: msg.run ?? "clean", run_label: msg.run ? `${String(msg.run)} run` : "clean run", arrays: { matrix: { encoding: "u8", shape: [T, T], tril: true, scale: 0.01, offset: 0, buffer: 0 } } }, [new DataView(packed.buffer)]];
     }
     case "token_values":
       return [{ ...base, reduce: "sum", label: "test", arrays: { values: { encoding: "f32", shape: [T], buffer: 0 } } }, [f32(Array.from({ length: T }, (_, i) => i / T))]];

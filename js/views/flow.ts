@@ -3,11 +3,16 @@
 // logit-lens logit difference after each layer (where the decision forms). Dragging over
 // layers selects a layer range that filters the grid; double-click clears it.
 
-import { ColorScale, css, diverging, formatValue } from "../colors";
+import { joinCaption, stateCaption } from "../caption";
+import { ColorScale, css, diverging, formatValue, sequential } from "../colors";
 import { el, listen } from "../dom";
-import { hasSelection, layerRangeFromBrush } from "../selection";
+import { frame, INK, MUTED, type Figure, type Prim } from "../export";
+import { shortLabel, thinLabels } from "../layout";
+import { ColorBar, type LegendSpec } from "../legend";
+import { hasSelection, layerRangeFromBrush, selectionLabel } from "../selection";
 import type { ExplorerStore } from "../store";
-import type { View } from "./view";
+import { Tooltip } from "../tooltip";
+import { exportsOf, messageFigure, type View } from "./view";
 
 const WIDTH = 480;
 const LABEL_W = 34;
@@ -24,6 +29,11 @@ export class LayerFlowView implements View {
   private rowH = 12;
   private brush: { a: number; b: number } | null = null;
   private cleanups: (() => void)[] = [];
+  private colorBar = new ColorBar("flow-legend");
+  private axis: HTMLElement;
+  private tip: Tooltip;
+  readonly toPNG: () => string;
+  readonly toSVG: () => string;
 
   constructor(private readonly store: ExplorerStore) {
     const L = store.get("geometry").num_layers;
@@ -38,9 +48,19 @@ export class LayerFlowView implements View {
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Layer flow" }), clear]),
       this.caption,
       el("div", { class: "fw-hint", text: "rows = layers · left: where the selection's attention goes (spans, mean over heads) · right: logit-lens logit difference · drag over layers to filter the grid" }),
-      this.canvas,
+      el("div", { class: "fw-flow-stack" }, [
+        (this.axis = el("div", { class: "fw-axis fw-axis-cols fw-flow-axis", "data-testid": "flow-span-labels", "aria-hidden": "true" })),
+        this.canvas,
+      ]),
+      this.colorBar.root,
       this.info,
     ]);
+    this.canvas.setAttribute("role", "img");
+    this.canvas.setAttribute("aria-label", "layer flow: per layer, where the selection's attention goes over the statement's spans, and the logit-lens logit difference");
+    this.tip = new Tooltip(this.info, this.root);
+    const exports = exportsOf(() => this.figure());
+    this.toPNG = exports.toPNG;
+    this.toSVG = exports.toSVG;
     this.cleanups.push(
       store.on("flow", () => this.draw()),
       store.on("layer_range", () => this.draw()),
@@ -65,10 +85,13 @@ export class LayerFlowView implements View {
         store.set({ layer_range: range });
       }),
       listen(this.canvas, "dblclick", () => store.set({ layer_range: [] })),
-      listen(this.canvas, "mouseleave", () => {
-        this.info.textContent = "";
-      }),
+      listen(this.canvas, "mouseleave", () => this.tip.hide()),
     );
+    if (typeof ResizeObserver !== "undefined") {
+      const ro = new ResizeObserver(() => this.updateAxis());
+      ro.observe(this.canvas);
+      this.cleanups.push(() => ro.disconnect());
+    }
     this.draw();
   }
 
@@ -83,7 +106,7 @@ export class LayerFlowView implements View {
   private describe(layer: number | null, ev: MouseEvent): void {
     const flow = this.store.flow;
     if (layer === null || !flow) {
-      this.info.textContent = "";
+      this.tip.hide();
       return;
     }
     const rect = this.canvas.getBoundingClientRect();
@@ -98,6 +121,105 @@ export class LayerFlowView implements View {
     this.info.textContent =
       `layer ${layer}: attention on selection ${formatValue(flow.selectionMass[layer])}` +
       ` · logit-lens logit diff ${formatValue(flow.logitLens[layer])}${spanText}`;
+    this.tip.show(this.info.textContent, ev.clientX, ev.clientY);
+  }
+
+  /** Span names above the spread columns, thinned to the shown width (line items first). */
+  private updateAxis(): void {
+    const flow = this.store.flow;
+    if (!flow) return;
+    const layout = this.store.get("statement_layout");
+    const S = flow.numSpans;
+    const shown = this.canvas.clientWidth || WIDTH;
+    const k = shown / WIDTH;
+    const spreadW = WIDTH - LABEL_W - LENS_W - 8;
+    const cands = layout.spans.slice(0, S).map((sp, i) => ({
+      center: (LABEL_W + ((i + 0.5) / S) * spreadW) * k,
+      extent: 12,
+      priority: sp.kind === "line_item_name" ? 3 : sp.kind === "number" ? 2 : sp.kind === "punct" || sp.kind === "break" ? -1 : 1,
+    }));
+    const kept = thinLabels(cands, 1).filter((i) => cands[i].priority >= 0);
+    this.axis.style.width = `${shown}px`;
+    this.axis.replaceChildren(
+      ...kept.map((i) => {
+        const node = el("span", { class: "fw-axis-label", "data-index": i, title: layout.spans[i].text, text: shortLabel(layout.spans[i].text, 14) });
+        node.style.left = `${((100 * cands[i].center) / shown).toFixed(3)}%`;
+        return node;
+      }),
+    );
+  }
+
+  private legend(): LegendSpec | null {
+    if (!this.store.flow) return null;
+    return {
+      title: "attention from the selection, per layer (mean over heads)",
+      unit: "share of the layer's largest span",
+      min: 0,
+      max: 1,
+      colorAt: sequential,
+      low: "light = less",
+      high: "dark = more attention from the selection · logit lens: red = towards 'increase', blue = towards 'decrease'",
+    };
+  }
+
+  /** Layers down, spans across (labelled where they fit), the logit lens beside, the
+   * selection marked, the colour bar and the state. */
+  figure(withState = true): Figure {
+    const flow = this.store.flow;
+    const caption = withState ? stateCaption(this.store) : "";
+    const layout = this.store.get("statement_layout");
+    const sel = this.store.get("selection");
+    const who = hasSelection(sel) ? `“${selectionLabel(sel, layout)}”` : "the answer position";
+    const title = `Layer flow: where ${who} looks, layer by layer`;
+    if (!flow) return messageFigure(title, "no layer flow yet", caption);
+    const L = this.store.get("geometry").num_layers;
+    const S = flow.numSpans;
+    const left = 36;
+    const top = 90;
+    const spreadW = 460;
+    const lensW = 140;
+    const rowH = Math.max(8, Math.min(28, Math.floor(420 / Math.max(1, L))));
+    const prims: Prim[] = [];
+    const cands = layout.spans.slice(0, S).map((sp, i) => ({
+      center: ((i + 0.5) / S) * spreadW,
+      extent: 11,
+      priority: sp.kind === "line_item_name" ? 2 : sp.kind === "number" ? 1 : 0,
+    }));
+    for (const i of thinLabels(cands, 1)) {
+      prims.push({ t: "text", x: left + cands[i].center + 3, y: top - 4, text: shortLabel(layout.spans[i].text, 14), size: 9, fill: INK, rotate: -90 });
+    }
+    for (let l = 0; l < L; l++) {
+      const y = top + l * rowH;
+      prims.push({ t: "text", x: left - 4, y: y + rowH / 2 + 3, text: `L${l}`, size: 9, anchor: "end", fill: INK });
+      const row = flow.spread.subarray(l * S, (l + 1) * S);
+      const scale = new ColorScale(row, false);
+      for (let s = 0; s < S; s++) {
+        const x0 = (s / S) * spreadW;
+        prims.push({ t: "rect", x: left + x0, y, w: spreadW / S + 0.3, h: rowH - 1, fill: scale.css(row[s]) });
+      }
+    }
+    if (hasSelection(sel) && S > 0) {
+      prims.push({ t: "rect", x: left + (sel.start / S) * spreadW, y: top - 3, w: Math.max(2, ((sel.end - sel.start) / S) * spreadW), h: 2, fill: "#e67800" });
+    }
+    let m = 0;
+    for (const v of flow.logitLens) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+    m = m || 1;
+    const zero = left + spreadW + 16 + lensW / 2;
+    prims.push({ t: "text", x: zero, y: top - 6, text: "logit-lens logit diff", size: 9, anchor: "middle", fill: MUTED });
+    prims.push({ t: "line", x1: zero, y1: top, x2: zero, y2: top + L * rowH, stroke: "#999" });
+    flow.logitLens.forEach((v, l) => {
+      if (v === null || !Number.isFinite(v)) return;
+      const w = (v / m) * (lensW / 2 - 4);
+      prims.push({ t: "rect", x: Math.min(zero, zero + w), y: top + l * rowH + 1, w: Math.abs(w), h: rowH - 3, fill: css(diverging(v / m)) });
+      prims.push({ t: "text", x: v >= 0 ? zero - 3 : zero + 3, y: top + l * rowH + rowH / 2 + 3, text: formatValue(v), size: 9, anchor: v >= 0 ? "end" : "start", fill: INK });
+    });
+    prims.push({ t: "text", x: left + spreadW / 2, y: 10, text: "spans of the statement →", size: 10, anchor: "middle", fill: MUTED });
+    return frame({
+      title,
+      body: { width: zero + lensW / 2, height: top + L * rowH, prims },
+      legend: this.legend(),
+      caption: joinCaption("each layer's row is scaled to its own largest span", caption),
+    });
   }
 
   private draw(): void {
@@ -112,6 +234,8 @@ export class LayerFlowView implements View {
       return;
     }
     this.caption.textContent = flow.label;
+    this.colorBar.update(this.legend());
+    this.updateAxis();
     const top = 16;
     const spreadW = WIDTH - LABEL_W - LENS_W - 8;
     ctx.font = "10px sans-serif";
@@ -181,12 +305,9 @@ export class LayerFlowView implements View {
     return this.drawn;
   }
 
-  toPNG(): string {
-    return this.canvas.toDataURL("image/png");
-  }
-
   destroy(): void {
     for (const c of this.cleanups) c();
+    this.tip.destroy();
     this.root.remove();
   }
 }

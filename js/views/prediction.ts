@@ -6,7 +6,9 @@ import { el, select, setFlag } from "../dom";
 import type { Ablation, AblationMode, PredictionValue } from "../protocol";
 import { ablationLabel, setAblationMode, toggleAblation } from "../selection";
 import type { ExplorerStore } from "../store";
-import { exportCanvas, type View } from "./view";
+import { stateCaption } from "../caption";
+import { frame, INK, type Figure, type Prim } from "../export";
+import { exportsOf, type View } from "./view";
 
 export class PredictionPanel implements View {
   readonly name = "prediction";
@@ -22,6 +24,8 @@ export class PredictionPanel implements View {
   private none: HTMLElement;
   private drawn = false;
   private cleanups: (() => void)[] = [];
+  readonly toPNG: () => string;
+  readonly toSVG: () => string;
 
   constructor(private readonly store: ExplorerStore) {
     this.logitDiff = el("div", { class: "fw-logit-diff", "data-testid": "logit-diff" });
@@ -39,6 +43,7 @@ export class PredictionPanel implements View {
     sweep.addEventListener("click", () => void store.requestSweep());
     const mode = select<AblationMode>(this.modeOptions(), store.get("settings").ablate_mode, (v) => store.set({ settings: { ...store.get("settings"), ablate_mode: v } }), {
       "data-testid": "ablation-mode",
+      "aria-label": "mode of new ablations",
       title: `how a newly ablated head is changed: ${store.get("catalogue").modes.map((m) => `${m.name}: ${m.summary}`).join("; ")}`,
     });
     this.root = el("div", { class: "fw-view fw-prediction", "data-testid": "prediction-panel" }, [
@@ -54,6 +59,9 @@ export class PredictionPanel implements View {
       this.none,
       this.list,
     ]);
+    const exports = exportsOf(() => this.figure());
+    this.toPNG = exports.toPNG;
+    this.toSVG = exports.toSVG;
     const paint = () => this.paint();
     for (const t of ["prediction", "ablations", "progress", "settings"] as const) this.cleanups.push(store.on(t, paint));
     this.paint();
@@ -98,6 +106,7 @@ export class PredictionPanel implements View {
       const modeSel = select<AblationMode>(this.modeOptions(), a.mode, (m) => {
         void this.store.requestAblations(setAblationMode(this.store.ablations, a.layer, a.head, m, this.store.modeValue(m)));
       });
+      modeSel.setAttribute("aria-label", `ablation mode of L${a.layer} H${a.head}`);
       const remove = el("button", { class: "fw-button fw-small", type: "button", text: "restore", "data-testid": "restore-head" });
       remove.addEventListener("click", () => void this.store.requestAblations(toggleAblation(this.store.ablations, a.layer, a.head, a.mode)));
       this.list.append(
@@ -118,21 +127,33 @@ export class PredictionPanel implements View {
     return this.drawn || !this.store.prediction.clean;
   }
 
-  toPNG(): string {
-    const { canvas, ctx } = exportCanvas(420, 90 + 16 * this.store.ablations.length);
-    if (!ctx) return "";
-    ctx.font = "13px sans-serif";
-    ctx.fillStyle = "#111";
-    let y = 20;
-    for (const line of [this.pIncrease.textContent, this.logitDiff.textContent, this.cleanRow.textContent]) {
-      ctx.fillText(line ?? "", 8, y);
+  /** The prediction (clean and ablated), the p(increase) bar and the ablated heads. */
+  figure(withState = true): Figure {
+    const prims: Prim[] = [];
+    const lines = [this.pIncrease.textContent, this.logitDiff.textContent, this.cleanRow.textContent].filter((x): x is string => !!x);
+    const p = this.store.prediction;
+    const current = this.store.ablations.length && p.ablated ? p.ablated : p.clean;
+    let y = 0;
+    if (current) {
+      prims.push({ t: "rect", x: 0, y, w: 400, h: 12, fill: "#2166ac" });
+      prims.push({ t: "rect", x: 0, y, w: 400 * current.p_increase, h: 12, fill: "#b2182b" });
+      prims.push({ t: "text", x: 0, y: y + 26, text: "p(increase) in red, p(decrease) in blue", size: 9, fill: "#555" });
+      y += 34;
+    }
+    for (const line of lines) {
+      y += 18;
+      prims.push({ t: "text", x: 0, y, text: line, size: 12, fill: INK });
+    }
+    if (this.store.ablations.length) {
       y += 20;
+      prims.push({ t: "text", x: 0, y, text: "Ablated heads:", size: 12, bold: true, fill: INK });
+      for (const a of this.store.ablations) {
+        y += 16;
+        prims.push({ t: "text", x: 12, y, text: this.label(a), size: 12, fill: INK });
+      }
     }
-    for (const a of this.store.ablations) {
-      ctx.fillText(this.label(a), 16, y);
-      y += 16;
-    }
-    return canvas.toDataURL("image/png");
+    const flipped = !!(this.store.ablations.length && p.flipped);
+    return frame({ title: `Prediction${flipped ? " (flipped by the ablations)" : ""}`, body: { width: 440, height: y + 6, prims }, caption: withState ? stateCaption(this.store) : "" });
   }
 
   destroy(): void {

@@ -1,24 +1,35 @@
 // What every view of the explorer provides to the composition in explorer.ts.
 
+import { frame, toPNG as figurePNG, toSVG as figureSVG, type Figure } from "../export";
+
 export interface View {
   readonly name: string;
   readonly root: HTMLElement;
   /** True once the view has drawn the data for the current state at least once. */
   ready(): boolean;
-  /** A PNG of the view as a data URL (drawn on a canvas). */
+  /** The view as a framed figure (title, axis labels, colour bar, state caption), drawn
+   * from its data: no hover box, focus ring or brush. `withState` false leaves the state
+   * out of the caption (the whole-explorer export states it once, at the bottom). */
+  figure(withState?: boolean): Figure;
+  /** A PNG of `figure()` as a data URL. */
   toPNG(): string;
+  /** An SVG document of `figure()`. */
+  toSVG(): string;
   destroy(): void;
 }
 
-/** A canvas of `w x h` CSS pixels with a white background, for PNG exports. */
-export function exportCanvas(w: number, h: number): { canvas: HTMLCanvasElement; ctx: CanvasRenderingContext2D | null } {
-  const canvas = document.createElement("canvas");
-  canvas.width = w;
-  canvas.height = h;
-  const ctx = canvas.getContext("2d");
-  if (ctx) {
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, w, h);
-  }
-  return { canvas, ctx };
+/** toPNG / toSVG of a view from its figure. */
+export function exportsOf(figure: () => Figure): { toPNG(): string; toSVG(): string } {
+  return {
+    toPNG: () => figurePNG(figure()),
+    toSVG: () => {
+      const f = figure();
+      return figureSVG(f);
+    },
+  };
+}
+
+/** A figure with only a message (a view that has nothing drawn yet). */
+export function messageFigure(title: string, message: string, caption: string): Figure {
+  return frame({ title, body: { width: 420, height: 24, prims: [{ t: "text", x: 0, y: 16, text: message, size: 12, fill: "#555" }] }, caption });
 }

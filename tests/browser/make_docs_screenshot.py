@@ -35,7 +35,7 @@ NOTEBOOK = [
 
 
 def main(output: Path) -> None:
-    from finwidget.loading import load_demo_model
+    from finwidget import load_demo_model
 
     model, tokenizer = load_demo_model()
     with tempfile.TemporaryDirectory(prefix="fw-shot-") as tmp:
@@ -68,6 +68,7 @@ def main(output: Path) -> None:
             driver._eval("panel.content.widgets[0].inputHidden = true;")
             page.wait_for_timeout(500)
             explorer.root.scroll_into_view_if_needed()
+            page.mouse.move(0, 0)  # no tooltip in the picture
             page.wait_for_timeout(300)
             output.parent.mkdir(parents=True, exist_ok=True)
             explorer.root.screenshot(path=str(output))
