@@ -2,6 +2,7 @@
 
     python -m finwidget.demo.layout_heads                      # the layouts model, every layout
     python -m finwidget.demo.layout_heads --n 200 --json
+    python -m finwidget.demo.layout_heads --together      # also the card's sets of heads removed together
 
 The guide's robustness question, "do the same heads read net income in every layout?",
 asked of a model whose rule is known. For each layout (``LAYOUTS``), on the same held-out
@@ -77,6 +78,24 @@ def ablation_by_layout(model, tokenizer, n: int = 200, seed: int = RANKING_SEED,
                     "flip_rate": float(((row > 0) != (clean > 0)).float().mean()), "n": n,
                 })
     return pd.DataFrame(rows)
+
+
+TOP_THREE = [(0, 1), (0, 2), (1, 0)]  # the layouts model's top 3 by mean |change| (its model card)
+
+
+def card_head_sets(num_layers: int = 2, num_heads: int = 4, top=TOP_THREE, draws: int = 5, seed: int = 0):
+    """The heads the model card removes together: L0H1 + L0H2, the top 3, the five other
+    heads, all layer-1 heads, L1H0 + L1H1, L1H0 + L1H1 + L1H3, and ``draws`` random sets of
+    3 heads outside the top 3 (``random.Random(seed)``)."""
+    import random
+
+    heads = [(layer, head) for layer in range(num_layers) for head in range(num_heads)]
+    others = [h for h in heads if h not in top]
+    rng = random.Random(seed)
+    random_sets = [rng.sample(others, 3) for _ in range(draws)]
+    last = num_layers - 1
+    return ([list(top[:2]), list(top), others, [(last, h) for h in range(num_heads)], [(1, 0), (1, 1)],
+             [(1, 0), (1, 1), (1, 3)]] + random_sets)
 
 
 def _line_spans(text: str) -> list[tuple[int, int, str]]:
@@ -157,6 +176,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=200, help="statements per layout for the ablations")
     parser.add_argument("--attention-n", type=int, default=40, help="statements per layout for attention")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--together", action="store_true",
+                        help="also remove the model card's sets of heads together (card_head_sets)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -165,9 +186,11 @@ def main(argv=None) -> None:
     else:
         model, tokenizer = load_demo_model(variant="layouts")
     ablation = ablation_by_layout(model, tokenizer, n=args.n)
+    together = ablation_by_layout(model, tokenizer, n=args.n, head_sets=card_head_sets()) if args.together else None
     attention = rule_line_attention(model, tokenizer, n=args.attention_n)
     if args.json:
-        print(json.dumps({"ablation": ablation.to_dict("records"), "attention": attention.to_dict("records")}))
+        print(json.dumps({"ablation": ablation.to_dict("records"), "attention": attention.to_dict("records"),
+                          "together": None if together is None else together.to_dict("records")}))
         return
     pd.set_option("display.width", 200)
     for mode in ("mean", "zero"):
@@ -181,6 +204,13 @@ def main(argv=None) -> None:
     last = attention[attention["layer"] == attention["layer"].max()].pivot_table(
         index=["head", "item"], columns="layout", values="answer_to_row")
     print(f"last layer, attention from the answer position to the rule line:\n{last.round(2)}")
+    if together is not None:
+        together = together.assign(set=together.groupby(["layout", "mode"]).cumcount())
+        for mode in ("mean", "zero"):
+            rows = together[together["mode"] == mode]
+            table = rows.pivot(index=["set"], columns="layout", values="accuracy")
+            table["heads"] = rows[rows["layout"] == rows["layout"].iloc[0]].set_index("set")["heads"]
+            print(f"\naccuracy with heads {mode}-ablated together:\n{table.round(3)}")
 
 
 if __name__ == "__main__":
