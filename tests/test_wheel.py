@@ -71,7 +71,7 @@ def test_wheel_installs_and_runs_in_a_fresh_environment(wheel, tmp_path):
         prediction = finwidget.predict(model, tokenizer, "Net income: change +1,200 | 2022: 5,000 | 2021: 3,800")
         assert prediction.label in ("increase", "decrease")
         layouts_model, layouts_tokenizer = finwidget.load_demo_model(variant="layouts")
-        table = "| Item | Change | 2022 | 2021 |\n|---|---|---|---|\n| Net income | +1,200 | 5,000 | 3,800 |"
+        table = "| Item | Change | 2022 | 2021 |\\n|---|---|---|---|\\n| Net income | +1,200 | 5,000 | 3,800 |"
         assert finwidget.predict(layouts_model, layouts_tokenizer, table).label in ("increase", "decrease")
         bundle = where.parent / "static" / "widget.js"
         assert bundle.is_file() and bundle.stat().st_size > 1000, bundle
