@@ -33,6 +33,8 @@ LAYERS = [
     (5, "interventions", ["finwidget.interventions"]),
     (6, "population", ["finwidget.population"]),
     (7, "widgets", ["finwidget.widgets"]),
+    # the layouts demo model's head findings: measured with capture and interventions
+    (7, "demo findings", ["finwidget.demo.layout_heads"]),
     (8, "guide", ["finwidget.interpretability_tools", "finwidget.comparative"]),
     (8, "cli", ["finwidget.cli"]),
     (9, "package root", ["finwidget"]),

@@ -43,6 +43,10 @@ def test_wheel_contains_bundle_and_demo_model(wheel):
         "finwidget/demo/model/config.json",
         "finwidget/demo/model/tokenizer.json",
         "finwidget/demo/model/MODEL_CARD.md",
+        "finwidget/demo/layouts_model/model.safetensors",
+        "finwidget/demo/layouts_model/config.json",
+        "finwidget/demo/layouts_model/tokenizer.json",
+        "finwidget/demo/layouts_model/MODEL_CARD.md",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(n.startswith(("tests/", "js/", "node_modules/")) for n in names)
@@ -66,6 +70,9 @@ def test_wheel_installs_and_runs_in_a_fresh_environment(wheel, tmp_path):
         model, tokenizer = finwidget.load_demo_model()
         prediction = finwidget.predict(model, tokenizer, "Net income: change +1,200 | 2022: 5,000 | 2021: 3,800")
         assert prediction.label in ("increase", "decrease")
+        layouts_model, layouts_tokenizer = finwidget.load_demo_model(variant="layouts")
+        table = "| Item | Change | 2022 | 2021 |\\n|---|---|---|---|\\n| Net income | +1,200 | 5,000 | 3,800 |"
+        assert finwidget.predict(layouts_model, layouts_tokenizer, table).label in ("increase", "decrease")
         bundle = where.parent / "static" / "widget.js"
         assert bundle.is_file() and bundle.stat().st_size > 1000, bundle
         from finwidget.widgets import AttentionExplorer

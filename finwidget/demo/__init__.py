@@ -4,6 +4,9 @@
   (``finwidget.demo.statements``), the rule in ``RULE``.
 - ``MODEL_DIR``: the folder of the shipped model (weights, config, tokenizer, ``MODEL_CARD.md``);
   load it with ``finwidget.load_demo_model()``.
+- ``LAYOUTS_MODEL_DIR``: a second demo model, trained on the same rule written in three
+  layouts (line, markdown table, aligned text table; ``make_statements(layout=...)``);
+  load it with ``finwidget.load_demo_model(variant="layouts")``.
 - ``python -m finwidget.demo.train`` rebuilds the model, ``python -m finwidget.demo.evaluate``
   measures its held-out accuracy.
 """
@@ -11,6 +14,7 @@
 from pathlib import Path
 
 from finwidget.demo.statements import (
+    LAYOUTS,
     LINE_ITEMS,
     RULE,
     RULE_ITEMS,
@@ -22,28 +26,45 @@ from finwidget.demo.statements import (
 )
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
+LAYOUTS_MODEL_DIR: Path = Path(__file__).resolve().parent / "layouts_model"
+# load_demo_model(variant) -> folder
+DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR}
 
 
-def load_demo_model(device: str = "cpu"):
-    """The shipped demo model and its tokenizer (offline, float32, CPU by default).
+def load_demo_model(device: str = "cpu", variant: str = "default"):
+    """A shipped demo model and its tokenizer (offline, float32, CPU by default).
 
-    A small Qwen2 trained on synthetic statements with a planted, documented rule;
-    see ``finwidget/demo/model/MODEL_CARD.md``. ``device`` is checked like
-    ``load_model``'s (``"cpu"``, ``"cuda"``, ``"auto"``, ...).
+    A small Qwen2 trained on synthetic statements with a planted, documented rule.
+    ``device`` is checked like ``load_model``'s (``"cpu"``, ``"cuda"``, ``"auto"``, ...).
+
+    ``variant``: ``"default"``, the demo model that reads one statement layout (see
+    ``finwidget/demo/model/MODEL_CARD.md``); ``"layouts"``, a second model trained on the
+    same rule written as lines, markdown tables and aligned text tables
+    (``make_statements(layout=...)``; see ``finwidget/demo/layouts_model/MODEL_CARD.md``).
+
+    Raises:
+        ModelLoadError: an unknown variant, or the variant's weights are missing.
     """
     import torch
 
     from finwidget.errors import ModelLoadError
     from finwidget.loading import load_model
 
-    if not (MODEL_DIR / "model.safetensors").is_file():
+    if not isinstance(variant, str) or variant not in DEMO_MODEL_DIRS:
+        raise ModelLoadError(f"unknown demo model variant {variant!r}; use one of {sorted(DEMO_MODEL_DIRS)}")
+    folder = DEMO_MODEL_DIRS[variant]
+    if not (folder / "model.safetensors").is_file():
         raise ModelLoadError(
-            f"the demo model's weights are missing from {MODEL_DIR}; reinstall finwidget or "
-            "rebuild them with `python -m finwidget.demo.train`"
+            f"the demo model's weights are missing from {folder}; reinstall finwidget or "
+            "rebuild them with `python -m finwidget.demo.train` (see the model card in that folder)"
         )
-    return load_model(MODEL_DIR, device=device, dtype=torch.float32)
+    return load_model(folder, device=device, dtype=torch.float32)
+
 
 __all__ = [
+    "DEMO_MODEL_DIRS",
+    "LAYOUTS",
+    "LAYOUTS_MODEL_DIR",
     "LINE_ITEMS",
     "MODEL_DIR",
     "RULE",

@@ -11,6 +11,13 @@ item, its signed change from the prior year, and both years' values::
 The signed change right after the item's name is what makes the rule learnable by
 a tiny model in minutes (see ``finwidget/demo/model/MODEL_CARD.md``).
 
+The same numbers can be written in other layouts (``layout=``): ``"line"`` (the
+default, above), ``"markdown"`` (a pipe table per section under a
+``| Item | Change | 2022 | 2021 |`` header), ``"aligned"`` (a space-aligned text table
+as 10-K filings print it, one header line with the years) and ``"mixed"`` (one of the
+three per statement, at random). Every layout keeps the change column first after the
+line item's name.
+
 The planted rule (the demo model's known mechanism)::
 
     earnings increase  iff  change in Net income > 0  AND  change in Operating cash flow > 0
@@ -51,6 +58,9 @@ LINE_ITEMS: tuple[str, ...] = tuple(item for items in SECTIONS.values() for item
 
 FIRST_YEAR, LAST_YEAR = 2008, 2024  # range of the current fiscal year t
 
+LAYOUTS: tuple[str, ...] = ("line", "markdown", "aligned")  # how a statement is written
+MIXED = "mixed"  # one of LAYOUTS per statement, drawn at random
+
 # The three ways a statement can fail the rule, drawn with equal probability.
 _DECREASE_PATTERNS = ((-1, +1), (+1, -1), (-1, -1))
 
@@ -66,6 +76,7 @@ class Statement:
         "previous": int, "change": int}`` in thousands, ``change = current - previous``.
     current_year, previous_year: the two fiscal years (t and t-1) as written.
     line_order: the line items in the order they appear in the text.
+    layout: how the text is written, one of ``LAYOUTS``.
     """
 
     text: str
@@ -74,6 +85,7 @@ class Statement:
     current_year: int
     previous_year: int
     line_order: tuple[str, ...] = field(default=())
+    layout: str = "line"
 
     def __hash__(self) -> int:  # numbers is a dict; the text determines the statement
         return hash((self.text, self.label))
@@ -194,26 +206,82 @@ def _draw_layout(rng: random.Random) -> list[tuple[str, list[str]]]:
     return sections
 
 
-def render(numbers: dict[str, dict[str, int]], current_year: int, previous_year: int,
-           layout: list[tuple[str, list[str]]], question: str = DEFAULT_QUESTION) -> str:
-    """The statement text for given numbers and layout (ends with the question line)."""
-    lines = [TITLE]
-    for title, items in layout:
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _render_markdown(numbers, current_year: int, previous_year: int, sections) -> list[str]:
+    """One pipe table per section: ``| Net income | +44 | 195 | 151 |``."""
+    header = _markdown_row(["Item", "Change", str(current_year), str(previous_year)])
+    lines = []
+    for title, items in sections:
+        lines += [title, header, "|---|---|---|---|"]
+        lines += [_markdown_row([item, format_change(numbers[item]["change"]),
+                                 format_thousands(numbers[item]["current"]),
+                                 format_thousands(numbers[item]["previous"])]) for item in items]
+    return lines
+
+
+ALIGNED_GAP = 3  # spaces at least between two columns of an aligned table
+ALIGNED_INDENT = 2  # line items are indented under their section title
+
+
+def _render_aligned(numbers, current_year: int, previous_year: int, sections) -> list[str]:
+    """A space-aligned text table (10-K style): one header line with the years, a rule of
+    dashes under each number column, section titles flush left, line items indented,
+    numbers right-aligned; the column widths fit this statement's numbers."""
+    items = [item for _, section_items in sections for item in section_items]
+    rows = {item: [format_change(numbers[item]["change"]), format_thousands(numbers[item]["current"]),
+                   format_thousands(numbers[item]["previous"])] for item in items}
+    header = ["Change", str(current_year), str(previous_year)]
+    widths = [max([len(header[c])] + [len(cells[c]) for cells in rows.values()]) for c in range(3)]
+    label_width = max(len(title) for title, _ in sections)
+    label_width = max([label_width] + [ALIGNED_INDENT + len(item) for item in items])
+    gap = " " * ALIGNED_GAP
+
+    def row(label: str, cells: list[str]) -> str:
+        return label.ljust(label_width) + "".join(gap + cell.rjust(width) for cell, width in zip(cells, widths))
+
+    lines = [row("", header), row("", ["-" * width for width in widths])]
+    for title, section_items in sections:
         lines.append(title)
-        lines.extend(format_line(item, numbers[item], current_year, previous_year) for item in items)
+        lines += [row(" " * ALIGNED_INDENT + item, rows[item]) for item in section_items]
+    return lines
+
+
+def render(numbers: dict[str, dict[str, int]], current_year: int, previous_year: int,
+           layout: list[tuple[str, list[str]]], question: str = DEFAULT_QUESTION, style: str = "line") -> str:
+    """The statement text for given numbers and section/line order (ends with the question line).
+
+    ``style``: one of ``LAYOUTS`` (how the lines are written).
+    """
+    lines = [TITLE]
+    if style == "line":
+        for title, items in layout:
+            lines.append(title)
+            lines.extend(format_line(item, numbers[item], current_year, previous_year) for item in items)
+    elif style == "markdown":
+        lines += _render_markdown(numbers, current_year, previous_year, layout)
+    elif style == "aligned":
+        lines += _render_aligned(numbers, current_year, previous_year, layout)
+    else:
+        from finwidget.errors import InputError
+
+        raise InputError(f"unknown statement layout {style!r}; use one of {LAYOUTS}")
     lines.append(question)
     return "\n".join(lines)
 
 
-def _make_statement(numbers, current_year, layout) -> Statement:
+def _make_statement(numbers, current_year, layout, style: str = "line") -> Statement:
     previous_year = current_year - 1
     return Statement(
-        text=render(numbers, current_year, previous_year, layout),
+        text=render(numbers, current_year, previous_year, layout, style=style),
         label=label_for(numbers),
         numbers=numbers,
         current_year=current_year,
         previous_year=previous_year,
         line_order=tuple(item for _, items in layout for item in items),
+        layout=style,
     )
 
 
@@ -226,13 +294,32 @@ def _keep_some_distractors(rng: random.Random, numbers, layout, distractors: int
     return {item: values for item, values in numbers.items() if item in shown}, layout
 
 
-def _draw_statement(rng: random.Random, rule_signs: tuple[int, int], distractors: int | None = None) -> Statement:
+def _draw_statement(rng: random.Random, rule_signs: tuple[int, int], distractors: int | None = None,
+                    style: str = "line") -> Statement:
     current_year = rng.randint(FIRST_YEAR, LAST_YEAR)
     numbers = _draw_numbers(rng, rule_signs)
     layout = _draw_layout(rng)
     if distractors is not None:
         numbers, layout = _keep_some_distractors(rng, numbers, layout, distractors)
-    return _make_statement(numbers, current_year, layout)
+    return _make_statement(numbers, current_year, layout, style)
+
+
+def _layout_chooser(layout: str, seed: int):
+    """A function giving each next statement's layout.
+
+    For ``"mixed"`` the layouts come from their own random stream (seeded from
+    ``seed``), so statement i has the same numbers, years and line order in every
+    layout: ``make_statements(n, s, layout="mixed")[i]`` is
+    ``make_statements(n, s, layout=L)[i]`` for its drawn layout ``L``.
+    """
+    from finwidget.errors import InputError
+
+    if layout in LAYOUTS:
+        return lambda: layout
+    if layout == MIXED:
+        layout_rng = random.Random(f"finwidget-demo-layout-{seed}")
+        return lambda: layout_rng.choice(LAYOUTS)
+    raise InputError(f"layout must be one of {LAYOUTS + (MIXED,)}, got {layout!r}")
 
 
 def _check_count_and_seed(n, seed) -> None:
@@ -244,7 +331,7 @@ def _check_count_and_seed(n, seed) -> None:
         raise InputError(f"seed must be an int, got {seed!r}")
 
 
-def make_statements(n: int, seed: int = 0, distractors: int | None = None) -> list[Statement]:
+def make_statements(n: int, seed: int = 0, distractors: int | None = None, layout: str = "line") -> list[Statement]:
     """``n`` synthetic statements, deterministic from ``seed``, labels balanced.
 
     Each statement is "increase" with probability 1/2; a "decrease" statement has net
@@ -253,8 +340,15 @@ def make_statements(n: int, seed: int = 0, distractors: int | None = None) -> li
     ``distractors``: show only this many of the seven distractor line items (chosen at
     random per statement; a training curriculum uses shorter statements first). The
     default, None, shows every line item.
+
+    ``layout``: ``"line"`` (the default), ``"markdown"``, ``"aligned"`` or ``"mixed"``
+    (one of the three per statement, at random). The layout changes only how the text
+    is written: for a given seed, statement i has the same numbers, years, line order
+    and label in every layout, and the default gives the same statements as before
+    layouts existed.
     """
     _check_count_and_seed(n, seed)
+    next_layout = _layout_chooser(layout, seed)
     if distractors is not None and (not isinstance(distractors, int) or isinstance(distractors, bool)
                                     or distractors < 0):
         from finwidget.errors import InputError
@@ -267,7 +361,7 @@ def make_statements(n: int, seed: int = 0, distractors: int | None = None) -> li
             signs = (1, 1)
         else:
             signs = rng.choice(_DECREASE_PATTERNS)
-        statements.append(_draw_statement(rng, signs, distractors))
+        statements.append(_draw_statement(rng, signs, distractors, style=next_layout()))
     return statements
 
 

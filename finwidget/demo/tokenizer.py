@@ -47,11 +47,15 @@ def _empty_tokenizer():
     return tokenizer
 
 
-def training_corpus(n: int = CORPUS_SIZE, seed: int = CORPUS_SEED) -> list[str]:
-    """Demo prompts with their answers, the text the merges are learned from."""
+def training_corpus(n: int = CORPUS_SIZE, seed: int = CORPUS_SEED, layout: str = "line") -> list[str]:
+    """Demo prompts with their answers, the text the merges are learned from.
+
+    ``layout``: the statements' layout (``make_statements``); the shipped demo model's
+    tokenizer is learned from ``"line"`` statements, the layouts model's from ``"mixed"``.
+    """
     from finwidget.demo.statements import make_statements
 
-    return [f"{s.text}\nAnswer: {s.label}" for s in make_statements(n, seed)]
+    return [f"{s.text}\nAnswer: {s.label}" for s in make_statements(n, seed, layout=layout)]
 
 
 def build_tokenizer(corpus: list[str] | None = None):
@@ -108,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Build the demo model's byte-level BPE tokenizer.")
     parser.add_argument("--out", default=str(MODEL_DIR), help="folder to write the tokenizer files to")
+    parser.add_argument("--layout", default="line",
+                        help="layout of the corpus statements: line (the shipped demo model), markdown, aligned "
+                             "or mixed (the layouts model)")
     args = parser.parse_args(argv)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(training_corpus(layout=args.layout))
     save_tokenizer(tokenizer, args.out)
     print(f"wrote a {tokenizer.get_vocab_size()}-token tokenizer to {args.out}")
 

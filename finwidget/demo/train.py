@@ -2,6 +2,7 @@
 
     python -m finwidget.demo.train                      # the shipped model, into finwidget/demo/model/
     python -m finwidget.demo.train --steps 50 --out /tmp/try --hidden 64
+    python -m finwidget.demo.train --layout mixed --out finwidget/demo/layouts_model   # the layouts model
 
 The model is transformers' own ``Qwen2ForCausalLM`` (grouped-query attention with
 more query heads than key/value heads, rotary position embeddings, RMSNorm), built
@@ -17,6 +18,12 @@ curriculum. The last layer runs only at the answer position
 
 Training is deterministic from ``--seed``: the same command on the same machine
 gives bit-identical weights (torch's thread count is fixed with ``--threads``).
+
+``--layout`` sets how the statements are written (``make_statements(layout=...)``):
+``line`` for the shipped model, ``mixed`` (line, markdown table or aligned text table,
+drawn per statement) for the layouts model in ``finwidget/demo/layouts_model/``, whose
+tokenizer (``--tokenizer``, default: the folder of that layout's model) was learned from
+mixed statements.
 
 Seeds: training batches use seeds ``1_000_000 * (seed + 1) + step``, the validation
 set ``VALIDATION_SEED``, the tokenizer's corpus ``9_000_001``. The model card's
@@ -71,6 +78,9 @@ class TrainConfig:
     stop_at_accuracy: float | None = 1.0  # stop once validation reaches this twice in a row
     min_steps: int = 400
     curriculum_steps: int = 600  # during these first steps, statements grow from 0 to 7 distractor items
+    layout: str = "line"  # statement layout (make_statements): line, markdown, aligned or mixed
+    init_from: str = ""  # a demo model folder to start from ("" = random initialisation); see warm_start
+    keep_best: bool = False  # the command saves the weights of the best validation check (ties: the later)
 
 
 @dataclass
@@ -130,6 +140,33 @@ def build_model(config: TrainConfig, tokenizer):
     return Qwen2ForCausalLM(model_config).float()
 
 
+def warm_start(model, tokenizer, source_dir: str | Path) -> dict:
+    """Copy the weights of the demo model in ``source_dir`` into ``model`` (same shape but
+    possibly another vocabulary): every non-embedding weight as it is, and the embedding
+    row of every token whose string is in both vocabularies; tokens the source
+    vocabulary lacks keep their fresh initialisation. The embeddings are tied, so the
+    LM head follows. Returns ``{"copied_tokens": int, "new_tokens": int}``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
+    source_vocab = AutoTokenizer.from_pretrained(source_dir).get_vocab()
+    target_vocab = tokenizer.get_vocab()
+    own = model.state_dict()
+    embedding_name = "model.embed_tokens.weight"
+    with torch.no_grad():
+        for name, weight in source.state_dict().items():
+            if name in (embedding_name, "lm_head.weight"):
+                continue
+            if name not in own or own[name].shape != weight.shape:
+                raise InputError(f"cannot start from {source_dir}: its {name} does not fit this model's shape")
+            own[name].copy_(weight)
+        shared = [(target_vocab[token], index) for token, index in source_vocab.items() if token in target_vocab]
+        rows, source_rows = zip(*shared)
+        own[embedding_name][list(rows)] = source.state_dict()[embedding_name][list(source_rows)]
+    return {"copied_tokens": len(shared), "new_tokens": len(target_vocab) - len(shared)}
+
+
 def _learning_rate(config: TrainConfig, step: int) -> float:
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
@@ -172,11 +209,23 @@ def _print_now(message: str) -> None:
     print(message, flush=True)
 
 
-def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
-    """Train a demo model with ``config``; returns the model (in eval mode) and its record."""
+def default_tokenizer_dir(layout: str) -> Path:
+    """The folder whose tokenizer a model of statements in ``layout`` uses: the shipped
+    demo model's for ``"line"``, the layouts model's otherwise."""
+    from finwidget.demo import LAYOUTS_MODEL_DIR, MODEL_DIR
+
+    return Path(MODEL_DIR if layout == "line" else LAYOUTS_MODEL_DIR)
+
+
+def train(config: TrainConfig, tokenizer=None, log=_print_now, on_validation=None) -> TrainResult:
+    """Train a demo model with ``config``; returns the model (in eval mode) and its record.
+
+    ``tokenizer``: default ``AutoTokenizer`` of ``default_tokenizer_dir(config.layout)``.
+    ``on_validation``: called as ``on_validation(result, record)`` after every validation
+    check (``record``: ``{"step", "accuracy", "loss"}``), e.g. to save a checkpoint.
+    """
     from transformers import AutoTokenizer
 
-    from finwidget.demo import MODEL_DIR
     from finwidget.demo.statements import make_statements
     from finwidget.task import EarningsTask
 
@@ -184,12 +233,14 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
     torch.set_num_threads(config.threads)
     try:
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
+            tokenizer = AutoTokenizer.from_pretrained(default_tokenizer_dir(config.layout))
         task = EarningsTask(tokenizer)
         model = build_model(config, tokenizer)
+        if config.init_from:
+            log(f"starting from {config.init_from}: {warm_start(model, tokenizer, config.init_from)}")
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
                                       weight_decay=config.weight_decay)
-        validation_set = make_statements(config.validation_size, VALIDATION_SEED)
+        validation_set = make_statements(config.validation_size, VALIDATION_SEED, layout=config.layout)
         result = TrainResult(model=model, tokenizer=tokenizer)
         started = time.perf_counter()
         perfect_in_a_row = 0
@@ -198,7 +249,7 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
             statements = make_statements(config.batch_size, training_seed(config.seed, step),
-                                         distractors=curriculum_distractors(config, step))
+                                         distractors=curriculum_distractors(config, step), layout=config.layout)
             batch, targets = _batch(task, statements)
             loss, _ = _answer_loss(model, batch, targets)
             optimizer.zero_grad(set_to_none=True)
@@ -216,6 +267,9 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
                 elapsed = time.perf_counter() - started
                 log(f"step {step + 1:5d}  train loss {sum(result.losses[-config.validate_every:]) / len(result.losses[-config.validate_every:]):.4f}  "
                     f"val loss {record['loss']:.4f}  val acc {record['accuracy']:.4f}  {elapsed:6.1f} s")
+                if on_validation is not None:
+                    result.seconds = elapsed
+                    on_validation(result, record)
                 if config.stop_at_accuracy is not None and record["accuracy"] >= config.stop_at_accuracy:
                     perfect_in_a_row += 1
                 else:
@@ -230,11 +284,11 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now) -> TrainResult:
         torch.set_num_threads(previous_threads)
 
 
-def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
+def save(result: TrainResult, config: TrainConfig, out: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
     """Write ``model.safetensors``, ``config.json``, ``generation_config.json``, the
-    tokenizer files and ``training_log.json`` into ``out``."""
-    from finwidget.demo import MODEL_DIR
-
+    tokenizer files (copied from ``tokenizer_dir``, default
+    ``default_tokenizer_dir(config.layout)``) and ``training_log.json`` into ``out``."""
+    tokenizer_dir = Path(tokenizer_dir if tokenizer_dir is not None else default_tokenizer_dir(config.layout))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Room for the guide's bare `model.generate(input_ids)`: transformers' default
@@ -242,9 +296,9 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
     result.model.generation_config.max_new_tokens = 20
     result.model.save_pretrained(out, safe_serialization=True)
     (out / "model.safetensors").chmod(0o644)  # readable by everyone, like the other files
-    if out.resolve() != Path(MODEL_DIR).resolve():
+    if out.resolve() != tokenizer_dir.resolve():
         for name in TOKENIZER_FILES:
-            shutil.copyfile(Path(MODEL_DIR) / name, out / name)
+            shutil.copyfile(tokenizer_dir / name, out / name)
     record = {
         "config": asdict(config),
         "steps_run": result.steps_run,
@@ -258,31 +312,60 @@ def save(result: TrainResult, config: TrainConfig, out: str | Path) -> Path:
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, Path]:
+    """The command line's ``(TrainConfig, output folder)``."""
+    config, out, _ = parse_command(argv)
+    return config, out
+
+
+def parse_command(argv=None) -> tuple[TrainConfig, Path, Path | None]:
+    """The command line's ``(TrainConfig, output folder, tokenizer folder or None)``."""
     from finwidget.demo import MODEL_DIR
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description="Train the finwidget demo model (a small Qwen2) on synthetic statements.")
     parser.add_argument("--out", default=str(MODEL_DIR), help="output folder (default: the shipped model folder)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="folder of the tokenizer to train with (default: the shipped model's for --layout line, "
+                             "finwidget/demo/layouts_model for the others)")
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
         if name == "stop_at_accuracy":
             parser.add_argument(flag, type=float, default=value,
                                 help="stop when validation accuracy reaches this twice in a row (negative: never)")
+        elif isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     out = Path(args.pop("out"))
+    tokenizer_dir = args.pop("tokenizer")
     if args["stop_at_accuracy"] is not None and args["stop_at_accuracy"] < 0:
         args["stop_at_accuracy"] = None
-    return TrainConfig(**args), out
+    return TrainConfig(**args), out, Path(tokenizer_dir) if tokenizer_dir else None
 
 
 def main(argv=None) -> None:
-    config, out = parse_args(argv)
-    _print_now(f"training the demo model: {asdict(config)}")
-    result = train(config)
-    save(result, config, out)
+    from transformers import AutoTokenizer
+
+    config, out, tokenizer_dir = parse_command(argv)
+    tokenizer_dir = tokenizer_dir or default_tokenizer_dir(config.layout)
+    _print_now(f"training the demo model: {asdict(config)}, tokenizer {tokenizer_dir}")
+    best = {"accuracy": -1.0, "step": None}
+
+    def keep_if_best(result, record):
+        if record["accuracy"] >= best["accuracy"]:
+            best.update(record)
+            save(result, config, out, tokenizer_dir)
+            _print_now(f"  best so far: saved to {out}")
+
+    result = train(config, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir),
+                   on_validation=keep_if_best if config.keep_best else None)
     final = result.validation[-1] if result.validation else {}
+    if config.keep_best and final and final["accuracy"] < best["accuracy"]:
+        print(f"kept the weights of step {best['step']} (validation accuracy {best['accuracy']}) in {out}; "
+              f"the run ended at step {result.steps_run} with {final['accuracy']}")
+        return
+    save(result, config, out, tokenizer_dir)
     print(f"saved to {out} after {result.steps_run} steps in {result.seconds:.0f} s; "
           f"validation accuracy {final.get('accuracy')}")
 
