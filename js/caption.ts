@@ -38,7 +38,7 @@ export function statementName(store: ExplorerStore, maxChars = 60): string {
   const short = first.length > maxChars ? `${first.slice(0, maxChars - 1)}…` : first;
   const index = optionalTrait<number>(store, "statement_index");
   const count = optionalTrait<unknown[]>(store, "statements")?.length;
-  return index !== undefined && count ? `#${index + 1} of ${count}: “${short}”` : `“${short}”`;
+  return index !== undefined && count && count > 1 ? `#${index + 1} of ${count}: “${short}”` : `“${short}”`;
 }
 
 /** One line of state for an export's caption. */
