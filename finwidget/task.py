@@ -142,7 +142,7 @@ class TwoAnswerTask:
         system_prompt: str | None = None,
     ):
         _check_task_options(tokenizer, question, answer_prefix, chat_answer_prefix, use_chat_template, system_prompt)
-        if isinstance(answers, str) or len(answers) != 2:
+        if isinstance(answers, str) or not isinstance(answers, Sequence) or len(answers) != 2:
             raise AnswerWordError(f"the task needs exactly two answer words, got {answers!r}")
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"the question must be a non-empty string, got {question!r}")

@@ -83,3 +83,10 @@ def test_a_tuple_of_statements_and_a_nul_character_are_read(demo, text):
     model, tokenizer, _task = demo
     assert accepted(model, lambda: predict(model, tokenizer, (text,)))[0] == predict(model, tokenizer, text)
     assert math.isfinite(predict(model, tokenizer, text + "\x00").logit_diff)
+
+
+@pytest.mark.parametrize("answers", [None, 5, {" increase", " decrease"}, iter([" increase", " decrease"])])
+def test_answers_that_are_not_a_pair_of_words_are_refused_by_name(answers):
+    _, tokenizer = load_demo_model()
+    with pytest.raises(AnswerWordError, match="exactly two answer words"):
+        EarningsTask(tokenizer, answers=answers)
