@@ -20,6 +20,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import overload
 
 import torch
 
@@ -424,6 +425,12 @@ def _trim_left_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k: v[:, first_real:] for k, v in batch.items()}
 
 
+@overload
+def predict(model, tokenizer, text_or_texts: str, task: TwoAnswerTask | None = None, batch_size: int = 8,
+            truncate: bool = False) -> Prediction: ...
+@overload
+def predict(model, tokenizer, text_or_texts: Sequence[str], task: TwoAnswerTask | None = None,
+            batch_size: int = 8, truncate: bool = False) -> list[Prediction]: ...
 def predict(
     model,
     tokenizer,

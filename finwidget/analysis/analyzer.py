@@ -178,7 +178,7 @@ class FinancialAttentionAnalyzer:
                     return t - 1
         return self.layout.num_tokens - 1
 
-    def analyze_prediction_attention(self, prediction_token: str = "increase", layers=None, top_k: int = 10,
+    def analyze_prediction_attention(self, prediction_token: str = "increase", layers=None, top_k: int | None = 10,
                                      position: int | None = None) -> dict[str, dict]:
         """What the prediction position attends to, per layer.
 

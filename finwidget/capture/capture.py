@@ -39,6 +39,8 @@ from finwidget.model_parts import ModelGeometry, check_index, is_integer
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from finwidget.capture.fallback import AttentionWeightsRecorder
+
 METHODS = ("auto", "registry", "output_attentions")
 
 
@@ -95,7 +97,7 @@ class AttentionCapture:
         self.method = self._choose_method(method)
         self._state = "new"   # new -> open -> closed -> released
         self._routing: ModelRouting | None = None
-        self._weights = None  # fallback recorder
+        self._weights: AttentionWeightsRecorder | None = None  # fallback recorder
         self._recordings = {layer: LayerRecording(layer, self.store_device, store_dtype) for layer in self.layers}
         self._mask_layer = self._pick_mask_layer(modules)
         self._key_valid: torch.Tensor | None = None   # [B, T] bool, None = no padding
@@ -249,7 +251,7 @@ class AttentionCapture:
     def _check_complete(self) -> None:
         self._check_readable()
         if self.method == "output_attentions":
-            self._weights.check_complete()
+            self._fallback_recorder().check_complete()
             return
         broken = [r.broken for r in self._recordings.values() if r.broken is not None]
         if broken:
@@ -267,25 +269,32 @@ class AttentionCapture:
                 f"hold different lengths {sorted(lengths)}; run the model again inside a new capture"
             )
 
+    def _fallback_recorder(self) -> AttentionWeightsRecorder:
+        """The ``output_attentions`` recorder, which exists once a fallback capture has opened."""
+        if self._weights is None:
+            raise CaptureStateError("this capture has not run: use it as `with capture_attention(model) as cap:`")
+        return self._weights
+
     @property
     def batch_size(self) -> int:
         self._check_complete()
-        if self.method == "output_attentions":
-            return self._weights.batch_size
-        return self._recordings[self.layers[0]].batch_size
+        size = (self._fallback_recorder().batch_size if self.method == "output_attentions"
+                else self._recordings[self.layers[0]].batch_size)
+        assert size is not None, "a complete capture recorded at least one forward pass"
+        return size
 
     @property
     def seq_len(self) -> int:
         self._check_complete()
         if self.method == "output_attentions":
-            return self._weights.length
+            return self._fallback_recorder().length
         return self._recordings[self.layers[0]].length
 
     @property
     def attention_mask(self) -> torch.Tensor | None:
         """``[B, T]`` long, 1 for real tokens and 0 for padding, or None when nothing is padded."""
         self._check_complete()
-        valid = self._weights.key_valid if self.method == "output_attentions" else self._key_valid
+        valid = self._fallback_recorder().key_valid if self.method == "output_attentions" else self._key_valid
         return None if valid is None else valid.long()
 
     @property
@@ -387,7 +396,7 @@ class AttentionCapture:
               chunk_cells: int | None) -> torch.Tensor:
         """``[nh, nq, T]`` float32 for one sequence."""
         if self.method == "output_attentions":
-            return self._weights.rows(layer, batch, heads, rows)
+            return self._fallback_recorder().rows(layer, batch, heads, rows)
         if self._mask_problem is not None:
             raise CaptureStateError(f"cannot recompute attention: {self._mask_problem}")
         recording = self._recordings[layer]
@@ -395,8 +404,10 @@ class AttentionCapture:
             raise CaptureStateError(f"layer {layer} uses {recording.unsupported}, which finwidget's recomputation "
                                     "does not model; use method='output_attentions'")
         key_valid = None if self._key_valid is None else self._key_valid[batch]
+        queries, keys = recording.queries()[batch], recording.keys()[batch]
+        assert recording.scaling is not None, "every recorded call sets the layer's scaling"
         return attention_rows(
-            recording.queries()[batch], recording.keys()[batch], heads, rows, recording.scaling,
+            queries, keys, heads, rows, recording.scaling,
             key_valid=key_valid, sliding_window=recording.sliding_window,
             chunk_cells=int(chunk_cells or self.chunk_cells),
         )

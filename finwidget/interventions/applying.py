@@ -127,6 +127,7 @@ class _PreparedEdit:
         outputs = group.reference if self.mode.needs_reference else group.source
         if self.mode.reads_recorded_outputs:
             values = self.mode.recorded(outputs, intervention.layer, intervention.per_position)
+            assert values is not None, "a mode that reads recorded outputs returns them"
             if self.mode.needs_source and group.source_rows is not None:
                 values = values[group.source_rows]
             self.replacement = values[..., self.slice]
@@ -136,9 +137,13 @@ class _PreparedEdit:
         key = (str(device), dtype)
         moved = self._moved.get(key)
         if moved is None:
-            moved = self.replacement.to(device=device, dtype=dtype)
+            moved = self._recorded_replacement().to(device=device, dtype=dtype)
             self._moved[key] = moved
         return moved
+
+    def _recorded_replacement(self) -> torch.Tensor:
+        assert self.replacement is not None, "only a mode that reads recorded outputs uses them"
+        return self.replacement
 
     def cells(self, window: SequenceWindow, rows: int, call_length: int, device) -> torch.Tensor | None:
         """``[rows, call_length]`` bool: which (statement, column) of the current call this edit
@@ -185,7 +190,7 @@ class _PreparedEdit:
         reference/source. How many of the call's columns have one (positions beyond the
         reference, tokens generated later, are left as they are)."""
         iv = self.intervention
-        replacement = self.replacement
+        replacement = self._recorded_replacement()
         reference_length = replacement.shape[-2]
         total = window.total_for(call_length)
         what = "resample source" if self.mode.needs_source else "per-position mean reference"
@@ -206,7 +211,9 @@ class _PreparedEdit:
     def _check_padding(self, window: SequenceWindow, rows: slice) -> None:
         if window.offset != 0 or window.attention_mask is None:
             return
-        source_lengths = self.group.source.lengths
+        source = self.group.source
+        assert source is not None, "a resample edit was prepared from its source's outputs"
+        source_lengths = source.lengths
         if self.group.source_rows is not None:
             source_lengths = source_lengths[self.group.source_rows]
         target_lengths = window.attention_mask[rows].sum(dim=1).cpu()

@@ -144,7 +144,11 @@ def attention_gradients(model, inputs, target_logit: int | None = None, task: Ea
     with eval_mode(model), torch.enable_grad(), _ExplicitAttention(model) as explicit:
         out = model(**batch, use_cache=False, logits_to_keep=1)
         logits = out.logits[:, -1, :]
-        objective = task.logit_diff(logits) if target_logit is None else logits[:, target_logit].float()
+        if target_logit is None:
+            assert task is not None, "refused above: task= or target_logit= is given"
+            objective = task.logit_diff(logits)
+        else:
+            objective = logits[:, target_logit].float()
         missing = [l for l in layers if l not in explicit.recorded]
         if missing:
             raise InputError(

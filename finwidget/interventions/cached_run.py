@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from finwidget.errors import InputError
+from finwidget.errors import InputError, UnsupportedModelError
 from finwidget.interventions.applying import (
     RowGroup,
     SequenceWindow,
@@ -126,14 +126,14 @@ class CachedRun:
         self.batch = encode_statements(task, batch, model_device(model), "batch")
         check_token_ids(model, self.batch["input_ids"], "batch")
         self._layers = decoder_layers(model)
-        self.residuals: list[torch.Tensor] = [None] * self.geometry.num_layers
-        self.head_outputs: list[torch.Tensor] = [None] * self.geometry.num_layers
+        residuals: list[torch.Tensor | None] = [None] * self.geometry.num_layers
+        self.head_outputs: list[torch.Tensor | None] = [None] * self.geometry.num_layers
         handles = []
 
         def keeper(index):
             def hook(module, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                self.residuals[index] = hidden.detach()
+                residuals[index] = hidden.detach()
             return hook
 
         def head_keeper(index):
@@ -150,6 +150,11 @@ class CachedRun:
                 out = model(**self.batch, use_cache=False, logits_to_keep=1)
         finally:
             remove_hooks(handles)
+        skipped = [index for index, hidden in enumerate(residuals) if hidden is None]
+        if skipped:
+            raise UnsupportedModelError(f"decoder layers {skipped} did not run in the clean forward pass; "
+                                        "the exact fast path needs every layer's input")
+        self.residuals: list[torch.Tensor] = [hidden for hidden in residuals if hidden is not None]
         self.clean_answer_logits = out.logits[:, -1, :].detach()
         self.clean_logit_diff = check_finite_answer(self._logit_diff(self.clean_answer_logits),
                                                     "in the clean run (no intervention)")

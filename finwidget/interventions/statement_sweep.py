@@ -11,6 +11,7 @@ turns it into mean |change| and flip rate per head.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import pandas as pd
 
@@ -84,4 +85,4 @@ def sweep_statements(
         frame = sweep_run(run, heads, mode, value, reference=reference, progress=counter)
         frame["statement"] = index
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)[SWEEP_COLUMNS + ["statement"]]
+    return cast(pd.DataFrame, pd.concat(frames, ignore_index=True)[SWEEP_COLUMNS + ["statement"]])

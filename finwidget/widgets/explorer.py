@@ -11,6 +11,7 @@ the views show comes from a session (:mod:`finwidget.widgets.session`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self,
         model,
         tokenizer,
-        text: str,
+        text: str | Iterable,
         task=None,
         *,
         views=None,
@@ -257,6 +258,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
     def _session_for(self, index: int) -> ExplorerSession:
         if index not in self._sessions:
             first = self._sessions[0]
+            if not isinstance(first, ModelSession):
+                raise InputError("only an explorer that runs a model can open another statement")
             self._sessions[index] = ModelSession(
                 self._model, self._tokenizer, self.statement_texts[index], task=self._task,
                 reference=first.reference_set, truncate=self._truncate, sweeps=self._sweeps,

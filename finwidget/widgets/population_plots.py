@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import bqplot
 import ipywidgets
 import numpy as np
 import traitlets
+from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, LinearScale, Lines, OrdinalScale, Scatter
+from bqplot.interacts import BrushSelector
 
 from finwidget.errors import InputError
 from finwidget.population.comparison import Comparison, wide
@@ -50,7 +51,7 @@ class ComparisonPlots(ipywidgets.VBox):
         if not isinstance(comparison, Comparison):
             raise InputError(f"plot a Comparison, got {type(comparison).__name__}")
         table = comparison.table
-        if "head" not in table or table["head"].isna().all():
+        if "head" not in table or bool(table["head"].isna().all()):
             raise InputError("this comparison has no per-head rows (a layer-band test); print its summary instead")
         self.comparison = comparison
         self.effect = _effect(comparison)
@@ -71,96 +72,97 @@ class ComparisonPlots(ipywidgets.VBox):
     def _rows(self):
         return self.comparison.table[self.comparison.table["metric"] == self.metric]
 
-    def _heatmap(self) -> bqplot.Figure:
+    def _heatmap(self) -> Figure:
         rows = self._rows()
         grid = rows.pivot(index="layer", columns="head", values=self.effect).sort_index().sort_index(axis=1)
         self._layers, self._heads = grid.index.tolist(), grid.columns.tolist()
         values = grid.to_numpy(dtype=float)
         bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-        x, y = bqplot.OrdinalScale(), bqplot.OrdinalScale(reverse=True)
-        color = bqplot.ColorScale(scheme="RdBu", min=-bound, max=bound, mid=0.0)
-        self._grid = bqplot.GridHeatMap(row=self._layers, column=self._heads, color=np.nan_to_num(values),
+        x, y = OrdinalScale(), OrdinalScale(reverse=True)
+        color = ColorScale(scheme="RdBu", min=-bound, max=bound, mid=0.0)
+        self._grid = GridHeatMap(row=self._layers, column=self._heads, color=np.nan_to_num(values),
                                         scales={"row": y, "column": x, "color": color},
                                         interactions={"click": "select"}, selected_style={"stroke": "black"})
         marked = rows[rows["q"] < self.q]
-        self._marks_significant = bqplot.Scatter(
+        self._marks_significant = Scatter(
             x=marked["head"].tolist(), y=marked["layer"].tolist(), scales={"x": x, "y": y}, marker="circle",
             default_size=24, colors=["black"], tooltip=None)
-        axes = [bqplot.Axis(scale=x, label="head"), bqplot.Axis(scale=y, side="left", label="layer"),
-                bqplot.ColorAxis(scale=color, label=self.effect, side="right")]
+        axes = [Axis(scale=x, label="head"), Axis(scale=y, side="left", label="layer"),
+                ColorAxis(scale=color, label=self.effect, side="right")]
         self._grid.observe(self._on_grid_select, "selected")
         # bqplot's GridHeatMap reports a click without the cell, so an invisible square per
         # cell, on top, takes the clicks
         cells = [(layer, head) for layer in self._layers for head in self._heads]
-        self._cell_hits = bqplot.Scatter(
+        self._cell_hits = Scatter(
             x=[h for _, h in cells], y=[layer for layer, _ in cells], scales={"x": x, "y": y}, marker="square",
             default_size=2500, opacities=[0.001], interactions={"click": "select"},
             selected_style={"opacity": 0.001}, unselected_style={"opacity": 0.001})
         self._cell_list = cells
         self._cell_hits.observe(self._on_cell_select, "selected")
-        return bqplot.Figure(marks=[self._grid, self._marks_significant, self._cell_hits], axes=axes,
+        return Figure(marks=[self._grid, self._marks_significant, self._cell_hits], axes=axes,
                              title=f"{self.metric}: {self.effect} (dot: q < {self.q:g})",
                              fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 110},
                              layout=ipywidgets.Layout(width="420px", height="320px"))
 
-    def _volcano(self) -> bqplot.Figure:
+    def _volcano(self) -> Figure:
         table = self.comparison.table
         effect = table[self.effect].to_numpy(dtype=float)
         minus_log_q = -np.log10(np.clip(table["q"].to_numpy(dtype=float), 1e-300, 1.0))
-        x, y = bqplot.LinearScale(), bqplot.LinearScale()
-        self._volcano_points = bqplot.Scatter(
+        x, y = LinearScale(), LinearScale()
+        self._volcano_points = Scatter(
             x=np.nan_to_num(effect), y=np.nan_to_num(minus_log_q), scales={"x": x, "y": y},
             colors=["#1f77b4"], default_size=20, interactions={"click": "select"},
             selected_style={"fill": "orange"}, unselected_style={"opacity": 0.6})
-        threshold = bqplot.Lines(x=[float(np.nanmin(effect, initial=0)), float(np.nanmax(effect, initial=0))],
+        threshold = Lines(x=[float(np.nanmin(effect, initial=0)), float(np.nanmax(effect, initial=0))],
                                  y=[-np.log10(self.q)] * 2, scales={"x": x, "y": y}, line_style="dashed",
                                  colors=["gray"])
         self._volcano_points.observe(self._on_volcano_select, "selected")
-        return bqplot.Figure(marks=[self._volcano_points, threshold], title="volcano: effect vs -log10 q",
-                             axes=[bqplot.Axis(scale=x, label=self.effect),
-                                   bqplot.Axis(scale=y, side="left", label="-log10 q")],
+        return Figure(marks=[self._volcano_points, threshold], title="volcano: effect vs -log10 q",
+                             axes=[Axis(scale=x, label=self.effect),
+                                   Axis(scale=y, side="left", label="-log10 q")],
                              layout=ipywidgets.Layout(width="420px", height="320px"))
 
-    def _top_heads(self, n: int) -> bqplot.Figure:
+    def _top_heads(self, n: int) -> Figure:
         top = self.comparison.top(n)
         self._top_rows = top
-        labels = [f"L{int(r.layer)}H{int(r.head)} {r.metric}" for r in top.itertuples()]
-        y, x = bqplot.OrdinalScale(domain=labels, reverse=True), bqplot.LinearScale()
+        labels = [f"L{int(layer)}H{int(head)} {metric}"
+                  for layer, head, metric in zip(top["layer"], top["head"], top["metric"])]
+        y, x = OrdinalScale(domain=labels, reverse=True), LinearScale()
         marks = []
         if "g_low" in top:
             low, high = top["g_low"].to_numpy(dtype=float), top["g_high"].to_numpy(dtype=float)
             keep = np.isfinite(low) & np.isfinite(high)
             if keep.any():
-                marks.append(bqplot.Lines(y=[[lab, lab] for lab, k in zip(labels, keep) if k],
+                marks.append(Lines(y=[[lab, lab] for lab, k in zip(labels, keep) if k],
                                           x=[[lo, hi] for lo, hi, k in zip(low, high, keep) if k],
                                           scales={"x": x, "y": y}, colors=["gray"]))
-        self._top_points = bqplot.Scatter(y=labels, x=np.nan_to_num(top[self.effect].to_numpy(dtype=float)),
+        self._top_points = Scatter(y=labels, x=np.nan_to_num(top[self.effect].to_numpy(dtype=float)),
                                           scales={"x": x, "y": y}, colors=["black"], default_size=30,
                                           interactions={"click": "select"})
         self._top_points.observe(self._on_top_select, "selected")
         marks.append(self._top_points)
         interval = f" with {self.comparison.settings.get('confidence', 0.95):.0%} bootstrap CI" if marks[:-1] else ""
-        return bqplot.Figure(marks=marks, title=f"top {len(top)} by |{self.effect}|{interval}",
-                             axes=[bqplot.Axis(scale=y, side="left"),
-                                   bqplot.Axis(scale=x, label=self.effect)],
+        return Figure(marks=marks, title=f"top {len(top)} by |{self.effect}|{interval}",
+                             axes=[Axis(scale=y, side="left"),
+                                   Axis(scale=x, label=self.effect)],
                              fig_margin={"top": 40, "bottom": 40, "left": 220, "right": 20},
                              layout=ipywidgets.Layout(width="420px", height="320px"))
 
-    def _scatter(self) -> bqplot.Figure:
-        x, y = bqplot.LinearScale(), bqplot.LinearScale()
-        self._statement_points = bqplot.Scatter(x=[], y=[], scales={"x": x, "y": y}, default_size=20,
+    def _scatter(self) -> Figure:
+        x, y = LinearScale(), LinearScale()
+        self._statement_points = Scatter(x=[], y=[], scales={"x": x, "y": y}, default_size=20,
                                                 interactions={"click": "select"}, selected_style={"fill": "orange"})
-        self._brush = bqplot.interacts.BrushSelector(x_scale=x, y_scale=y, marks=[self._statement_points])
+        self._brush = BrushSelector(x_scale=x, y_scale=y, marks=[self._statement_points])
         self._statement_points.observe(self._on_statement_select, "selected")
-        self._x_axis = bqplot.Axis(scale=x, label="logit difference")
-        self._y_axis = bqplot.Axis(scale=y, side="left", label=self.metric)
-        figure = bqplot.Figure(marks=[self._statement_points], axes=[self._x_axis, self._y_axis],
+        self._x_axis = Axis(scale=x, label="logit difference")
+        self._y_axis = Axis(scale=y, side="left", label=self.metric)
+        figure = Figure(marks=[self._statement_points], axes=[self._x_axis, self._y_axis],
                                interaction=self._brush, layout=ipywidgets.Layout(width="420px", height="320px"))
         top = self._rows().pipe(lambda r: Comparison(r, self.comparison.settings)).top(1)
         self._show_head(int(top["layer"].iloc[0]), int(top["head"].iloc[0]), figure)
         return figure
 
-    def _show_head(self, layer: int, head: int, figure=None) -> None:
+    def _show_head(self, layer: int, head: int, figure: Figure | None = None) -> None:
         figure = figure or self.scatter
         data = self.comparison.data
         if data is None or self.metric not in data or "logit_diff" not in data:

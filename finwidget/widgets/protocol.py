@@ -61,7 +61,9 @@ import copy
 import json
 import math
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeGuard, overload
 
 import numpy as np
 import traitlets
@@ -337,6 +339,12 @@ def error_reply(message_id, kind, error: str) -> tuple[dict, list]:
     return {"kind": "reply", "id": message_id, "request": kind, "ok": False, "error": text}, []
 
 
+@overload
+def strict_json_content(value: dict) -> dict: ...
+@overload
+def strict_json_content(value: list | tuple) -> list: ...
+@overload
+def strict_json_content(value: object) -> object: ...
 def strict_json_content(value):
     """``value`` with every non-finite float (NaN, inf) replaced by ``None``, so that
     ``json.dumps(..., allow_nan=False)`` accepts it: the one rule for numbers the widget sends or
@@ -378,7 +386,7 @@ class Request:
     params: dict
 
 
-def _is_int(value) -> bool:
+def _is_int(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -528,7 +536,7 @@ def _parse_grid(p: dict, g: Geometry) -> dict:
 
 
 def _parse_set_ablations(p: dict, g: Geometry) -> dict:
-    clean = {"ablations": validate_ablations(p["ablations"], g)}
+    clean: dict[str, object] = {"ablations": validate_ablations(p["ablations"], g)}
     if "grid" in p:
         clean["grid"] = _choice(p["grid"], "grid", grid_measures())
     return clean
@@ -561,7 +569,7 @@ class RequestSchema:
 
     required: frozenset
     optional: frozenset
-    parse: object  # (params, Geometry) -> clean params
+    parse: Callable[[dict, Geometry], dict]  # (params, Geometry) -> clean params
 
 
 #: request kind -> its schema
@@ -708,7 +716,8 @@ class ExplorerState(traitlets.HasTraits):
     statement_layout = traitlets.Dict(read_only=True).tag(sync=True)
     geometry = traitlets.Dict(read_only=True).tag(sync=True)
     catalogue = traitlets.Dict(read_only=True).tag(sync=True)
-    focus = Checked({"layer": 0, "head": 0}, _check_focus)
+    # annotated: the trait replaces ipywidgets' DOMWidget.focus() method on the explorer
+    focus: Checked = Checked({"layer": 0, "head": 0}, _check_focus)
     selection = Checked({}, _check_selection)
     direction = Checked("from", lambda v, g: _choice(v, "direction", DIRECTIONS))
     grid_measure = Checked("attention_to_selection", lambda v, g: _choice(v, "grid_measure", grid_measures()))
@@ -803,7 +812,7 @@ def selection_param(selection: dict) -> list[int]:
 
 def grid_request(measure: str, selection: list[int]) -> dict:
     """The grid request of ``measure`` (with the selection only if the measure uses it)."""
-    msg = {"kind": "grid", "measure": measure}
+    msg: dict[str, object] = {"kind": "grid", "measure": measure}
     if head_measure(measure).uses_selection:
         msg["selection"] = selection
     return msg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -63,13 +64,13 @@ def analyse(explorer, mode: str = "zero", top: int = TOP_HEADS) -> Analysis:
         summary = explorer.sweep(mode, statements="all")
     else:
         summary = summarize_sweep(explorer.sweep(mode))
-    best = summary.iloc[0]
+    best = summary.head(1).to_dict("records")[0]
     explorer.focus = {"layer": int(best["layer"]), "head": int(best["head"])}
     if n > 1:
         explorer.grid_measure = "mean_abs_change"
     session = explorer.session
     readings = []
-    for _, row in summary.head(top).iterrows():
+    for row in summary.head(top).to_dict("records"):
         layer, head = int(row["layer"]), int(row["head"])
         answer_row = session.head_matrix(layer, head)[session.answer_position]
         readings.append(
@@ -123,12 +124,13 @@ def report_html(analysis: Analysis, model_name: str, embedded: dict) -> str:
     """The report's sections above the explorer (escaped markup)."""
     e = html.escape
     clean = analysis.prediction.get("clean") or {}
-    table = analysis.summary.head(SWEEP_ROWS)[["layer", "head", "mean_change", "mean_abs_change", "flip_rate", "n_statements"]]
+    columns = ["layer", "head", "mean_change", "mean_abs_change", "flip_rate", "n_statements"]
+    table = cast(pd.DataFrame, analysis.summary.head(SWEEP_ROWS)[columns])  # a column list gives a frame
     heads = []
     for r in analysis.top:
         items = "".join(
-            f'<li data-line-item="{e(str(row.line_item))}">{e(str(row.line_item))}: {row.attention:.3f}</li>'
-            for row in r.line_items.itertuples()
+            f'<li data-line-item="{e(str(item))}">{e(str(item))}: {attention:.3f}</li>'
+            for item, attention in zip(r.line_items["line_item"], r.line_items["attention"])
         )
         heads.append(
             f'<li data-testid="top-head" data-layer="{r.layer}" data-head="{r.head}">layer {r.layer} head {r.head} '

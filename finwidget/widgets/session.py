@@ -115,11 +115,18 @@ class ExplorerSession:
         self._check_layer_recorded(layer)
         return self.capture.attention(layer, head=head).numpy()
 
-    def _heads_for(self, scope: str, layer=None, head=None, layer_range=None) -> dict[int, list[int]]:
+    def _heads_for(self, scope: str, layer: int | None = None, head: int | None = None,
+                   layer_range: list[int] | None = None) -> dict[int, list[int]]:
         if scope == "focus":
+            if layer is None or head is None:
+                raise InputError("the focus scope needs a layer and a head")
             return {layer: [head]}
         if scope == "layer":
+            if layer is None:
+                raise InputError("the layer scope needs a layer")
             return {layer: list(range(self.num_heads))}
+        if layer_range is None:
+            raise InputError(f"the {scope} scope needs a layer range [first, last]")
         first, last = layer_range
         return {lay: list(range(self.num_heads)) for lay in range(first, last + 1)}
 
@@ -181,6 +188,7 @@ class ExplorerSession:
         elif scope == "layer":
             label = f"mean over the {self.num_heads} heads of layer {layer}"
         else:
+            assert layer_range is not None, "_heads_for refused a range scope without a layer range"
             label = f"mean over the heads of layers {layer_range[0]}–{layer_range[1]}"
         return values, ("sum" if direction == "from" else "mean"), label
 
@@ -189,6 +197,7 @@ class ExplorerSession:
         """``([L, H] float32, legend)`` of one measure of :mod:`finwidget.analysis.metrics`."""
         m = head_measure(measure)
         if m.needs == "attention":
+            assert m.compute is not None, "a measure that needs attention has a compute function"
             values = m.compute(self.capture, self.layout, _span_range(selection))
             return values, m.legend_for(self.selection_text(selection))
         return self.head_readout(m)
@@ -454,6 +463,11 @@ class ModelSession(ExplorerSession):
         return effect, measure.legend.format(what=self.sweep_label)
 
     # ------------------------------------------------------------------ ablations
+    @property
+    def clean(self) -> Prediction:
+        """The model's prediction for the statement (always known: the session ran the model)."""
+        return self.cached.clean[0]
+
     def prediction(self, ablations: list[dict]) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields).
 
