@@ -16,10 +16,14 @@ Two ways, each in a fresh subprocess (so peak memory is its own):
   ``output_attentions=True`` on the eager path (``max_new_tokens=1``: only the answer token,
   which favours the guide), then the guide's Step 3 loop over every layer and head
   (``attn[0, h].numpy()``, diagonal, first-10-columns mean, entropy) and Step 4's answer
-  row; results appended to a list in memory.
+  row; results appended to a list in memory. Step 3 is the guide's code as written; Step 4 is
+  cut to the answer row's maximum (the guide's financial-attention mean and top tokens need
+  each token classified, which this loop skips): a lower bound on the guide's cost.
 - finwidget: ``Experiment.run`` (length-sorted, left-padded batches of ``--batch-size``
   under ``capture_attention`` on SDPA; every metric of ``finwidget.population.metrics``,
   18 per head against the guide's 3; one Parquet part per batch), then ``results()``.
+
+Imports (finwidget.population loads scipy) happen before the clock in both ways.
 
 Printed: wall time, statements per second, the throughput ratio finwidget / guide, and
 the peak RSS above the RSS before the loop (model loaded). ``--memory-fractions`` reruns
@@ -141,6 +145,10 @@ def worker(way: str, dataset: str, n: int, tokens: int, threads: int, batch_size
     import gc
 
     model, tokenizer, texts = _setup(dataset, n, tokens, threads)
+    # Imports happen before the clock for both ways (the guide's, numpy and torch, are already
+    # loaded): finwidget.population pulls in scipy and pandas, a one-off ~1 s that is not throughput.
+    import finwidget.population  # noqa: F401
+
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
     gc.collect()
     before = _status_bytes("VmRSS")

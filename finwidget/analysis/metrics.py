@@ -180,7 +180,10 @@ def row_entropy(rows: torch.Tensor, queries, normalized: bool = True) -> torch.T
     ``normalized``: divided by ``log(i + 1)``, the entropy of uniform attention over query
     ``i``'s causal window (a window of one key has entropy 0); else nats.
     """
-    entropy = torch.special.entr(rows).sum(-1)
+    # -sum p log p (0 log 0 = 0). Same values as torch.special.entr(rows).sum(-1), bit for bit
+    # (negating is exact, so it moves after the sum; 0 - x, not -x, so a one-hot row gives +0.0),
+    # and no slower on CPU, a little faster on causal rows with their zero upper triangle
+    entropy = 0.0 - torch.xlogy(rows, rows).sum(-1)
     if not normalized:
         return entropy
     window = torch.log(torch.as_tensor(np.asarray(queries), dtype=torch.float32, device=rows.device) + 1.0)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -94,7 +93,9 @@ def statement_head_metrics(attention, layout: StatementLayout, batch: int = 0,
         DataFrame ``[layer, head, <metric>...]``, one row per captured (layer, head).
     """
     names = list(METRICS if names is None else names)
-    frame = head_specialization(attention, layout, batch=batch)[["layer", "head", *SPECIALIZATION_METRICS]]
+    specialization = head_specialization(attention, layout, batch=batch)
+    # plain arrays, one DataFrame at the end (pandas column edits cost more than the numbers here)
+    columns = {c: specialization[c].to_numpy() for c in ("layer", "head", *SPECIALIZATION_METRICS)}
     if any(n in ANSWER_METRICS for n in names):
         _, answer = span_attention_from(attention, layout, position=-1, batch=batch)  # [L, H, S]
         flat = answer.reshape(-1, answer.shape[-1]).double().numpy()  # [L*H, S] in (layer, head) order
@@ -104,8 +105,8 @@ def statement_head_metrics(attention, layout: StatementLayout, batch: int = 0,
             mass = flat[:, indices].sum(axis=1) if indices.size else np.full(flat.shape[0], math.nan)
             if name.endswith("_per_token"):
                 mass = mass / count if count else np.full(flat.shape[0], math.nan)
-            frame[name] = mass
-    return cast(pd.DataFrame, frame[["layer", "head", *names]]).reset_index(drop=True)
+            columns[name] = mass
+    return pd.DataFrame({c: columns[c] for c in ("layer", "head", *names)})
 
 
 def measure_batch(model, tokenizer, texts: Sequence[str], task=None, names=None, lexicon=None) -> tuple[
