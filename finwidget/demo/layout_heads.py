@@ -141,7 +141,7 @@ def rule_line_attention(model, tokenizer, n: int = 40, seed: int = ATTENTION_SEE
 
     task = EarningsTask(tokenizer)
     config = model.config
-    sums: dict[tuple, list[float]] = {}
+    sums: dict[tuple, list[tuple[float, float]]] = {}  # (to_sign, to_row) per statement
     for layout in (layouts or LAYOUTS):
         for statement in make_statements(n, seed, layout=layout):
             prompt = task.prompt(statement.text)
@@ -207,9 +207,10 @@ def main(argv=None) -> None:
     if together is not None:
         together = together.assign(set=together.groupby(["layout", "mode"]).cumcount())
         for mode in ("mean", "zero"):
-            rows = together[together["mode"] == mode]
+            rows = pd.DataFrame(together[together["mode"] == mode])
             table = rows.pivot(index=["set"], columns="layout", values="accuracy")
-            table["heads"] = rows[rows["layout"] == rows["layout"].iloc[0]].set_index("set")["heads"]
+            first_layout = pd.DataFrame(rows[rows["layout"] == rows["layout"].iloc[0]])
+            table["heads"] = first_layout.set_index("set")["heads"]
             print(f"\naccuracy with heads {mode}-ablated together:\n{table.round(3)}")
 
 
