@@ -29,6 +29,9 @@ from bqplot.interacts import BrushSelector
 from finwidget.errors import InputError
 from finwidget.population.comparison import Comparison, wide
 
+# Titles of these 420-px figures: small enough that the longest fits above the plot.
+TITLE_STYLE = {"font-size": "13px"}
+
 
 def _effect(comparison: Comparison) -> str:
     return comparison.effect_column
@@ -88,7 +91,7 @@ class ComparisonPlots(ipywidgets.VBox):
             x=marked["head"].tolist(), y=marked["layer"].tolist(), scales={"x": x, "y": y}, marker="circle",
             default_size=24, colors=["black"], tooltip=None)
         axes = [Axis(scale=x, label="head"), Axis(scale=y, side="left", label="layer"),
-                ColorAxis(scale=color, label=self.effect, side="right")]
+                ColorAxis(scale=color, label=self.effect, side="right", orientation="vertical")]
         self._grid.observe(self._on_grid_select, "selected")
         # bqplot's GridHeatMap reports a click without the cell, so an invisible square per
         # cell, on top, takes the clicks
@@ -100,8 +103,9 @@ class ComparisonPlots(ipywidgets.VBox):
         self._cell_list = cells
         self._cell_hits.observe(self._on_cell_select, "selected")
         return Figure(marks=[self._grid, self._marks_significant, self._cell_hits], axes=axes,
-                             title=f"{self.metric}: {self.effect} (dot: q < {self.q:g})",
-                             fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 110},
+                             title=f"{self.effect} per head (dot: q < {self.q:g})",
+                             title_style=TITLE_STYLE,
+                             fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 90},
                              layout=ipywidgets.Layout(width="420px", height="320px"))
 
     def _volcano(self) -> Figure:
@@ -117,7 +121,7 @@ class ComparisonPlots(ipywidgets.VBox):
                                  y=[-np.log10(self.q)] * 2, scales={"x": x, "y": y}, line_style="dashed",
                                  colors=["gray"])
         self._volcano_points.observe(self._on_volcano_select, "selected")
-        return Figure(marks=[self._volcano_points, threshold], title="volcano: effect vs -log10 q",
+        return Figure(marks=[self._volcano_points, threshold], title="volcano: effect vs -log10 q", title_style=TITLE_STYLE,
                              axes=[Axis(scale=x, label=self.effect),
                                    Axis(scale=y, side="left", label="-log10 q")],
                              layout=ipywidgets.Layout(width="420px", height="320px"))
@@ -141,8 +145,8 @@ class ComparisonPlots(ipywidgets.VBox):
                                           interactions={"click": "select"})
         self._top_points.observe(self._on_top_select, "selected")
         marks.append(self._top_points)
-        interval = f" with {self.comparison.settings.get('confidence', 0.95):.0%} bootstrap CI" if marks[:-1] else ""
-        return Figure(marks=marks, title=f"top {len(top)} by |{self.effect}|{interval}",
+        interval = f", {self.comparison.settings.get('confidence', 0.95):.0%} CI" if marks[:-1] else ""
+        return Figure(marks=marks, title=f"top {len(top)} by |{self.effect}|{interval}", title_style=TITLE_STYLE,
                              axes=[Axis(scale=y, side="left"),
                                    Axis(scale=x, label=self.effect)],
                              fig_margin={"top": 40, "bottom": 40, "left": 220, "right": 20},
@@ -157,7 +161,7 @@ class ComparisonPlots(ipywidgets.VBox):
         self._x_axis = Axis(scale=x, label="logit difference")
         self._y_axis = Axis(scale=y, side="left", label=self.metric)
         figure = Figure(marks=[self._statement_points], axes=[self._x_axis, self._y_axis],
-                               interaction=self._brush, layout=ipywidgets.Layout(width="420px", height="320px"))
+                               interaction=self._brush, title_style=TITLE_STYLE, layout=ipywidgets.Layout(width="420px", height="320px"))
         top = self._rows().pipe(lambda r: Comparison(r, self.comparison.settings)).top(1)
         self._show_head(int(top["layer"].iloc[0]), int(top["head"].iloc[0]), figure)
         return figure
@@ -173,7 +177,7 @@ class ComparisonPlots(ipywidgets.VBox):
         self._scatter_ids = values.index.tolist()
         self._statement_points.selected = None
         self._statement_points.x, self._statement_points.y = logit.to_numpy(float), values.to_numpy(float)
-        figure.title = f"statements: L{layer}H{head} {self.metric} vs logit difference"
+        figure.title = f"statements: L{layer}H{head} {self.metric}"  # x: logit difference (axis label)
 
     # ------------------------------------------------------------------ linking
     def select_head(self, layer: int, head: int) -> None:
