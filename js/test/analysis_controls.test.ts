@@ -188,6 +188,12 @@ describe("modes mean what they mean in Python", () => {
     const { model, store, root } = await mount({ catalogue });
     await answerAll(model);
     expect(q(root, '[data-testid="reference-name"]').textContent).toBe(`mean is disabled: ${reason}`);
+    const meanOption = q(root, '[data-testid="ablation-mode"] option[value="mean"]') as HTMLOptionElement;
+    expect(meanOption.disabled).toBe(true);
+    expect(meanOption.title).toBe(reason);
+    const zeroOption = q(root, '[data-testid="ablation-mode"] option[value="zero"]') as HTMLOptionElement;
+    expect(zeroOption.disabled).toBe(false);
+    expect(zeroOption.title).toBe("");
     void store.requestAblations([a(0, 1, "mean")]);
     expect(lastSent(model, "set_ablations")).toBeUndefined();
     expect(q(root, '[data-testid="status"]').textContent).toContain(reason);
