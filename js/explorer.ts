@@ -2,6 +2,7 @@
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
 import { bindUndoKeys, KERNEL_ONLY_CONTROLS, mountControls, OFFLINE_REASON } from "./controls";
+import { parseCssColor, setRampBackground, type RGB } from "./colors";
 import { el } from "./dom";
 import { exportControls } from "./export_controls";
 import type { ViewInfo, ViewName } from "./protocol";
@@ -23,7 +24,21 @@ const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
   prediction: (store) => new PredictionPanel(store),
 };
 
+/**
+ * The notebook's background: JupyterLab's --jp-layout-color0 where it is set, else dark
+ * when the body says the theme is not light (data-jp-theme-light="false"), else white.
+ */
+export function themeBackground(host: HTMLElement): RGB {
+  const view = host.ownerDocument?.defaultView;
+  const declared = view ? parseCssColor(view.getComputedStyle(host).getPropertyValue("--jp-layout-color0")) : null;
+  if (declared) return declared;
+  if (host.ownerDocument?.body?.getAttribute("data-jp-theme-light") === "false") return [17, 17, 17];
+  return [255, 255, 255];
+}
+
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
+  // Colours start from the page's background (JupyterLab's theme), read before any view draws.
+  setRampBackground(themeBackground(host));
   const wanted = new Set<ViewName>(store.get("views"));
   const shown: ViewInfo[] = store.get("catalogue").views.filter((v) => wanted.has(v.name) && v.name in MAKE);
   // Views are rebuilt when the explorer moves to another statement (new spans, new tokens).

@@ -4,7 +4,7 @@
 // layers selects a layer range that filters the grid; double-click clears it.
 
 import { joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, diverging, formatValue, sequential } from "../colors";
+import { ColorScale, css, diverging, formatValue, rampWords, sequential } from "../colors";
 import { el, listen } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { shortLabel, thinLabels } from "../layout";
@@ -157,8 +157,8 @@ export class LayerFlowView implements View {
       min: 0,
       max: 1,
       colorAt: sequential,
-      low: "light = less",
-      high: "dark = more attention from the selection · logit lens: red = towards 'increase', blue = towards 'decrease'",
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention from the selection · logit lens: red = towards 'increase', blue = towards 'decrease'`,
     };
   }
 

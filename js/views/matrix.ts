@@ -5,7 +5,7 @@
 // +/- zoom), optional aggregation to spans or line items, and shift-drag selects a key
 // range that becomes the selection of every view.
 
-import { ColorScale, formatValue, sequential } from "../colors";
+import { ColorScale, formatValue, rampWords, sequential } from "../colors";
 import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
 import { el, listen, ownKeys, select } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
@@ -209,8 +209,8 @@ export class AttentionMatrixView implements View {
       min: 0,
       max: shown.scale.max,
       colorAt: (t) => sequential(t ** GAMMA),
-      low: "light = less",
-      high: "dark = more attention (√ scale)",
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention (√ scale)`,
     };
   }
 
@@ -555,7 +555,7 @@ export class AttentionMatrixView implements View {
     const top = 110;
     const prims: Prim[] = [];
     const rgba = new Uint8ClampedArray(size * size * 4);
-    paintMatrix(rgba, size, shown.pyramid, view, shown.lut);
+    paintMatrix(rgba, size, shown.pyramid, view, shown.scale.tableColors(shown.drawn.table, GAMMA)); // on the export's page
     prims.push({ t: "raster", x: left, y: top, w: size, h: size, width: size, height: size, rgba });
     prims.push({ t: "rect", x: left, y: top, w: size, h: size, stroke: "#999", lw: 0.5 });
     const range = selectionTokenRange(this.store.get("selection"), this.store.get("statement_layout"));

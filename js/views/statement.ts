@@ -3,7 +3,7 @@
 // selection. Click selects a span, shift-click or drag selects a range of spans.
 
 import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, formatValue, sequential, textColorOn } from "../colors";
+import { ColorScale, css, formatValue, rampWords, sequential, textColorOn } from "../colors";
 import { el, listen, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { statementLines, aggregateToSpans } from "../layout";
@@ -317,8 +317,8 @@ export class StatementView implements View {
       min: 0,
       max: scale.max,
       colorAt: sequential,
-      low: "light = less",
-      high: `dark = more attention ${dir === "to" ? "to" : "from"} the selection (selected spans excluded from the scale)`,
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention ${dir === "to" ? "to" : "from"} the selection (selected spans excluded from the scale)`,
     };
   }
 
