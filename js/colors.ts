@@ -104,6 +104,18 @@ export function sequential(t: number): RGB {
   return interpolate(sequentialPoints(), t);
 }
 
+/** The colour of cells that have no value (causally masked): a shade off the background. */
+export function maskedColor(): RGB {
+  if (!isDarkBackground()) return [238, 238, 238];
+  return [Math.min(255, rampBackground[0] + 22), Math.min(255, rampBackground[1] + 22), Math.min(255, rampBackground[2] + 22)];
+}
+
+/** Position t in [0, 1] along a signed colour bar -> its colour (left blue, centre neutral, right red). */
+export function divergingBar(t: number, gamma = 1): RGB {
+  const p = 2 * t - 1;
+  return diverging(Math.sign(p) * Math.abs(p) ** gamma);
+}
+
 /** The words for the sequential ramp's two ends on the current background. */
 export function rampWords(): { less: string; more: string } {
   return isDarkBackground() ? { less: "faint", more: "bright" } : { less: "light", more: "dark" };

@@ -213,3 +213,30 @@ describe("modes mean what they mean in Python", () => {
     expect(model.saves).toBeGreaterThan(0);
   });
 });
+
+describe("the difference run is drawn on the diverging scale", () => {
+  it("statement, matrix and flow say what red and blue mean, and colour negative blue, positive red", async () => {
+    const { model, root } = await mount({ attention_run: "difference", ablations: [a(0, 1)] });
+    await answerAll(model);
+    for (const id of ["statement-legend", "matrix-legend", "flow-legend"]) {
+      const words = q(root, `[data-testid="${id}"] .fw-legend-words`).textContent ?? "";
+      expect(words, id).toContain("blue = ablated attends less than clean");
+      expect(words, id).toContain("red = ablated attends more");
+    }
+    const spans = [...root.querySelectorAll<HTMLElement>('.fw-span[data-value]')];
+    const rgbOf = (node: HTMLElement) => (node.style.backgroundColor.match(/\d+/g) ?? []).map(Number);
+    const negative = spans.filter((n) => Number(n.dataset.value) < -0.2 && n.style.backgroundColor);
+    const positive = spans.filter((n) => Number(n.dataset.value) > 0.2 && n.style.backgroundColor);
+    expect(negative.length).toBeGreaterThan(0);
+    expect(positive.length).toBeGreaterThan(0);
+    for (const n of negative) expect(rgbOf(n)[2]).toBeGreaterThan(rgbOf(n)[0]); // blue
+    for (const n of positive) expect(rgbOf(n)[0]).toBeGreaterThan(rgbOf(n)[2]); // red
+  });
+
+  it("the clean run keeps the sequential scale and its words", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    expect(q(root, '[data-testid="statement-legend"] .fw-legend-words').textContent).toContain("light = less");
+    expect(q(root, '[data-testid="matrix-legend"] .fw-legend-words').textContent).toContain("dark = more attention");
+  });
+});

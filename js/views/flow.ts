@@ -4,7 +4,7 @@
 // layers selects a layer range that filters the grid; double-click clears it.
 
 import { joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, diverging, formatValue, rampWords, sequential } from "../colors";
+import { ColorScale, css, diverging, divergingBar, formatValue, rampWords, sequential } from "../colors";
 import { el, listen } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { shortLabel, thinLabels } from "../layout";
@@ -149,8 +149,23 @@ export class LayerFlowView implements View {
     );
   }
 
+  /** The difference run (ablated − clean) is signed: diverging colours around 0. */
+  private signed(): boolean {
+    return this.store.attentionRun === "difference";
+  }
+
   private legend(): LegendSpec | null {
     if (!this.store.flow) return null;
+    if (this.signed())
+      return {
+        title: "attention from the selection, per layer (mean over heads): ablated − clean",
+        unit: "share of the layer's largest |change|",
+        min: -1,
+        max: 1,
+        colorAt: divergingBar,
+        low: "blue = ablated attends less than clean",
+        high: "red = ablated attends more · logit lens: red = towards 'increase', blue = towards 'decrease'",
+      };
     return {
       title: "attention from the selection, per layer (mean over heads)",
       unit: "share of the layer's largest span",
@@ -192,7 +207,7 @@ export class LayerFlowView implements View {
       const y = top + l * rowH;
       prims.push({ t: "text", x: left - 4, y: y + rowH / 2 + 3, text: `L${l}`, size: 9, anchor: "end", fill: INK });
       const row = flow.spread.subarray(l * S, (l + 1) * S);
-      const scale = new ColorScale(row, false);
+      const scale = new ColorScale(row, this.signed());
       for (let s = 0; s < S; s++) {
         const x0 = (s / S) * spreadW;
         prims.push({ t: "rect", x: left + x0, y, w: spreadW / S + 0.3, h: rowH - 1, fill: scale.css(row[s]) });
@@ -249,7 +264,7 @@ export class LayerFlowView implements View {
       ctx.fillStyle = "#333";
       ctx.fillText(`L${l}`, 2, y + this.rowH - 2);
       const row = flow.spread.subarray(l * S, (l + 1) * S);
-      const scale = new ColorScale(row, false);
+      const scale = new ColorScale(row, this.signed());
       for (let s = 0; s < S; s++) {
         const x0 = LABEL_W + Math.floor((s / S) * spreadW);
         const x1 = LABEL_W + Math.floor(((s + 1) / S) * spreadW);
