@@ -116,3 +116,16 @@ describe("the sequential ramp starts from the page's background", () => {
     expect(parseCssColor("var(--x)")).toBeNull();
   });
 });
+
+describe("the signed matrix quantizer (difference of grouped attention)", () => {
+  it("keeps the sign: negatives below the middle byte, positives above, ends at ±max", async () => {
+    const { quantizeSigned } = await import("../views/matrix");
+    const { bytes, table } = quantizeSigned([-0.4, 0, 0.2, 0.4]);
+    expect(bytes[0]).toBe(0);
+    expect(bytes[3]).toBe(255);
+    expect(table[bytes[0]]).toBeCloseTo(-0.4, 6);
+    expect(table[bytes[3]]).toBeCloseTo(0.4, 6);
+    expect(Math.abs(table[bytes[1]])).toBeLessThanOrEqual(0.4 / 255 + 1e-7); // within half a step (2 × 0.4 / 255 / 2) of 0
+    expect(table[bytes[2]]).toBeCloseTo(0.2, 2);
+  });
+});
