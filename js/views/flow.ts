@@ -4,7 +4,7 @@
 // layers selects a layer range that filters the grid; double-click clears it.
 
 import { joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, diverging, divergingBar, formatValue, rampWords, sequential } from "../colors";
+import { ColorScale, css, diverging, divergingBar, formatValue, getRampBackground, isDarkBackground, rampWords, sequential } from "../colors";
 import { el, listen } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { shortLabel, thinLabels } from "../layout";
@@ -242,7 +242,10 @@ export class LayerFlowView implements View {
     const flow = this.store.flow;
     const L = this.store.get("geometry").num_layers;
     if (!ctx) return;
-    ctx.fillStyle = "#fff";
+    // The page's background (the ramp starts from it: 0 = no colour), ink that reads on it.
+    const dark = isDarkBackground();
+    const ink = dark ? "#ddd" : "#333";
+    ctx.fillStyle = css(getRampBackground());
     ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     if (!flow) {
       this.caption.textContent = "loading…";
@@ -254,14 +257,14 @@ export class LayerFlowView implements View {
     const top = 16;
     const spreadW = WIDTH - LABEL_W - LENS_W - 8;
     ctx.font = "10px sans-serif";
-    ctx.fillStyle = "#333";
+    ctx.fillStyle = ink;
     ctx.fillText("spans →", LABEL_W, 11);
     ctx.fillText("logit-lens logit diff", WIDTH - LENS_W, 11);
     const S = flow.numSpans;
     // Each layer row scaled to its own max, so the spread in weak layers stays visible.
     for (let l = 0; l < L; l++) {
       const y = top + l * this.rowH;
-      ctx.fillStyle = "#333";
+      ctx.fillStyle = ink;
       ctx.fillText(`L${l}`, 2, y + this.rowH - 2);
       const row = flow.spread.subarray(l * S, (l + 1) * S);
       const scale = new ColorScale(row, this.signed());
@@ -289,7 +292,7 @@ export class LayerFlowView implements View {
       ctx.fillRect(Math.min(zero, zero + w), top + l * this.rowH + 1, Math.abs(w), this.rowH - 3);
       if (this.rowH >= 12) {
         // The number itself, on the side away from the bar.
-        ctx.fillStyle = "#222";
+        ctx.fillStyle = dark ? "#eee" : "#222";
         ctx.font = "9px sans-serif";
         ctx.textAlign = v >= 0 ? "right" : "left";
         ctx.fillText(formatValue(v), v >= 0 ? zero - 2 : zero + 2, top + l * this.rowH + this.rowH - 3);

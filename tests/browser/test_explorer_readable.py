@@ -388,6 +388,9 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
         assert v1 == v0 or d1 >= d0 - 3**0.5, ("dark theme: larger value closer to the background", pairs)
     explorer.root.scroll_into_view_if_needed()
     artifacts.shot(explorer.root, "dark-theme")
+    flow = explorer.root.locator("[data-testid=layer-flow-canvas]")
+    flow.scroll_into_view_if_needed()
+    artifacts.shot(flow, "dark-theme-flow")
     violations = _axe(page, explorer)
     artifacts.write("axe-dark.txt", repr(violations))
     assert not violations, violations
