@@ -39,9 +39,86 @@ export function interpolate(points: RGB[], t: number): RGB {
   ];
 }
 
-/** t in [0, 1] -> colour of the sequential ramp (0 white). */
+// The page's background, which the sequential ramp starts from: 0 ("none") is drawn as the
+// background itself, so "more" is always the stronger contrast. On a light page the ramp
+// runs white -> deep blue; on a dark one (JupyterLab's dark theme) background -> pale yellow.
+const WHITE: RGB = [255, 255, 255];
+let rampBackground: RGB = WHITE;
+
+/** Relative luminance in [0, 1] (sRGB weights, no gamma: enough to tell light from dark). */
+export function luminance(rgb: RGB): number {
+  return (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255;
+}
+
+export function isDarkBackground(rgb: RGB = rampBackground): boolean {
+  return luminance(rgb) < 0.5;
+}
+
+/** Sets the background the sequential ramp starts from (the explorer reads it from the theme). */
+export function setRampBackground(rgb: RGB): void {
+  rampBackground = [rgb[0], rgb[1], rgb[2]];
+}
+
+export function getRampBackground(): RGB {
+  return rampBackground;
+}
+
+/** Runs `fn` with the ramp on another background (exports are drawn on a white page). */
+export function withRampBackground<T>(rgb: RGB, fn: () => T): T {
+  const saved = rampBackground;
+  rampBackground = rgb;
+  try {
+    return fn();
+  } finally {
+    rampBackground = saved;
+  }
+}
+
+/** "#rgb", "#rrggbb", "rgb(r, g, b)" or "rgba(r, g, b, a)" (a > 0) -> RGB; anything else null. */
+export function parseCssColor(text: string | null | undefined): RGB | null {
+  const s = (text ?? "").trim().toLowerCase();
+  let m = s.match(/^#([0-9a-f]{3}|[0-9a-f]{6})$/);
+  if (m) {
+    const h = m[1].length === 3 ? m[1].replace(/./g, (c) => c + c) : m[1];
+    return [parseInt(h.slice(0, 2), 16), parseInt(h.slice(2, 4), 16), parseInt(h.slice(4, 6), 16)];
+  }
+  m = s.match(/^rgba?\(\s*([\d.]+)[\s,]+([\d.]+)[\s,]+([\d.]+)(?:[\s,/]+([\d.]+%?))?\s*\)$/);
+  if (m) {
+    if (m[4] !== undefined && parseFloat(m[4]) === 0) return null; // transparent
+    return [Math.round(+m[1]), Math.round(+m[2]), Math.round(+m[3])];
+  }
+  if (s === "white") return WHITE;
+  if (s === "black") return [0, 0, 0];
+  return null;
+}
+
+/** The ramp's control points on the current background. */
+function sequentialPoints(): RGB[] {
+  if (!isDarkBackground()) return SEQUENTIAL;
+  // Dark page: from the background through deep blue and teal to pale yellow.
+  return [rampBackground, [34, 94, 168], [65, 182, 196], [199, 233, 180], [255, 255, 217]];
+}
+
+/** t in [0, 1] -> colour of the sequential ramp (0 = the background: white on a light page). */
 export function sequential(t: number): RGB {
-  return interpolate(SEQUENTIAL, t);
+  return interpolate(sequentialPoints(), t);
+}
+
+/** The colour of cells that have no value (causally masked): a shade off the background. */
+export function maskedColor(): RGB {
+  if (!isDarkBackground()) return [238, 238, 238];
+  return [Math.min(255, rampBackground[0] + 22), Math.min(255, rampBackground[1] + 22), Math.min(255, rampBackground[2] + 22)];
+}
+
+/** Position t in [0, 1] along a signed colour bar -> its colour (left blue, centre neutral, right red). */
+export function divergingBar(t: number, gamma = 1): RGB {
+  const p = 2 * t - 1;
+  return diverging(Math.sign(p) * Math.abs(p) ** gamma);
+}
+
+/** The words for the sequential ramp's two ends on the current background. */
+export function rampWords(): { less: string; more: string } {
+  return isDarkBackground() ? { less: "faint", more: "bright" } : { less: "light", more: "dark" };
 }
 
 /** t in [-1, 1] -> colour of the diverging ramp (0 white, negative blue, positive red). */
@@ -56,8 +133,7 @@ export function css(rgb: RGB): string {
 
 /** Black or white text, whichever reads better on `rgb` (relative luminance). */
 export function textColorOn(rgb: RGB): string {
-  const lum = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255;
-  return lum > 0.55 ? "#111" : "#fff";
+  return luminance(rgb) > 0.55 ? "#111" : "#fff";
 }
 
 /**

@@ -29,13 +29,21 @@ export function setFlag(node: Element, attr: string, on: boolean): void {
 
 /** A <select> with options; calls `onChange` with the chosen value. */
 export function select<T extends string>(
-  options: { value: T; label: string }[],
+  options: { value: T; label: string; disabledReason?: string }[],
   value: T,
   onChange: (v: T) => void,
   attrs: Attrs = {},
 ): HTMLSelectElement {
   const s = el("select", { class: "fw-select", ...attrs });
-  for (const o of options) s.append(el("option", { value: o.value, text: o.label }));
+  for (const o of options) {
+    const option = el("option", { value: o.value, text: o.label }) as HTMLOptionElement;
+    // An option that cannot be chosen is greyed and says why (its title).
+    if (o.disabledReason) {
+      option.disabled = true;
+      option.title = o.disabledReason;
+    }
+    s.append(option);
+  }
   s.value = value;
   s.addEventListener("change", () => onChange(s.value as T));
   return s;

@@ -2,6 +2,7 @@
 // (data-finwidget-ready / data-finwidget-busy), the status line and the PNG export.
 
 import { bindUndoKeys, KERNEL_ONLY_CONTROLS, mountControls, OFFLINE_REASON } from "./controls";
+import { getRampBackground, parseCssColor, setRampBackground, type RGB } from "./colors";
 import { el } from "./dom";
 import { exportControls } from "./export_controls";
 import type { ViewInfo, ViewName } from "./protocol";
@@ -23,7 +24,48 @@ const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
   prediction: (store) => new PredictionPanel(store),
 };
 
+/**
+ * The notebook's background: JupyterLab's --jp-layout-color0 where it is set, else dark
+ * when the body says the theme is not light (data-jp-theme-light="false"), else white.
+ */
+export function themeBackground(host: HTMLElement): RGB {
+  const view = host.ownerDocument?.defaultView;
+  const declared = view ? parseCssColor(view.getComputedStyle(host).getPropertyValue("--jp-layout-color0")) : null;
+  if (declared) return declared;
+  if (host.ownerDocument?.body?.getAttribute("data-jp-theme-light") === "false") return [17, 17, 17];
+  return [255, 255, 255];
+}
+
+/**
+ * When JupyterLab switches theme (it flips data-jp-theme-* on the body, then loads the
+ * theme's CSS), the ramp moves to the new background and the views are redrawn with it.
+ * Returns the cleanup.
+ */
+function followTheme(host: HTMLElement, redraw: () => void): () => void {
+  const body = host.ownerDocument?.body;
+  if (!body || typeof MutationObserver === "undefined") return () => {};
+  const timers: ReturnType<typeof setTimeout>[] = [];
+  const check = () => {
+    const now = themeBackground(host);
+    const was = getRampBackground();
+    if (now[0] === was[0] && now[1] === was[1] && now[2] === was[2]) return;
+    setRampBackground(now);
+    redraw();
+  };
+  const observer = new MutationObserver(() => {
+    // The theme's stylesheet arrives a moment after the attribute: look again for 3 s.
+    for (const ms of [0, 100, 300, 1000, 3000]) timers.push(setTimeout(check, ms));
+  });
+  observer.observe(body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  return () => {
+    observer.disconnect();
+    for (const t of timers) clearTimeout(t);
+  };
+}
+
 export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => void {
+  // Colours start from the page's background (JupyterLab's theme), read before any view draws.
+  setRampBackground(themeBackground(host));
   const wanted = new Set<ViewName>(store.get("views"));
   const shown: ViewInfo[] = store.get("catalogue").views.filter((v) => wanted.has(v.name) && v.name in MAKE);
   // Views are rebuilt when the explorer moves to another statement (new spans, new tokens).
@@ -56,14 +98,16 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
   root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
   host.append(root);
   const offKeys = bindUndoKeys(root, store);
-  const offStatement = store.on("statement", () => {
+  const rebuildViews = () => {
     for (const v of views) v.destroy();
     views = shown.map((v) => MAKE[v.name](store));
     place();
     root.setAttribute("data-statement-index", String(store.get("statement_index") ?? 0));
     root.setAttribute("data-finwidget-ready", "0");
     update();
-  });
+  };
+  const offStatement = store.on("statement", rebuildViews);
+  const offTheme = followTheme(host, rebuildViews);
 
   const update = () => {
     const s = store.status;
@@ -108,6 +152,7 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     for (const off of offs) off();
     offKeys();
     offStatement();
+    offTheme();
     controls.destroy();
     for (const v of views) v.destroy();
     root.remove();

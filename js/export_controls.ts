@@ -2,6 +2,7 @@
 // file is drawn from the views' data (export.ts), downloaded, and the kernel keeps the
 // PNG (explorer.last_png) as before.
 
+import { withRampBackground } from "./colors";
 import { stateCaption } from "./caption";
 import { el, select } from "./dom";
 import { frame, stack, toPNG, toSVG, type Figure } from "./export";
@@ -39,10 +40,12 @@ export function exportControls(currentViews: () => View[], info: Map<string, Vie
     a.click();
     a.remove();
   };
-  const figure = (): Figure | null => {
-    if (chosen === WHOLE_EXPLORER) return explorerFigure(currentViews(), store);
-    return currentViews().find((v) => v.name === chosen)?.figure() ?? null;
-  };
+  // Exports are drawn on a white page, so their colours start from white in any theme.
+  const figure = (): Figure | null =>
+    withRampBackground([255, 255, 255], () => {
+      if (chosen === WHOLE_EXPLORER) return explorerFigure(currentViews(), store);
+      return currentViews().find((v) => v.name === chosen)?.figure() ?? null;
+    });
   const png = el("button", { class: "fw-button", type: "button", "data-testid": "export-png", text: "Export PNG" });
   png.addEventListener("click", () => {
     const f = figure();

@@ -2,7 +2,7 @@
 // values at both ends and, in words, what light and dark mean (dark = more of what the
 // name says; signed measures: blue negative, red positive).
 
-import { css, formatValue, type RGB } from "./colors";
+import { css, formatValue, rampWords, type RGB } from "./colors";
 import { el } from "./dom";
 import type { MeasureInfo } from "./protocol";
 
@@ -26,8 +26,9 @@ export function endsInWords(info: Pick<MeasureInfo, "label" | "description" | "d
   if (info?.direction === "signed") return { low: "blue = negative", high: "red = positive" };
   const label = info?.label ?? fallbackLabel;
   const said = info?.description.match(/dark\s*=\s*([^;.,)]+)/i);
-  const high = said ? `dark = more ${label} (${said[1].trim()})` : `dark = more ${label}`;
-  return { low: "light = less", high };
+  const words = rampWords();
+  const high = said ? `${words.more} = more ${label} (${said[1].trim()})` : `${words.more} = more ${label}`;
+  return { low: `${words.less} = less`, high };
 }
 
 /** Stops of a CSS linear gradient that follows `colorAt`. */

@@ -188,6 +188,12 @@ describe("modes mean what they mean in Python", () => {
     const { model, store, root } = await mount({ catalogue });
     await answerAll(model);
     expect(q(root, '[data-testid="reference-name"]').textContent).toBe(`mean is disabled: ${reason}`);
+    const meanOption = q(root, '[data-testid="ablation-mode"] option[value="mean"]') as HTMLOptionElement;
+    expect(meanOption.disabled).toBe(true);
+    expect(meanOption.title).toBe(reason);
+    const zeroOption = q(root, '[data-testid="ablation-mode"] option[value="zero"]') as HTMLOptionElement;
+    expect(zeroOption.disabled).toBe(false);
+    expect(zeroOption.title).toBe("");
     void store.requestAblations([a(0, 1, "mean")]);
     expect(lastSent(model, "set_ablations")).toBeUndefined();
     expect(q(root, '[data-testid="status"]').textContent).toContain(reason);
@@ -205,5 +211,32 @@ describe("modes mean what they mean in Python", () => {
     expect(store.modeValue("scale")).toBe(0.5);
     expect(q(root, '[data-testid="reference-name"]').textContent).toContain("3 statements you passed");
     expect(model.saves).toBeGreaterThan(0);
+  });
+});
+
+describe("the difference run is drawn on the diverging scale", () => {
+  it("statement, matrix and flow say what red and blue mean, and colour negative blue, positive red", async () => {
+    const { model, root } = await mount({ attention_run: "difference", ablations: [a(0, 1)] });
+    await answerAll(model);
+    for (const id of ["statement-legend", "matrix-legend", "flow-legend"]) {
+      const words = q(root, `[data-testid="${id}"] .fw-legend-words`).textContent ?? "";
+      expect(words, id).toContain("blue = ablated attends less than clean");
+      expect(words, id).toContain("red = ablated attends more");
+    }
+    const spans = [...root.querySelectorAll<HTMLElement>('.fw-span[data-value]')];
+    const rgbOf = (node: HTMLElement) => (node.style.backgroundColor.match(/\d+/g) ?? []).map(Number);
+    const negative = spans.filter((n) => Number(n.dataset.value) < -0.2 && n.style.backgroundColor);
+    const positive = spans.filter((n) => Number(n.dataset.value) > 0.2 && n.style.backgroundColor);
+    expect(negative.length).toBeGreaterThan(0);
+    expect(positive.length).toBeGreaterThan(0);
+    for (const n of negative) expect(rgbOf(n)[2]).toBeGreaterThan(rgbOf(n)[0]); // blue
+    for (const n of positive) expect(rgbOf(n)[0]).toBeGreaterThan(rgbOf(n)[2]); // red
+  });
+
+  it("the clean run keeps the sequential scale and its words", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    expect(q(root, '[data-testid="statement-legend"] .fw-legend-words').textContent).toContain("light = less");
+    expect(q(root, '[data-testid="matrix-legend"] .fw-legend-words').textContent).toContain("dark = more attention");
   });
 });

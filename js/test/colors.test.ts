@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ColorScale, diverging, formatValue, sequential, textColorOn, type RGB } from "../colors";
+import { ColorScale, diverging, formatValue, luminance, parseCssColor, rampWords, sequential, textColorOn, withRampBackground, type RGB } from "../colors";
+import { endsInWords } from "../legend";
 
 const lum = (c: RGB) => 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
 
@@ -74,5 +75,57 @@ describe("ColorScale over [min, max]", () => {
     expect(flat.position(2)).toBe(0);
     // Signed data keeps its zero in the middle.
     expect(new ColorScale([1, 3], true, undefined, true).position(0)).toBe(0);
+  });
+});
+
+describe("the sequential ramp starts from the page's background", () => {
+  const DARK: RGB = [17, 17, 17];
+  const distance = (a: RGB, b: RGB) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+
+  it("on a light page: white at 0, darker as values grow, words light/dark", () => {
+    withRampBackground([255, 255, 255], () => {
+      expect(sequential(0)).toEqual([255, 255, 255]);
+      expect(luminance(sequential(1))).toBeLessThan(luminance(sequential(0.5)));
+      expect(rampWords()).toEqual({ less: "light", more: "dark" });
+      expect(endsInWords(undefined, "attention")).toEqual({ low: "light = less", high: "dark = more attention" });
+    });
+  });
+
+  it("on a dark page: the background at 0, and more = further from the background", () => {
+    withRampBackground(DARK, () => {
+      expect(sequential(0)).toEqual(DARK);
+      let last = -1;
+      for (let i = 0; i <= 10; i++) {
+        const d = distance(sequential(i / 10), DARK);
+        expect(d).toBeGreaterThan(last);
+        last = d;
+      }
+      expect(luminance(sequential(1))).toBeGreaterThan(0.8);
+      expect(rampWords()).toEqual({ less: "faint", more: "bright" });
+      expect(endsInWords(undefined, "attention")).toEqual({ low: "faint = less", high: "bright = more attention" });
+    });
+    expect(sequential(0)).toEqual([255, 255, 255]); // restored after the call
+  });
+
+  it("reads the theme's colour in the usual CSS forms", () => {
+    expect(parseCssColor("#111111")).toEqual([17, 17, 17]);
+    expect(parseCssColor(" #fff")).toEqual([255, 255, 255]);
+    expect(parseCssColor("rgb(33, 33, 33)")).toEqual([33, 33, 33]);
+    expect(parseCssColor("rgba(0, 0, 0, 0)")).toBeNull();
+    expect(parseCssColor("")).toBeNull();
+    expect(parseCssColor("var(--x)")).toBeNull();
+  });
+});
+
+describe("the signed matrix quantizer (difference of grouped attention)", () => {
+  it("keeps the sign: negatives below the middle byte, positives above, ends at ±max", async () => {
+    const { quantizeSigned } = await import("../views/matrix");
+    const { bytes, table } = quantizeSigned([-0.4, 0, 0.2, 0.4]);
+    expect(bytes[0]).toBe(0);
+    expect(bytes[3]).toBe(255);
+    expect(table[bytes[0]]).toBeCloseTo(-0.4, 6);
+    expect(table[bytes[3]]).toBeCloseTo(0.4, 6);
+    expect(Math.abs(table[bytes[1]])).toBeLessThanOrEqual(0.4 / 255 + 1e-7); // within half a step (2 × 0.4 / 255 / 2) of 0
+    expect(table[bytes[2]]).toBeCloseTo(0.2, 2);
   });
 });

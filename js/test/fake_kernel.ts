@@ -124,18 +124,20 @@ export function answer(model: FakeModel, msg: Record<string, unknown>): [Record<
   const H = t.geometry.num_heads;
   const S = t.statement_layout.spans.length;
   const base = { kind: "reply", id: msg.id, request: msg.kind, ok: true };
+  // The difference run (ablated − clean) is signed, as Python sends it.
+  const shift = msg.run === "difference" ? 0.5 : 0;
   switch (msg.kind) {
     case "head_matrix": {
       const packed = new Uint8Array((T * (T + 1)) / 2);
       packed.fill(10 + Number(msg.head));
-      return [{ ...base, layer: msg.layer, head: msg.head, run: msg.run ?? "clean", run_label: msg.run ? `${String(msg.run)} run` : "clean run", arrays: { matrix: { encoding: "u8", shape: [T, T], tril: true, scale: 0.01, offset: 0, buffer: 0 } } }, [new DataView(packed.buffer)]];
+      return [{ ...base, layer: msg.layer, head: msg.head, run: msg.run ?? "clean", run_label: msg.run ? `${String(msg.run)} run` : "clean run", arrays: { matrix: { encoding: "u8", shape: [T, T], tril: true, scale: 0.01, offset: -shift * 0.2, buffer: 0 } } }, [new DataView(packed.buffer)]];
     }
     case "token_values":
-      return [{ ...base, reduce: "sum", label: "test", arrays: { values: { encoding: "f32", shape: [T], buffer: 0 } } }, [f32(Array.from({ length: T }, (_, i) => i / T))]];
+      return [{ ...base, reduce: "sum", label: "test", arrays: { values: { encoding: "f32", shape: [T], buffer: 0 } } }, [f32(Array.from({ length: T }, (_, i) => i / T - shift))]];
     case "grid":
       return [{ ...base, measure: msg.measure, label: String(msg.measure), arrays: { values: { encoding: "f32", shape: [L * H], buffer: 0 } } }, [f32(Array.from({ length: L * H }, (_, i) => i))]];
     case "flow":
-      return [{ ...base, selection_mass: [0.1, 0.2, 0.3], logit_lens: [0.5, -1, null], label: "flow", arrays: { spread: { encoding: "f32", shape: [L, S], buffer: 0 } } }, [f32(Array.from({ length: L * S }, (_, i) => i % 7))]];
+      return [{ ...base, selection_mass: [0.1, 0.2, 0.3], logit_lens: [0.5, -1, null], label: "flow", arrays: { spread: { encoding: "f32", shape: [L, S], buffer: 0 } } }, [f32(Array.from({ length: L * S }, (_, i) => (i % 7) - 6 * shift))]];
     case "set_ablations": {
       const ablated = (msg.ablations as unknown[]).length ? { logit_diff: -0.5, p_increase: 0.3775406687981454, label: "decrease", n_tokens: T } : null;
       return [{ ...base, ablations: msg.ablations, prediction: { clean: t.prediction.clean, ablated, flipped: !!ablated } }, []];

@@ -4,7 +4,7 @@
 // layers selects a layer range that filters the grid; double-click clears it.
 
 import { joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, diverging, formatValue, sequential } from "../colors";
+import { ColorScale, css, diverging, divergingBar, formatValue, getRampBackground, isDarkBackground, rampWords, sequential } from "../colors";
 import { el, listen } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { shortLabel, thinLabels } from "../layout";
@@ -149,16 +149,31 @@ export class LayerFlowView implements View {
     );
   }
 
+  /** The difference run (ablated − clean) is signed: diverging colours around 0. */
+  private signed(): boolean {
+    return this.store.attentionRun === "difference";
+  }
+
   private legend(): LegendSpec | null {
     if (!this.store.flow) return null;
+    if (this.signed())
+      return {
+        title: "attention from the selection, per layer (mean over heads): ablated − clean",
+        unit: "share of the layer's largest |change|",
+        min: -1,
+        max: 1,
+        colorAt: divergingBar,
+        low: "blue = ablated attends less than clean",
+        high: "red = ablated attends more · logit lens: red = towards 'increase', blue = towards 'decrease'",
+      };
     return {
       title: "attention from the selection, per layer (mean over heads)",
       unit: "share of the layer's largest span",
       min: 0,
       max: 1,
       colorAt: sequential,
-      low: "light = less",
-      high: "dark = more attention from the selection · logit lens: red = towards 'increase', blue = towards 'decrease'",
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention from the selection · logit lens: red = towards 'increase', blue = towards 'decrease'`,
     };
   }
 
@@ -192,7 +207,7 @@ export class LayerFlowView implements View {
       const y = top + l * rowH;
       prims.push({ t: "text", x: left - 4, y: y + rowH / 2 + 3, text: `L${l}`, size: 9, anchor: "end", fill: INK });
       const row = flow.spread.subarray(l * S, (l + 1) * S);
-      const scale = new ColorScale(row, false);
+      const scale = new ColorScale(row, this.signed());
       for (let s = 0; s < S; s++) {
         const x0 = (s / S) * spreadW;
         prims.push({ t: "rect", x: left + x0, y, w: spreadW / S + 0.3, h: rowH - 1, fill: scale.css(row[s]) });
@@ -227,7 +242,10 @@ export class LayerFlowView implements View {
     const flow = this.store.flow;
     const L = this.store.get("geometry").num_layers;
     if (!ctx) return;
-    ctx.fillStyle = "#fff";
+    // The page's background (the ramp starts from it: 0 = no colour), ink that reads on it.
+    const dark = isDarkBackground();
+    const ink = dark ? "#ddd" : "#333";
+    ctx.fillStyle = css(getRampBackground());
     ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     if (!flow) {
       this.caption.textContent = "loading…";
@@ -239,17 +257,17 @@ export class LayerFlowView implements View {
     const top = 16;
     const spreadW = WIDTH - LABEL_W - LENS_W - 8;
     ctx.font = "10px sans-serif";
-    ctx.fillStyle = "#333";
+    ctx.fillStyle = ink;
     ctx.fillText("spans →", LABEL_W, 11);
     ctx.fillText("logit-lens logit diff", WIDTH - LENS_W, 11);
     const S = flow.numSpans;
     // Each layer row scaled to its own max, so the spread in weak layers stays visible.
     for (let l = 0; l < L; l++) {
       const y = top + l * this.rowH;
-      ctx.fillStyle = "#333";
+      ctx.fillStyle = ink;
       ctx.fillText(`L${l}`, 2, y + this.rowH - 2);
       const row = flow.spread.subarray(l * S, (l + 1) * S);
-      const scale = new ColorScale(row, false);
+      const scale = new ColorScale(row, this.signed());
       for (let s = 0; s < S; s++) {
         const x0 = LABEL_W + Math.floor((s / S) * spreadW);
         const x1 = LABEL_W + Math.floor(((s + 1) / S) * spreadW);
@@ -274,7 +292,7 @@ export class LayerFlowView implements View {
       ctx.fillRect(Math.min(zero, zero + w), top + l * this.rowH + 1, Math.abs(w), this.rowH - 3);
       if (this.rowH >= 12) {
         // The number itself, on the side away from the bar.
-        ctx.fillStyle = "#222";
+        ctx.fillStyle = dark ? "#eee" : "#222";
         ctx.font = "9px sans-serif";
         ctx.textAlign = v >= 0 ? "right" : "left";
         ctx.fillText(formatValue(v), v >= 0 ? zero - 2 : zero + 2, top + l * this.rowH + this.rowH - 3);

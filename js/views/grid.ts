@@ -3,7 +3,7 @@
 // shift/alt-click (or the ablate toggle) ablates or restores it.
 
 import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
-import { ColorScale, diverging, formatValue, sequential, textColorOn } from "../colors";
+import { ColorScale, diverging, formatValue, rampWords, sequential, textColorOn } from "../colors";
 import { el, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { kvGroupOf, thinLabels } from "../layout";
@@ -17,7 +17,7 @@ import { exportsOf, messageFigure, type View } from "./view";
 /** A measure's menu label: its name, and what dark means when the definition says it. */
 export function measureMenuLabel(m: Pick<MeasureInfo, "label" | "description" | "direction">): string {
   const said = m.description.match(/dark\s*=\s*([^;.,)]+)/i);
-  return said ? `${m.label} (dark = ${said[1].trim()})` : m.label;
+  return said ? `${m.label} (${rampWords().more} = ${said[1].trim()})` : m.label;
 }
 
 /** Whether a measure's value changes with the direction switch (a field Python may add). */

@@ -5,7 +5,7 @@
 // +/- zoom), optional aggregation to spans or line items, and shift-drag selects a key
 // range that becomes the selection of every view.
 
-import { ColorScale, formatValue, sequential } from "../colors";
+import { ColorScale, divergingBar, formatValue, maskedColor, rampWords, sequential, textColorOn, type RGB } from "../colors";
 import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
 import { el, listen, ownKeys, select } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
@@ -49,6 +49,29 @@ interface AxisLabel {
   priority: number;
   /** A token inside a span (a digit of a number): labelled only when every token fits. */
   inner?: boolean;
+}
+
+/** The colour a lookup table gives byte `b`. */
+function lutColor(lut: Uint8ClampedArray, b: number): RGB {
+  return [lut[4 * b], lut[4 * b + 1], lut[4 * b + 2]];
+}
+
+/**
+ * Signed values -> linear bytes around 0 (byte 0 = -m, 255 = +m, m = the largest |value|)
+ * and the table of their values: a difference of aggregated attention keeps its sign.
+ */
+export function quantizeSigned(values: ArrayLike<number>): { bytes: Uint8Array; table: Float32Array } {
+  let m = 0;
+  for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]) && Math.abs(values[i]) > m) m = Math.abs(values[i]);
+  if (m === 0) m = 1;
+  const bytes = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = Number.isFinite(values[i]) ? values[i] : 0;
+    bytes[i] = Math.round(((v / m + 1) / 2) * 255);
+  }
+  const table = new Float32Array(256);
+  for (let b = 0; b < 256; b++) table[b] = -m + (2 * m * b) / 255;
+  return { bytes, table };
 }
 
 export class AttentionMatrixView implements View {
@@ -176,17 +199,26 @@ export class AttentionMatrixView implements View {
     }
     const mode = this.store.get("settings").matrix_aggregate;
     const source = data.matrix;
+    // The difference run (ablated − clean) is signed: diverging colours around 0.
+    const signed = this.store.attentionRun === "difference";
     let drawn = source;
     let groups: TokenGroup[] | null = null;
     if (mode !== "tokens") {
       groups = tokenGroups(this.store.get("statement_layout"), mode);
-      const { bytes, table } = quantizeSqrt(aggregateMatrix(source, groups));
+      const aggregated = aggregateMatrix(source, groups);
+      const { bytes, table } = signed ? quantizeSigned(aggregated) : quantizeSqrt(aggregated);
       drawn = { n: groups.length, bytes, table };
     }
     let maxByte = 0;
+    let minByte = 255;
     const all = drawn.bytes;
-    for (let i = 0; i < all.length; i++) if (all[i] > maxByte) maxByte = all[i];
-    const scale = new ColorScale([], false, drawn.table[maxByte]);
+    for (let i = 0; i < all.length; i++) {
+      if (all[i] > maxByte) maxByte = all[i];
+      if (all[i] < minByte) minByte = all[i];
+    }
+    const scale = signed
+      ? new ColorScale([drawn.table[minByte] ?? 0, drawn.table[maxByte] ?? 0], true)
+      : new ColorScale([], false, drawn.table[maxByte]);
     this.shown = { source, drawn, groups, pyramid: new MaxPyramid(drawn), scale, lut: scale.tableColors(drawn.table, GAMMA) };
     if (resetView || !this.view || this.view.n !== drawn.n) this.view = new Viewport(drawn.n, PIXELS);
     if (this.cursor && (this.cursor.row >= drawn.n || this.cursor.col >= drawn.n)) this.cursor = null;
@@ -203,14 +235,25 @@ export class AttentionMatrixView implements View {
     const shown = this.shown;
     if (!shown) return null;
     const mode = this.store.get("settings").matrix_aggregate;
+    const title = mode === "tokens" ? "attention weight" : "attention (summed over the key group, mean over the query group)";
+    if (shown.scale.signed)
+      return {
+        title: `${title}: ablated − clean`,
+        unit: "attention mass",
+        min: -shown.scale.max,
+        max: shown.scale.max,
+        colorAt: (t) => divergingBar(t, GAMMA),
+        low: "blue = ablated attends less than clean",
+        high: "red = ablated attends more (√ scale)",
+      };
     return {
-      title: mode === "tokens" ? "attention weight" : "attention (summed over the key group, mean over the query group)",
+      title,
       unit: "attention mass",
       min: 0,
       max: shown.scale.max,
       colorAt: (t) => sequential(t ** GAMMA),
-      low: "light = less",
-      high: "dark = more attention (√ scale)",
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention (√ scale)`,
     };
   }
 
@@ -229,7 +272,7 @@ export class AttentionMatrixView implements View {
     const view = this.view;
     if (!shown || !view || !this.ctx) return;
     if (!this.image) this.image = this.ctx.createImageData(PIXELS, PIXELS);
-    paintMatrix(this.image.data, PIXELS, shown.pyramid, view, shown.lut);
+    paintMatrix(this.image.data, PIXELS, shown.pyramid, view, shown.lut, maskedColor());
     this.ctx.putImageData(this.image, 0, 0);
     this.drawOverlays(shown, view);
     this.drawCursor(view);
@@ -286,13 +329,14 @@ export class AttentionMatrixView implements View {
     const pxPerCell = 1 / view.cellsPerPixel;
     if (pxPerCell >= 22) {
       ctx.font = "9px sans-serif";
-      ctx.fillStyle = "#000";
       const first = Math.floor(view.x0);
       const firstRow = Math.floor(view.y0);
       const count = Math.ceil(PIXELS * view.cellsPerPixel) + 1;
       for (let r = firstRow; r < Math.min(shown.drawn.n, firstRow + count); r++) {
         for (let c = first; c < Math.min(r + 1, first + count); c++) {
-          const v = shown.drawn.table[matrixByte(shown.drawn, r, c)];
+          const byte = matrixByte(shown.drawn, r, c);
+          const v = shown.drawn.table[byte];
+          ctx.fillStyle = textColorOn(lutColor(shown.lut, byte));
           ctx.fillText(v.toFixed(2), toPx(c, view.x0) + 2, toPx(r, view.y0) + pxPerCell / 2 + 3);
         }
       }
@@ -555,7 +599,8 @@ export class AttentionMatrixView implements View {
     const top = 110;
     const prims: Prim[] = [];
     const rgba = new Uint8ClampedArray(size * size * 4);
-    paintMatrix(rgba, size, shown.pyramid, view, shown.lut);
+    const lut = shown.scale.tableColors(shown.drawn.table, GAMMA); // on the export's page
+    paintMatrix(rgba, size, shown.pyramid, view, lut, maskedColor());
     prims.push({ t: "raster", x: left, y: top, w: size, h: size, width: size, height: size, rgba });
     prims.push({ t: "rect", x: left, y: top, w: size, h: size, stroke: "#999", lw: 0.5 });
     const range = selectionTokenRange(this.store.get("selection"), this.store.get("statement_layout"));
@@ -572,9 +617,10 @@ export class AttentionMatrixView implements View {
       const count = Math.ceil(size * view.cellsPerPixel) + 1;
       for (let r = firstRow; r < Math.min(shown.drawn.n, firstRow + count); r++)
         for (let c = first; c < Math.min(r + 1, first + count); c++) {
-          const v = shown.drawn.table[matrixByte(shown.drawn, r, c)];
-          const t = shown.scale.position(v) ** GAMMA;
-          prims.push({ t: "text", x: left + (c - view.x0 + 0.5) * pxPerCell, y: top + (r - view.y0 + 0.5) * pxPerCell + 3, text: v.toFixed(2), size: 9, anchor: "middle", fill: t > 0.55 ? "#fff" : INK });
+          const byte = matrixByte(shown.drawn, r, c);
+          const v = shown.drawn.table[byte];
+          const fill = textColorOn(lutColor(lut, byte)) === "#fff" ? "#fff" : INK;
+          prims.push({ t: "text", x: left + (c - view.x0 + 0.5) * pxPerCell, y: top + (r - view.y0 + 0.5) * pxPerCell + 3, text: v.toFixed(2), size: 9, anchor: "middle", fill });
         }
     }
     for (const l of this.axisLabels(view.y0, size, 11)) {

@@ -67,9 +67,10 @@ export class PredictionPanel implements View {
     this.paint();
   }
 
-  /** The menu of modes, as Python listed them (the title says what each does). */
-  private modeOptions(): { value: AblationMode; label: string }[] {
-    return this.store.get("catalogue").modes.map((m) => ({ value: m.name, label: m.name }));
+  /** The menu of modes, as Python listed them (the title says what each does); a mode
+   * Python cannot apply here is greyed, with its reason as the option's title. */
+  private modeOptions(): { value: AblationMode; label: string; disabledReason: string }[] {
+    return this.store.get("catalogue").modes.map((m) => ({ value: m.name, label: m.name, disabledReason: m.disabled_reason }));
   }
 
   private label(a: Ablation): string {

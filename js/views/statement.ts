@@ -3,7 +3,7 @@
 // selection. Click selects a span, shift-click or drag selects a range of spans.
 
 import { DIRECTION_WORDS, joinCaption, stateCaption } from "../caption";
-import { ColorScale, css, formatValue, sequential, textColorOn } from "../colors";
+import { ColorScale, css, divergingBar, formatValue, rampWords, sequential, textColorOn } from "../colors";
 import { el, listen, ownKeys, select, setFlag } from "../dom";
 import { frame, INK, MUTED, type Figure, type Prim } from "../export";
 import { statementLines, aggregateToSpans } from "../layout";
@@ -277,14 +277,15 @@ export class StatementView implements View {
     // Scale over the spans outside the selection (a selection attending to itself would
     // otherwise wash out everything else).
     const others = Array.from(values).filter((_, i) => !isSpanSelected(sel, i));
-    const scale = new ColorScale(others, false);
+    // The difference run (ablated − clean) is signed: diverging colours around 0.
+    const scale = new ColorScale(others, this.store.attentionRun === "difference");
     this.scale = scale;
     values.forEach((v, i) => {
       const node = this.spanEls[i];
       if (!node) return;
       const rgb = scale.rgb(v);
       // Next to no attention: no box at all (the page's own colours, light or dark theme).
-      const faint = scale.position(v) < 0.02;
+      const faint = Math.abs(scale.position(v)) < 0.02;
       node.style.backgroundColor = faint ? "" : css(rgb);
       node.style.color = faint ? "" : textColorOn(rgb);
       node.setAttribute("data-value", String(v));
@@ -311,14 +312,24 @@ export class StatementView implements View {
     const scale = this.scale;
     if (!scale) return null;
     const dir = this.store.get("direction");
+    if (scale.signed)
+      return {
+        title: `${DIRECTION_WORDS[dir].menu}: ablated − clean`,
+        unit: "attention mass per span",
+        min: -scale.max,
+        max: scale.max,
+        colorAt: divergingBar,
+        low: "blue = ablated attends less than clean",
+        high: "red = ablated attends more (selected spans excluded from the scale)",
+      };
     return {
       title: DIRECTION_WORDS[dir].menu,
       unit: "attention mass per span",
       min: 0,
       max: scale.max,
       colorAt: sequential,
-      low: "light = less",
-      high: `dark = more attention ${dir === "to" ? "to" : "from"} the selection (selected spans excluded from the scale)`,
+      low: `${rampWords().less} = less`,
+      high: `${rampWords().more} = more attention ${dir === "to" ? "to" : "from"} the selection (selected spans excluded from the scale)`,
     };
   }
 

@@ -365,8 +365,32 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
         timeout_s=30,
     )
     page.wait_for_timeout(500)
+    # the colours start from the dark background: the smallest value is drawn closest to
+    # it, the largest furthest from it (more = stronger contrast), and the legend says so
+    explorer._wait(
+        "return root.getAttribute('data-finwidget-ready') === '1'"
+        " && (root.querySelector('[data-testid=grid-legend] .fw-legend-words')?.textContent ?? '').includes('bright = more');",
+        timeout_s=30,
+    )
+    pairs = explorer._js(
+        "const rgb = (c) => c.match(/\\d+(\\.\\d+)?/g).map(Number).slice(0, 3);"
+        " const bg = rgb(getComputedStyle(root).backgroundColor);"
+        " const far = (c) => { const x = rgb(c); return Math.hypot(x[0] - bg[0], x[1] - bg[1], x[2] - bg[2]); };"
+        " return [...root.querySelectorAll('[data-testid=head-cell]')]"
+        ".filter(c => c.getAttribute('data-value') !== '')"
+        ".map(c => [+c.getAttribute('data-value'), far(getComputedStyle(c).backgroundColor)]);"
+    )
+    pairs.sort()
+    assert len(pairs) > 2, pairs
+    assert pairs[0][1] < pairs[-1][1], ("dark theme: the largest value is not further from the background", pairs)
+    # 8-bit channels: a distance moves by at most sqrt(3) / 2 from rounding, twice that between two cells
+    for (v0, d0), (v1, d1) in itertools.pairwise(pairs):
+        assert v1 == v0 or d1 >= d0 - 3**0.5, ("dark theme: larger value closer to the background", pairs)
     explorer.root.scroll_into_view_if_needed()
     artifacts.shot(explorer.root, "dark-theme")
+    flow = explorer.root.locator("[data-testid=layer-flow-canvas]")
+    flow.scroll_into_view_if_needed()
+    artifacts.shot(flow, "dark-theme-flow")
     violations = _axe(page, explorer)
     artifacts.write("axe-dark.txt", repr(violations))
     assert not violations, violations
