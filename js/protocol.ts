@@ -566,6 +566,7 @@ export interface MeasureInfo {
   description: string;
   direction: "more" | "signed"; // "more": larger is darker; "signed": diverging around 0
   uses_selection: boolean;
+  follows_direction: boolean; // the direction switch ("from" / "to") changes its value
   needs: "attention" | "model" | "sweep";
 }
 
@@ -659,11 +660,13 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
   }
   if (views.has("grid")) {
     const params: Record<string, unknown> = { measure: t.grid_measure };
-    if (measureInfo(t.catalogue, t.grid_measure)?.uses_selection) params.selection = selection;
+    const info = measureInfo(t.catalogue, t.grid_measure);
+    if (info?.uses_selection) params.selection = selection;
+    if (info?.follows_direction) params.direction = t.direction;
     out.push({ lane: "grid", kind: "grid", params });
   }
   if (views.has("flow")) {
-    out.push({ lane: "flow", kind: "flow", params: { selection, ...runParams } });
+    out.push({ lane: "flow", kind: "flow", params: { selection, direction: t.direction, ...runParams } });
   }
   return out;
 }

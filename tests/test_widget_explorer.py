@@ -476,7 +476,8 @@ def test_save_html_embeds_escaped_state_that_reads_back(model, tokenizer, statem
     assert state["traits"]["ablations"] == [{"layer": 1, "head": 0, "mode": "zero"}]
     keys = {r["key"] for r in state["replies"]}
     assert request_key({"kind": "head_matrix", "layer": 0, "head": 0}) in keys
-    assert request_key({"kind": "flow", "selection": [2, 4]}) in keys
+    # the flow carries the direction switch (the widget's default, "from")
+    assert request_key({"kind": "flow", "selection": [2, 4], "direction": "from"}) in keys
     with pytest.raises(ValueError, match=".html"):
         widget.save_html(tmp_path / "explorer.txt")
 

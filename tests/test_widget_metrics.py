@@ -49,16 +49,58 @@ def selections(explorer) -> list[list[int]]:
 
 def test_every_attention_measure_in_the_grid_equals_the_dataframe(explorer):
     session = explorer.session
-    for selection in selections(explorer):
-        table = head_metric_table(session.capture, session.layout, selection=selection or None)
-        assert list(table.columns) == ["layer", "head", *ATTENTION_MEASURES]
-        for name in ATTENTION_MEASURES:
-            grid, _ = session.grid(name, selection)
-            expected = table.pivot(index="layer", columns="head", values=name).to_numpy(dtype=np.float32)
-            assert np.array_equal(grid, expected), (name, selection)
-            reply, buffers = explorer.handle_request({"id": 1, "kind": "grid", "measure": name, "selection": selection})
-            shown = decode_array(reply["arrays"]["values"], buffers).reshape(grid.shape)
-            assert np.all(np.abs(shown - grid) <= np.abs(grid) * F16_RELATIVE + F16_SMALLEST), (name, selection)
+    for direction in ("to", "from"):
+        for selection in selections(explorer):
+            table = head_metric_table(session.capture, session.layout, selection=selection or None, direction=direction)
+            assert list(table.columns) == ["layer", "head", *ATTENTION_MEASURES]
+            for name in ATTENTION_MEASURES:
+                grid, _ = session.grid(name, selection, direction)
+                expected = table.pivot(index="layer", columns="head", values=name).to_numpy(dtype=np.float32)
+                assert np.array_equal(grid, expected), (name, selection, direction)
+                request = {"id": 1, "kind": "grid", "measure": name, "selection": selection, "direction": direction}
+                reply, buffers = explorer.handle_request(request)
+                shown = decode_array(reply["arrays"]["values"], buffers).reshape(grid.shape)
+                assert np.all(np.abs(shown - grid) <= np.abs(grid) * F16_RELATIVE + F16_SMALLEST), (name, selection)
+
+
+def test_the_direction_switch_changes_only_the_measures_that_say_they_follow_it(explorer):
+    session = explorer.session
+    _, number, row = selections(explorer)
+    follow = [m.name for m in HEAD_MEASURES if m.follows_direction]
+    assert follow == ["attention_to_selection"]
+    for name in ATTENTION_MEASURES:
+        for selection in (number, row):
+            changed = not np.array_equal(session.grid(name, selection, "to")[0], session.grid(name, selection, "from")[0])
+            assert changed == head_measure(name).follows_direction, (name, selection)
+        # without a selection both readings are the answer position's attention to the numbers
+        assert np.array_equal(session.grid(name, [], "to")[0], session.grid(name, [], "from")[0]), name
+    # "from": the selection's own rows (entropy reads the same rows), not the answer position's
+    legend_to = session.grid("attention_to_selection", row, "to")[1]
+    legend_from = session.grid("attention_to_selection", row, "from")[1]
+    assert legend_to.startswith("answer position's attention to “") and legend_from.startswith("attention of “")
+    with pytest.raises(InputError, match="direction must be"):
+        head_metric_table(session.capture, session.layout, direction="sideways")
+    reply, _ = explorer.handle_request({"id": 1, "kind": "grid", "measure": "entropy", "direction": "up"})
+    assert not reply["ok"] and "direction" in reply["error"]
+
+
+def test_the_flow_follows_the_direction_switch(explorer):
+    session = explorer.session
+    row = selections(explorer)[2]
+    for direction in ("from", "to"):
+        flow = session.flow(row, direction)
+        mass = session.grid("attention_to_selection", row, direction)[0].mean(axis=-1)
+        assert flow["selection_mass"] == [float(v) for v in mass]
+        reply, _ = explorer.handle_request({"id": 1, "kind": "flow", "selection": row, "direction": direction})
+        assert reply["ok"] and reply["label"] == flow["label"]
+    from_flow, to_flow = session.flow(row, "from"), session.flow(row, "to")
+    assert "look at" in to_flow["label"] and "looks," in from_flow["label"]
+    assert not np.array_equal(from_flow["spread"], to_flow["spread"])
+    # causal: in direction "to", no span before the selection's first token attends to it
+    first = session.layout.spans[row[0]].token_start
+    before = [s.index for s in session.layout.spans if s.token_end <= first]
+    assert before and np.all(to_flow["spread"][:, before] == 0)
+    assert np.all(to_flow["spread"][:, row[0]] > 0)
 
 
 def test_selection_changes_only_the_measures_that_say_they_use_it(explorer):

@@ -155,7 +155,8 @@ def test_valid_requests_are_normalized():
         ({"kind": "flow", "id": 1, "selection": [0, 11]}, "out of range"),
         ({"kind": "flow", "id": 1, "selection": "0:3"}, "must be a list"),
         ({"kind": "flow", "id": 1, "selection": [1, 2, 3]}, "two integers"),
-        ({"kind": "flow", "id": 1, "selection": [], "direction": "to"}, "unknown keys"),
+        ({"kind": "flow", "id": 1, "selection": [], "direction": "up"}, "direction"),
+        ({"kind": "grid", "id": 1, "measure": "attention_to_selection", "direction": "up"}, "direction"),
         (
             {
                 "kind": "token_values",
@@ -267,13 +268,26 @@ def test_requests_for_state_mirror_the_frontend():
         {"kind": "head_matrix", "layer": 1, "head": 3},
         {"kind": "token_values", "scope": "layer", "selection": [2, 4], "direction": "to", "layer": 1},
         {"kind": "grid", "measure": "financial_focus"},
-        {"kind": "flow", "selection": [2, 4]},
+        {"kind": "flow", "selection": [2, 4], "direction": "to"},
     ]
+    # a measure that follows the direction switch carries it, in both directions
+    for direction in ("from", "to"):
+        planned = requests_for_state({**state, "views": ["grid", "flow"], "grid_measure": "attention_to_selection",
+                                      "direction": direction})
+        assert planned == [
+            {"kind": "grid", "measure": "attention_to_selection", "selection": [2, 4], "direction": direction},
+            {"kind": "flow", "selection": [2, 4], "direction": direction},
+        ]
+        for request in planned:
+            assert parse_request({**request, "id": 0}, GEOMETRY).params["direction"] == direction
+    # one that reads the selection but not the switch does not
     state.update(views=["grid"], grid_measure="entropy", selection={})
     assert requests_for_state(state) == [{"kind": "grid", "measure": "entropy", "selection": []}]
     # Every planned request is itself valid.
-    for request in requests_for_state({**state, "views": ["statement", "grid", "matrix", "flow"]}):
-        parse_request({**request, "id": 0}, GEOMETRY)
+    for measure in ("entropy", "attention_to_selection"):
+        for request in requests_for_state({**state, "grid_measure": measure,
+                                           "views": ["statement", "grid", "matrix", "flow"]}):
+            parse_request({**request, "id": 0}, GEOMETRY)
 
 
 def _ts_interface_fields(name: str) -> set[str]:

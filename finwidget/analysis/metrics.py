@@ -57,6 +57,9 @@ from finwidget.statement.layout import StatementLayout
 DIRECTIONS = ("more", "signed")
 #: ``needs`` values: what computes the measure.
 NEEDS = ("attention", "model", "sweep")
+#: The explorer's direction switch: "to" = attention paid *to* the selection, "from" =
+#: attention *from* the selection's tokens (measures with ``follows_direction`` read it).
+SELECTION_DIRECTIONS = ("from", "to")
 
 Selection = tuple[int, int] | None
 MeasureFunction = Callable[[object, StatementLayout, Selection], np.ndarray]
@@ -76,7 +79,11 @@ class HeadMeasure:
         by ``default_what`` without a selection).
     default_what: what ``{what}`` is without a selection.
     needs: ``"attention"`` (``compute`` is set), ``"model"`` or ``"sweep"``.
-    compute: ``(attention source, layout, selection) -> [L, H] float32``.
+    compute: ``(attention source, layout, selection) -> [L, H] float32``; for a measure
+        that follows the direction switch, its "to" reading.
+    compute_from: the "from" reading of a measure that follows the direction switch
+        (``follows_direction`` is then True); None otherwise.
+    legend_from: the legend of the "from" reading (``{what}`` as in ``legend``).
     """
 
     name: str
@@ -89,6 +96,13 @@ class HeadMeasure:
     default_what: str = ""
     needs: str = "attention"
     compute: MeasureFunction | None = None
+    compute_from: MeasureFunction | None = None
+    legend_from: str = ""
+
+    @property
+    def follows_direction(self) -> bool:
+        """Whether the explorer's direction switch ("from" / "to") changes its value."""
+        return self.compute_from is not None
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -97,10 +111,25 @@ class HeadMeasure:
             raise ValueError(f"needs must be one of {NEEDS}, got {self.needs!r}")
         if (self.compute is None) != (self.needs != "attention"):
             raise ValueError(f"{self.name}: attention measures need compute=, the others must not have one")
+        if self.compute_from is not None and not (self.uses_selection and self.legend_from):
+            raise ValueError(f"{self.name}: a measure with compute_from= uses the selection and has legend_from=")
 
-    def legend_for(self, selection_text: str = "") -> str:
-        """The grid's legend for a selection's text ("" = no selection)."""
+    def values(self, source, layout: StatementLayout, selection: Selection = None, direction: str = "to") -> np.ndarray:
+        """``[L, H]`` float32: ``compute`` (or ``compute_from`` for direction "from" when
+        the measure follows the direction switch; other measures ignore ``direction``)."""
+        if direction not in SELECTION_DIRECTIONS:
+            raise InputError(f"direction must be one of {SELECTION_DIRECTIONS}, got {direction!r}")
+        if self.compute is None:
+            raise InputError(f"{self.name} is not computed from attention")
+        if direction == "from" and self.compute_from is not None:
+            return self.compute_from(source, layout, selection)
+        return self.compute(source, layout, selection)
+
+    def legend_for(self, selection_text: str = "", direction: str = "to") -> str:
+        """The grid's legend for a selection's text ("" = no selection) and direction."""
         what = f"“{selection_text}”" if selection_text and self.uses_selection else self.default_what
+        if direction == "from" and self.follows_direction:
+            return self.legend_from.format(what=f"“{selection_text}”" if selection_text else "the answer position")
         return self.legend.format(what=what)
 
     def to_dict(self) -> dict:
@@ -112,6 +141,7 @@ class HeadMeasure:
             "description": self.description,
             "direction": self.direction,
             "uses_selection": self.uses_selection,
+            "follows_direction": self.follows_direction,
             "needs": self.needs,
         }
 
@@ -200,6 +230,14 @@ def attention_to_selection(source, layout: StatementLayout, selection: Selection
     return _per_layer(source, layout, _answer(layout), _mass_on(mask if tokens.size else _statement_numbers(layout)))
 
 
+def attention_from_selection(source, layout: StatementLayout, selection: Selection = None) -> np.ndarray:
+    """``[L, H]``: the attention mass the selection's tokens pay to the statement's numbers,
+    averaged over the selection's tokens (the answer position's without a selection, which
+    equals :func:`attention_to_selection` without a selection). The "from" reading of
+    ``attention_to_selection``: how much the selection itself looks at the numbers."""
+    return _per_layer(source, layout, _queries(layout, selection), _mass_on(_statement_numbers(layout)))
+
+
 def _queries(layout: StatementLayout, selection: Selection) -> np.ndarray:
     tokens = selection_tokens(layout, selection)
     return tokens if tokens.size else _answer(layout)
@@ -234,13 +272,16 @@ HEAD_MEASURES: tuple[HeadMeasure, ...] = (
         name="attention_to_selection",
         label="attention to selection",
         unit="attention mass",
-        description="attention the answer position pays to the selected spans (to all numbers when nothing "
-        "is selected)",
+        description="direction \"to\": attention the answer position pays to the selected spans (to all "
+        "numbers when nothing is selected); direction \"from\": attention the selected tokens pay to the "
+        "statement's numbers",
         direction="more",
         uses_selection=True,
         legend="answer position's attention to {what}",
         default_what="the numbers",
         compute=attention_to_selection,
+        compute_from=attention_from_selection,
+        legend_from="attention of {what} to the statement's numbers",
     ),
     HeadMeasure(
         name="entropy",
@@ -354,7 +395,11 @@ def measure_catalogue() -> list[dict]:
 
 
 def head_metric_table(
-    attention, layout: StatementLayout, names: Iterable[str] | None = None, selection: Sequence[int] | None = None
+    attention,
+    layout: StatementLayout,
+    names: Iterable[str] | None = None,
+    selection: Sequence[int] | None = None,
+    direction: str = "to",
 ) -> pd.DataFrame:
     """One row per (layer, head) held by ``attention``: ``layer``, ``head`` and one column per measure.
 
@@ -364,6 +409,8 @@ def head_metric_table(
         layout: ``read_statement`` of the tokens the model ran.
         names: attention measures to compute (default: every one in ``ATTENTION_MEASURES``).
         selection: ``(start, end)`` span range, as the explorer's selection; None = none.
+        direction: ``"to"`` or ``"from"``, the explorer's direction switch; measures with
+            ``follows_direction`` give their "from" reading for ``"from"``, the others ignore it.
     """
     source = as_attention_source(attention)
     names = list(ATTENTION_MEASURES if names is None else names)
@@ -372,6 +419,8 @@ def head_metric_table(
         if m.needs != "attention":
             where = "decision_pathway(...).heads" if m.needs == "model" else "sweep_heads(...)"
             raise InputError(f"{m.name} is not computed from attention: use {where}")
+    if direction not in SELECTION_DIRECTIONS:
+        raise InputError(f"direction must be one of {SELECTION_DIRECTIONS}, got {direction!r}")
     span_range = cast(Selection, tuple(selection) if selection else None)
     layers = check_layers(source, None)
     frame = pd.DataFrame(
@@ -381,6 +430,5 @@ def head_metric_table(
         }
     )
     for m in measures:
-        assert m.compute is not None  # an attention measure (checked above)
-        frame[m.name] = m.compute(source, layout, span_range)[layers].reshape(-1)
+        frame[m.name] = m.values(source, layout, span_range, direction)[layers].reshape(-1)
     return frame

@@ -80,7 +80,7 @@ def embedded_replies(explorer, heads: str = "focus", max_bytes: int = DEFAULT_MA
         current = {request_key(r) for r in requests}
         selection = selection_param(state["selection"])
         for measure in grid_measures():
-            extra = grid_request(measure, selection)
+            extra = grid_request(measure, selection, state["direction"])
             if request_key(extra) not in current:
                 requests.append(extra)
     out: list[dict] = []

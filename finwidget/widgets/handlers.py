@@ -26,9 +26,9 @@ from finwidget.widgets.protocol import (
 )
 
 
-def grid_fields(explorer, measure: str, selection: list[int]) -> tuple[dict, Payload]:
+def grid_fields(explorer, measure: str, selection: list[int], direction: str = "to") -> tuple[dict, Payload]:
     """The reply fields and payload of one grid measure: values ``[L * H]`` as float16."""
-    values, label = explorer.session.grid(measure, selection)
+    values, label = explorer.session.grid(measure, selection, direction)
     payload = Payload()
     payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
     return {"measure": measure, "label": label}, payload
@@ -74,14 +74,14 @@ def _token_values(explorer, p, send_progress):
 
 
 def _grid(explorer, p, send_progress):
-    return grid_fields(explorer, p["measure"], p["selection"])
+    return grid_fields(explorer, p["measure"], p["selection"], p["direction"])
 
 
 def _flow(explorer, p, send_progress):
     run, views = _runs(explorer, p)
-    flow = views[0].flow(p["selection"])
+    flow = views[0].flow(p["selection"], p["direction"])
     if run == "difference":
-        clean = views[1].flow(p["selection"])
+        clean = views[1].flow(p["selection"], p["direction"])
         flow["spread"] = flow["spread"] - clean["spread"]
         for key in ("selection_mass", "logit_lens"):
             flow[key] = [None if a is None or b is None else a - b for a, b in zip(flow[key], clean[key])]
@@ -97,7 +97,7 @@ def _set_ablations(explorer, p, send_progress):
     fields = {"prediction": prediction, "ablations": p["ablations"]}
     payload = None
     if "grid" in p:
-        grid, payload = grid_fields(explorer, p["grid"], selection_param(explorer.selection))
+        grid, payload = grid_fields(explorer, p["grid"], selection_param(explorer.selection), explorer.direction)
         fields.update(grid)
     return fields, payload
 

@@ -14,8 +14,10 @@ head_matrix       layer, head [, encoding "u8sqrt"|"u8"|"f16"] [, run, ablations
 token_values      scope "focus"|"layer"|"range", selection, direction "from"|"to",
                   layer+head (focus) | layer (layer) | layer_range (range) [, run, ablations]
                   -> values [T]
-grid              measure [, selection] -> values [L * H]
-flow              selection [, run, ablations] -> spread [L, S], selection_mass [L], logit_lens [L]
+grid              measure [, selection, direction] -> values [L * H]  (direction "from"|"to", default
+                  "to": read by measures with follows_direction; the frontend sends it for those)
+flow              selection [, direction, run, ablations] -> spread [L, S], selection_mass [L], logit_lens [L]
+                  (direction "from"|"to", default "from")
 set_ablations     ablations: [{layer, head, mode [, value]}] [, grid] -> prediction [, grid values]
 sweep             mode [, value, layer_range, statements "current"|"all"] -> values [L * H]
                   (change in logit difference for "current", mean |change| over the
@@ -126,7 +128,7 @@ def startup_catalogue(reference: dict | None = None, can_intervene: bool = True)
     - modes: ``{name, takes_value, default_value, needs_reference, needs_source, summary,
       value_symbol, disabled_reason}`` (``explorer_modes``; ``disabled_reason`` is "" for
       a mode the explorer can apply, else why not);
-    - measures: ``{name, label, unit, description, direction, uses_selection, needs}``
+    - measures: ``{name, label, unit, description, direction, uses_selection, follows_direction, needs}``
       (``finwidget.analysis.metrics.measure_catalogue``);
     - views: ``{name, label, lane, column}`` (``VIEWS``);
     - reference: ``{available, name, disabled_reason}``: the set "mean" averages over
@@ -532,6 +534,7 @@ def _parse_grid(p: dict, g: Geometry) -> dict:
     return {
         "measure": _choice(p["measure"], "measure", grid_measures()),
         "selection": _selection(p.get("selection", []), g),
+        "direction": _choice(p.get("direction", "to"), "direction", DIRECTIONS),
     }
 
 
@@ -582,11 +585,15 @@ REQUESTS: dict[str, RequestSchema] = {
         frozenset({"layer", "head", "layer_range", "run", "ablations"}),
         _parse_token_values,
     ),
-    "grid": RequestSchema(frozenset({"measure"}), frozenset({"selection"}), _parse_grid),
+    "grid": RequestSchema(frozenset({"measure"}), frozenset({"selection", "direction"}), _parse_grid),
     "flow": RequestSchema(
         frozenset({"selection"}),
-        frozenset({"run", "ablations"}),
-        lambda p, g: {"selection": _selection(p["selection"], g), **_run_params(p, g)},
+        frozenset({"direction", "run", "ablations"}),
+        lambda p, g: {
+            "selection": _selection(p["selection"], g),
+            "direction": _choice(p.get("direction", "from"), "direction", DIRECTIONS),
+            **_run_params(p, g),
+        },
     ),
     "set_ablations": RequestSchema(frozenset({"ablations"}), frozenset({"grid"}), _parse_set_ablations),
     "sweep": RequestSchema(
@@ -810,11 +817,15 @@ def selection_param(selection: dict) -> list[int]:
     return []
 
 
-def grid_request(measure: str, selection: list[int]) -> dict:
-    """The grid request of ``measure`` (with the selection only if the measure uses it)."""
+def grid_request(measure: str, selection: list[int], direction: str = "to") -> dict:
+    """The grid request of ``measure`` (with the selection only if the measure uses it, and
+    the direction only if it follows the direction switch)."""
+    m = head_measure(measure)
     msg: dict[str, object] = {"kind": "grid", "measure": measure}
-    if head_measure(measure).uses_selection:
+    if m.uses_selection:
         msg["selection"] = selection
+    if m.follows_direction:
+        msg["direction"] = direction
     return msg
 
 
@@ -852,7 +863,7 @@ def requests_for_state(state: dict) -> list[dict]:
         msg.update(run_params)
         out.append(msg)
     if "grid" in views:
-        out.append(grid_request(state["grid_measure"], selection))
+        out.append(grid_request(state["grid_measure"], selection, state["direction"]))
     if "flow" in views:
-        out.append({"kind": "flow", "selection": selection, **run_params})
+        out.append({"kind": "flow", "selection": selection, "direction": state["direction"], **run_params})
     return out

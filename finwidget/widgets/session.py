@@ -193,13 +193,13 @@ class ExplorerSession:
         return values, ("sum" if direction == "from" else "mean"), label
 
     # ------------------------------------------------------------------ grid measures
-    def grid(self, measure: str, selection: list[int]) -> tuple[np.ndarray, str]:
-        """``([L, H] float32, legend)`` of one measure of :mod:`finwidget.analysis.metrics`."""
+    def grid(self, measure: str, selection: list[int], direction: str = "to") -> tuple[np.ndarray, str]:
+        """``([L, H] float32, legend)`` of one measure of :mod:`finwidget.analysis.metrics`
+        (``direction`` "from" | "to" read by measures with ``follows_direction``)."""
         m = head_measure(measure)
         if m.needs == "attention":
-            assert m.compute is not None, "a measure that needs attention has a compute function"
-            values = m.compute(self.capture, self.layout, _span_range(selection))
-            return values, m.legend_for(self.selection_text(selection))
+            values = m.values(self.capture, self.layout, _span_range(selection), direction)
+            return values, m.legend_for(self.selection_text(selection), direction)
         return self.head_readout(m)
 
     def head_readout(self, measure: HeadMeasure) -> tuple[np.ndarray, str]:
@@ -211,15 +211,17 @@ class ExplorerSession:
         raise _needs_model("the logit lens")
 
     # ------------------------------------------------------------------ flow
-    def flow(self, selection: list[int]) -> dict:
-        """The layer flow of the selection: where its attention goes in every layer.
+    def flow(self, selection: list[int], direction: str = "from") -> dict:
+        """The layer flow of the selection: where its attention goes (direction "from") or
+        where the attention it receives comes from (direction "to"), in every layer.
 
         Returns ``{"spread": [L, S] float32, "selection_mass": [L] float | None,
-        "logit_lens": L floats (None where unavailable), "label": str}``: per layer, the
-        selection's attention rows (the answer position's without a selection) summed
-        per span and averaged over the layer's heads; the grid's
-        ``attention_to_selection`` averaged over the layer's heads; the logit-lens logit
-        difference after the layer.
+        "logit_lens": L floats (None where unavailable), "label": str}``: per layer,
+        "from": the selection's attention rows (the answer position's without a selection)
+        summed per span, "to": the attention every token pays to the selection, averaged
+        over each span's tokens (as the statement view's "to"), both averaged over the
+        layer's heads; the grid's ``attention_to_selection`` in the same direction averaged
+        over the layer's heads; the logit-lens logit difference after the layer.
 
         Only query rows of the selection are computed (``[H, |selection|, T]`` per layer),
         never a full ``T x T`` matrix, so this stays fast on long statements.
@@ -230,12 +232,21 @@ class ExplorerSession:
         queries = tokens if tokens.size else np.asarray([self.answer_position])
         spread = np.zeros((self.num_layers, self.layout.num_spans), dtype=np.float32)
         heads = list(range(self.num_heads))
+        if direction == "to":
+            tokens_per_span = aggregate_to_spans(np.ones(self.seq_len, dtype=np.float32), self.layout)
         for layer in self.layers:
-            per_token = self._from_rows(layer, heads, queries).mean(axis=0)
-            spread[layer] = aggregate_to_spans(per_token, self.layout)
-        mass, _ = self.grid("attention_to_selection", selection)
+            if direction == "from":
+                per_token = self._from_rows(layer, heads, queries).mean(axis=0)
+                spread[layer] = aggregate_to_spans(per_token, self.layout)
+            else:
+                per_token = self._to_columns(layer, heads, queries).mean(axis=0)
+                spread[layer] = aggregate_to_spans(per_token, self.layout) / np.maximum(tokens_per_span, 1)
+        mass, _ = self.grid("attention_to_selection", selection, direction)
         who = f"“{self.selection_text(selection)}”" if tokens.size else "the answer position"
-        label = f"where {who} looks, layer by layer (mean over heads)"
+        if direction == "from":
+            label = f"where {who} looks, layer by layer (mean over heads)"
+        else:
+            label = f"which spans look at {who}, layer by layer (mean over heads)"
         try:
             lens = [float(v) for v in self.logit_lens()]
         except AnalysisUnavailable as err:

@@ -156,6 +156,33 @@ describe("requestsForState", () => {
     const t2 = makeTraits({ views: ["statement"], settings: { ...makeTraits().settings, statement_heads: "range" } });
     expect(requestsForState(t2)[0].params).toEqual({ scope: "range", selection: [], direction: "from", layer_range: [0, 2] });
   });
+
+  it("the grid (for a measure that follows the switch) and the flow carry the direction switch", () => {
+    for (const direction of ["from", "to"] as const) {
+      const t = makeTraits({ views: ["grid", "flow"], grid_measure: "attention_to_selection", direction, selection: { start: 1, end: 3 } });
+      expect(requestsForState(t)).toEqual([
+        { lane: "grid", kind: "grid", params: { measure: "attention_to_selection", selection: [1, 3], direction } },
+        { lane: "flow", kind: "flow", params: { selection: [1, 3], direction } },
+      ]);
+    }
+    // a measure that reads the selection but not the switch: no direction in its request
+    const e = makeTraits({ views: ["grid"], grid_measure: "entropy", direction: "to", selection: { start: 1, end: 3 } });
+    expect(requestsForState(e)[0].params).toEqual({ measure: "entropy", selection: [1, 3] });
+  });
+
+  it("switching the direction re-asks the grid and the flow", async () => {
+    const { model, root } = await mount();
+    await answerAll(model);
+    model.sent = [];
+    const menu = q(root, '[data-testid="direction"]') as HTMLSelectElement;
+    menu.value = menu.value === "from" ? "to" : "from";
+    menu.dispatchEvent(new Event("change"));
+    await new Promise((r) => setTimeout(r, 40));
+    const kinds = model.sent.map((s) => s.msg.kind);
+    expect(kinds).toContain("grid");
+    expect(kinds).toContain("flow");
+    expect(model.sent.find((s) => s.msg.kind === "flow")!.msg.direction).toBe(menu.value);
+  });
 });
 
 describe("readiness", () => {
@@ -208,7 +235,7 @@ describe("the lists come from Python's catalogue", () => {
       ...CATALOGUE,
       measures: [
         ...CATALOGUE.measures,
-        { name: "novel", label: "a novel measure", unit: "u", description: "new", direction: "more" as const, uses_selection: true, needs: "attention" as const },
+        { name: "novel", label: "a novel measure", unit: "u", description: "new", direction: "more" as const, uses_selection: true, follows_direction: false, needs: "attention" as const },
       ],
     };
     const { root } = await mount({ catalogue });

@@ -71,11 +71,11 @@ export const CATALOGUE: Catalogue = {
     { name: "scale", takes_value: true, default_value: 0, needs_reference: false, needs_source: false, summary: "multiplied", value_symbol: "×", disabled_reason: "" },
   ],
   measures: [
-    { name: "attention_to_selection", label: "attention to selection", unit: "attention mass", description: "to the selection", direction: "more", uses_selection: true, needs: "attention" },
-    { name: "entropy", label: "entropy", unit: "fraction of uniform", description: "normalized entropy", direction: "more", uses_selection: true, needs: "attention" },
-    { name: "financial_focus", label: "financial focus", unit: "attention mass", description: "financial terms", direction: "more", uses_selection: false, needs: "attention" },
-    { name: "direct_logit_diff", label: "direct logit-diff contribution", unit: "logits", description: "direct", direction: "signed", uses_selection: false, needs: "model" },
-    { name: "ablation_effect", label: "ablation effect", unit: "logits", description: "sweep", direction: "signed", uses_selection: false, needs: "sweep" },
+    { name: "attention_to_selection", label: "attention to selection", unit: "attention mass", description: "to the selection", direction: "more", uses_selection: true, follows_direction: true, needs: "attention" },
+    { name: "entropy", label: "entropy", unit: "fraction of uniform", description: "normalized entropy", direction: "more", uses_selection: true, follows_direction: false, needs: "attention" },
+    { name: "financial_focus", label: "financial focus", unit: "attention mass", description: "financial terms", direction: "more", uses_selection: false, follows_direction: false, needs: "attention" },
+    { name: "direct_logit_diff", label: "direct logit-diff contribution", unit: "logits", description: "direct", direction: "signed", uses_selection: false, follows_direction: false, needs: "model" },
+    { name: "ablation_effect", label: "ablation effect", unit: "logits", description: "sweep", direction: "signed", uses_selection: false, follows_direction: false, needs: "sweep" },
   ],
   views: [
     { name: "prediction", label: "prediction", lane: "ablation", column: "left" },

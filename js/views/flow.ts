@@ -185,7 +185,9 @@ export class LayerFlowView implements View {
     const layout = this.store.get("statement_layout");
     const sel = this.store.get("selection");
     const who = hasSelection(sel) ? `“${selectionLabel(sel, layout)}”` : "the answer position";
-    const title = `Layer flow: where ${who} looks, layer by layer`;
+    const title = this.store.get("direction") === "to"
+      ? `Layer flow: which spans look at ${who}, layer by layer`
+      : `Layer flow: where ${who} looks, layer by layer`;
     if (!flow) return messageFigure(title, "no layer flow yet", caption);
     const L = this.store.get("geometry").num_layers;
     const S = flow.numSpans;

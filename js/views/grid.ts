@@ -20,9 +20,9 @@ export function measureMenuLabel(m: Pick<MeasureInfo, "label" | "description" | 
   return said ? `${m.label} (${rampWords().more} = ${said[1].trim()})` : m.label;
 }
 
-/** Whether a measure's value changes with the direction switch (a field Python may add). */
+/** Whether a measure's value changes with the direction switch. */
 function followsDirection(m: MeasureInfo | undefined): boolean {
-  return !!(m as (MeasureInfo & { follows_direction?: boolean }) | undefined)?.follows_direction;
+  return !!m?.follows_direction;
 }
 
 export class HeadGridView implements View {

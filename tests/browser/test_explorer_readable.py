@@ -243,6 +243,13 @@ def test_explorer_explains_itself(notebook_dir, page, artifacts):
         assert matrix_words in matrix_caption, (direction, matrix_caption)
         legend = explorer.root.locator("[data-testid=statement-legend]").inner_text()
         assert f"attention {direction} the selection" in legend, legend
+        # the grid's selection measure and the layer flow obey the same switch
+        explorer._wait(
+            "return root.querySelector('[data-testid=layer-flow] .fw-caption').textContent.includes(arg);",
+            arg="look at" if direction == "to" else "looks,",
+        )
+        assert explorer._js("return root.querySelector('[data-testid=grid-measure]').value;") == "attention_to_selection"
+        assert explorer.root.locator("[data-testid=grid-direction-note]").is_hidden()
         artifacts.shot(explorer.root, f"direction-{direction}")
 
     # every "more" measure: the larger the value, the darker the cell; entropy says dark = diffuse
