@@ -190,3 +190,23 @@ def word_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_setup():
     return build_tiny_setup
+
+
+# ------------------------------------------------------------------ the shipped demo model
+@pytest.fixture(scope="module")
+def demo():
+    """``(model, tokenizer, EarningsTask)`` of the shipped demo model, loaded once per module
+    (a module that defines its own ``demo`` fixture keeps it)."""
+    from finwidget.demo import load_demo_model
+    from finwidget.task import EarningsTask
+
+    model, tokenizer = load_demo_model()
+    return model, tokenizer, EarningsTask(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def text():
+    """One demo statement's text (seed 3)."""
+    from finwidget.demo import make_statements
+
+    return make_statements(1, seed=3)[0].text

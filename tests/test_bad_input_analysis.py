@@ -13,20 +13,7 @@ from bad_input_common import accepted, refused
 from finwidget.analysis import head_specialization, prediction_attention
 from finwidget.analysis.analyzer import FinancialAttentionAnalyzer
 from finwidget.capture import capture_attention
-from finwidget.demo import load_demo_model, make_statements
 from finwidget.errors import InputError, LocationError, LocationTypeError
-from finwidget.task import EarningsTask
-
-
-@pytest.fixture(scope="module")
-def demo():
-    model, tokenizer = load_demo_model()
-    return model, tokenizer, EarningsTask(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def text():
-    return make_statements(1, seed=3)[0].text
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,8 @@ import torch
 from bad_input_common import accepted, refused
 
 from finwidget.capture import capture_attention
-from finwidget.demo import load_demo_model, make_statements
+from finwidget.demo import make_statements
 from finwidget.errors import CaptureStateError, InputError, LocationError, LocationTypeError
-from finwidget.task import EarningsTask
-
-
-@pytest.fixture(scope="module")
-def demo():
-    model, tokenizer = load_demo_model()
-    return model, tokenizer, EarningsTask(tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from bad_input_common import accepted, refused
 
-from finwidget.demo import load_demo_model, make_statements
+from finwidget.demo import make_statements
 from finwidget.errors import InputError, LocationError, LocationTypeError, NonFiniteError
 from finwidget.interventions import (
     AttentionInterventions,
@@ -23,13 +23,6 @@ from finwidget.interventions import (
     attribution_patching,
     sweep_heads,
 )
-from finwidget.task import EarningsTask
-
-
-@pytest.fixture(scope="module")
-def demo():
-    model, tokenizer = load_demo_model()
-    return model, tokenizer, EarningsTask(tokenizer)
 
 
 @pytest.fixture(scope="module")

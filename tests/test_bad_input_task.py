@@ -10,21 +10,9 @@ import pytest
 import torch
 from bad_input_common import accepted, refused
 
-from finwidget.demo import load_demo_model, make_statements
+from finwidget.demo import load_demo_model
 from finwidget.errors import AnswerWordError, InputError, NonFiniteError
 from finwidget.task import EarningsTask, predict
-
-
-@pytest.fixture(scope="module")
-def demo():
-    model, tokenizer = load_demo_model()
-    return model, tokenizer, EarningsTask(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def text():
-    return make_statements(1, seed=3)[0].text
-
 
 CASES = [
     ("task a string", lambda m, k, t, x: predict(m, k, x, task="earnings"), InputError, "EarningsTask"),
