@@ -218,3 +218,29 @@ export function formatValue(v: number | null | undefined): string {
   if (a >= 10) return v.toFixed(1);
   return v.toFixed(3);
 }
+
+/**
+ * How the circuit view draws an edge of each composition channel: a colour that reads on
+ * the page's background (Okabe-Ito hues, apart from the nodes' blue/red) and a dash
+ * pattern, so the channel shows without colour too.
+ */
+export function channelStyle(channel: "q" | "k" | "v" | "direct" | "reads"): { color: string; dash: number[] } {
+  const dark = isDarkBackground();
+  switch (channel) {
+    case "q":
+      return { color: dark ? "#f0b030" : "#d08a00", dash: [] };
+    case "k":
+      return { color: dark ? "#3cc8a0" : "#009e73", dash: [6, 3] };
+    case "v":
+      return { color: dark ? "#e592c4" : "#b4588f", dash: [2, 3] };
+    case "direct":
+      return { color: dark ? "#d8d8d8" : "#444444", dash: [] };
+    default:
+      return { color: dark ? "#7fc4f0" : "#3f8fc9", dash: [9, 3, 2, 3] };
+  }
+}
+
+/** Ink for labels and outlines on the page's background. */
+export function inkColor(): string {
+  return isDarkBackground() ? "#dddddd" : "#333333";
+}

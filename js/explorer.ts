@@ -7,6 +7,7 @@ import { el } from "./dom";
 import { exportControls } from "./export_controls";
 import type { ViewInfo, ViewName } from "./protocol";
 import type { ExplorerStore } from "./store";
+import { CircuitView } from "./views/circuit";
 import { HeadGridView } from "./views/grid";
 import { AttentionMatrixView } from "./views/matrix";
 import { LayerFlowView } from "./views/flow";
@@ -22,6 +23,7 @@ const MAKE: Record<ViewName, (store: ExplorerStore) => View> = {
   matrix: (store) => new AttentionMatrixView(store),
   flow: (store) => new LayerFlowView(store),
   prediction: (store) => new PredictionPanel(store),
+  circuit: (store) => new CircuitView(store),
 };
 
 /**
@@ -129,7 +131,7 @@ export function mountExplorer(store: ExplorerStore, host: HTMLElement): () => vo
     update();
     queueMicrotask(update);
   };
-  const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations"] as const).map((t) =>
+  const offs = (["status", "matrix", "tokens", "grid", "flow", "prediction", "ablations", "circuit"] as const).map((t) =>
     store.on(t, afterViews),
   );
   if (store.offline) {

@@ -28,7 +28,8 @@ export type RequestKind =
   | "set_ablations"
   | "sweep"
   | "cancel_sweep"
-  | "png";
+  | "png"
+  | "circuit";
 
 export type Encoding = "f16" | "f32" | "u8" | "u8sqrt";
 
@@ -624,7 +625,7 @@ export interface StatementEntry {
 
 // ---------------------------------------------------------------- state -> requests
 export interface PlannedRequest {
-  lane: "matrix" | "tokens" | "grid" | "flow";
+  lane: "matrix" | "tokens" | "grid" | "flow" | "circuit";
   kind: RequestKind;
   params: Record<string, unknown>;
 }
@@ -667,6 +668,10 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
   }
   if (views.has("flow")) {
     out.push({ lane: "flow", kind: "flow", params: { selection, direction: t.direction, ...runParams } });
+  }
+  if (views.has("circuit")) {
+    // The clean run's circuit, first-order (the view's "exact" button asks for path patching).
+    out.push({ lane: "circuit", kind: "circuit", params: { method: "attribution" } });
   }
   return out;
 }

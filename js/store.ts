@@ -23,6 +23,7 @@ import {
   type QuantizedMatrix,
   type Reply,
 } from "./protocol";
+import { parseCircuit, type CircuitGraph, type CircuitMethod } from "./circuit";
 
 export type Topic =
   | "focus"
@@ -42,7 +43,8 @@ export type Topic =
   | "hover"
   | "statement"
   | "run"
-  | "history";
+  | "history"
+  | "circuit";
 
 export interface MatrixData {
   layer: number;
@@ -129,6 +131,8 @@ export class ExplorerStore {
   tokens: TokenValuesData | null = null;
   grid: GridData | null = null;
   flow: FlowData | null = null;
+  /** The statement's circuit (the circuit view's data), or null until it arrives. */
+  circuit: CircuitGraph | null = null;
   /** Ablation set sent to the kernel and not yet answered (shown optimistically). */
   pendingAblations: Ablation[] | null = null;
   /** Prediction and ablation set from the newest ablation reply (until Python changes the traits). */
@@ -189,6 +193,7 @@ export class ExplorerStore {
     const onLayout = () => {
       this.requestedKeys.clear();
       this.matrix = this.tokens = this.grid = this.flow = null;
+      this.circuit = null;
       this.runLabels.clear();
       this.hoverSpan = null;
       this.emit("statement");
@@ -386,8 +391,20 @@ export class ExplorerStore {
         logitLens: (reply.logit_lens as number[]) ?? [],
         label: String(reply.label ?? ""),
       };
+    } else if (lane === "circuit") {
+      this.circuit = parseCircuit(reply.graph);
     }
     this.emit(lane === "tokens" ? "tokens" : lane);
+  }
+
+  /** Ask for the statement's circuit found with `method` (the circuit view's "exact" button);
+   * the reply replaces the circuit shown. */
+  requestCircuit(method: CircuitMethod): void {
+    const plan: PlannedRequest = { lane: "circuit", kind: "circuit", params: { method } };
+    const key = requestKey({ kind: plan.kind, ...plan.params });
+    this.requestedKeys.set(plan.lane, key);
+    this.emit("circuit");
+    void this.fetch(plan, key);
   }
 
   /** Ask the kernel for the prediction under `next` (shown as pending until it answers). */

@@ -21,6 +21,7 @@ from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
 from finwidget.widgets.protocol import (
     EXPLORER_MODES,
+    DEFAULT_VIEW_NAMES,
     READ_ONLY_STATE,
     VIEW_NAMES,
     ExplorerState,
@@ -103,7 +104,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             with a picker and previous/next, and sweeps over all of them.
         task: an :class:`~finwidget.task.EarningsTask` (default ``EarningsTask(tokenizer)``).
         views: which views to show, any of ``"prediction", "statement", "grid", "matrix",
-            "flow"`` (default: all).
+            "flow", "circuit"`` (default: all but ``"circuit"``, which finds the statement's
+            circuit and so runs the model several times: ask for it by name).
         focus: ``(layer, head)`` to focus first (default: layer 0, head 0).
         selection: ``(start, end)`` span range to select first (default: none).
         reference: statements (or an encoded batch, or recorded ``HeadOutputs``) whose
@@ -237,7 +239,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         """
         session = RecordedSession(attention, layout, prediction=prediction, model_name=model_name)
         if views is None:
-            views = [v for v in VIEW_NAMES if v != "prediction" or prediction is not None]
+            views = [v for v in DEFAULT_VIEW_NAMES if v != "prediction" or prediction is not None]
         return cls.for_session(session, views=views, focus=focus, selection=selection, **kwargs)
 
     def _on_ablations(self, change):

@@ -136,8 +136,13 @@ def _png(explorer, p, send_progress):
     return {"bytes": len(explorer.last_png)}, None
 
 
+def _circuit(explorer, p, send_progress):
+    """The statement's circuit (``CircuitGraph.to_json()``) as the ``graph`` field (JSON, no arrays)."""
+    return {"method": p["method"], "graph": explorer.session.circuit(p["method"])}, None
+
+
 #: request kinds that run the model (one at a time: see ``handle_request``)
-MODEL_KINDS = frozenset({"set_ablations", "sweep"})
+MODEL_KINDS = frozenset({"set_ablations", "sweep", "circuit"})
 
 #: request kind -> its handler
 HANDLERS = {
@@ -149,6 +154,7 @@ HANDLERS = {
     "sweep": _sweep,
     "cancel_sweep": _cancel_sweep,
     "png": _png,
+    "circuit": _circuit,
 }
 
 

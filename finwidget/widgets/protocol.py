@@ -24,6 +24,9 @@ sweep             mode [, value, layer_range, statements "current"|"all"] -> val
                   statements for "all"; NaN outside layer_range); progress messages
 cancel_sweep      (nothing) -> the running sweep stops at its next head ("cancelled" reply)
 png               view, data_url -> stored on the widget (``explorer.last_png``)
+circuit           [method "attribution"|"path_patching"] -> graph: the statement's circuit as
+                  ``CircuitGraph.to_json()`` (finwidget.circuits.find_circuit; default
+                  "attribution", the first-order estimate; needs the model)
 ================  ===========================================================================
 
 ``run`` ("clean" | "ablated" | "difference", default "clean") says which run the
@@ -99,8 +102,17 @@ VIEWS = (
     {"name": "grid", "label": "grid", "lane": "grid", "column": "right"},
     {"name": "matrix", "label": "matrix", "lane": "matrix", "column": "right"},
     {"name": "flow", "label": "flow", "lane": "flow", "column": "right"},
+    {"name": "circuit", "label": "circuit", "lane": "circuit", "column": "right"},
 )
 VIEW_NAMES = tuple(v["name"] for v in VIEWS)
+#: views shown only when asked for (``views=[..., "circuit"]``): finding a circuit runs the
+#: model several times per statement, so the default explorer does not pay for it
+OPT_IN_VIEWS = ("circuit",)
+#: what an explorer shows when ``views`` is not given
+DEFAULT_VIEW_NAMES = tuple(name for name in VIEW_NAMES if name not in OPT_IN_VIEWS)
+#: how the circuit view's graph is found: the first-order estimate (attribution patching,
+#: the default) or exact path patching (one patched run per edge: slower)
+CIRCUIT_METHODS = ("attribution", "path_patching")
 
 
 def explorer_modes() -> list[dict]:
@@ -601,6 +613,11 @@ REQUESTS: dict[str, RequestSchema] = {
     ),
     "cancel_sweep": RequestSchema(frozenset(), frozenset(), lambda p, g: {}),
     "png": RequestSchema(frozenset({"view", "data_url"}), frozenset(), _parse_png),
+    "circuit": RequestSchema(
+        frozenset(),
+        frozenset({"method"}),
+        lambda p, g: {"method": _choice(p.get("method", "attribution"), "method", CIRCUIT_METHODS)},
+    ),
 }
 REQUEST_KINDS = tuple(REQUESTS)
 
@@ -732,7 +749,7 @@ class ExplorerState(traitlets.HasTraits):
     ablations = Checked([], lambda v, g: _prefixed("ablations", validate_ablations, v, g))
     settings = Checked(dict(DEFAULT_SETTINGS), _check_settings)
     prediction = traitlets.Dict({}, read_only=True).tag(sync=True)
-    views = Checked(list(VIEW_NAMES), _check_views)
+    views = Checked(list(DEFAULT_VIEW_NAMES), _check_views)
     sweep_done = traitlets.Bool(False, read_only=True).tag(sync=True)
     attention_run = Checked("clean", lambda v, g: _choice(v, "attention_run", ATTENTION_RUNS))
     statements = traitlets.List([]).tag(sync=True)
@@ -866,4 +883,7 @@ def requests_for_state(state: dict) -> list[dict]:
         out.append(grid_request(state["grid_measure"], selection, state["direction"]))
     if "flow" in views:
         out.append({"kind": "flow", "selection": selection, "direction": state["direction"], **run_params})
+    if "circuit" in views:
+        # The clean run's circuit, first-order (the view's "exact" button asks for path patching).
+        out.append({"kind": "circuit", "method": "attribution"})
     return out

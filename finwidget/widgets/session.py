@@ -309,6 +309,17 @@ class ExplorerSession:
         return f"difference: ablated ({what}) minus clean"
 
 
+    # ------------------------------------------------------------------ circuit
+    def circuit(self, method: str = "attribution") -> dict:
+        """The statement's circuit as ``CircuitGraph.to_json()``; a recorded session has no
+        model to patch, so it says why it cannot."""
+        raise AnalysisUnavailable(
+            "the circuit view needs the model: finding which heads feed which patches the "
+            "model's runs, and this explorer only shows recorded attention; use "
+            "AttentionExplorer(model, tokenizer, text, views=[..., 'circuit'])"
+        )
+
+
 class RecordedSession(ExplorerSession):
     """A session that only *shows* attention already recorded (no model: no ablations,
     no logit lens, no direct contributions).
@@ -418,6 +429,7 @@ class ModelSession(ExplorerSession):
         self.sweeps = sweeps if sweeps is not None else SweepResults()
         self._ablated: dict[str, ExplorerSession] = {}
         self._predictions: dict[str, dict] = {}
+        self._circuits: dict[str, dict] = {}  # method -> CircuitGraph.to_json()
         self.sweep_table = None  # DataFrame of the last sweep (interventions.sweep columns)
         self.sweep_label: str | None = None
 
@@ -550,6 +562,18 @@ class ModelSession(ExplorerSession):
         while len(self._ablated) > self.ABLATED_CAPTURES_KEPT:
             self._ablated.pop(next(iter(self._ablated)))
         return view
+
+    def circuit(self, method: str = "attribution") -> dict:
+        """The statement's circuit (``finwidget.circuits.find_circuit`` with ``method``) as
+        ``CircuitGraph.to_json()``, found once per method. "mean" ablation in it uses the
+        explorer's reference set when there is one, else find_circuit's own default."""
+        if method not in self._circuits:
+            from finwidget.circuits import find_circuit
+
+            reference = self.reference_set.outputs if self.reference_set.available else None
+            graph = find_circuit(self.model, self.task, self.text, reference=reference, method=method)
+            self._circuits[method] = graph.to_json()
+        return self._circuits[method]
 
     def _ablated_capture(self, ablations: list[dict]) -> ExplorerSession:
         import copy
