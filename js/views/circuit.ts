@@ -181,7 +181,8 @@ export class CircuitView implements View {
   }
 
   private legend(): LegendSpec | null {
-    return this.layout ? headLegend(this.layout.maxHeadEffect) : null;
+    const graph = this.store.circuit;
+    return this.layout && graph ? headLegend(this.layout.maxHeadEffect, this.answerLabel(graph)) : null;
   }
 
   private nodeText(n: CircuitNode, graph: CircuitGraph): string {
@@ -387,7 +388,7 @@ export class CircuitView implements View {
     return frame({
       title,
       body: { width: layout.width, height: y, prims },
-      legend: headLegend(layout.maxHeadEffect),
+      legend: headLegend(layout.maxHeadEffect, this.answerLabel(graph)),
       caption: joinCaption(
         circuitSummary(graph, this.answerLabel(graph)),
         shown.edges.length < shown.totalEdges ? `the ${shown.edges.length} strongest of ${shown.totalEdges} edges` : "",
@@ -409,15 +410,23 @@ function lightChannelStyle(c: CircuitChannel): { color: string; dash: number[] }
   return withRampBackground([255, 255, 255], () => channelStyle(c));
 }
 
-/** The colour bar of the heads: signed effect, blue below zero, red above. */
-function headLegend(maxAbs: number): LegendSpec {
+/** The two answers of a metric label "increase - decrease" (null when it names no two). */
+export function answerPair(label: string): [string, string] | null {
+  const parts = label.split(/\s+[-−–]\s+/);
+  return parts.length === 2 && parts[0] && parts[1] ? [parts[0], parts[1]] : null;
+}
+
+/** The colour bar of the heads: signed effect, blue below zero, red above (a head with the
+ * clean metric's sign supports the clean answer). */
+function headLegend(maxAbs: number, answerLabel: string): LegendSpec {
+  const pair = answerPair(answerLabel);
   return {
     title: "head's effect on the logit difference",
     unit: "logits",
     min: -maxAbs,
     max: maxAbs,
     colorAt: (t) => divergingBar(t),
-    low: "blue = lowers it (towards the second answer)",
-    high: "red = raises it · node size = |effect|",
+    low: pair ? `blue = pushes towards '${pair[1]}'` : "blue = lowers it",
+    high: `${pair ? `red = pushes towards '${pair[0]}'` : "red = raises it"} · node size = |effect|`,
   };
 }
