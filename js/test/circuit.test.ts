@@ -213,7 +213,7 @@ describe("the circuit view in the explorer", () => {
     // Ablate mode: a plain click ablates.
     (view.querySelector('[data-testid="circuit-ablate-mode"]') as HTMLButtonElement).click();
     headNode(view, "L2H2").dispatchEvent(new MouseEvent("click", { bubbles: true }));
-    expect(model.sent.filter((s) => s.msg.kind === "set_ablations").at(-1)!.msg.ablations).toEqual([{ layer: 2, head: 2, mode: "zero" }]);
+    expect(model.sent.filter((s) => s.msg.kind === "set_ablations").slice(-1)[0].msg.ablations).toEqual([{ layer: 2, head: 2, mode: "zero" }]);
   });
 
   it("hovering a node or an edge says its effect", async () => {
@@ -240,7 +240,7 @@ describe("the circuit view in the explorer", () => {
     expect(view.querySelector('[data-testid="circuit-message"]')!.textContent).toContain("5 strongest of 7 edges");
     expect(view.querySelector('[data-testid="circuit-node"][data-id="L2H2"]')).toBeNull();
     (view.querySelector('[data-testid="circuit-exact"]') as HTMLButtonElement).click();
-    expect(circuitRequests(model).at(-1)).toEqual(expect.objectContaining({ method: "path_patching" }));
+    expect(circuitRequests(model).slice(-1)[0]).toEqual(expect.objectContaining({ method: "path_patching" }));
     await answerCircuit(model, graphJson("path_patching"));
     expect(view.getAttribute("data-method")).toBe("path_patching");
     expect(view.querySelector('[data-testid="circuit-summary"]')!.textContent).toContain("exact path patching");
