@@ -166,7 +166,7 @@ def test_the_catalogue_describes_every_measure_once():
     assert {"name", "takes_value", "default_value", "needs_reference", "needs_source", "summary"} <= set(
         catalogue["modes"][0]
     )
-    assert [v["name"] for v in catalogue["views"]] == ["prediction", "statement", "grid", "matrix", "flow"]
+    assert [v["name"] for v in catalogue["views"]] == ["prediction", "statement", "grid", "matrix", "flow", "circuit"]
 
 
 def test_head_metric_table_refuses_what_attention_cannot_give(explorer):

@@ -137,7 +137,7 @@ def _png(explorer, p, send_progress):
 
 
 def _circuit(explorer, p, send_progress):
-    """The statement's circuit (``CircuitGraph.to_json()``) as the ``graph`` field (JSON, no arrays)."""
+    """The statement's circuit (``CircuitGraph.to_dict()``) as the ``graph`` field (JSON, no arrays)."""
     return {"method": p["method"], "graph": explorer.session.circuit(p["method"])}, None
 
 

@@ -24,8 +24,8 @@ sweep             mode [, value, layer_range, statements "current"|"all"] -> val
                   statements for "all"; NaN outside layer_range); progress messages
 cancel_sweep      (nothing) -> the running sweep stops at its next head ("cancelled" reply)
 png               view, data_url -> stored on the widget (``explorer.last_png``)
-circuit           [method "attribution"|"path_patching"] -> graph: the statement's circuit as
-                  ``CircuitGraph.to_json()`` (finwidget.circuits.find_circuit; default
+circuit           [method "attribution"|"path_patching"] -> method, graph: the statement's circuit
+                  in ``CircuitGraph.to_json()``'s schema (finwidget.circuits.find_circuit; default
                   "attribution", the first-order estimate; needs the model)
 ================  ===========================================================================
 

@@ -311,7 +311,7 @@ class ExplorerSession:
 
     # ------------------------------------------------------------------ circuit
     def circuit(self, method: str = "attribution") -> dict:
-        """The statement's circuit as ``CircuitGraph.to_json()``; a recorded session has no
+        """The statement's circuit as ``CircuitGraph.to_dict()``; a recorded session has no
         model to patch, so it says why it cannot."""
         raise AnalysisUnavailable(
             "the circuit view needs the model: finding which heads feed which patches the "
@@ -429,7 +429,7 @@ class ModelSession(ExplorerSession):
         self.sweeps = sweeps if sweeps is not None else SweepResults()
         self._ablated: dict[str, ExplorerSession] = {}
         self._predictions: dict[str, dict] = {}
-        self._circuits: dict[str, dict] = {}  # method -> CircuitGraph.to_json()
+        self._circuits: dict[str, dict] = {}  # method -> CircuitGraph.to_dict()
         self.sweep_table = None  # DataFrame of the last sweep (interventions.sweep columns)
         self.sweep_label: str | None = None
 
@@ -565,14 +565,14 @@ class ModelSession(ExplorerSession):
 
     def circuit(self, method: str = "attribution") -> dict:
         """The statement's circuit (``finwidget.circuits.find_circuit`` with ``method``) as
-        ``CircuitGraph.to_json()``, found once per method. "mean" ablation in it uses the
+        ``CircuitGraph.to_dict()`` (the JSON schema of ``to_json()``), found once per method. "mean" ablation in it uses the
         explorer's reference set when there is one, else find_circuit's own default."""
         if method not in self._circuits:
             from finwidget.circuits import find_circuit
 
             reference = self.reference_set.outputs if self.reference_set.available else None
             graph = find_circuit(self.model, self.task, self.text, reference=reference, method=method)
-            self._circuits[method] = graph.to_json()
+            self._circuits[method] = graph.to_dict()
         return self._circuits[method]
 
     def _ablated_capture(self, ablations: list[dict]) -> ExplorerSession:
