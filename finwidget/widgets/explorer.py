@@ -20,8 +20,8 @@ import anywidget
 from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
 from finwidget.widgets.protocol import (
-    EXPLORER_MODES,
     DEFAULT_VIEW_NAMES,
+    EXPLORER_MODES,
     READ_ONLY_STATE,
     VIEW_NAMES,
     ExplorerState,
