@@ -164,6 +164,7 @@ export interface LayoutOptions {
   maxRadius?: number; // largest head (default 13)
   minRadius?: number; // smallest head (default 4)
   allLayersUpTo?: number; // show every layer's column when the model has at most this many (default 16)
+  minColumnGap?: number; // ... and when they are at least this far apart (default 34 px)
 }
 
 /** Where the endpoint of an edge meets its target: Q above the centre, K at it, V below,
@@ -178,14 +179,19 @@ export function layoutCircuit(shown: { nodes: CircuitNode[]; edges: CircuitEdge[
   const labelW = options.labelWidth ?? 120;
   const answerW = options.answerWidth ?? 90;
   const rowGap = options.rowGap ?? 30;
-  const rMax = options.maxRadius ?? 13;
   const rMin = options.minRadius ?? 4;
   const top = 26;
+  const x0 = labelW + 10; // the span column
+  const x1 = width - answerW - 10; // the answer column
   const spans = shown.nodes.filter((n) => n.kind === "span").sort((a, b) => (a.token_range?.[0] ?? 0) - (b.token_range?.[0] ?? 0));
   const heads = shown.nodes.filter((n) => n.kind === "head");
   const answers = shown.nodes.filter((n) => n.kind === "answer");
   const used = new Set(heads.map((n) => n.layer as number));
-  const layers = numLayers <= (options.allLayersUpTo ?? 16) ? [...Array(numLayers).keys()] : [...used].sort((a, b) => a - b);
+  // Every layer when they fit (the columns say where each head sits); else the layers the shown graph uses.
+  const fitsAll = numLayers <= (options.allLayersUpTo ?? 16) && (x1 - x0) / (numLayers + 1) >= (options.minColumnGap ?? 34);
+  const layers = fitsAll ? [...Array(numLayers).keys()] : [...used].sort((a, b) => a - b);
+  const gap = (x1 - x0) / (layers.length + 1);
+  const rMax = Math.max(rMin + 1, Math.min(options.maxRadius ?? 13, gap / 2 - 4));
   const byLayer = new Map<number, CircuitNode[]>();
   for (const n of heads) {
     const list = byLayer.get(n.layer as number) ?? [];
@@ -194,8 +200,6 @@ export function layoutCircuit(shown: { nodes: CircuitNode[]; edges: CircuitEdge[
   }
   const fullest = Math.max(1, spans.length, answers.length, ...[...byLayer.values()].map((l) => l.length));
   const height = Math.max(options.minHeight ?? 180, top + fullest * rowGap + 10);
-  const x0 = labelW + 10; // the span column
-  const x1 = width - answerW - 10; // the answer column
   const columns: CircuitLayout["columns"] = [];
   const nodes = new Map<string, PlacedNode>();
   let maxHead = 0;

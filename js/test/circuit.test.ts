@@ -129,11 +129,11 @@ describe("the circuit graph (pure)", () => {
   it("says the method, the clean value and the faithfulness in words", () => {
     const text = circuitSummary(parseCircuit(graphJson()), "increase - decrease");
     expect(text).toContain("first-order estimate");
-    expect(text).toContain("clean 2.500");
+    expect(text).toContain("clean logit difference (increase − decrease): 2.500");
     expect(text).toContain("keeps 94%");
     expect(text).toContain("removes 97%");
     expect(circuitSummary(parseCircuit(graphJson("path_patching")), "")).toContain("exact path patching");
-    expect(circuitSummary(parseCircuit({ ...graphJson(), faithfulness: null }), "")).toContain("faithfulness not measured");
+    expect(circuitSummary(parseCircuit({ ...graphJson(), faithfulness: null }), "")).toContain("Faithfulness: not measured");
     expect(percent(NaN)).toBe("–");
     expect(answerPair("increase - decrease")).toEqual(["increase", "decrease"]);
     expect(answerPair("answer")).toBeNull();

@@ -34,7 +34,10 @@ const SVG = "http://www.w3.org/2000/svg";
 /** The choices of the "edges shown" menu; "all" keeps every edge the kernel sent. */
 export const EDGE_CHOICES = ["5", "10", "20", "40", "all"] as const;
 export const DEFAULT_EDGES = "20";
-const WIDTH = 600;
+/** The drawing's width when the page gives none (and its bounds otherwise). */
+const WIDTH = 560;
+const MIN_WIDTH = 400;
+const MAX_WIDTH = 760;
 
 function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number> = {}): SVGElementTagNameMap[K] {
   const node = document.createElementNS(SVG, tag);
@@ -58,16 +61,16 @@ function metricWords(metric: string): string {
 
 /** The method and faithfulness line the view writes above the graph. */
 export function circuitSummary(graph: CircuitGraph, answerLabel: string): string {
-  const parts = [
-    `${METHOD_WORDS[graph.method]} of the ${metricWords(graph.metric)}${answerLabel ? ` (${answerLabel})` : ""}: clean ${formatValue(graph.clean_value)}`,
-  ];
+  const pair = answerPair(answerLabel);
+  const metric = `${metricWords(graph.metric)}${pair ? ` (${pair[0]} − ${pair[1]})` : answerLabel ? ` (${answerLabel})` : ""}`;
+  const parts = [`Method: ${METHOD_WORDS[graph.method]} · clean ${metric}: ${formatValue(graph.clean_value)}`];
   const f = graph.faithfulness;
   if (f) {
     parts.push(
-      `faithfulness (${f.mode} ablation): the circuit alone keeps ${percent(f.kept_when_outside_ablated)} of it, ablating the circuit removes ${percent(f.removed_when_circuit_ablated)}`,
+      `Faithfulness (${f.mode} ablation): the circuit alone keeps ${percent(f.kept_when_outside_ablated)} of it; ablating the circuit removes ${percent(f.removed_when_circuit_ablated)}`,
     );
-  } else parts.push("faithfulness not measured");
-  return parts.join(" · ");
+  } else parts.push("Faithfulness: not measured");
+  return parts.join("\n");
 }
 
 export class CircuitView implements View {
@@ -88,6 +91,7 @@ export class CircuitView implements View {
   private drawn = false;
   private maxEdges: string = DEFAULT_EDGES;
   private layout: CircuitLayout | null = null;
+  private drawnWidth = 0;
   private cleanups: (() => void)[] = [];
   readonly toPNG: () => string;
   readonly toSVG: () => string;
@@ -150,6 +154,13 @@ export class CircuitView implements View {
     this.canvas.addEventListener("mouseleave", () => this.tip.hide());
     const draw = () => this.draw();
     for (const topic of ["circuit", "status"] as const) this.cleanups.push(store.on(topic, draw));
+    if (typeof ResizeObserver !== "undefined") {
+      const ro = new ResizeObserver(() => {
+        if (this.store.circuit && Math.abs(this.root.clientWidth - this.drawnWidth) > 4) this.draw();
+      });
+      ro.observe(this.root);
+      this.cleanups.push(() => ro.disconnect());
+    }
     const mark = () => this.mark();
     for (const topic of ["focus", "ablations"] as const) this.cleanups.push(store.on(topic, mark));
     this.draw();
@@ -241,7 +252,11 @@ export class CircuitView implements View {
       return;
     }
     const shown = pruneCircuit(graph, this.maxEdges === "all" ? Infinity : Number(this.maxEdges));
-    const layout = (this.layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width: WIDTH, answerWidth: 110 }));
+    // As wide as the view's column (text stays at its size), redrawn when that changes.
+    const room = this.root.clientWidth;
+    const width = room > 0 ? Math.max(MIN_WIDTH, Math.min(MAX_WIDTH, room - 8)) : WIDTH;
+    this.drawnWidth = room;
+    const layout = (this.layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width, answerWidth: 84 }));
     this.summary.textContent = circuitSummary(graph, this.answerLabel(graph));
     this.root.setAttribute("data-method", graph.method);
     const notes = [
@@ -308,9 +323,13 @@ export class CircuitView implements View {
         g.append(label);
       } else {
         g.append(svg("rect", { x: p.x - p.r, y: p.y - p.r, width: 2 * p.r, height: 2 * p.r, fill: "none", stroke: ink, "stroke-width": 2, transform: `rotate(45 ${p.x} ${p.y})` }));
-        const label = svg("text", { x: p.x + p.r + 6, y: p.y + 4, "text-anchor": "start", "font-size": 11, fill: ink });
-        label.textContent = shortLabel(n.label ?? "answer", 18);
-        g.append(label);
+        const pair = answerPair(n.label ?? "");
+        const lines = pair ? [pair[0], `− ${pair[1]}`] : [shortLabel(n.label ?? "answer", 14)];
+        lines.forEach((line, i) => {
+          const label = svg("text", { x: p.x + p.r + 5, y: p.y + 4 + (i - (lines.length - 1) / 2) * 13, "text-anchor": "start", "font-size": 11, fill: ink });
+          label.textContent = shortLabel(line, 14);
+          g.append(label);
+        });
       }
       g.addEventListener("mousemove", (ev) => this.tip.show(this.nodeText(n, graph), ev.clientX, ev.clientY));
       this.canvas.append(g);
@@ -350,7 +369,7 @@ export class CircuitView implements View {
     const graph = this.store.circuit;
     if (!graph) return messageFigure(title, this.store.errors.get("circuit") ?? "no circuit yet", caption);
     const shown = pruneCircuit(graph, this.maxEdges === "all" ? Infinity : Number(this.maxEdges));
-    const layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width: WIDTH, answerWidth: 110 });
+    const layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width: WIDTH, answerWidth: 84 });
     const prims: Prim[] = [];
     const focus = this.store.get("focus");
     for (const c of layout.columns) {
@@ -374,7 +393,9 @@ export class CircuitView implements View {
         prims.push({ t: "text", x: p.x - p.r - 5, y: p.y + 4, text: shortLabel(n.label ?? n.id, 20), size: 10, anchor: "end", fill: INK });
       } else {
         prims.push({ t: "rect", x: p.x - p.r, y: p.y - p.r, w: 2 * p.r, h: 2 * p.r, stroke: INK, lw: 2 });
-        prims.push({ t: "text", x: p.x + p.r + 6, y: p.y + 4, text: shortLabel(n.label ?? "answer", 18), size: 10, fill: INK });
+        const pair = answerPair(n.label ?? "");
+        const lines = pair ? [pair[0], `− ${pair[1]}`] : [shortLabel(n.label ?? "answer", 14)];
+        lines.forEach((line, i) => prims.push({ t: "text", x: p.x + p.r + 5, y: p.y + 4 + (i - (lines.length - 1) / 2) * 12, text: shortLabel(line, 14), size: 10, fill: INK }));
       }
     }
     // The channel key under the graph.
