@@ -4,7 +4,8 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { layoutCircuit, parseCircuit, percent, pruneCircuit } from "../circuit";
 import { figureText } from "../export";
-import { requestsForState } from "../protocol";
+import { requestKey, requestsForState } from "../protocol";
+import { mountStatic } from "../widget";
 import { answerPair, circuitSummary, CircuitView } from "../views/circuit";
 import { installCanvasStub } from "./canvas_stub";
 import { answerAll, CATALOGUE, makeTraits, type FakeModel } from "./fake_kernel";
@@ -276,5 +277,25 @@ describe("the circuit view in the explorer", () => {
     const withCircuit = requestsForState({ ...t, views: [...t.views, "circuit"] });
     expect(withCircuit.filter((r) => r.kind === "circuit")).toEqual([{ lane: "circuit", kind: "circuit", params: { method: "attribution" } }]);
   });
-});
 
+  it("an exported page draws the embedded circuit; what needs the kernel is disabled and says why", async () => {
+    const traits = makeTraits({ views: ["grid", "circuit"], catalogue: { ...CATALOGUE, views: [...CATALOGUE.views, CIRCUIT_VIEW] } });
+    // What save_html embeds for the circuit: the reply to the planned request, keyed without its id.
+    const [plan] = requestsForState(traits).filter((r) => r.kind === "circuit");
+    const msg = { kind: plan.kind, ...plan.params };
+    const reply = { kind: "reply", id: 0, request: "circuit", ok: true, method: "attribution", graph: graphJson() };
+    const host = document.createElement("div");
+    document.body.append(host);
+    const unmount = mountStatic(host, { traits, replies: [{ key: requestKey(msg), reply: reply as never, buffers: [] }] });
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+    const view = host.querySelector('[data-testid="circuit-view"]') as HTMLElement;
+    expect(view.getAttribute("data-drawn")).toBe("1");
+    expect(view.querySelectorAll('[data-testid="circuit-node"][data-kind="head"]').length).toBe(4);
+    for (const id of ["circuit-exact", "circuit-ablate-mode"]) {
+      const button = view.querySelector(`[data-testid="${id}"]`) as HTMLButtonElement;
+      expect(button.disabled).toBe(true);
+      expect(button.title).toContain("no kernel");
+    }
+    unmount();
+  });
+});
