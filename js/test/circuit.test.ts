@@ -211,6 +211,14 @@ describe("the circuit view in the explorer", () => {
     store.undo();
     expect(model.sent.filter((s) => s.msg.kind === "set_ablations").map((s) => s.msg.ablations)).toEqual([[]]);
     expect(headNode(view, "L0H1").getAttribute("data-ablated")).toBeNull();
+    // The keyboard does the same: Enter focuses, Shift+Enter ablates.
+    headNode(view, "L2H2").dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    expect(model.traits.focus).toEqual({ layer: 2, head: 2 });
+    headNode(view, "L2H2").dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", shiftKey: true, bubbles: true }));
+    expect(model.sent.filter((s) => s.msg.kind === "set_ablations").slice(-1)[0].msg.ablations).toEqual([{ layer: 2, head: 2, mode: "zero" }]);
+    await answerAll(model);
+    store.undo();
+    await answerAll(model);
     // Ablate mode: a plain click ablates.
     (view.querySelector('[data-testid="circuit-ablate-mode"]') as HTMLButtonElement).click();
     headNode(view, "L2H2").dispatchEvent(new MouseEvent("click", { bubbles: true }));

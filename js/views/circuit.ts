@@ -134,7 +134,7 @@ export class CircuitView implements View {
     this.hint = el("div", { class: "fw-hint", "data-testid": "circuit-hint" });
     this.info = el("div", { class: "fw-hover-info", "data-testid": "circuit-info" });
     this.channels = el("div", { class: "fw-circuit-channels", "data-testid": "circuit-channels" });
-    this.canvas = svg("svg", { class: "fw-circuit-svg", "data-testid": "circuit-svg", role: "img", width: WIDTH, height: 180 });
+    this.canvas = svg("svg", { class: "fw-circuit-svg", "data-testid": "circuit-svg", role: "group", width: WIDTH, height: 180 });
     this.canvas.setAttribute("aria-label", "circuit: line items at the left, one column per layer, the answer at the right; edges run from earlier to later");
     this.root = el("div", { class: "fw-view fw-circuit", "data-testid": "circuit-view" }, [
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Circuit: paths to the answer" }), this.edgesMenu, this.exactButton, this.modeButton]),
@@ -316,6 +316,16 @@ export class CircuitView implements View {
           if (ev.shiftKey || ev.altKey) ev.preventDefault();
         });
         g.addEventListener("click", (ev) => this.click(n.layer as number, n.head as number, ev));
+        // Keyboard: Tab reaches each head; Enter / space focuses it, with Shift ablates / restores it.
+        g.setAttribute("tabindex", "0");
+        g.addEventListener("keydown", (ev) => {
+          if (ev.key !== "Enter" && ev.key !== " ") return;
+          ev.preventDefault();
+          ev.stopPropagation();
+          this.click(n.layer as number, n.head as number, ev);
+        });
+        g.addEventListener("focus", () => this.tip.showAt(this.nodeText(n, graph), g));
+        g.addEventListener("blur", () => this.tip.hide());
       } else if (n.kind === "span") {
         g.append(svg("rect", { x: p.x - p.r, y: p.y - p.r, width: 2 * p.r, height: 2 * p.r, fill: ink }));
         const label = svg("text", { x: p.x - p.r - 5, y: p.y + 4, "text-anchor": "end", "font-size": 11, fill: ink });
