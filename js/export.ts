@@ -142,7 +142,7 @@ function rasterDataUrl(p: Extract<Prim, { t: "raster" }>): string {
 
 // The bundle is embedded in pages saved with save_html, which must hold no address and
 // no tag of their own beyond their scripts: the SVG namespace and root tag are assembled.
-const SVG_NS = ["http:", "", "www.w3.org", "2000", "svg"].join("/");
+export const SVG_NS = ["http:", "", "www.w3.org", "2000", "svg"].join("/");
 const SVG_TAG = ["s", "vg"].join("");
 
 /** The figure as a standalone SVG document. */

@@ -9,7 +9,7 @@ import { joinCaption, stateCaption } from "../caption";
 import { OFFLINE_REASON } from "../controls";
 import { channelStyle, css, diverging, divergingBar, formatValue, inkColor, withRampBackground } from "../colors";
 import { el, select, setFlag } from "../dom";
-import { frame, INK, MUTED, type Figure, type Prim } from "../export";
+import { frame, INK, MUTED, SVG_NS, type Figure, type Prim } from "../export";
 import { shortLabel } from "../layout";
 import { ColorBar, type LegendSpec } from "../legend";
 import {
@@ -30,7 +30,6 @@ import type { ExplorerStore } from "../store";
 import { Tooltip } from "../tooltip";
 import { exportsOf, messageFigure, type View } from "./view";
 
-const SVG = "http://www.w3.org/2000/svg";
 /** The choices of the "edges shown" menu; "all" keeps every edge the kernel sent. */
 export const EDGE_CHOICES = ["5", "10", "20", "40", "all"] as const;
 export const DEFAULT_EDGES = "20";
@@ -40,7 +39,7 @@ const MIN_WIDTH = 400;
 const MAX_WIDTH = 760;
 
 function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number> = {}): SVGElementTagNameMap[K] {
-  const node = document.createElementNS(SVG, tag);
+  const node = document.createElementNS(SVG_NS, tag) as SVGElementTagNameMap[K];
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   return node;
 }
