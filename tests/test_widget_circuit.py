@@ -123,3 +123,16 @@ def test_a_circuit_request_is_refused_while_a_sweep_holds_the_model(explorer):
     finally:
         explorer.model_lock.release()
     assert reply["ok"] is False and "a sweep is running" in reply["error"]
+
+
+def test_a_saved_page_embeds_the_circuit_it_shows(demo, text, monkeypatch):
+    import finwidget.circuits
+    from finwidget.widgets.export import embedded_replies
+
+    model, tokenizer, task = demo
+    widget = AttentionExplorer(model, tokenizer, text, task, views=["grid", "circuit"])
+    monkeypatch.setattr(finwidget.circuits, "find_circuit",
+                        lambda *a, method="attribution", **k: _hand_built_graph(method), raising=False)
+    replies = {r["key"]: r["reply"] for r in embedded_replies(widget)}
+    circuit = replies['{"kind":"circuit","method":"attribution"}']
+    assert circuit["ok"] and circuit["graph"] == _hand_built_graph("attribution").to_dict()
