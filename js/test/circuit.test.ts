@@ -219,6 +219,14 @@ describe("the circuit view in the explorer", () => {
     await answerAll(model);
     store.undo();
     await answerAll(model);
+    // All the shown heads at once: one request, one undo step.
+    (view.querySelector('[data-testid="circuit-ablate-shown"]') as HTMLButtonElement).click();
+    const all = model.sent.filter((s) => s.msg.kind === "set_ablations").slice(-1)[0].msg.ablations as { layer: number; head: number }[];
+    expect(all.map((a) => `L${a.layer}H${a.head}`)).toEqual(["L0H1", "L1H0", "L1H3", "L2H2"]);
+    await answerAll(model);
+    store.undo();
+    await answerAll(model);
+    expect(store.ablations).toEqual([]);
     // Ablate mode: a plain click ablates.
     (view.querySelector('[data-testid="circuit-ablate-mode"]') as HTMLButtonElement).click();
     headNode(view, "L2H2").dispatchEvent(new MouseEvent("click", { bubbles: true }));
@@ -299,7 +307,7 @@ describe("the circuit view in the explorer", () => {
     const view = host.querySelector('[data-testid="circuit-view"]') as HTMLElement;
     expect(view.getAttribute("data-drawn")).toBe("1");
     expect(view.querySelectorAll('[data-testid="circuit-node"][data-kind="head"]').length).toBe(4);
-    for (const id of ["circuit-exact", "circuit-ablate-mode"]) {
+    for (const id of ["circuit-exact", "circuit-ablate-mode", "circuit-ablate-shown"]) {
       const button = view.querySelector(`[data-testid="${id}"]`) as HTMLButtonElement;
       expect(button.disabled).toBe(true);
       expect(button.title).toContain("no kernel");

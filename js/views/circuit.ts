@@ -86,6 +86,7 @@ export class CircuitView implements View {
   private edgesMenu: HTMLSelectElement;
   private exactButton: HTMLButtonElement;
   private modeButton: HTMLButtonElement;
+  private ablateShown: HTMLButtonElement;
   private ablateMode = false;
   private drawn = false;
   private maxEdges: string = DEFAULT_EDGES;
@@ -122,8 +123,16 @@ export class CircuitView implements View {
       title: "when on, a click on a head ablates or restores it instead of focusing it",
     });
     this.modeButton.addEventListener("click", () => this.setAblateMode(!this.ablateMode));
+    this.ablateShown = el("button", {
+      class: "fw-button",
+      type: "button",
+      "data-testid": "circuit-ablate-shown",
+      text: "Ablate the shown heads",
+      title: "ablate every head the graph shows, with the explorer's ablation mode (Undo brings them back)",
+    });
+    this.ablateShown.addEventListener("click", () => this.ablateShownHeads());
     if (store.offline) {
-      for (const b of [this.exactButton, this.modeButton]) {
+      for (const b of [this.exactButton, this.modeButton, this.ablateShown]) {
         b.disabled = true;
         b.title = OFFLINE_REASON;
       }
@@ -136,7 +145,7 @@ export class CircuitView implements View {
     this.canvas = svg("svg", { class: "fw-circuit-svg", "data-testid": "circuit-svg", role: "group", width: WIDTH, height: 180 });
     this.canvas.setAttribute("aria-label", "circuit: line items at the left, one column per layer, the answer at the right; edges run from earlier to later");
     this.root = el("div", { class: "fw-view fw-circuit", "data-testid": "circuit-view" }, [
-      el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Circuit: paths to the answer" }), this.edgesMenu, this.exactButton, this.modeButton]),
+      el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Circuit: paths to the answer" }), this.edgesMenu, this.exactButton, this.modeButton, this.ablateShown]),
       this.summary,
       this.hint,
       this.message,
@@ -184,6 +193,20 @@ export class CircuitView implements View {
     }
     const mode = this.store.get("settings").ablate_mode;
     void this.store.requestAblations(toggleAblation(this.store.ablations, layer, head, mode, this.store.modeValue(mode)));
+  }
+
+  /** Every head the graph shows, ablated at once (added to the current set; one undo step). */
+  private ablateShownHeads(): void {
+    if (!this.layout) return;
+    const mode = this.store.get("settings").ablate_mode;
+    let next = this.store.ablations;
+    for (const p of this.layout.nodes.values()) {
+      const n = p.node;
+      if (n.kind === "head" && !findAblation(next, n.layer as number, n.head as number)) {
+        next = toggleAblation(next, n.layer as number, n.head as number, mode, this.store.modeValue(mode));
+      }
+    }
+    void this.store.requestAblations(next);
   }
 
   private answerLabel(graph: CircuitGraph): string {
