@@ -6,7 +6,7 @@ import { layoutCircuit, parseCircuit, percent, pruneCircuit } from "../circuit";
 import { figureText } from "../export";
 import { requestKey, requestsForState } from "../protocol";
 import { mountStatic } from "../widget";
-import { answerPair, circuitSummary, CircuitView } from "../views/circuit";
+import { answerPair, circuitSummary, cleanAnswer, CircuitView, effectWords } from "../views/circuit";
 import { installCanvasStub } from "./canvas_stub";
 import { answerAll, CATALOGUE, makeTraits, type FakeModel } from "./fake_kernel";
 import { mountOnFakeKernel, unmountAfterEach } from "./mount";
@@ -138,6 +138,13 @@ describe("the circuit graph (pure)", () => {
     expect(percent(NaN)).toBe("–");
     expect(answerPair("increase - decrease")).toEqual(["increase", "decrease"]);
     expect(answerPair("answer")).toBeNull();
+    // Effects are signed to support the clean answer: the words follow the clean sign.
+    const decrease = parseCircuit({ ...graphJson(), clean_value: -10.6 });
+    expect(cleanAnswer(decrease)).toBe("decrease");
+    expect(cleanAnswer(parseCircuit(graphJson()))).toBe("increase");
+    expect(effectWords(0.8, "decrease")).toBe("supports the model's answer 'decrease'");
+    expect(effectWords(-0.2, "")).toBe("works against the model's answer");
+    expect(effectWords(NaN, "x")).toBe("");
   });
 });
 
@@ -189,7 +196,8 @@ describe("the circuit view in the explorer", () => {
     const dash = (c: string) => view.querySelector(`[data-testid="circuit-edge"][data-channel="${c}"] path`)!.getAttribute("stroke-dasharray");
     expect(new Set([dash("q"), dash("k"), dash("v"), dash("reads")]).size).toBe(4);
     const legend = view.querySelector('[data-testid="circuit-legend"]')!;
-    expect(legend.getAttribute("data-high")).toContain("towards 'increase'");
+    expect(legend.getAttribute("data-high")).toContain("red = supports it");
+    expect(legend.textContent).toContain("blue = works against the model's answer ('increase')");
     expect(legend.getAttribute("data-unit")).toBe("logits");
   });
 
@@ -239,7 +247,7 @@ describe("the circuit view in the explorer", () => {
     headNode(view, "L1H3").dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
     const info = () => (document.querySelector('[data-testid="circuit-info"]') as HTMLElement).textContent!;
     expect(info()).toContain("layer 1, head 3");
-    expect(info()).toContain("-0.400");
+    expect(info()).toContain("-0.400 (works against the model's answer 'increase')");
     const edge = view.querySelector('[data-testid="circuit-edge"][data-channel="v"]')!;
     edge.dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
     expect(info()).toContain("L0 H1 → L1 H0 via V");

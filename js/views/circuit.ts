@@ -215,7 +215,7 @@ export class CircuitView implements View {
 
   private legend(): LegendSpec | null {
     const graph = this.store.circuit;
-    return this.layout && graph ? headLegend(this.layout.maxHeadEffect, this.answerLabel(graph)) : null;
+    return this.layout && graph ? headLegend(this.layout.maxHeadEffect, cleanAnswer(graph)) : null;
   }
 
   private nodeText(n: CircuitNode, graph: CircuitGraph): string {
@@ -224,6 +224,7 @@ export class CircuitView implements View {
       return (
         `layer ${n.layer}, head ${n.head} (L${n.layer} H${n.head})\n` +
         `effect on the ${metricWords(graph.metric)}: ${formatValue(n.effect)}` +
+        (effectWords(n.effect, cleanAnswer(graph)) ? ` (${effectWords(n.effect, cleanAnswer(graph))})` : "") +
         (a ? `\nablated (${a.mode})` : "") +
         "\nclick: focus · shift-click: ablate / restore"
       );
@@ -242,7 +243,8 @@ export class CircuitView implements View {
       if (n.kind === "head") return `L${n.layer} H${n.head}`;
       return n.kind === "span" ? `“${n.label ?? id}”` : "answer";
     };
-    return `${name(e.source)} → ${name(e.target)} via ${CHANNEL_SHORT[e.channel]}\neffect: ${formatValue(e.effect)} (${e.exact ? "exact" : "first-order estimate"})`;
+    const words = effectWords(e.effect, cleanAnswer(graph));
+    return `${name(e.source)} → ${name(e.target)} via ${CHANNEL_SHORT[e.channel]}\neffect: ${formatValue(e.effect)}${words ? `, ${words}` : ""} (${e.exact ? "exact" : "first-order estimate"})`;
   }
 
   private showChannels(): void {
@@ -441,7 +443,7 @@ export class CircuitView implements View {
     return frame({
       title,
       body: { width: layout.width, height: y, prims },
-      legend: headLegend(layout.maxHeadEffect, this.answerLabel(graph)),
+      legend: headLegend(layout.maxHeadEffect, cleanAnswer(graph)),
       caption: joinCaption(
         circuitSummary(graph, this.answerLabel(graph)),
         shown.edges.length < shown.totalEdges ? `the ${shown.edges.length} strongest of ${shown.totalEdges} edges` : "",
@@ -469,17 +471,32 @@ export function answerPair(label: string): [string, string] | null {
   return parts.length === 2 && parts[0] && parts[1] ? [parts[0], parts[1]] : null;
 }
 
-/** The colour bar of the heads: signed effect, blue below zero, red above (a head with the
- * clean metric's sign supports the clean answer). */
-function headLegend(maxAbs: number, answerLabel: string): LegendSpec {
-  const pair = answerPair(answerLabel);
+/** The model's answer on the clean statement, by the metric's sign ("decrease" when
+ * increase − decrease < 0), or "" when the answer label names no two answers. */
+export function cleanAnswer(graph: CircuitGraph): string {
+  const pair = answerPair(graph.nodes.find((n) => n.kind === "answer")?.label ?? "");
+  if (!pair) return "";
+  return graph.clean_value < 0 ? pair[1] : pair[0];
+}
+
+/** What a signed effect means in words: finwidget.circuits signs every effect so that a
+ * positive one supports the clean answer. */
+export function effectWords(effect: number | undefined, answer: string): string {
+  if (effect === undefined || !Number.isFinite(effect) || effect === 0) return "";
+  const what = answer ? `the model's answer '${answer}'` : "the model's answer";
+  return effect > 0 ? `supports ${what}` : `works against ${what}`;
+}
+
+/** The colour bar of the heads: signed effect, red supports the model's answer, blue works against it. */
+function headLegend(maxAbs: number, answer: string): LegendSpec {
+  const named = answer ? ` ('${answer}')` : "";
   return {
     title: "head's effect on the logit difference",
     unit: "logits",
     min: -maxAbs,
     max: maxAbs,
     colorAt: (t) => divergingBar(t),
-    low: pair ? `blue = pushes towards '${pair[1]}'` : "blue = lowers it",
-    high: `${pair ? `red = pushes towards '${pair[0]}'` : "red = raises it"} · node size = |effect|`,
+    low: `blue = works against the model's answer${named}`,
+    high: `red = supports it · node size = |effect|`,
   };
 }
