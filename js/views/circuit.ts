@@ -330,7 +330,7 @@ export class CircuitView implements View {
         const fill = css(diverging((n.effect ?? 0) / layout.maxHeadEffect));
         g.append(
           svg("circle", { class: "fw-circuit-ring", cx: p.x, cy: p.y, r: p.r + 4, fill: "none", stroke: "#e67800", "stroke-width": 2.5, visibility: "hidden" }),
-          svg("circle", { cx: p.x, cy: p.y, r: p.r, fill, stroke: ink, "stroke-width": 1 }),
+          svg("circle", { class: "fw-circuit-dot", cx: p.x, cy: p.y, r: p.r, fill, stroke: ink, "stroke-width": 1 }),
           svg("line", { class: "fw-circuit-cross", x1: p.x - p.r, y1: p.y - p.r, x2: p.x + p.r, y2: p.y + p.r, stroke: ink, "stroke-width": 2, visibility: "hidden" }),
         );
         const label = svg("text", { x: p.x, y: p.y - p.r - 3, "text-anchor": "middle", "font-size": 10, fill: ink });
@@ -388,6 +388,8 @@ export class CircuitView implements View {
       setFlag(g, "data-ablated", ablated);
       g.querySelector(".fw-circuit-ring")?.setAttribute("visibility", focused ? "visible" : "hidden");
       g.querySelector(".fw-circuit-cross")?.setAttribute("visibility", ablated ? "visible" : "hidden");
+      // An ablated head fades behind its cross (its effect is gone from the run shown in the prediction).
+      g.querySelector(".fw-circuit-dot")?.setAttribute("fill-opacity", ablated ? "0.3" : "1");
     }
   }
 
