@@ -121,4 +121,15 @@ def test_circuit_view_focuses_and_ablates_like_the_grid(lab_dir, page, artifacts
     assert explorer.prediction()["value"] == clean["value"]
     explorer.toggle_ablation(top["layer"], top["head"], ablated_after=True)
     assert explorer.prediction()["value"] == by_circuit["value"]
+
+    # 5. "Exact (path patching)" redraws the graph with measured edges and says so
+    view.locator("[data-testid=circuit-exact]").click()
+    explorer._wait(
+        "const v = root.querySelector('[data-testid=circuit-view]');"
+        " return v.getAttribute('data-method') === 'path_patching' && root.getAttribute('data-finwidget-busy') !== '1';",
+        timeout_s=120,
+    )
+    assert "exact path patching" in view.locator("[data-testid=circuit-summary]").text_content()
+    assert view.locator("[data-testid=circuit-edge]").count() > 0
+    artifacts.shot(view, "circuit-exact")
     assert watch.problems_since(loaded) == [], watch.summary()
