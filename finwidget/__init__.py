@@ -43,6 +43,9 @@ _EXPORTS = {
     "activation_patching": "finwidget.interventions",
     "attention_gradients": "finwidget.interventions",
     "AttentionInterventions": "finwidget.interventions",
+    # circuits
+    "find_circuit": "finwidget.circuits",
+    "CircuitGraph": "finwidget.circuits",
     # widgets
     "AttentionExplorer": "finwidget.widgets",
 }

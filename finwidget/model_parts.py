@@ -13,6 +13,10 @@ specific to one model size. The sites are the modules finwidget hooks or runs:
   entering layer ``l`` is the first input of ``decoder_layer(model, l)``
   (:func:`residual_stream_site`);
 - :func:`attention_module`, :func:`mlp_module`: layer ``l``'s self-attention and MLP;
+- :func:`attention_input_norm`, :func:`qkv_projections`: the norm a layer's attention reads
+  the residual stream through, and its query/key/value projections (``[.., E]`` ->
+  ``[.., H*D]`` / ``[.., Hkv*D]``); :func:`rotary_transpose`: the transpose of the rotary
+  embedding those layers apply to queries and keys (for gradients);
 - :func:`head_output_site`: the module whose forward pre-hook sees the per-head outputs
   ``[B, T, H*D]`` (``o_proj``): query head ``h`` is the slice ``h*D:(h+1)*D``;
   :func:`hook_head_outputs` registers pre-hooks there;
@@ -275,6 +279,38 @@ def mlp_module(model, layer: int) -> torch.nn.Module:
     if mlp is None:
         raise _missing(model, f"mlp in layer {layer}")
     return mlp
+
+
+def attention_input_norm(model, layer: int) -> torch.nn.Module:
+    """The norm applied to the residual stream ``[B, T, E]`` before ``layer``'s attention
+    (``input_layernorm``): the queries, keys and values are projections of its output."""
+    norm = getattr(decoder_layer(model, layer), "input_layernorm", None)
+    if norm is None:
+        raise _missing(model, f"input_layernorm in layer {layer}")
+    return norm
+
+
+def qkv_projections(model, layer: int) -> tuple[torch.nn.Linear, torch.nn.Linear, torch.nn.Linear]:
+    """``(q_proj, k_proj, v_proj)`` of ``layer``'s attention: normed residual ``[.., E]`` ->
+    queries ``[.., H*D]`` (query head ``h``: columns ``h*D:(h+1)*D``), keys and values
+    ``[.., Hkv*D]`` (KV head ``g``: columns ``g*D:(g+1)*D``), before the rotary embedding."""
+    attention = attention_module(model, layer)
+    projections = tuple(getattr(attention, name, None) for name in ("q_proj", "k_proj", "v_proj"))
+    if any(p is None for p in projections) or hasattr(attention, "q_norm") or hasattr(attention, "k_norm"):
+        raise _missing(model, f"separate q_proj/k_proj/v_proj (without q/k norms) in layer {layer}'s attention")
+    return cast(tuple[torch.nn.Linear, torch.nn.Linear, torch.nn.Linear], projections)
+
+
+def rotary_transpose(gradient: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The transpose of the rotary embedding Qwen2/Llama apply (``x*cos + rotate_half(x)*sin``):
+    maps a gradient with respect to rotated queries/keys ``[B, H, T, D]`` to one with respect to
+    the projections before rotation. ``cos``/``sin``: ``[B or 1, T, D]`` as the rotary module
+    returns them. (``rotate_half`` is antisymmetric, so its transpose is ``-rotate_half``.)"""
+    cos, sin = cos.unsqueeze(1).to(gradient.dtype), sin.unsqueeze(1).to(gradient.dtype)
+    scaled = gradient * sin
+    half = scaled.shape[-1] // 2
+    rotated = torch.cat((-scaled[..., half:], scaled[..., :half]), dim=-1)
+    return gradient * cos - rotated
 
 
 def head_output_site(model, layer: int) -> torch.nn.Linear:

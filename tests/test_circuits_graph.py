@@ -27,7 +27,7 @@ def hand_built(faithfulness: bool = True) -> CircuitGraph:
             CircuitEdge("L0H1", "L1H0", "k", -0.25),
             CircuitEdge("L1H0", "answer", "direct", 1.5),
         ],
-        faithfulness_report=FaithfulnessReport("mean", 0.95, 0.91, statements=4) if faithfulness else None,
+        faithfulness_report=FaithfulnessReport("mean", 0.95, 0.91) if faithfulness else None,
     )
 
 
@@ -52,6 +52,15 @@ def test_to_json_writes_exactly_the_schema():
         "faithfulness": {"mode": "mean", "kept_when_outside_ablated": 0.95, "removed_when_circuit_ablated": 0.91},
     }
     assert json.loads(hand_built(faithfulness=False).to_json())["faithfulness"] is None
+
+
+def test_optional_faithfulness_keys_are_written_when_known():
+    report = FaithfulnessReport("zero", 0.9, 0.8, statements=12, kept_raw=0.7, removed_raw=1.1)
+    assert report.to_dict() == {"mode": "zero", "kept_when_outside_ablated": 0.9, "removed_when_circuit_ablated": 0.8,
+                                "statements": 12, "kept_raw": 0.7, "removed_raw": 1.1}
+    graph = hand_built()
+    graph.faithfulness_report = report
+    assert CircuitGraph.from_json(graph.to_json()).faithfulness_report.to_dict() == report.to_dict()
 
 
 def test_round_trip_and_lookups():

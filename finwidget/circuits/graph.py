@@ -190,14 +190,21 @@ class FaithfulnessReport:
         circuit is ablated (1.0: the circuit alone does everything).
     removed_when_circuit_ablated: share of the clean metric removed when the circuit's heads
         are ablated (1.0: nothing else carries the answer).
-    statements: how many statements the shares are pooled over (kept in Python only; not
-        written to the JSON).
+    statements: how many statements the shares are pooled over.
+    kept_raw, removed_raw: the same shares of the clean logit difference itself rather than
+        of its distance from the all-ablated baseline (see
+        :mod:`finwidget.circuits.faithfulness`), or None.
+
+    ``statements``, ``kept_raw`` and ``removed_raw`` are optional keys of the JSON object
+    (written when known).
     """
 
     mode: str
     kept_when_outside_ablated: float
     removed_when_circuit_ablated: float
-    statements: int = field(default=1, compare=False)
+    statements: int | None = field(default=None, compare=False)
+    kept_raw: float | None = field(default=None, compare=False)
+    removed_raw: float | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.mode not in FAITHFULNESS_MODES:
@@ -206,10 +213,19 @@ class FaithfulnessReport:
                            _finite(self.kept_when_outside_ablated, "kept_when_outside_ablated"))
         object.__setattr__(self, "removed_when_circuit_ablated",
                            _finite(self.removed_when_circuit_ablated, "removed_when_circuit_ablated"))
+        for key in ("kept_raw", "removed_raw"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _finite(getattr(self, key), key))
+        if self.statements is not None:
+            _int(self.statements, "statements", minimum=1)
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "kept_when_outside_ablated": self.kept_when_outside_ablated,
+        data = {"mode": self.mode, "kept_when_outside_ablated": self.kept_when_outside_ablated,
                 "removed_when_circuit_ablated": self.removed_when_circuit_ablated}
+        for key in ("statements", "kept_raw", "removed_raw"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return data
 
 
 # ---------------------------------------------------------------------------- the graph
@@ -337,7 +353,9 @@ class CircuitGraph:
                      for item in data["edges"]]
             report = data["faithfulness"]
             faithfulness = None if report is None else FaithfulnessReport(
-                report["mode"], report["kept_when_outside_ablated"], report["removed_when_circuit_ablated"])
+                report["mode"], report["kept_when_outside_ablated"], report["removed_when_circuit_ablated"],
+                statements=report.get("statements"), kept_raw=report.get("kept_raw"),
+                removed_raw=report.get("removed_raw"))
         except (KeyError, TypeError) as error:
             raise InputError(f"a circuit's JSON is malformed: {error!r}") from None
         return cls(data["metric"], data["clean_value"], data["method"], nodes, edges, faithfulness)
@@ -359,7 +377,7 @@ class CircuitGraph:
             lines.append(f"  {edge.source} -> {edge.target} [{edge.channel}] {edge.effect:+.3f}{mark}")
         if self.faithfulness_report is not None:
             report = self.faithfulness_report
-            lines.append(f"  faithfulness ({report.mode}, {report.statements} statements): "
+            lines.append(f"  faithfulness ({report.mode}, {report.statements or 1} statements): "
                          f"kept {report.kept_when_outside_ablated:.3f} with everything else ablated, "
                          f"removed {report.removed_when_circuit_ablated:.3f} with the circuit ablated")
         return "\n".join(lines)
