@@ -136,3 +136,24 @@ def test_a_saved_page_embeds_the_circuit_it_shows(demo, text, monkeypatch):
     replies = {r["key"]: r["reply"] for r in embedded_replies(widget)}
     circuit = replies['{"kind":"circuit","method":"attribution"}']
     assert circuit["ok"] and circuit["graph"] == _hand_built_graph("attribution").to_dict()
+
+
+def test_the_demo_explorer_answers_with_the_circuit_find_circuit_finds(explorer):
+    """The real search on the demo model: the reply is find_circuit's graph for the shown
+    statement with the explorer's reference (its heads inside the model, faithfulness by
+    mean ablation over the demo reference set), and the exact method marks its edges exact."""
+    from finwidget.circuits import CircuitGraph
+
+    reply, _ = ask(explorer, kind="circuit")
+    assert reply["ok"], reply.get("error")
+    graph = CircuitGraph.from_dict(reply["graph"])
+    assert graph.method == "attribution" and graph.metric == "logit_diff"
+    # the same statement: the graph's clean answer is the one the explorer predicts
+    assert (graph.clean_value > 0) == (explorer.prediction["clean"]["logit_diff"] > 0)
+    assert abs(graph.clean_value) > 1  # the demo model answers its statements decisively
+    assert graph.heads and all(0 <= h.layer < 2 and 0 <= h.head < 4 for h in graph.heads)
+    assert reply["graph"]["faithfulness"]["mode"] == "mean"
+    assert not any(e["exact"] for e in reply["graph"]["edges"])
+    exact, _ = ask(explorer, kind="circuit", method="path_patching")
+    assert exact["ok"], exact.get("error")
+    assert all(e["exact"] for e in exact["graph"]["edges"] if e["channel"] != "reads")
