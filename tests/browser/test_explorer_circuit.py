@@ -23,7 +23,7 @@ NOTEBOOK_CELLS = [
     (
         "from finwidget.demo import make_statements\n"
         "from finwidget.widgets import AttentionExplorer\n"
-        "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=5)[0].text,\n"
+        "explorer = AttentionExplorer(model, tokenizer, make_statements(1, seed=3)[0].text,\n"
         "                             views=['prediction', 'grid', 'circuit'])\n"
         "explorer"
     ),
