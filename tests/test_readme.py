@@ -17,3 +17,13 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(quick_start, "README quick start", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["analyzer"].prediction is not None
+
+
+def test_circuit_example_runs():
+    blocks = _python_blocks(README.read_text())
+    example = next(b for b in blocks if "find_circuit" in b)
+    namespace: dict = {}
+    exec(compile(example, "README circuit example", "exec"), namespace)  # noqa: S102 - our own README
+    graph = namespace["graph"]
+    assert {"L0H1", "L1H0", "L1H3"} <= {node.id for node in graph.heads}
+    assert '"method": "attribution"' in namespace["graph_json"]

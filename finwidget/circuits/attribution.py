@@ -151,7 +151,9 @@ def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tenso
     ], dim=1)  # [B, L, H]
 
     edge_change = torch.zeros(batch, n_layers, 3, n_heads, n_layers, n_heads, device=device)
-    per_token = (n_layers + 3) * n_heads * batch * geometry.hidden_size * 4
+    # senders [L*H, Tc, E] and, per receiver layer, ~5 tensors [3H, Tc, E] (cotangents, the norm's
+    # input copies, output and pulled-back gradient), float32, per row of the batch
+    per_token = (n_layers + 15) * n_heads * batch * geometry.hidden_size * 4
     chunk = max(1, min(length, chunk_bytes // max(1, per_token)))
     receivers = {l: _receiver_weights(model, l, geometry, device) for l in range(1, n_layers)}
     for start in range(0, length, chunk):

@@ -18,10 +18,14 @@ The JSON schema (every key always present)::
 - head -> head edges carry the receiving head's input channel ``q``, ``k`` or ``v``;
   head -> answer edges are ``direct``; span -> head edges are ``reads``.
 - ``token_range`` is ``[start, end)`` in prompt token positions.
-- ``effect`` is in units of the metric (the answer's logit difference): the change of the
-  metric the node or edge carries (see :mod:`finwidget.circuits.attribution` for how each is
-  measured); ``exact`` is True when the edge's effect was measured by path patching rather
-  than estimated to first order.
+- ``effect`` is in units of the metric (the answer's logit difference): how much of the
+  clean answer the node or edge carries, i.e. minus the change of the metric when it is
+  patched from the reference run, signed so that a positive effect supports the clean
+  answer (whatever the sign of the clean logit difference). See
+  :mod:`finwidget.circuits.attribution` for how each is measured; ``exact`` is True when
+  the edge's effect was measured by path patching rather than estimated to first order.
+- ``faithfulness`` may carry the optional keys ``statements``, ``kept_raw`` and
+  ``removed_raw`` (see :class:`FaithfulnessReport`).
 """
 
 from __future__ import annotations
@@ -71,9 +75,9 @@ def _int(value, what: str, minimum: int = 0) -> int:
 
 @dataclass(frozen=True)
 class HeadNode:
-    """Query head ``head`` of ``layer``; ``effect``: its whole effect on the metric (first-order
-    attribution of patching its output from the reference into the clean run, negated so that a
-    head that supports the clean answer has the sign of the clean metric)."""
+    """Query head ``head`` of ``layer``; ``effect``: what its whole output carries (the first-order
+    effect of patching it from the reference into the clean run, negated and signed so that a
+    head supporting the clean answer is positive)."""
 
     layer: int
     head: int
