@@ -16,6 +16,7 @@ import pytest
 from browser_harness import NotebookDriver, write_notebook
 from explorer_page import ExplorerPage
 from test_explorer_e2e import kernel_value
+from test_explorer_readable import AXE_JS, _axe
 
 VIEWS = ("circuit-view", "head-grid", "prediction-panel")
 NOTEBOOK_CELLS = [
@@ -88,6 +89,10 @@ def test_circuit_view_focuses_and_ablates_like_the_grid(lab_dir, page, artifacts
     view.scroll_into_view_if_needed()
     artifacts.shot(view, "circuit-view")
     artifacts.shot(page, "circuit-in-notebook")
+    assert AXE_JS.exists(), f"{AXE_JS} missing: run `npm install` (axe-core is a devDependency)"
+    violations = _axe(page, explorer)
+    artifacts.write("axe.txt", repr(violations))
+    assert violations == [], violations
 
     # 2. clicking a head node focuses that head in the grid and in Python
     top = max(nodes, key=lambda n: abs(n["effect"]))
@@ -132,4 +137,22 @@ def test_circuit_view_focuses_and_ablates_like_the_grid(lab_dir, page, artifacts
     assert "exact path patching" in view.locator("[data-testid=circuit-summary]").text_content()
     assert view.locator("[data-testid=circuit-edge]").count() > 0
     artifacts.shot(view, "circuit-exact")
+
+    # 6. the dark theme: the view is redrawn in its colours and still passes axe
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.getAttribute('data-jp-theme-light') === 'false'", timeout=30000)
+    explorer._wait(
+        "const v = root.querySelector('[data-testid=circuit-view]');"
+        " const t = v && v.querySelector('[data-testid=circuit-column]');"
+        " return !!t && t.getAttribute('fill') === '#dddddd';",
+        timeout_s=30,
+    )
+    view.scroll_into_view_if_needed()
+    artifacts.shot(view, "circuit-dark")
+    violations = _axe(page, explorer)
+    artifacts.write("axe-dark.txt", repr(violations))
+    # back to the light theme (the server is shared with the next tests) before judging
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function("() => document.body.getAttribute('data-jp-theme-light') === 'true'", timeout=30000)
+    assert violations == [], violations
     assert watch.problems_since(loaded) == [], watch.summary()
