@@ -157,3 +157,24 @@ def test_the_demo_explorer_answers_with_the_circuit_find_circuit_finds(explorer)
     exact, _ = ask(explorer, kind="circuit", method="path_patching")
     assert exact["ok"], exact.get("error")
     assert all(e["exact"] for e in exact["graph"]["edges"] if e["channel"] != "reads")
+
+
+def test_without_a_reference_set_the_view_says_how_to_give_one(tiny_setup, text, monkeypatch):
+    """A model other than the demo, no reference statements: find_circuit has nothing to patch
+    from, and the reply says what to pass the explorer (not find_circuit's own arguments)."""
+    import finwidget.circuits
+
+    model, tokenizer, task = tiny_setup()
+    widget = AttentionExplorer(model, tokenizer, text, task, views=["circuit"])
+    assert not widget.session.reference_set.available
+    monkeypatch.setattr(finwidget.circuits, "find_circuit",
+                        lambda *a, **k: pytest.fail("find_circuit must not run without a reference"))
+    reply, _ = ask(widget, kind="circuit")
+    assert reply["ok"] is False
+    assert "needs a reference set" in reply["error"] and "AttentionExplorer(..., reference=" in reply["error"]
+    with_reference = AttentionExplorer(model, tokenizer, text, task, views=["circuit"],
+                                       reference=[text, text.replace("2009", "2008")])
+    monkeypatch.setattr(finwidget.circuits, "find_circuit",
+                        lambda *a, reference=None, method="attribution", **k: _hand_built_graph(method))
+    reply, _ = ask(with_reference, kind="circuit")
+    assert reply["ok"], reply.get("error")

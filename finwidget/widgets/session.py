@@ -565,13 +565,20 @@ class ModelSession(ExplorerSession):
 
     def circuit(self, method: str = "attribution") -> dict:
         """The statement's circuit (``finwidget.circuits.find_circuit`` with ``method``) as
-        ``CircuitGraph.to_dict()`` (the JSON schema of ``to_json()``), found once per method. "mean" ablation in it uses the
-        explorer's reference set when there is one, else find_circuit's own default."""
+        ``CircuitGraph.to_dict()`` (the JSON schema of ``to_json()``), found once per method.
+        Each head is patched from (and faithfulness measured by mean ablation over) the
+        explorer's reference set; without one, ``AnalysisUnavailable`` says how to give it."""
         if method not in self._circuits:
             from finwidget.circuits import find_circuit
 
-            reference = self.reference_set.outputs if self.reference_set.available else None
-            graph = find_circuit(self.model, self.task, self.text, reference=reference, method=method)
+            if not self.reference_set.available:
+                # find_circuit patches each head from a reference run: without the explorer's
+                # reference set there is none (the reason names how to give one).
+                raise AnalysisUnavailable(
+                    f"the circuit needs a reference set to patch each head from: {self.reference_set.disabled_reason}"
+                )
+            graph = find_circuit(self.model, self.task, self.text, reference=self.reference_set.outputs,
+                                 method=method)
             self._circuits[method] = graph.to_dict()
         return self._circuits[method]
 
