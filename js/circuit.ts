@@ -1,7 +1,9 @@
 // The circuit view's data and layout, free of the DOM (unit-tested): the graph as Python
 // sends it (finwidget.circuits' CircuitGraph.to_json()), checked; pruned for display (the
 // strongest edges); placed in columns: spans at the left, one column per layer, the answer
-// at the right.
+// at the right; labels thinned so that none overlap.
+
+import { thinLabels } from "./layout";
 
 export type CircuitChannel = "q" | "k" | "v" | "direct" | "reads";
 export type CircuitMethod = "attribution" | "path_patching";
@@ -153,6 +155,44 @@ export interface CircuitLayout {
   edges: PlacedEdge[];
   maxHeadEffect: number;
   maxEdgeEffect: number;
+  /** The column labels drawn (none overlap): text, x of the anchor, how it is anchored. */
+  columnLabels: { label: string; x: number; anchor: "start" | "middle" | "end" }[];
+  /** The head nodes whose "H<n>" label is drawn above them (none overlap; the strongest first). */
+  labelledHeads: Set<string>;
+}
+
+/** Width of `text` at `size` px, estimated (no DOM: exports and tests measure the same). */
+export function textWidth(text: string, size: number): number {
+  return text.length * size * 0.6;
+}
+
+/** Which column labels to draw: the two ends always (anchored outward over their
+ * columns), the layers in between where they fit. */
+function pickColumnLabels(columns: CircuitLayout["columns"], size = 11): CircuitLayout["columnLabels"] {
+  const placed = columns.map((c, i) => {
+    const w = textWidth(c.label, size);
+    const anchor: "start" | "middle" | "end" = i === 0 ? "end" : i === columns.length - 1 ? "start" : "middle";
+    const x = anchor === "end" ? c.x + 6 : anchor === "start" ? c.x - 6 : c.x;
+    const left = anchor === "end" ? x - w : anchor === "start" ? x : x - w / 2;
+    return { label: c.label, x, anchor, center: left + w / 2, extent: w, priority: i === 0 || i === columns.length - 1 ? 2 : 0 };
+  });
+  return thinLabels(placed, 4).map((i) => ({ label: placed[i].label, x: placed[i].x, anchor: placed[i].anchor }));
+}
+
+/** Which heads get a label: the strongest first, each kept only if its box above the node
+ * stays clear of the labels already kept. */
+function pickHeadLabels(nodes: PlacedNode[], size = 10): Set<string> {
+  const boxes: [number, number, number, number][] = [];
+  const kept = new Set<string>();
+  const order = nodes.filter((p) => p.node.kind === "head").sort((a, b) => strength(b.node.effect) - strength(a.node.effect));
+  for (const p of order) {
+    const w = textWidth(`H${p.node.head}`, size);
+    const box: [number, number, number, number] = [p.x - w / 2 - 1, p.y - p.r - 3 - size, p.x + w / 2 + 1, p.y - p.r - 1];
+    if (boxes.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) continue;
+    boxes.push(box);
+    kept.add(p.node.id);
+  }
+  return kept;
 }
 
 export interface LayoutOptions {
@@ -242,7 +282,18 @@ export function layoutCircuit(shown: { nodes: CircuitNode[]; edges: CircuitEdge[
       width: 1 + 5 * (Math.max(0, strength(e.effect)) / maxEdge),
     });
   }
-  return { width, height, top, columns, nodes, edges, maxHeadEffect: maxHead, maxEdgeEffect: maxEdge };
+  return {
+    width,
+    height,
+    top,
+    columns,
+    nodes,
+    edges,
+    maxHeadEffect: maxHead,
+    maxEdgeEffect: maxEdge,
+    columnLabels: pickColumnLabels(columns),
+    labelledHeads: pickHeadLabels([...nodes.values()]),
+  };
 }
 
 /** A share as the view writes it ("94%"); "–" for no number. */

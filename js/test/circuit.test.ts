@@ -127,6 +127,33 @@ describe("the circuit graph (pure)", () => {
     expect(layout.height).toBeGreaterThanOrEqual(20 * 30);
   });
 
+  it("draws no two labels over each other: column labels thinned, head labels the strongest first", () => {
+    const nodes: Record<string, unknown>[] = [{ id: "answer", kind: "answer", label: "a - b" }];
+    const edges: Record<string, unknown>[] = [];
+    for (let l = 0; l < 24; l++) {
+      nodes.push({ id: `L${l}H${l % 14}`, kind: "head", layer: l, head: l % 14, effect: l === 5 ? 3 : 1 });
+      edges.push({ source: `L${l}H${l % 14}`, target: "answer", channel: "direct", effect: 1, exact: false });
+    }
+    const g = parseCircuit({ metric: "logit_diff", clean_value: 1, method: "attribution", nodes, edges, faithfulness: null });
+    const layout = layoutCircuit(pruneCircuit(g, Infinity), 24, { width: 560 });
+    const boxes = layout.columnLabels.map((c) => {
+      const w = c.label.length * 11 * 0.6;
+      const left = c.anchor === "end" ? c.x - w : c.anchor === "start" ? c.x : c.x - w / 2;
+      return [left, left + w];
+    });
+    for (let i = 1; i < boxes.length; i++) expect(boxes[i][0]).toBeGreaterThan(boxes[i - 1][1]);
+    const labels = layout.columnLabels.map((c) => c.label);
+    expect(labels[0]).toBe("line items");
+    expect(labels[labels.length - 1]).toBe("answer");
+    expect(labels.length).toBeLessThan(26); // some layer labels left out ...
+    expect(labels.length).toBeGreaterThan(4); // ... not all
+    // All heads sit on one row: their labels would collide; the strongest keeps its label.
+    expect(layout.labelledHeads.has("L5H5")).toBe(true);
+    expect(layout.labelledHeads.size).toBeLessThan(24);
+    // With room, every head is labelled.
+    expect(layoutCircuit(pruneCircuit(parseCircuit(graphJson()), Infinity), 3).labelledHeads.size).toBe(4);
+  });
+
   it("says the method, the clean value and the faithfulness in words", () => {
     const text = circuitSummary(parseCircuit(graphJson()), "increase - decrease");
     expect(text).toContain("first-order estimate");

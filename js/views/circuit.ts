@@ -298,7 +298,9 @@ export class CircuitView implements View {
     // Columns: faint guides and labels.
     for (const c of layout.columns) {
       this.canvas.append(svg("line", { x1: c.x, y1: layout.top - 4, x2: c.x, y2: layout.height - 4, stroke: ink, "stroke-opacity": 0.15 }));
-      const label = svg("text", { x: c.x, y: layout.top - 12, "text-anchor": "middle", "font-size": 11, fill: ink, "data-testid": "circuit-column" });
+    }
+    for (const c of layout.columnLabels) {
+      const label = svg("text", { x: c.x, y: layout.top - 12, "text-anchor": c.anchor, "font-size": 11, fill: ink, "data-testid": "circuit-column" });
       label.textContent = c.label;
       this.canvas.append(label);
     }
@@ -333,9 +335,11 @@ export class CircuitView implements View {
           svg("circle", { class: "fw-circuit-dot", cx: p.x, cy: p.y, r: p.r, fill, stroke: ink, "stroke-width": 1 }),
           svg("line", { class: "fw-circuit-cross", x1: p.x - p.r, y1: p.y - p.r, x2: p.x + p.r, y2: p.y + p.r, stroke: ink, "stroke-width": 2, visibility: "hidden" }),
         );
-        const label = svg("text", { x: p.x, y: p.y - p.r - 3, "text-anchor": "middle", "font-size": 10, fill: ink });
-        label.textContent = `H${n.head}`;
-        g.append(label);
+        if (layout.labelledHeads.has(n.id)) {
+          const label = svg("text", { x: p.x, y: p.y - p.r - 3, "text-anchor": "middle", "font-size": 10, fill: ink });
+          label.textContent = `H${n.head}`;
+          g.append(label);
+        }
         g.addEventListener("mousedown", (ev) => {
           if (ev.shiftKey || ev.altKey) ev.preventDefault();
         });
@@ -408,10 +412,8 @@ export class CircuitView implements View {
     const layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width: WIDTH, answerWidth: 84 });
     const prims: Prim[] = [];
     const focus = this.store.get("focus");
-    for (const c of layout.columns) {
-      prims.push({ t: "line", x1: c.x, y1: layout.top - 4, x2: c.x, y2: layout.height - 4, stroke: "#ddd" });
-      prims.push({ t: "text", x: c.x, y: layout.top - 12, text: c.label, size: 10, anchor: "middle", fill: MUTED });
-    }
+    for (const c of layout.columns) prims.push({ t: "line", x1: c.x, y1: layout.top - 4, x2: c.x, y2: layout.height - 4, stroke: "#ddd" });
+    for (const c of layout.columnLabels) prims.push({ t: "text", x: c.x, y: layout.top - 12, text: c.label, size: 10, anchor: c.anchor, fill: MUTED });
     // The export is drawn on white: the light theme's channel colours.
     for (const pe of [...layout.edges].sort((a, b) => a.width - b.width)) {
       const style = lightChannelStyle(pe.edge.channel);
@@ -421,7 +423,7 @@ export class CircuitView implements View {
       const n = p.node;
       if (n.kind === "head") {
         prims.push({ t: "rect", x: p.x - p.r, y: p.y - p.r, w: 2 * p.r, h: 2 * p.r, fill: css(diverging((n.effect ?? 0) / layout.maxHeadEffect)), stroke: INK, lw: 1 });
-        prims.push({ t: "text", x: p.x, y: p.y - p.r - 3, text: `H${n.head}`, size: 9, anchor: "middle", fill: INK });
+        if (layout.labelledHeads.has(n.id)) prims.push({ t: "text", x: p.x, y: p.y - p.r - 3, text: `H${n.head}`, size: 9, anchor: "middle", fill: INK });
         if (findAblation(this.store.ablations, n.layer as number, n.head as number)) prims.push({ t: "line", x1: p.x - p.r, y1: p.y - p.r, x2: p.x + p.r, y2: p.y + p.r, stroke: "#000", lw: 2 });
         if (focus.layer === n.layer && focus.head === n.head) prims.push({ t: "rect", x: p.x - p.r - 3, y: p.y - p.r - 3, w: 2 * p.r + 6, h: 2 * p.r + 6, stroke: "#e67800", lw: 2 });
       } else if (n.kind === "span") {
