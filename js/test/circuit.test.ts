@@ -304,6 +304,13 @@ describe("the circuit view in the explorer", () => {
     expect(circuitRequests(model).length).toBe(before);
   });
 
+  it("says so when the search kept no head", async () => {
+    const { model, view } = await mountCircuit();
+    await answerCircuit(model, { ...graphJson(), nodes: [{ id: "answer", kind: "answer", label: "increase - decrease" }], edges: [], faithfulness: null });
+    expect(view.getAttribute("data-drawn")).toBe("1");
+    expect(view.querySelector('[data-testid="circuit-message"]')!.textContent).toContain("No head was kept");
+  });
+
   it("says why there is no circuit when the kernel cannot find one (recorded attention)", async () => {
     const { model, root, view } = await mountCircuit();
     await answerCircuit(model, "the circuit view needs the model: this explorer only shows recorded attention");

@@ -283,7 +283,9 @@ export class CircuitView implements View {
     const layout = (this.layout = layoutCircuit(shown, this.store.get("geometry").num_layers, { width, answerWidth: 84 }));
     this.summary.textContent = circuitSummary(graph, this.answerLabel(graph));
     this.root.setAttribute("data-method", graph.method);
+    const noHeads = !graph.nodes.some((n) => n.kind === "head");
     const notes = [
+      noHeads ? "No head was kept: none carries enough of the logit difference to pass the circuit search's threshold" : "",
       shown.edges.length < shown.totalEdges ? `showing the ${shown.edges.length} strongest of ${shown.totalEdges} edges` : `${shown.totalEdges} edges`,
       error ? `the last request failed: ${error}` : "",
       fetching ? "working…" : "",
