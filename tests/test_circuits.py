@@ -208,3 +208,38 @@ def test_a_task_or_a_tokenizer_but_nothing_else(setup):
     model, _tokenizer, _task, clean, corrupted = setup
     with pytest.raises(InputError, match="EarningsTask"):
         find_circuit(model, "tokenizer", clean[0], corrupted[0])
+
+
+def test_rotary_transpose_is_the_transpose_of_the_rotary_embedding():
+    """<rotate(x), g> == <x, rotary_transpose(g)> for the Qwen2/Llama rotary embedding."""
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    from finwidget.model_parts import rotary_transpose
+
+    generator = torch.Generator().manual_seed(0)
+    x, g = (torch.randn(2, 3, 5, 8, generator=generator, dtype=torch.float64) for _ in range(2))
+    angles = torch.randn(2, 5, 4, generator=generator, dtype=torch.float64)
+    cos, sin = torch.cat([angles.cos()] * 2, dim=-1), torch.cat([angles.sin()] * 2, dim=-1)
+    rotated, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    assert torch.allclose((rotated * g).sum(), (x * rotary_transpose(g, cos, sin)).sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_faithfulness_needs_heads_and_a_reference_for_mean(setup):
+    from finwidget.circuits import measure_faithfulness
+
+    model, _tokenizer, task, clean, _ = setup
+    with pytest.raises(InputError, match="no heads"):
+        measure_faithfulness(model, task, clean, [], mode="zero")
+    with pytest.raises(InputError, match="needs reference"):
+        measure_faithfulness(model, task, clean, [(0, 1)], mode="mean")
+    with pytest.raises(InputError, match="'mean' or 'zero'"):
+        measure_faithfulness(model, task, clean, [(0, 1)], mode="resample")
+    report = measure_faithfulness(model, task, clean, [(0, 1), (2, 3)], mode="zero")
+    assert report.statements == 2 and report.mode == "zero"
+
+
+def test_a_statement_without_line_items_is_refused(setup):
+    model, _tokenizer, task, _, _ = setup
+    text = "The the the"
+    with pytest.raises(InputError, match="line items"):
+        find_circuit(model, task, text, text)

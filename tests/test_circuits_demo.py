@@ -114,3 +114,17 @@ def test_first_order_scores_rank_edges_like_exact_path_patching(found):
             else scores.direct_edges[:, e.sender[0], e.sender[1]] for e in edges]).mean(dim=1)
         agreement[steps] = float(spearmanr(first.numpy(), exact.numpy()).statistic)
     assert agreement[1] >= 0.8 and agreement[3] >= 0.6, agreement
+
+
+def test_mean_ablation_reference_finds_the_same_heads(found):
+    """With a mean-ablation reference instead of corrupted pairs (8 statements of seed 31337),
+    the heads are the card's too. Measured: L0H1, L0H2, L1H0, L1H1, L1H3; faithfulness on those
+    statements kept 0.74 (L0H0, left out, matters under mean ablation), removed 0.99; its reads
+    compare each head's values with its mean value and also flag Operating income, the line the
+    model must tell apart from Operating cash flow (see the module docstring of
+    finwidget.circuits.attribution)."""
+    model, task, _, reference, _ = found
+    graph = find_circuit(model, task, make_statements(8, 31_337), reference=reference, faithfulness=False)
+    heads = {node.id for node in graph.heads}
+    assert {"L0H1", "L1H0", "L1H3"} <= heads, graph.describe()
+    assert "Net income" in {node.label for node in graph.spans}

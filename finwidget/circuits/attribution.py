@@ -34,7 +34,10 @@ reference statements, or zero) gives ``z'_u`` and ``dc_u = (z'_u - z_u) W_O,u^T`
   against a zero baseline these would add up exactly to the head's ``z_r . dM/dz_r``; a zero
   baseline is not used because the part every token shares (a value's constant offset)
   swamps the token-specific part. Summed over a line item's tokens they are the ``reads``
-  edges.
+  edges. Corrupted statements make the cleaner reference here: only the tokens whose
+  content differs are compared. Against the mean value, a line whose values are far from
+  the head's average also scores, even when it is not the evidence (on the demo model,
+  *Operating income*, which the model must tell apart from *Operating cash flow*).
 
 Every score is reported as the effect the edge *carries*, signed so that a positive
 effect supports the clean answer: ``-(first-order change of M) * sign(M)`` for patching,
