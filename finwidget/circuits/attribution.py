@@ -114,9 +114,17 @@ def _receiver_weights(model, layer: int, geometry: ModelGeometry, device) -> tor
     return torch.stack(rows).to(device)
 
 
+def all_receiver_weights(model, device) -> dict[int, torch.Tensor]:
+    """Layer ``l >= 1`` -> ``[3, H, D, E]`` float32 on ``device``: the projection rows each query
+    head reads through (computed once per model and reused by every pass of a path)."""
+    geometry = ModelGeometry.of(model)
+    return {l: _receiver_weights(model, l, geometry, device) for l in range(1, geometry.num_layers)}
+
+
 def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tensor],
                      clean_logit_diff: torch.Tensor | None = None, value_baseline: list[torch.Tensor] | None = None,
-                     chunk_bytes: int = _CHUNK_BYTES) -> EdgeAttribution:
+                     chunk_bytes: int = _CHUNK_BYTES, with_reads: bool = True,
+                     receiver_weights: dict[int, torch.Tensor] | None = None) -> EdgeAttribution:
     """Every first-order score from one recorded pass (see the module docstring).
 
     Args:
@@ -129,6 +137,9 @@ def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tenso
         value_baseline: per layer ``[B, H, T, D]``: the values the heads read in the reference
             run (corrupted statements), for the token reads; None: each head's mean value.
         chunk_bytes: working memory of one token chunk's products.
+        with_reads: compute the token reads (False: zeros, for the later points of an
+            integrated-gradients path, whose reads are not used).
+        receiver_weights: :func:`receiver_weights`' result, when already computed.
     """
     geometry = ModelGeometry.of(model)
     n_layers, n_heads, d = geometry.num_layers, geometry.num_heads, geometry.head_dim
@@ -158,7 +169,7 @@ def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tenso
     # input copies, output and pulled-back gradient), float32, per row of the batch
     per_token = (n_layers + 15) * n_heads * batch * geometry.hidden_size * 4
     chunk = max(1, min(length, chunk_bytes // max(1, per_token)))
-    receivers = {l: _receiver_weights(model, l, geometry, device) for l in range(1, n_layers)}
+    receivers = receiver_weights if receiver_weights is not None else all_receiver_weights(model, device)
     for start in range(0, length, chunk):
         stop = min(length, start + chunk)
         # every sender's change of the residual stream on these tokens: [L*H, B, Tc, E]
@@ -175,9 +186,12 @@ def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tenso
             scores = torch.einsum("ubte,rbte->bru", senders[:l * n_heads], pulled)  # [B, 3H, l*H]
             edge_change[:, l, :, :, :l, :] += scores.view(batch, 3, n_heads, l, n_heads)
 
-    reads = torch.stack([_centred_reads(recorded.values[l].to(device), recorded.channel_gradients[l][2].to(device),
-                                        mask, None if value_baseline is None else value_baseline[l])
-                         for l in range(n_layers)], dim=1)  # [B, L, H, T]
+    if not with_reads:
+        reads = torch.zeros(batch, n_layers, n_heads, length, device=device)
+    else:
+        reads = torch.stack([_centred_reads(recorded.values[l].to(device), recorded.channel_gradients[l][2].to(device),
+                                            mask, None if value_baseline is None else value_baseline[l])
+                             for l in range(n_layers)], dim=1)  # [B, L, H, T]
     return EdgeAttribution(
         head_effects=(-head_change * sign.view(-1, 1, 1)).cpu(),
         head_edges=(-edge_change * sign.view(-1, 1, 1, 1, 1, 1)).cpu(),

@@ -37,7 +37,12 @@ import numpy as np
 import torch
 
 from finwidget.analysis.line_items import line_item_tokens
-from finwidget.circuits.attribution import EdgeAttribution, edge_attribution, mean_attribution
+from finwidget.circuits.attribution import (
+    EdgeAttribution,
+    all_receiver_weights,
+    edge_attribution,
+    mean_attribution,
+)
 from finwidget.circuits.graph import (
     AnswerNode,
     CircuitEdge,
@@ -107,11 +112,13 @@ def integrated_attribution(model, task, batch, corrupted=None, reference=None, s
     deltas, values = reference_deltas(model, task, batch, clean.head_outputs, corrupted, reference)
     mask = batch["attention_mask"].to(deltas[0].device).unsqueeze(-1).float()
     deltas = [delta * mask for delta in deltas]
-    parts = [edge_attribution(model, clean, deltas, value_baseline=values)]
+    receivers = all_receiver_weights(model, deltas[0].device)
+    parts = [edge_attribution(model, clean, deltas, value_baseline=values, receiver_weights=receivers)]
     for step in range(1, steps):
         alpha = step / steps
         shifted = record_channel_gradients(model, task, batch, shifts=[alpha * d for d in deltas])
-        parts.append(edge_attribution(model, shifted, deltas, clean_logit_diff=clean.clean_logit_diff))
+        parts.append(edge_attribution(model, shifted, deltas, clean_logit_diff=clean.clean_logit_diff,
+                                      with_reads=False, receiver_weights=receivers))
     return mean_attribution(parts), deltas, values
 
 
