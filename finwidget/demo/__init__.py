@@ -27,8 +27,10 @@ from finwidget.demo.statements import (
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
 LAYOUTS_MODEL_DIR: Path = Path(__file__).resolve().parent / "layouts_model"
+NET_INCOME_MODEL_DIR: Path = Path(__file__).resolve().parent / "net_income_model"
 # load_demo_model(variant) -> folder
-DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR}
+DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR,
+                                    "net_income_only": NET_INCOME_MODEL_DIR}
 
 
 def load_demo_model(device: str = "cpu", variant: str = "default"):
