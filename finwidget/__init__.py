@@ -43,6 +43,8 @@ _EXPORTS = {
     "activation_patching": "finwidget.interventions",
     "attention_gradients": "finwidget.interventions",
     "AttentionInterventions": "finwidget.interventions",
+    # populations of statements
+    "compare_models": "finwidget.population",
     # widgets
     "AttentionExplorer": "finwidget.widgets",
 }

@@ -19,7 +19,8 @@ accuracy uses seed 13579, the test seed 24680: none of these.
 
 from __future__ import annotations
 
-from finwidget.demo.train import TrainConfig, main as train_main
+from finwidget.demo.train import TrainConfig
+from finwidget.demo.train import main as train_main
 
 NET_INCOME_VARIANT = "net_income_only"  # load_demo_model(variant=...)
 

@@ -140,9 +140,9 @@ class ModelComparison:
         a, b = self.names
         alpha = s["alpha"]
         lines = [f"model comparison: {a!r} vs {b!r} on n = {s['n']} statements (differences are {b} - {a})",
-                 f"heads matched by {s['matched_by']}: {len(self.matching.dropna())} pairs, similarity "
+                 (f"heads matched by {s['matched_by']}: {len(self.matching.dropna())} pairs, similarity "
                  f"(profile correlation) mean {np.nanmean(self.matching['similarity']):.3f}, "
-                 f"min {np.nanmin(self.matching['similarity']):.3f}"]
+                 f"min {np.nanmin(self.matching['similarity']):.3f}")]
         tested = int(np.isfinite(self.table["q"]).sum())
         lines.append(f"test: {s['test']} (paired across statements), Benjamini-Hochberg over all {tested} tests "
                      f"with a p-value: {int(self.table['significant'].sum())} with q < {alpha:g}")
@@ -522,8 +522,8 @@ def compare_models(model_a, model_b, statements, *, tokenizer_a, tokenizer_b=Non
 
         task = task_a or EarningsTask(tokenizer_a)
         line_items = _default_line_items([read_statement(t, tokenizer_a, task=task) for t in texts])
-    common = dict(measures=measures, ablation=ablation, line_ablation=line_ablation, line_items=line_items,
-                  batch_size=batch_size)
+    common = {"measures": measures, "ablation": ablation, "line_ablation": line_ablation, "line_items": line_items,
+                  "batch_size": batch_size}
     a = measure_model(model_a, tokenizer_a, texts, task=task_a, **common)
     b = measure_model(model_b, tokenizer_b, texts, task=task_b, **common)
     same_geometry = (a.num_layers, a.num_heads) == (b.num_layers, b.num_heads)
