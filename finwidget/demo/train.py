@@ -25,6 +25,11 @@ drawn per statement) for the layouts model in ``finwidget/demo/layouts_model/``,
 tokenizer (``--tokenizer``, default: the folder of that layout's model) was learned from
 mixed statements.
 
+``--rule`` sets which rule labels the statements (``make_statements(rule=...)``):
+``both`` (the planted rule) or ``net_income_only``. ``python -m finwidget.demo.finetune`` is
+this command with the fine-tuned variant's defaults (``--init-from default --rule
+net_income_only ...``): ``parse_command`` and ``main`` take other defaults for that.
+
 Seeds: training batches use seeds ``1_000_000 * (seed + 1) + step``, the validation
 set ``VALIDATION_SEED``, the tokenizer's corpus ``9_000_001``. The model card's
 held-out accuracy uses seed 12345, none of these.
