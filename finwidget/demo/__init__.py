@@ -35,6 +35,12 @@ NET_INCOME_MODEL_DIR: Path = Path(__file__).resolve().parent / "net_income_model
 # load_demo_model(variant) -> folder
 DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR,
                                     "net_income_only": NET_INCOME_MODEL_DIR}
+# variant -> the command that rebuilds its weights (each model card gives the details)
+REBUILD_COMMANDS: dict[str, str] = {
+    "default": "python -m finwidget.demo.train",
+    "layouts": "python -m finwidget.demo.train --layout mixed ...",  # every flag is in its model card
+    "net_income_only": "python -m finwidget.demo.finetune",
+}
 
 
 def load_demo_model(device: str = "cpu", variant: str = "default"):
@@ -65,7 +71,7 @@ def load_demo_model(device: str = "cpu", variant: str = "default"):
     if not (folder / "model.safetensors").is_file():
         raise ModelLoadError(
             f"the demo model's weights are missing from {folder}; reinstall finwidget or "
-            "rebuild them with `python -m finwidget.demo.train` (see the model card in that folder)"
+            f"rebuild them with `{REBUILD_COMMANDS[variant]}` (see the model card in that folder)"
         )
     return load_model(folder, device=device, dtype=torch.float32)
 
