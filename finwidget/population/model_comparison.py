@@ -20,7 +20,9 @@ statement and both models:
   - ``line_dependence``: ``|change of the logit difference|`` when the line's tokens are
     ablated at the input (their input embeddings set to zero, ``line_ablation="zero"``,
     or to the mean embedding of the statement's tokens, ``"mean"``): how much the answer
-    depends on that line;
+    depends on that line. Zeroing a line removes its evidence, whichever way it points,
+    so the dependence can be one-sided (the demo model needs operating cash flow's line
+    only where net income rose: see ``finwidget/demo/net_income_model/MODEL_CARD.md``);
   - ``line_attention``: the answer position's attention to the line, averaged over every
     head of every layer.
 
