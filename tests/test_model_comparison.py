@@ -173,3 +173,24 @@ def test_wilcoxon_as_primary_test(setup, across):
     assert ranked.table["p"].equals(ranked.table["p_wilcoxon"])
     assert set(ranked.table["measure"]) == {"entropy"}
     assert ranked.table["p_wilcoxon"].notna().all()
+
+
+def test_line_ablation_modes_and_models_left_as_they_were(setup):
+    """Both line ablations give finite, non-negative dependences on every line; afterwards no
+    hook is left and the model predicts exactly as before (same forward pass)."""
+    from finwidget import predict
+    from finwidget.population.model_comparison import measure_model
+
+    tokenizer, small, _, statements = setup
+    texts = [s.text for s in statements[:3]]
+    before = [p.logit_diff for p in predict(small, tokenizer, texts)]
+    small.train()  # a model left in training mode comes back in training mode
+    for mode in ("zero", "mean"):
+        measured = measure_model(small, tokenizer, texts, measures=("entropy",), ablation=None, line_ablation=mode)
+        dependence = measured.line_values["line_dependence"]
+        assert dependence.shape == (3, 9) and np.isfinite(dependence).all() and (dependence >= 0).all()
+        assert "line_attention" not in measured.line_values  # only with the "line_attention" measure
+    assert small.training
+    small.eval()
+    assert not small.get_input_embeddings()._forward_hooks
+    assert [p.logit_diff for p in predict(small, tokenizer, texts)] == before

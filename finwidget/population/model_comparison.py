@@ -19,7 +19,7 @@ statement and both models:
   any geometry), the line-level readout:
   - ``line_dependence``: ``|change of the logit difference|`` when the line's tokens are
     ablated at the input (their input embeddings set to zero, ``line_ablation="zero"``,
-    or to the mean embedding of the statement's tokens, ``"mean"``): how much the answer
+    or to the mean input embedding of the prompt's tokens, ``"mean"``): how much the answer
     depends on that line. Zeroing a line removes its evidence, whichever way it points,
     so the dependence can be one-sided (the demo model needs operating cash flow's line
     only where net income rose: see ``finwidget/demo/net_income_model/MODEL_CARD.md``);
@@ -197,8 +197,8 @@ def _texts(statements) -> list[str]:
     return texts
 
 
-def _check_measures(measures) -> tuple[list[str], bool, list[str]]:
-    """``(population metrics, line attention wanted, ablation measures)``."""
+def _check_measures(measures) -> tuple[list[str], bool]:
+    """``(population metrics, whether the per-line answer attention is wanted)``."""
     if isinstance(measures, str):
         measures = [measures]
     measures = list(measures)
@@ -207,7 +207,7 @@ def _check_measures(measures) -> tuple[list[str], bool, list[str]]:
     if unknown:
         raise InputError(f"unknown measure(s) {unknown}; use population metrics ({', '.join(METRICS)}) "
                          f"or {LINE_ATTENTION!r} (ablation effects come with ablation=)")
-    return [m for m in measures if m in METRICS], LINE_ATTENTION in measures, []
+    return [m for m in measures if m in METRICS], LINE_ATTENTION in measures
 
 
 def _line_spans(layout, item) -> list:
@@ -291,7 +291,7 @@ def _ablation_rows(model, task, texts, mode, batch_size) -> np.ndarray:
 
 class _EmbeddingAblation:
     """A forward hook on the input embeddings that replaces the rows of ``mask`` (``[B, T]``
-    bool): by zero, or by the mean embedding of the row's real tokens."""
+    bool): by zero, or by the mean embedding of the row's prompt tokens (padding left out)."""
 
     def __init__(self, mode: str, mask: torch.Tensor, attention_mask: torch.Tensor):
         self.mode, self.mask, self.attention_mask = mode, mask, attention_mask
@@ -353,7 +353,7 @@ def measure_model(model, tokenizer, statements, *, task=None, measures=DEFAULT_M
     from finwidget.task import EarningsTask
 
     texts = _texts(statements)
-    metrics, want_lines, _ = _check_measures(measures)
+    metrics, want_lines = _check_measures(measures)
     if ablation not in ABLATIONS:
         raise InputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     if line_ablation not in LINE_ABLATIONS:
