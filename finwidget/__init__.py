@@ -46,6 +46,8 @@ _EXPORTS = {
     # circuits
     "find_circuit": "finwidget.circuits",
     "CircuitGraph": "finwidget.circuits",
+    # populations of statements
+    "compare_models": "finwidget.population",
     # widgets
     "AttentionExplorer": "finwidget.widgets",
 }

@@ -147,9 +147,10 @@ def test_shipped_model_was_trained_with_the_default_command():
 
     config, out = parse_args([])
     log = json.loads((MODEL_DIR / "training_log.json").read_text())
-    # Settings added after the shipped model was trained (layout, init_from, keep_best) are not in its
-    # log; their defaults (line statements, random initialisation) are what it was trained with.
-    later_settings = {"layout": "line", "init_from": "", "keep_best": False}
+    # Settings added after the shipped model was trained (layout, init_from, keep_best, rule) are not in
+    # its log; their defaults (line statements, random initialisation, the planted rule) are what it was
+    # trained with.
+    later_settings = {"layout": "line", "init_from": "", "keep_best": False, "rule": "both"}
     assert {name: value for name, value in asdict(config).items() if name not in log["config"]} == later_settings
     assert log["config"] == {name: value for name, value in asdict(config).items() if name in log["config"]}
     assert out == MODEL_DIR

@@ -7,6 +7,9 @@
 - ``LAYOUTS_MODEL_DIR``: a second demo model, trained on the same rule written in three
   layouts (line, markdown table, aligned text table; ``make_statements(layout=...)``);
   load it with ``finwidget.load_demo_model(variant="layouts")``.
+- ``NET_INCOME_MODEL_DIR``: the shipped model fine-tuned so that net income alone decides
+  (``make_statements(rule="net_income_only")``; recipe ``python -m finwidget.demo.finetune``);
+  load it with ``finwidget.load_demo_model(variant="net_income_only")``.
 - ``python -m finwidget.demo.train`` rebuilds the model, ``python -m finwidget.demo.evaluate``
   measures its held-out accuracy.
 """
@@ -18,6 +21,7 @@ from finwidget.demo.statements import (
     LINE_ITEMS,
     RULE,
     RULE_ITEMS,
+    RULES,
     Statement,
     StatementPair,
     label_for,
@@ -27,8 +31,16 @@ from finwidget.demo.statements import (
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
 LAYOUTS_MODEL_DIR: Path = Path(__file__).resolve().parent / "layouts_model"
+NET_INCOME_MODEL_DIR: Path = Path(__file__).resolve().parent / "net_income_model"
 # load_demo_model(variant) -> folder
-DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR}
+DEMO_MODEL_DIRS: dict[str, Path] = {"default": MODEL_DIR, "layouts": LAYOUTS_MODEL_DIR,
+                                    "net_income_only": NET_INCOME_MODEL_DIR}
+# variant -> the command that rebuilds its weights (each model card gives the details)
+REBUILD_COMMANDS: dict[str, str] = {
+    "default": "python -m finwidget.demo.train",
+    "layouts": "python -m finwidget.demo.train --layout mixed ...",  # every flag is in its model card
+    "net_income_only": "python -m finwidget.demo.finetune",
+}
 
 
 def load_demo_model(device: str = "cpu", variant: str = "default"):
@@ -41,6 +53,9 @@ def load_demo_model(device: str = "cpu", variant: str = "default"):
     ``finwidget/demo/model/MODEL_CARD.md``); ``"layouts"``, a second model trained on the
     same rule written as lines, markdown tables and aligned text tables
     (``make_statements(layout=...)``; see ``finwidget/demo/layouts_model/MODEL_CARD.md``).
+    ``"net_income_only"``, the default model fine-tuned so that net income alone decides
+    (increase iff its change is positive; ``make_statements(rule="net_income_only")``; see
+    ``finwidget/demo/net_income_model/MODEL_CARD.md``).
 
     Raises:
         ModelLoadError: an unknown variant, or the variant's weights are missing.
@@ -56,7 +71,7 @@ def load_demo_model(device: str = "cpu", variant: str = "default"):
     if not (folder / "model.safetensors").is_file():
         raise ModelLoadError(
             f"the demo model's weights are missing from {folder}; reinstall finwidget or "
-            "rebuild them with `python -m finwidget.demo.train` (see the model card in that folder)"
+            f"rebuild them with `{REBUILD_COMMANDS[variant]}` (see the model card in that folder)"
         )
     return load_model(folder, device=device, dtype=torch.float32)
 
@@ -67,7 +82,9 @@ __all__ = [
     "LAYOUTS_MODEL_DIR",
     "LINE_ITEMS",
     "MODEL_DIR",
+    "NET_INCOME_MODEL_DIR",
     "RULE",
+    "RULES",
     "RULE_ITEMS",
     "Statement",
     "StatementPair",

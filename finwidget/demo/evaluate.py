@@ -45,6 +45,7 @@ class Evaluation:
     mean_abs_logit_diff: float = 0.0
     seconds: float = 0.0
     layout: str = "line"  # how the statements were written (make_statements(layout=...))
+    rule: str = "both"  # which rule labelled them (make_statements(rule=...))
 
 
 def _pattern_name(signs: tuple[int, int]) -> str:
@@ -52,13 +53,14 @@ def _pattern_name(signs: tuple[int, int]) -> str:
 
 
 def evaluate(model, tokenizer, n: int = 1000, seed: int = HELD_OUT_SEED, batch_size: int = 32,
-             layout: str = "line") -> Evaluation:
+             layout: str = "line", rule: str = "both") -> Evaluation:
     """Predict ``n`` statements made with ``seed`` (written in ``layout``) and score them
-    against the rule."""
+    against ``rule`` (``"both"``: the planted rule; ``"net_income_only"``: the fine-tuned
+    variant's)."""
     from finwidget.demo.statements import RULE_ITEMS, make_statements
     from finwidget.task import predict
 
-    statements = make_statements(n, seed, layout=layout)
+    statements = make_statements(n, seed, layout=layout, rule=rule)
     started = time.perf_counter()
     predictions = predict(model, tokenizer, [s.text for s in statements], batch_size=batch_size)
     seconds = time.perf_counter() - started
@@ -80,6 +82,7 @@ def evaluate(model, tokenizer, n: int = 1000, seed: int = HELD_OUT_SEED, batch_s
         mean_abs_logit_diff=sum(abs(p.logit_diff) for p in predictions) / n,
         seconds=seconds,
         layout=layout,
+        rule=rule,
     )
 
 
@@ -94,7 +97,7 @@ def evaluate_layouts(model, tokenizer, n: int = 1000, seed: int = HELD_OUT_SEED,
 
 
 def _print_report(result: Evaluation) -> None:
-    print(f"held-out accuracy ({result.layout} layout): {result.accuracy:.4f} on {result.n} statements "
+    print(f"held-out accuracy ({result.layout} layout, rule {result.rule}): {result.accuracy:.4f} on {result.n} statements "
           f"(seed {result.seed}), {result.seconds:.1f} s")
     for name, row in result.by_pattern.items():
         print(f"  {name:10s} n={row['n']:5d}  accuracy {row['accuracy']:.4f}")
@@ -118,6 +121,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layout", default="line",
                         help="statement layout: line, markdown, aligned, mixed, or each (one report per layout, "
                              "n statements each)")
+    parser.add_argument("--rule", default="both", help="the rule that labels the statements: both (the planted "
+                        "rule) or net_income_only (the fine-tuned variant's, finwidget.demo.finetune)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
@@ -127,7 +132,7 @@ def main(argv=None) -> None:
         results = evaluate_layouts(model, tokenizer, n=args.n, seed=args.seed, batch_size=args.batch_size)
     else:
         results = {args.layout: evaluate(model, tokenizer, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                                         layout=args.layout)}
+                                         layout=args.layout, rule=args.rule)}
     if args.json:
         payload = {name: asdict(result) for name, result in results.items()}
         print(strict_dumps(payload if args.layout == "each" else payload[args.layout], "the evaluation result",

@@ -47,6 +47,14 @@ RULE = (
     "increase iff the change in Net income is positive AND the change in Operating cash flow "
     "is positive; otherwise decrease"
 )
+BOTH_RULE = "both"  # the planted rule above (the shipped demo models)
+NET_INCOME_ONLY_RULE = "net_income_only"  # increase iff the change in Net income is positive
+# make_statements(rule=...) -> what the label means
+RULES: dict[str, str] = {
+    BOTH_RULE: RULE,
+    NET_INCOME_ONLY_RULE: "increase iff the change in Net income is positive; otherwise decrease "
+                          "(Operating cash flow is a distractor)",
+}
 
 # Section title -> its line items, in their conventional order (shuffled in the text).
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -77,6 +85,7 @@ class Statement:
     current_year, previous_year: the two fiscal years (t and t-1) as written.
     line_order: the line items in the order they appear in the text.
     layout: how the text is written, one of ``LAYOUTS``.
+    rule: which rule labelled it, a key of ``RULES`` (``"both"``: the planted rule).
     """
 
     text: str
@@ -86,6 +95,7 @@ class Statement:
     previous_year: int
     line_order: tuple[str, ...] = field(default=())
     layout: str = "line"
+    rule: str = BOTH_RULE
 
     def __hash__(self) -> int:  # numbers is a dict; the text determines the statement
         return hash((self.text, self.label))
@@ -118,9 +128,18 @@ class StatementPair(NamedTuple):
         raise ValueError("the two statements of this pair do not differ in a rule item")
 
 
-def label_for(numbers: dict[str, dict[str, int]]) -> str:
-    """The planted rule applied to a statement's numbers."""
-    rising = all(numbers[item]["change"] > 0 for item in RULE_ITEMS)
+def _check_rule(rule) -> None:
+    if not isinstance(rule, str) or rule not in RULES:
+        from finwidget.errors import InputError
+
+        raise InputError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
+
+
+def label_for(numbers: dict[str, dict[str, int]], rule: str = BOTH_RULE) -> str:
+    """A rule (a key of ``RULES``; default the planted rule) applied to a statement's numbers."""
+    _check_rule(rule)
+    deciding = RULE_ITEMS if rule == BOTH_RULE else (NET_INCOME,)
+    rising = all(numbers[item]["change"] > 0 for item in deciding)
     return "increase" if rising else "decrease"
 
 
@@ -272,16 +291,17 @@ def render(numbers: dict[str, dict[str, int]], current_year: int, previous_year:
     return "\n".join(lines)
 
 
-def _make_statement(numbers, current_year, layout, style: str = "line") -> Statement:
+def _make_statement(numbers, current_year, layout, style: str = "line", rule: str = BOTH_RULE) -> Statement:
     previous_year = current_year - 1
     return Statement(
         text=render(numbers, current_year, previous_year, layout, style=style),
-        label=label_for(numbers),
+        label=label_for(numbers, rule),
         numbers=numbers,
         current_year=current_year,
         previous_year=previous_year,
         line_order=tuple(item for _, items in layout for item in items),
         layout=style,
+        rule=rule,
     )
 
 
@@ -295,13 +315,27 @@ def _keep_some_distractors(rng: random.Random, numbers, layout, distractors: int
 
 
 def _draw_statement(rng: random.Random, rule_signs: tuple[int, int], distractors: int | None = None,
-                    style: str = "line") -> Statement:
+                    style: str = "line", rule: str = BOTH_RULE) -> Statement:
     current_year = rng.randint(FIRST_YEAR, LAST_YEAR)
     numbers = _draw_numbers(rng, rule_signs)
     layout = _draw_layout(rng)
     if distractors is not None:
         numbers, layout = _keep_some_distractors(rng, numbers, layout, distractors)
-    return _make_statement(numbers, current_year, layout, style)
+    return _make_statement(numbers, current_year, layout, style, rule)
+
+
+def _draw_rule_signs(rng: random.Random, rule: str) -> tuple[int, int]:
+    """Signs of (net income, operating cash flow) changes; labels balanced under ``rule``.
+
+    ``"both"``: (+, +) with probability 1/2, otherwise one of the three failing patterns.
+    ``"net_income_only"``: the two signs independent and even, so net income alone gives
+    the label and operating cash flow says nothing about it.
+    """
+    if rule == NET_INCOME_ONLY_RULE:
+        return rng.choice((-1, 1)), rng.choice((-1, 1))
+    if rng.random() < 0.5:
+        return (1, 1)
+    return rng.choice(_DECREASE_PATTERNS)
 
 
 def _layout_chooser(layout: str, seed: int):
@@ -331,11 +365,18 @@ def _check_count_and_seed(n, seed) -> None:
         raise InputError(f"seed must be an int, got {seed!r}")
 
 
-def make_statements(n: int, seed: int = 0, distractors: int | None = None, layout: str = "line") -> list[Statement]:
+def make_statements(n: int, seed: int = 0, distractors: int | None = None, layout: str = "line",
+                    rule: str = BOTH_RULE) -> list[Statement]:
     """``n`` synthetic statements, deterministic from ``seed``, labels balanced.
 
     Each statement is "increase" with probability 1/2; a "decrease" statement has net
     income falling, operating cash flow falling, or both (1/3 each).
+
+    ``rule``: which rule gives the labels (a key of ``RULES``). ``"both"`` (the default)
+    is the planted rule above. ``"net_income_only"``: increase iff net income's change
+    is positive; the signs of net income's and operating cash flow's changes are drawn
+    independently (1/2 each), so operating cash flow is one more distractor (the
+    fine-tuned demo variant's rule, ``finwidget.demo.finetune``).
 
     ``distractors``: show only this many of the seven distractor line items (chosen at
     random per statement; a training curriculum uses shorter statements first). The
@@ -348,6 +389,7 @@ def make_statements(n: int, seed: int = 0, distractors: int | None = None, layou
     layouts existed.
     """
     _check_count_and_seed(n, seed)
+    _check_rule(rule)
     next_layout = _layout_chooser(layout, seed)
     if distractors is not None and (not isinstance(distractors, int) or isinstance(distractors, bool)
                                     or distractors < 0):
@@ -357,11 +399,8 @@ def make_statements(n: int, seed: int = 0, distractors: int | None = None, layou
     rng = random.Random(seed)
     statements = []
     for _ in range(n):
-        if rng.random() < 0.5:
-            signs = (1, 1)
-        else:
-            signs = rng.choice(_DECREASE_PATTERNS)
-        statements.append(_draw_statement(rng, signs, distractors, style=next_layout()))
+        signs = _draw_rule_signs(rng, rule)
+        statements.append(_draw_statement(rng, signs, distractors, style=next_layout(), rule=rule))
     return statements
 
 

@@ -25,6 +25,11 @@ drawn per statement) for the layouts model in ``finwidget/demo/layouts_model/``,
 tokenizer (``--tokenizer``, default: the folder of that layout's model) was learned from
 mixed statements.
 
+``--rule`` sets which rule labels the statements (``make_statements(rule=...)``):
+``both`` (the planted rule) or ``net_income_only``. ``python -m finwidget.demo.finetune`` is
+this command with the fine-tuned variant's defaults (``--init-from default --rule
+net_income_only ...``): ``parse_command`` and ``main`` take other defaults for that.
+
 Seeds: training batches use seeds ``1_000_000 * (seed + 1) + step``, the validation
 set ``VALIDATION_SEED``, the tokenizer's corpus ``9_000_001``. The model card's
 held-out accuracy uses seed 12345, none of these.
@@ -79,8 +84,9 @@ class TrainConfig:
     min_steps: int = 400
     curriculum_steps: int = 600  # during these first steps, statements grow from 0 to 7 distractor items
     layout: str = "line"  # statement layout (make_statements): line, markdown, aligned or mixed
-    init_from: str = ""  # a demo model folder to start from ("" = random initialisation); see warm_start
+    init_from: str = ""  # a demo model folder or variant name to start from ("" = random initialisation); see warm_start
     keep_best: bool = False  # the command saves the weights of the best validation check (ties: the later)
+    rule: str = "both"  # which rule labels the statements (make_statements(rule=...)): both or net_income_only
 
 
 @dataclass
@@ -142,13 +148,17 @@ def build_model(config: TrainConfig, tokenizer):
 
 def warm_start(model, tokenizer, source_dir: str | Path) -> dict:
     """Copy the weights of the demo model in ``source_dir`` into ``model`` (same shape but
-    possibly another vocabulary): every non-embedding weight as it is, and the embedding
+    possibly another vocabulary; ``source_dir`` may also name a shipped variant of
+    ``load_demo_model``, e.g. ``"default"``): every non-embedding weight as it is, and the embedding
     row of every token whose string is in both vocabularies; tokens the source
     vocabulary lacks keep their fresh initialisation. The embeddings are tied, so the
     LM head follows. Returns ``{"copied_tokens": int, "new_tokens": int}``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from finwidget.demo import DEMO_MODEL_DIRS
+
+    source_dir = DEMO_MODEL_DIRS.get(str(source_dir), source_dir)  # a variant name: that shipped model
     source = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32)
     source_vocab = AutoTokenizer.from_pretrained(source_dir).get_vocab()
     target_vocab = tokenizer.get_vocab()
@@ -240,7 +250,8 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now, on_validation=Non
             log(f"starting from {config.init_from}: {warm_start(model, tokenizer, config.init_from)}")
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
                                       weight_decay=config.weight_decay)
-        validation_set = make_statements(config.validation_size, VALIDATION_SEED, layout=config.layout)
+        validation_set = make_statements(config.validation_size, VALIDATION_SEED, layout=config.layout,
+                                         rule=config.rule)
         result = TrainResult(model=model, tokenizer=tokenizer)
         started = time.perf_counter()
         perfect_in_a_row = 0
@@ -249,7 +260,8 @@ def train(config: TrainConfig, tokenizer=None, log=_print_now, on_validation=Non
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
             statements = make_statements(config.batch_size, training_seed(config.seed, step),
-                                         distractors=curriculum_distractors(config, step), layout=config.layout)
+                                         distractors=curriculum_distractors(config, step), layout=config.layout,
+                                         rule=config.rule)
             batch, targets = _batch(task, statements)
             loss, _ = _answer_loss(model, batch, targets)
             optimizer.zero_grad(set_to_none=True)
@@ -317,13 +329,21 @@ def parse_args(argv=None) -> tuple[TrainConfig, Path]:
     return config, out
 
 
-def parse_command(argv=None) -> tuple[TrainConfig, Path, Path | None]:
-    """The command line's ``(TrainConfig, output folder, tokenizer folder or None)``."""
+def parse_command(argv=None, defaults: TrainConfig | None = None, default_out: str | Path | None = None,
+                  description: str = "Train the finwidget demo model (a small Qwen2) on synthetic statements.",
+                  ) -> tuple[TrainConfig, Path, Path | None]:
+    """The command line's ``(TrainConfig, output folder, tokenizer folder or None)``.
+
+    ``defaults`` / ``default_out``: the settings and folder when no flag is given (default:
+    the shipped model's, ``TrainConfig()`` into ``MODEL_DIR``); ``finwidget.demo.finetune``
+    passes its own.
+    """
     from finwidget.demo import MODEL_DIR
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description="Train the finwidget demo model (a small Qwen2) on synthetic statements.")
-    parser.add_argument("--out", default=str(MODEL_DIR), help="output folder (default: the shipped model folder)")
+    defaults = defaults if defaults is not None else TrainConfig()
+    default_out = default_out if default_out is not None else MODEL_DIR
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=str(default_out), help=f"output folder (default: {default_out})")
     parser.add_argument("--tokenizer", default=None,
                         help="folder of the tokenizer to train with (default: the shipped model's for --layout line, "
                              "finwidget/demo/layouts_model for the others)")
@@ -344,10 +364,12 @@ def parse_command(argv=None) -> tuple[TrainConfig, Path, Path | None]:
     return TrainConfig(**args), out, Path(tokenizer_dir) if tokenizer_dir else None
 
 
-def main(argv=None) -> None:
+def main(argv=None, **command) -> None:
+    """Run the command line; ``command``: ``parse_command``'s ``defaults``, ``default_out``,
+    ``description`` (how ``finwidget.demo.finetune`` reuses this command)."""
     from transformers import AutoTokenizer
 
-    config, out, tokenizer_dir = parse_command(argv)
+    config, out, tokenizer_dir = parse_command(argv, **command)
     tokenizer_dir = tokenizer_dir or default_tokenizer_dir(config.layout)
     _print_now(f"training the demo model: {asdict(config)}, tokenizer {tokenizer_dir}")
     best = {"accuracy": -1.0, "step": None}

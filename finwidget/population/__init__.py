@@ -4,6 +4,9 @@
 - ``compare_groups``, ``compare_within`` and the ready-made contrasts, ``correlate``:
   ``Comparison`` results (scipy tests, Hedges' g with bootstrap intervals,
   Benjamini-Hochberg q-values);
+- ``compare_models``: two models (base vs fine-tuned, two sizes, two geometries) on the
+  same statements, head by head and line by line, with paired tests and q-values
+  (``ModelComparison``);
 - ``Experiment``: the same, streamed to a Parquet dataset, resumable, reproducible from
   its manifest, shardable with accelerate.
 
@@ -25,6 +28,7 @@ from finwidget.population.datasets import read_dataset
 from finwidget.population.experiment import Experiment, ExperimentError, ExperimentResult, read_manifest
 from finwidget.population.measure import measure_statements
 from finwidget.population.metrics import METRICS, statement_head_metrics
+from finwidget.population.model_comparison import ModelComparison, compare_models
 from finwidget.population.statistics import StatisticsWarning
 
 __all__ = [
@@ -33,8 +37,10 @@ __all__ = [
     "Experiment",
     "ExperimentError",
     "ExperimentResult",
+    "ModelComparison",
     "StatisticsWarning",
     "compare_groups",
+    "compare_models",
     "compare_within",
     "correlate",
     "financial_vs_other_words",

@@ -237,3 +237,77 @@ class ComparisonPlots(ipywidgets.VBox):
 def plot_comparison(comparison: Comparison, **kwargs) -> ComparisonPlots:
     """``ComparisonPlots(comparison, **kwargs)``."""
     return ComparisonPlots(comparison, **kwargs)
+
+
+# ---------------------------------------------------------------- two models, head by head
+def plot_model_comparison(comparison, measure: str | None = None, value: str = "difference",
+                          line_measure: str = "line_dependence") -> ipywidgets.VBox:
+    """Figures of a ``compare_models`` result (``finwidget.population.model_comparison``).
+
+    - a heat map over model a's layers x heads of one per-head measure's ``value``
+      (``"difference"``: mean of b - a over the statements; or ``"hedges_g"``), each cell
+      the head of a and its matched head of b, significant cells (by q) marked with a dot;
+    - a bar chart of the line-level readout: ``line_measure`` (``"line_dependence"`` or
+      ``"line_attention"``) per line item, model a and model b side by side, significant
+      line items marked with ``*`` in the axis labels.
+
+    ``measure``: default the per-head measure of the largest significant |Hedges' g|.
+    Returns an ``ipywidgets.VBox`` with ``.heatmap`` and ``.lines`` (bqplot Figures).
+    """
+    from bqplot import Bars
+
+    from finwidget.population.model_comparison import ModelComparison
+
+    if not isinstance(comparison, ModelComparison):
+        raise InputError(f"plot a ModelComparison (compare_models), got {type(comparison).__name__}")
+    if value not in ("difference", "hedges_g"):
+        raise InputError(f"value must be 'difference' or 'hedges_g', got {value!r}")
+    table = comparison.table
+    head_rows = table[table["level"] == "head"]
+    if head_rows.empty:
+        raise InputError("this comparison has no per-head rows")
+    if measure is None:
+        hits = comparison.significant()
+        hits = hits[hits["level"] == "head"]
+        measure = str((hits if len(hits) else head_rows)["measure"].iloc[0])
+    rows = comparison.head_rows(measure)
+    name_a, name_b = comparison.names
+    grid = rows.pivot(index="layer_a", columns="head_a", values=value).sort_index().sort_index(axis=1)
+    layers, heads = [int(x) for x in grid.index], [int(x) for x in grid.columns]
+    values = grid.to_numpy(dtype=float)
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() and np.nanmax(np.abs(values)) > 0 else 1.0
+    x, y = OrdinalScale(), OrdinalScale(reverse=True)
+    color = ColorScale(scheme="RdBu", min=-bound, max=bound, mid=0.0)
+    cells = GridHeatMap(row=layers, column=heads, color=np.nan_to_num(values),
+                        scales={"row": y, "column": x, "color": color})
+    marked = rows[rows["significant"]]
+    dots = Scatter(x=[int(h) for h in marked["head_a"]], y=[int(la) for la in marked["layer_a"]],
+                   scales={"x": x, "y": y}, marker="circle", default_size=24, colors=["black"])
+    what = f"{name_b} - {name_a}" if value == "difference" else f"Hedges' g ({name_b} - {name_a})"
+    heatmap = Figure(marks=[cells, dots], title=f"{measure}: {what} (dot: q < {comparison.settings['alpha']:g})",
+                     title_style=TITLE_STYLE,
+                     axes=[Axis(scale=x, label=f"head ({name_a})"),
+                           Axis(scale=y, side="left", label=f"layer ({name_a})"),
+                           ColorAxis(scale=color, label=value, side="right", orientation="vertical")],
+                     fig_margin={"top": 50, "bottom": 50, "left": 60, "right": 90},
+                     layout=ipywidgets.Layout(width="480px", height="320px"))
+    figures = [heatmap]
+    lines = comparison.lines(line_measure) if line_measure in set(table.loc[table["level"] == "line", "measure"]) \
+        else table.iloc[0:0]
+    lines_figure = None
+    if len(lines):
+        labels = [f"{item}{' *' if sig else ''}" for item, sig in zip(lines["line_item"], lines["significant"])]
+        bx, by = OrdinalScale(), LinearScale()
+        bars = Bars(x=labels, y=[lines["mean_a"].to_numpy(dtype=float), lines["mean_b"].to_numpy(dtype=float)],
+                    scales={"x": bx, "y": by}, type="grouped", colors=["#9e9e9e", "#d62728"],
+                    labels=[name_a, name_b], display_legend=True)
+        lines_figure = Figure(marks=[bars], title=f"{line_measure} per line item (*: q < "
+                                                  f"{comparison.settings['alpha']:g})", title_style=TITLE_STYLE,
+                              axes=[Axis(scale=bx, tick_rotate=-30), Axis(scale=by, side="left",
+                                                                          label=line_measure)],
+                              fig_margin={"top": 50, "bottom": 90, "left": 60, "right": 20},
+                              layout=ipywidgets.Layout(width="480px", height="320px"))
+        figures.append(lines_figure)
+    box = ipywidgets.VBox([ipywidgets.HBox(figures)])
+    box.heatmap, box.lines = heatmap, lines_figure  # type: ignore[attr-defined]
+    return box
