@@ -32,6 +32,9 @@ _EXPORTS = {
     "Scale": "finwidget.statement.edits",
     "FlipChange": "finwidget.statement.edits",
     "SwapYears": "finwidget.statement.edits",
+    "span_patching": "finwidget.counterfactual",
+    "sensitivity": "finwidget.counterfactual",
+    "plot_sensitivity": "finwidget.widgets.sensitivity_plot",
     # analysis tables
     "FinancialAttentionAnalyzer": "finwidget.interpretability_tools",  # the guide's: plots return widgets
     "quick_attention_analysis": "finwidget.interpretability_tools",
