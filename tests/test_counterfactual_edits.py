@@ -285,3 +285,19 @@ def test_input_is_never_mutated():
     assert edits == [SetValue("Net income", 1), FlipChange("Revenue")]
     assert DEMO_TOTALS == {"Gross profit": ("Revenue", "-Cost of revenue"),
                            "Shareholders' equity": ("Total assets", "-Total liabilities")}
+
+
+def test_root_exports():
+    """``finwidget.counterfactual`` is the package and, called, the function (both names the
+    package root exports must keep working whichever is imported first)."""
+    import finwidget
+    import finwidget.counterfactual as package
+
+    statement = make_statements(1, seed=6)[0]
+    assert finwidget.counterfactual is package
+    assert finwidget.counterfactual(statement, FlipChange("Revenue")).text == \
+        counterfactual(statement, FlipChange("Revenue")).text
+    assert package.span_patching is finwidget.span_patching
+    for name in ("SetNumber", "SetValue", "SetChange", "Scale", "FlipChange", "SwapYears", "sensitivity",
+                 "plot_sensitivity", "counterfactual_family"):
+        assert name in finwidget.__all__ and getattr(finwidget, name) is not None

@@ -6,7 +6,15 @@
   of a different token length, aligned by spans (``patching``).
 - :func:`sensitivity`: the logit difference as one line item's value sweeps a range,
   with its flip points (``sensitivity``).
+
+``finwidget.counterfactual`` is both this package and the function: calling the package,
+``finwidget.counterfactual(statement, edits, ...)``, is ``counterfactual(statement, edits, ...)``
+(a package and a function of one name cannot otherwise live side by side under ``finwidget``:
+importing the package would replace the function).
 """
+
+import sys
+import types
 
 from finwidget.counterfactual.patching import span_patching
 from finwidget.counterfactual.sensitivity import FlipPoint, SensitivityCurve, sensitivity
@@ -41,3 +49,13 @@ __all__ = [
     "sensitivity",
     "span_patching",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as :func:`counterfactual`."""
+
+    def __call__(self, statement, edits, **options):
+        return counterfactual(statement, edits, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

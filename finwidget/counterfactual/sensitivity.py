@@ -189,9 +189,14 @@ def sensitivity(model, tokenizer, statement, item: str, values, *, year: int | N
         original_value = row.get(year if year is not None else (years[0] if years else None))
     return SensitivityCurve(item=item, quantity=quantity, year=year, values=swept, logit_diff=diffs[:-1],
                             counterfactuals=edited, original_value=original_value,
-                            original_logit_diff=float(diffs[-1]), labels=tuple(getattr(task, "labels", ("increase", "decrease"))))
+                            original_logit_diff=float(diffs[-1]), labels=_labels(task))
 
 
 def _plain(value: float):
     """A swept float as the number to write: whole numbers as ints (no ``.0``)."""
     return int(value) if float(value).is_integer() else float(value)
+
+
+def _labels(task) -> tuple[str, str]:
+    first, second = tuple(getattr(task, "labels", ("increase", "decrease")))[:2]
+    return str(first), str(second)

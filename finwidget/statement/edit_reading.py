@@ -165,7 +165,7 @@ def read_numbers(text: str, number_locale: str = "en", lexicon: Lexicon | None =
     header_cells = _header_change_columns(text, line_starts, header_years, reader)
     items: list[ItemRow] = []
     for name, values in line_items:
-        row = ItemRow(name.line_item, name.char_start, name.char_end, name.line)
+        row = ItemRow(name.line_item or name.text, name.char_start, name.char_end, name.line)
         for unit in values:
             k = slot_of_unit.get(id(unit))
             if k is None:
