@@ -428,7 +428,8 @@ def counterfactual(statement, edits, *, recompute_change: bool = True, totals: d
 
 def _write(reading: NumberReading, editor: _Editor, edits, number_locale: str) -> CounterfactualStatement:
     text = reading.text
-    statement_style = StatementStyle.of([s.text for s in reading.slots if s.role != "year"], number_locale)
+    statement_style = StatementStyle.of([f"({s.text})" if s.brackets_outside else s.text
+                                         for s in reading.slots if s.role != "year"], number_locale)
     plus_changes = _change_plus(reading, statement_style)
     replacements = []
     for slot_index in sorted(editor.assigned, key=lambda k: reading.slots[k].start):
@@ -438,6 +439,11 @@ def _write(reading: NumberReading, editor: _Editor, edits, number_locale: str) -
         style = NumberStyle.of(slot.text, statement_style, plus=plus, number_locale=number_locale)
         if places is None:
             places = max(style.decimals, decimals_needed(value))
+        if slot.brackets_outside:  # "(565" + ")" in the next cell: the digits only, the brackets stay
+            if value >= 0:
+                raise InputError(f"the number {slot.text!r} ({slot.item}) is a negative whose brackets sit in other "
+                                 f"table cells; it can be set to another negative amount, not to {value}")
+            value = -value
         new = style.write(value, places)
         replacements.append((slot, new, editor.cause[slot_index]))
     pieces, changes, ranges, numbers, cursor, shift = [], [], [], {}, 0, 0
