@@ -5,11 +5,9 @@ carries the answer) now across lengths, and exact same-path equality where lengt
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from finwidget.counterfactual import SetChange, SetValue, SwapYears, counterfactual, span_patching
 from finwidget.demo import make_statements
-from finwidget.errors import InputError, LocationError
 from finwidget.interventions import activation_patching
 
 RULE_ITEMS = ("Net income", "Operating cash flow")
@@ -93,7 +91,7 @@ def test_identical_statements_patch_to_themselves_exactly(demo):
     assert np.isnan(ours.patched_logit_diff[0]).all()  # layer 0 not asked for
 
 
-def test_edited_as_source_and_bad_input(demo):
+def test_edited_as_source(demo):
     model, _tokenizer, task = demo
     statement = increase_statements(1)[0]
     cf = counterfactual(statement, SetChange("Net income", -1051))
@@ -102,17 +100,3 @@ def test_edited_as_source_and_bad_input(demo):
     assert back.clean_logit_diff == forward.corrupted_logit_diff
     rule = back.columns.index("Net income")
     assert back.recovered[0, rule] >= 0.9  # the edited line alone makes the original answer "decrease"
-    with pytest.raises(InputError, match="CounterfactualStatement"):
-        span_patching(model, task, cf.text)
-    with pytest.raises(InputError, match="source"):
-        span_patching(model, task, cf, source="clean")
-    with pytest.raises(InputError, match="unmatched"):
-        span_patching(model, task, cf, unmatched="drop")
-    with pytest.raises(InputError, match="by must be"):
-        span_patching(model, task, cf, by="token")
-    with pytest.raises(LocationError, match="the corrupted prompt has"):
-        activation_patching(model, task, cf.original, cf.text, position_pairs={"x": [(0, 10 ** 6)]})
-    with pytest.raises(InputError, match="twice"):
-        activation_patching(model, task, cf.original, cf.text, position_pairs={"x": [(0, 1), (2, 1)]})
-    with pytest.raises(InputError, match="over='residual'"):
-        activation_patching(model, task, cf.original, cf.text, over="heads", position_pairs={"x": [(0, 1)]})

@@ -136,20 +136,3 @@ def test_frame_and_plot_linked_to_the_explorer(demo):
         plot_sensitivity(curve, explorer=object())
     with pytest.raises(InputError, match="SensitivityCurve"):
         plot_sensitivity(frame)
-
-
-def test_bad_input(demo):
-    model, tokenizer, _task = demo
-    statement = make_statements(1, seed=1)[0]
-    with pytest.raises(InputError, match="quantity"):
-        sensitivity(model, tokenizer, statement, "Net income", [1], quantity="ratio")
-    with pytest.raises(InputError, match="empty"):
-        sensitivity(model, tokenizer, statement, "Net income", [])
-    with pytest.raises(InputError, match="finite"):
-        sensitivity(model, tokenizer, statement, "Net income", [1, float("nan")])
-    with pytest.raises(InputError, match="batch_size"):
-        sensitivity(model, tokenizer, statement, "Net income", [1], batch_size=0)
-    with pytest.raises(InputError, match="no line item named 'Net profit'"):
-        sensitivity(model, tokenizer, statement, "Net profit", [1])
-    with pytest.raises(InputError, match="values must be"):
-        sensitivity(model, tokenizer, statement, "Net income", "100")
