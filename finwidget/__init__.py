@@ -33,6 +33,7 @@ _EXPORTS = {
     "FlipChange": "finwidget.statement.edits",
     "SwapYears": "finwidget.statement.edits",
     "span_patching": "finwidget.counterfactual",
+    "family_effects": "finwidget.counterfactual",
     "sensitivity": "finwidget.counterfactual",
     "plot_sensitivity": "finwidget.widgets.sensitivity_plot",
     # analysis tables

@@ -4,6 +4,8 @@
   ``FlipChange``, ``SwapYears``) live in ``finwidget.statement.edits`` and are re-exported here.
 - :func:`span_patching`: activation patching between a statement and its counterfactual
   of a different token length, aligned by spans (``patching``).
+- :func:`family_effects`: a ``counterfactual_family`` run through the model (which single
+  edits flip the answer), one row per counterfactual (``family``).
 - :func:`sensitivity`: the logit difference as one line item's value sweeps a range,
   with its flip points (``sensitivity``).
 
@@ -16,6 +18,7 @@ importing the package would replace the function).
 import sys
 import types
 
+from finwidget.counterfactual.family import family_effects
 from finwidget.counterfactual.patching import span_patching
 from finwidget.counterfactual.sensitivity import FlipPoint, SensitivityCurve, sensitivity
 from finwidget.statement.edits import (
@@ -45,6 +48,7 @@ __all__ = [
     "SwapYears",
     "counterfactual",
     "counterfactual_family",
+    "family_effects",
     "family_frame",
     "sensitivity",
     "span_patching",
