@@ -17,6 +17,7 @@ its own unit, and returns:
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -131,7 +132,22 @@ def written_value(written: str, number_locale: str = "en") -> Decimal | None:
 
 
 def read_numbers(text: str, number_locale: str = "en", lexicon: Lexicon | None = None) -> NumberReading:
-    """Read ``text``'s numbers, line items and year columns (see the module docstring)."""
+    """Read ``text``'s numbers, line items and year columns (see the module docstring).
+
+    With the default lexicon the last 32 readings are kept (a sweep edits one statement many
+    times); a ``NumberReading`` is never modified after it is made.
+    """
+    if lexicon is None:
+        return _read_default(text, number_locale)
+    return _read_numbers(text, number_locale, lexicon)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_default(text: str, number_locale: str) -> NumberReading:
+    return _read_numbers(text, number_locale, None)
+
+
+def _read_numbers(text: str, number_locale: str, lexicon: Lexicon | None) -> NumberReading:
     structure = find_structure(text)
     pieces = scan_pieces(text, structure.markup, number_locale, whole=sorted(structure.dash_entities))
     offsets = [(p.start, p.end) for p in pieces]

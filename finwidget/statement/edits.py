@@ -44,6 +44,7 @@ statements' relations). A number an edit sets itself is never recomputed.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -229,8 +230,9 @@ class _Editor:
             raise InputError(f"{edit!r}: line item {row.name!r} has no amounts by year in this statement")
         if year is None:
             return row.values[row.years[0]]
-        if isinstance(year, bool) or not isinstance(year, int):
+        if isinstance(year, bool) or not isinstance(year, numbers.Integral):
             raise InputError(f"{edit!r}: year must be an int (such as {row.years[0]}) or None, got {year!r}")
+        year = int(year)
         if year not in row.values:
             raise InputError(f"{edit!r}: line item {row.name!r} has no amount for {year}; its years are "
                              f"{', '.join(str(y) for y in row.years)}")
@@ -240,7 +242,7 @@ class _Editor:
         years = row.years
         if year is not None:
             self.year_slot(row, year, edit)
-            years = [y for y in years if y <= year]
+            years = [y for y in years if y <= int(year)]
         if len(years) < 2:
             raise InputError(f"{edit!r}: line item {row.name!r} needs two years to compare, it has "
                              f"{', '.join(str(y) for y in row.years) or 'none'}")
@@ -299,9 +301,9 @@ class _Editor:
     def _set_number(self, edit: SetNumber) -> None:
         span = edit.span
         if (not isinstance(span, (tuple, list)) or len(span) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
+                or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in span)):
             raise InputError(f"{edit!r}: span must be (start, end) character positions, got {span!r}")
-        start, end = span
+        start, end = int(span[0]), int(span[1])
         size = len(self.reading.text)
         if not 0 <= start < end <= size:
             raise InputError(f"{edit!r}: span {tuple(span)} is outside the statement's {size} characters "
@@ -319,7 +321,6 @@ class _Editor:
 
     def _scale(self, edit: Scale) -> None:
         import math
-        import numbers
 
         factor = edit.factor
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not math.isfinite(float(factor)):
