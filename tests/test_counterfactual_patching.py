@@ -5,6 +5,7 @@ carries the answer) now across lengths, and exact same-path equality where lengt
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from finwidget.counterfactual import SetChange, SetValue, SwapYears, counterfactual, span_patching
 from finwidget.demo import make_statements
@@ -100,3 +101,24 @@ def test_edited_as_source(demo):
     assert back.clean_logit_diff == forward.corrupted_logit_diff
     rule = back.columns.index("Net income")
     assert back.recovered[0, rule] >= 0.9  # the edited line alone makes the original answer "decrease"
+
+
+@pytest.mark.parametrize("layout", ["markdown", "aligned"])
+def test_tables_on_the_layouts_model(layout):
+    """The layouts demo model reads the rule from markdown and aligned tables: the edited table
+    (an aligned column re-padded) patches across lengths the same way, and the rule item's change
+    flips the answer between -50 and 50."""
+    from finwidget.counterfactual import sensitivity
+    from finwidget.demo import load_demo_model
+    from finwidget.task import EarningsTask
+
+    model, tokenizer = load_demo_model(variant="layouts")
+    task = EarningsTask(tokenizer)
+    statement = next(s for s in make_statements(12, 77, layout=layout) if s.label == "increase")
+    cf = counterfactual(statement, SetChange("Net income", -1051))
+    result = span_patching(model, task, cf)
+    rule = result.columns.index("Net income")
+    assert (result.recovered[:, rule] >= 0.9).all(), result.recovered[:, rule]
+    assert np.abs(np.delete(result.recovered, rule, axis=1)).max() <= 0.1
+    curve = sensitivity(model, tokenizer, statement, "Net income", range(-350, 400, 100), quantity="change", task=task)
+    assert [(p.below, p.above, p.direction) for p in curve.flip_points] == [(-50, 50, "up")]
