@@ -352,3 +352,10 @@ def test_token_alignment_with_a_chat_template():
     assert sorted(p for g in aligned.groups for p in g.original_positions) == list(range(len(aligned.original_ids)))
     assert sorted(p for g in aligned.groups for p in g.edited_positions) == list(range(len(aligned.edited_ids)))
     assert {g.label for g in aligned.changed_groups} == {"Net income change", f"Net income {statement.current_year}"}
+
+
+def test_counterfactuals_compare_and_hash_by_value():
+    statement = make_statements(1, seed=10)[0]
+    a, b = counterfactual(statement, FlipChange("Revenue")), counterfactual(statement, FlipChange("Revenue"))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != counterfactual(statement, SwapYears("Revenue"))

@@ -29,8 +29,9 @@ Values are amounts *as written*: in a table "(in thousands)" the amount ``1,250`
 be a number or the text a user typed (``"1,250"``, ``"(300)"``, ``"-3.5"``).
 
 How numbers are written: in the style of the number they replace (currency, thousands
-separators, decimals, brackets or minus for negatives, a ``+`` where the change column
-writes one, ``%`` and scale words kept). A 3-digit number that grows to 4 digits gets a
+separators, decimals, brackets or minus for negatives, ``%`` and scale words kept). A
+positive change gets a ``+`` when the statement writes one on its positive changes (when it
+has none, when its negatives use a minus rather than brackets). A 3-digit number that grows to 4 digits gets a
 thousands separator when the statement groups thousands elsewhere. Decimals: the
 original's, or more when the new value needs them (up to 6).
 
@@ -168,6 +169,9 @@ class CounterfactualStatement:
     item: str | None = None
     kind: str | None = None
     number_locale: str = "en"
+
+    def __hash__(self) -> int:  # the value dicts are not hashable; the texts and edits determine the rest
+        return hash((self.original, self.text, self.edits, self.item, self.kind))
 
     def token_alignment(self, tokenizer, task=None, *, add_special_tokens: bool | None = None):
         """Token positions of the original prompt -> the edited prompt (see ``align_tokens``)."""
