@@ -180,7 +180,7 @@ def _read_numbers(text: str, number_locale: str, lexicon: Lexicon | None) -> Num
         # EDGAR's "<td>(565</td><td>)</td>": the reader made it negative from brackets outside the number
         outside = (value is not None and value > 0 and unit.value is not None and unit.value < 0
                    and not unit.nil and role != "year")
-        if outside:
+        if outside and value is not None:
             value = -value
         slot_of_unit[id(unit)] = len(slots)
         slots.append(NumberSlot(len(slots), start, end, written, value, unit.line_item, unit.year, role,
