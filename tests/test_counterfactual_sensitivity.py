@@ -136,3 +136,18 @@ def test_frame_and_plot_linked_to_the_explorer(demo):
         plot_sensitivity(curve, explorer=object())
     with pytest.raises(InputError, match="SensitivityCurve"):
         plot_sensitivity(frame)
+
+
+def test_readme_section_runs():
+    """The README's "What if a number were different?" example runs as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## What if a number were different?", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README counterfactuals", "exec"), namespace)  # noqa: S102 - our own README
+    flips = namespace["curve"].flip_points
+    assert [(p.below, p.above) for p in flips] == [(-50, 50)]
+    assert namespace["cf"].changes[0].new == "-1,051"
