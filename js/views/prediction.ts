@@ -9,6 +9,7 @@ import type { ExplorerStore } from "../store";
 import { stateCaption } from "../caption";
 import { frame, INK, type Figure, type Prim } from "../export";
 import { exportsOf, type View } from "./view";
+import { WhatIfPanel, whatIfLines } from "../what_if";
 
 export class PredictionPanel implements View {
   readonly name = "prediction";
@@ -23,6 +24,7 @@ export class PredictionPanel implements View {
   private progressBar: HTMLProgressElement;
   private none: HTMLElement;
   private drawn = false;
+  private whatIf: WhatIfPanel;
   private cleanups: (() => void)[] = [];
   readonly toPNG: () => string;
   readonly toSVG: () => string;
@@ -59,6 +61,8 @@ export class PredictionPanel implements View {
       this.none,
       this.list,
     ]);
+    this.whatIf = new WhatIfPanel(store);
+    this.root.append(this.whatIf.root);
     const exports = exportsOf(() => this.figure());
     this.toPNG = exports.toPNG;
     this.toSVG = exports.toSVG;
@@ -145,6 +149,10 @@ export class PredictionPanel implements View {
       y += 18;
       prims.push({ t: "text", x: 0, y, text: line, size: 12, fill: INK });
     }
+    for (const line of whatIfLines(this.store.get("what_if_state") ?? {})) {
+      y += 18;
+      prims.push({ t: "text", x: 0, y, text: line, size: 12, fill: INK });
+    }
     if (this.store.ablations.length) {
       y += 20;
       prims.push({ t: "text", x: 0, y, text: "Ablated heads:", size: 12, bold: true, fill: INK });
@@ -159,6 +167,7 @@ export class PredictionPanel implements View {
 
   destroy(): void {
     for (const c of this.cleanups) c();
+    this.whatIf.destroy();
     this.root.remove();
   }
 }
