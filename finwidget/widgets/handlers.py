@@ -158,12 +158,12 @@ def _what_if_token_values(explorer, p):
 
 
 def _what_if(explorer, p, send_progress):
-    state = explorer.what_if_number(p["span"], p["value"])
+    state = explorer._what_if_number(p["span"], p["value"])  # handle_request holds the model
     return {"what_if_state": state, "prediction": explorer.prediction}, None
 
 
 def _undo_what_if(explorer, p, send_progress):
-    state = explorer.undo_what_if()
+    state = explorer._undo_what_if()
     return {"what_if_state": state, "prediction": explorer.prediction}, None
 
 

@@ -16,6 +16,7 @@ predictions: it is saved with the notebook and embedded by ``save_html``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import re
@@ -264,11 +265,18 @@ class WhatIfMixin:
         Returns the ``what_if_state`` trait (both predictions, the edits). A refused edit
         raises ``InputError`` and leaves the explorer as it was.
         """
+        with self._model_turn():
+            return self._apply_what_if(edits)
+
+    @contextlib.contextmanager
+    def _model_turn(self):
+        """Hold the model for a what-if from Python (a sweep running beside the kernel holds it:
+        refused, never waited for). The frontend's requests hold it in ``handle_request``."""
         lock = getattr(self, "model_lock", None)
         if lock is not None and not lock.acquire(blocking=False):
             raise InputError("a sweep is running: wait for it to finish (or cancel it) before a what-if")
         try:
-            return self._apply_what_if(edits)
+            yield
         finally:
             if lock is not None:
                 lock.release()
@@ -276,6 +284,10 @@ class WhatIfMixin:
     def undo_what_if(self) -> dict:
         """Remove the newest what-if edit (the original statement once none is left).
         Returns the ``what_if_state`` trait."""
+        with self._model_turn():
+            return self._undo_what_if()
+
+    def _undo_what_if(self) -> dict:
         if not self._what_if.steps:
             raise InputError("there is no what-if edit to undo")
         self._what_if.steps.pop()
@@ -285,6 +297,10 @@ class WhatIfMixin:
     def what_if_number(self, span_index: int, value) -> dict:
         """Set the number of span ``span_index`` (of the statement shown) to ``value`` (a
         number or the text typed): what the statement view's editor sends."""
+        with self._model_turn():
+            return self._what_if_number(span_index, value)
+
+    def _what_if_number(self, span_index: int, value) -> dict:
         stack = self._what_if
         if not stack.available:
             raise InputError(stack.reason)
