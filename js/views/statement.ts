@@ -179,6 +179,8 @@ export class StatementView implements View {
   /** Arrows move between spans (up / down: the nearest span on the line above / below),
    * Home / End to the first / last, Enter or space selects (shift extends). */
   private key(ev: KeyboardEvent): void {
+    // The what-if editor's input keeps its keys (Enter applies, arrows move the caret).
+    if (ev.target instanceof Element && ev.target.closest(".fw-what-if-editor")) return;
     const order = this.order();
     const at = order.indexOf(this.current);
     if (at < 0 || !order.length) return;
