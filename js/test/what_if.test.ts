@@ -164,7 +164,7 @@ describe("the what-if section and the difference colouring", () => {
     const S = (model.traits.statement_layout as { spans: unknown[] }).spans.length;
     const T = (model.traits.statement_layout as { tokens: unknown[] }).tokens.length;
     model.reply({ kind: "reply", id: grid!.msg.id, request: "grid", ok: true, measure: grid!.msg.measure, label: "x: edited − original", what_if: "difference", arrays: { values: { encoding: "f32", shape: [12], buffer: 0 } } }, [f32(Array.from({ length: 12 }, (_, i) => i - 6))]);
-    const spanDiff = Array.from({ length: S }, (_, i) => (i === 1 ? 0.5 : i === 2 ? -0.25 : 0));
+    const spanDiff: number[] = Array.from({ length: S }, (_, i) => (i === 1 ? 0.5 : i === 2 ? -0.25 : 0));
     spanDiff[S - 1] = NaN;
     model.reply(
       { kind: "reply", id: tokens!.msg.id, request: "token_values", ok: true, reduce: "sum", label: "layer 0 head 0, attention from the answer position: edited − original", what_if: "difference", arrays: { values: { encoding: "f32", shape: [T], buffer: 0 }, span_values: { encoding: "f32", shape: [S], buffer: 1 } } },
