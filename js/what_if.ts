@@ -168,6 +168,17 @@ export function attachNumberEditor(body: HTMLElement, message: HTMLElement, stor
   };
 }
 
+/** The smallest end of the statement's difference scale (attention mass per span): a
+ * head whose attention barely moved shows pale colours, not float noise at full strength. */
+export const WHAT_IF_SPAN_FLOOR = 0.01;
+
+/** The end of the statement's difference scale: the largest |difference|, at least the floor. */
+export function whatIfScaleMax(values: ArrayLike<number>): number {
+  let m = WHAT_IF_SPAN_FLOOR;
+  for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]) && Math.abs(values[i]) > m) m = Math.abs(values[i]);
+  return m;
+}
+
 /** Mark the spans a what-if changed (outlined; the title says what they were). */
 export function markChangedSpans(spanEls: HTMLElement[], store: ExplorerStore): void {
   const state: WhatIfState = store.get("what_if_state") ?? {};

@@ -96,7 +96,9 @@ export class PredictionPanel implements View {
       this.bar.style.width = `${(100 * current.p_increase).toFixed(1)}%`;
       this.cleanRow.textContent = ablations.length && p.ablated
         ? `clean: logit diff ${formatValue(clean.logit_diff)}, p(increase) ${clean.p_increase.toFixed(3)} (“${clean.label}”) · change ${formatValue(current.logit_diff - clean.logit_diff)}`
-        : "clean run (no heads ablated)";
+        : this.store.get("what_if_state")?.edits?.length
+          ? "the edited statement (What-if below), no heads ablated"
+          : "clean run (no heads ablated)";
       this.drawn = true;
     }
     setFlag(this.root, "data-pending", pending);

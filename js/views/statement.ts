@@ -13,7 +13,7 @@ import { hasSelection, isSpanSelected, selectionAfterClick, selectionFromBrush, 
 import type { ExplorerStore } from "../store";
 import { Tooltip } from "../tooltip";
 import { exportsOf, messageFigure, type View } from "./view";
-import { attachNumberEditor, markChangedSpans } from "../what_if";
+import { attachNumberEditor, markChangedSpans, whatIfScaleMax } from "../what_if";
 
 export class StatementView implements View {
   readonly name = "statement";
@@ -290,7 +290,8 @@ export class StatementView implements View {
     // otherwise wash out everything else).
     const others = Array.from(values).filter((_, i) => !isSpanSelected(sel, i));
     // The difference run (ablated − clean) is signed: diverging colours around 0.
-    const scale = new ColorScale(others, whatIf || this.store.attentionRun === "difference");
+    // A what-if difference below WHAT_IF_SPAN_FLOOR is not coloured as if it were large.
+    const scale = new ColorScale(others, whatIf || this.store.attentionRun === "difference", whatIf ? whatIfScaleMax(others) : undefined);
     this.scale = scale;
     values.forEach((v, i) => {
       const node = this.spanEls[i];
