@@ -23,6 +23,15 @@ _EXPORTS = {
     # reading the statement
     "read_statement": "finwidget.statement",
     "Lexicon": "finwidget.statement",
+    # counterfactual statements: edited numbers, written consistently
+    "counterfactual": "finwidget.statement.edits",
+    "counterfactual_family": "finwidget.statement.edits",
+    "SetNumber": "finwidget.statement.edits",
+    "SetValue": "finwidget.statement.edits",
+    "SetChange": "finwidget.statement.edits",
+    "Scale": "finwidget.statement.edits",
+    "FlipChange": "finwidget.statement.edits",
+    "SwapYears": "finwidget.statement.edits",
     # analysis tables
     "FinancialAttentionAnalyzer": "finwidget.interpretability_tools",  # the guide's: plots return widgets
     "quick_attention_analysis": "finwidget.interpretability_tools",

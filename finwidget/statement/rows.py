@@ -464,13 +464,18 @@ class RowReader:
         if row.form not in ("aligned", "text"):
             return
         header_cols = [u.char_end - self._line_start_of(u.char_start) for _, _, u in cols]
+        # closest pairs first, so "+86" left of the "2017" column does not take it from "493" below it
+        candidates = sorted(
+            (abs(header_cols[k] - (unit.char_end - self._line_start_of(unit.char_start))), i, k)
+            for i, (unit, _) in enumerate(unlabeled) for k in range(len(header_cols))
+        )
         taken: set[int] = set()
-        for unit, _ in unlabeled:
-            col = unit.char_end - self._line_start_of(unit.char_start)
-            best = min(range(len(header_cols)), key=lambda k: abs(header_cols[k] - col))
-            if abs(header_cols[best] - col) <= _ALIGN_TOLERANCE and best not in taken:
-                unit.year = cols[best][0]
-                taken.add(best)
+        placed: set[int] = set()
+        for distance, i, k in candidates:
+            if distance <= _ALIGN_TOLERANCE and i not in placed and k not in taken:
+                unlabeled[i][0].year = cols[k][0]
+                taken.add(k)
+                placed.add(i)
 
     def _scale(self, name: Unit, values: list[Unit], note) -> None:
         """Scale by the row's own note ("Revenue ($ bn)"), else its header column's, else the table's."""
