@@ -90,25 +90,36 @@ def test_undo_returns_to_the_original_one_edit_at_a_time(explorer, text):
     assert not reply["ok"] and "no what-if edit to undo" in reply["error"]
 
 
-def test_python_api_takes_edits_or_a_counterfactual_like_the_ui(explorer, demo, text):
-    from finwidget.widgets.what_if import _edits_module
+def test_python_api_takes_edits_or_a_counterfactual_like_the_ui(explorer, text):
+    from finwidget.statement.edits import SetNumber, SetValue, counterfactual
 
-    edits = _edits_module()
     span = net_income(explorer)
-    edit = edits.SetNumber(span=(span.char_start, span.char_end), value=-100)
+    edit = SetNumber(span=(span.char_start, span.char_end), value=-100)
     by_edits = explorer.what_if([edit])
     explorer.undo_what_if()
-    by_counterfactual = explorer.what_if(edits.counterfactual(text, [edit]))
+    by_counterfactual = explorer.what_if(counterfactual(text, [edit]))
     assert by_counterfactual == by_edits
     # A counterfactual of the original replaces the edits made so far (the sensitivity plot's click).
-    again = edits.counterfactual(text, [edits.SetNumber(span=(span.char_start, span.char_end), value=10)])
-    state = explorer.what_if(again)
+    state = explorer.what_if(counterfactual(text, [SetValue("Net income", 10)]))
     assert state["steps"] == 1 and state["edits"][0]["description"] == "Net income 2012: 195 → 10"
     small = "Net income: change +5 | 2012: 10 | 2011: 5"
     at = small.index("10")
-    other = edits.counterfactual(small, [edits.SetNumber(span=(at, at + 2), value=1)])
+    other = counterfactual(small, [SetNumber(span=(at, at + 2), value=1)])
     with pytest.raises(InputError, match="another statement"):
         explorer.what_if(other)
+    with pytest.raises(InputError, match="at least one edit"):
+        explorer.what_if([])
+
+
+def test_an_edit_the_counterfactual_code_refuses_leaves_the_explorer_as_it_was(explorer):
+    from finwidget.statement.edits import SetNumber, SetValue
+
+    before = snapshot(explorer)
+    with pytest.raises(InputError):
+        explorer.what_if([SetNumber(span=(0, 9), value=1)])  # "Financial": not a number
+    with pytest.raises(InputError, match="no line item"):
+        explorer.what_if(SetValue("Dividends", 1))
+    assert snapshot(explorer) == before
 
 
 @pytest.mark.parametrize(
@@ -149,12 +160,11 @@ def test_numbers_as_people_type_them():
 
 
 def test_an_edit_that_changes_nothing_and_a_refused_edit_leave_the_explorer_as_it_was(explorer, monkeypatch):
-    from finwidget.widgets import what_if
+    from finwidget.statement import edits
 
     before = snapshot(explorer)
     with pytest.raises(InputError, match="changes nothing"):
         explorer.what_if_number(net_income(explorer).index, "195")
-    edits = what_if._edits_module()
 
     def refuse(text, edits):
         raise ValueError("that edit cannot be made")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from finwidget.errors import InputError
+from finwidget.statement import edits as statement_edits
 
 #: why an explorer without the model cannot try a what-if (shown in the UI instead of the editor)
 NO_MODEL_REASON = (
@@ -56,14 +57,6 @@ def parse_number_text(text: str) -> float | None:
     value = float(s.lstrip("+-\u2212").lstrip("$").replace(",", ""))
     value *= -sign if negative else sign
     return value if math.isfinite(value) else None
-
-
-def _edits_module():
-    try:
-        from finwidget.statement import edits
-    except ImportError:  # helper cf's module not merged yet
-        from finwidget.widgets import _what_if_cf_adapter as edits
-    return edits
 
 
 # ---------------------------------------------------------------------------- span alignment
@@ -206,28 +199,22 @@ class WhatIfStack:
         return state
 
 
-def describe_edits(counterfactual, parent, session, span_map: np.ndarray) -> list[dict]:
+def describe_edits(counterfactual) -> list[dict]:
     """``[{description, what, old, new}]``: each number the counterfactual's edits set
-    ("Net income 2012: 195 → -100"); edits without a character span are described by
-    the spans they changed."""
-    parent_layout, layout = parent.layout, session.layout
-    offset = statement_offset(parent_layout, parent.text)
-    inverse = {int(i): j for j, i in enumerate(span_map) if i >= 0}
+    ("Net income 2012: 195 → -100"), from its ``changes`` made by an edit (recomputed
+    changes and totals are listed by :meth:`WhatIfStack.changes`)."""
     out = []
-    for edit in getattr(counterfactual, "edits", []) or []:
-        span = getattr(edit, "span", None)
-        if span is None or len(span) != 2:
-            text = edit.describe() if hasattr(edit, "describe") else str(edit)
-            out.append({"description": text, "what": text, "old": "", "new": ""})
+    for change in getattr(counterfactual, "changes", ()) or ():
+        if change.cause != "edit":
             continue
-        start = int(span[0]) + offset
-        hit = next((s for s in parent_layout.spans if s.char_start <= start < s.char_end), None)
-        if hit is None:
-            continue
-        new_index = inverse.get(hit.index)
-        new = layout.spans[new_index].text if new_index is not None else str(getattr(edit, "value", ""))
-        what = span_name(hit)
-        out.append({"description": f"{what}: {hit.text} → {new}", "what": what, "old": hit.text, "new": new})
+        if change.item and change.year is not None:
+            what = f"{change.item} {change.year}"
+        elif change.item:
+            what = f"{change.item} {change.role.replace('_', ' ')}"
+        else:
+            what = f"“{change.old}”"
+        out.append({"description": f"{what}: {change.old} → {change.new}", "what": what,
+                    "old": change.old, "new": change.new})
     return out
 
 
@@ -317,8 +304,7 @@ class WhatIfMixin:
         if float(number).is_integer():
             number = int(number)
         offset = statement_offset(layout, session.text)
-        edits = _edits_module()
-        edit = edits.SetNumber(span=(span.char_start - offset, span.char_end - offset), value=number)
+        edit = statement_edits.SetNumber(span=(span.char_start - offset, span.char_end - offset), value=number)
         return self._apply_what_if([edit])
 
     def _apply_what_if(self, edits) -> dict:
@@ -335,7 +321,7 @@ class WhatIfMixin:
             if not edits:
                 raise InputError("what_if needs at least one edit")
             try:
-                cf = _edits_module().counterfactual(stack.current.text, list(edits))
+                cf = statement_edits.counterfactual(stack.current.text, list(edits))
             except InputError:
                 raise
             except Exception as err:  # the counterfactual code refused the edit: named as an InputError
@@ -354,7 +340,7 @@ class WhatIfMixin:
             truncate=getattr(self, "_truncate", False), store_dtype=parent.store_dtype, sweeps=parent.sweeps,
         )
         span_map = align_spans(parent.layout, session.layout)
-        step = WhatIfStep(cf, session, span_map, describe_edits(cf, parent, session, span_map))
+        step = WhatIfStep(cf, session, span_map, describe_edits(cf))
         stack.steps = keep + [step]
         try:
             self._show_what_if()
