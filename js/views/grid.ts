@@ -238,7 +238,7 @@ export class HeadGridView implements View {
     const v = grid ? grid.values[layer * g.num_heads + head] : undefined;
     const a = findAblation(this.store.ablations, layer, head);
     const info = this.measure();
-    const label = info?.label ?? "";
+    const label = `${info?.label ?? ""}${grid?.whatIfDifference ? ", edited − original" : ""}`;
     this.info.textContent =
       `layer ${layer}, head ${head} (L${layer} H${head}, KV ${kvGroupOf(head, g.num_heads, g.num_kv_heads)})\n${label}: ${formatValue(v)}${info?.unit ? ` ${info.unit}` : ""}` +
       (a ? `\nablated (${a.mode})` : "");

@@ -241,7 +241,10 @@ export class StatementView implements View {
     if (s.line_item) parts.push(`line item: ${s.line_item}`);
     if (s.year !== null && s.year !== undefined) parts.push(`year ${s.year}`);
     if (s.value !== null && s.value !== undefined) parts.push(`value ${s.value.toLocaleString("en-US")}`);
-    if (v !== undefined) parts.push(`${this.store.get("direction") === "to" ? "attention to the selection" : "attention from the selection"}: ${formatValue(v)}`);
+    const what = this.store.tokens?.spanValues
+      ? "attention from the answer position, edited − original"
+      : this.store.get("direction") === "to" ? "attention to the selection" : "attention from the selection";
+    if (v !== undefined) parts.push(`${what}: ${formatValue(v)}`);
     this.info.textContent = parts.join(" · ");
     if (ev) this.tip.show(this.info.textContent, ev.clientX, ev.clientY);
     if (this.brushAnchor !== null && this.brushAnchor !== s.index) {
