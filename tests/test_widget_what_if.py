@@ -234,6 +234,31 @@ def test_statement_difference_matches_spans_across_runs_of_different_lengths(exp
     assert "edited − original" in reply["label"]
 
 
+def test_span_matching_agrees_with_the_counterfactuals_own_alignment(explorer, text):
+    from finwidget.statement.edits import SetValue, counterfactual
+
+    original = explorer.session
+    cf = counterfactual(text, [SetValue("Net income", -100), SetValue("Revenue", 12_345, year=2011)])
+    explorer.what_if(cf)
+    edited = explorer.session
+    mapping = align_spans(original.layout, edited.layout)
+    offsets = [layout.text.find(t) for layout, t in ((original.layout, text), (edited.layout, cf.text))]
+
+    def span_at(layout, char):
+        return next(sp.index for sp in layout.spans if sp.char_start <= char < sp.char_end)
+
+    checked = 0
+    for seg in cf.alignment.spans:
+        if seg.kind not in ("number", "line_item"):
+            continue
+        j = span_at(edited.layout, seg.edited_start + offsets[1])
+        i = span_at(original.layout, seg.original_start + offsets[0])
+        assert mapping[j] == i, seg
+        checked += 1
+    assert checked >= 30
+    assert {c["new"] for c in explorer.what_if_state["changes"]} >= {"-100", "12,345"}
+
+
 def test_requests_for_state_colour_by_difference_only_while_a_what_if_is_shown(explorer):
     state = {name: getattr(explorer, name) for name in explorer.class_trait_names(sync=True)}
     plain = requests_for_state(state)
