@@ -68,22 +68,51 @@ def statement_offset(layout, statement_text: str) -> int:
     return at
 
 
-def align_spans(original, edited) -> np.ndarray:
-    """``[S_edited]`` int64: for each span of ``edited`` (a ``StatementLayout``), the span
-    of ``original`` it corresponds to, or -1 where there is none.
+def _char_map_from_alignment(original, edited, counterfactual) -> np.ndarray | None:
+    """``[len(edited.text) + 1]``: each character of the edited prompt -> the original
+    prompt's (-1 inside a changed number), from the counterfactual's own alignment; None
+    when it has none for these texts."""
+    alignment = getattr(counterfactual, "alignment", None)
+    segments = getattr(alignment, "spans", None)
+    if not segments or counterfactual.original not in original.text or counterfactual.text not in edited.text:
+        return None
+    off_a, off_b = original.text.find(counterfactual.original), edited.text.find(counterfactual.text)
+    char_map = np.full(len(edited.text) + 1, -1, dtype=np.int64)
+    char_map[: off_b + 1] = np.arange(off_a - off_b, off_a + 1)  # the prompt before the statement
+    end_a, end_b = off_a + len(counterfactual.original), off_b + len(counterfactual.text)
+    char_map[end_b:] = np.arange(end_a, end_a + len(edited.text) + 1 - end_b)  # and after it
+    for seg in segments:
+        if not seg.changed:  # the same characters, shifted
+            char_map[off_b + seg.edited_start : off_b + seg.edited_end + 1] = np.arange(
+                off_a + seg.original_start, off_a + seg.original_end + 1
+            )
+    return char_map
 
-    Text outside the edit is the same in both: spans there match by their characters
-    (``difflib`` on the two texts). A span inside an edited region (the edited number, the
-    recomputed change) matches the original span of the same kind, line item and year in
-    that region, so the match holds however many tokens the new number takes.
-    """
-    out = np.full(edited.num_spans, -1, dtype=np.int64)
-    by_start = {(s.char_start, s.char_end): s.index for s in original.spans}
+
+def _char_map_by_diff(original, edited) -> np.ndarray:
     matcher = difflib.SequenceMatcher(None, original.text, edited.text, autojunk=False)
     char_map = np.full(len(edited.text) + 1, -1, dtype=np.int64)
     for tag, a0, a1, b0, b1 in matcher.get_opcodes():
         if tag == "equal":
             char_map[b0 : b1 + 1] = np.arange(a0, a1 + 1)
+    return char_map
+
+
+def align_spans(original, edited, counterfactual=None) -> np.ndarray:
+    """``[S_edited]`` int64: for each span of ``edited`` (a ``StatementLayout``), the span
+    of ``original`` it corresponds to, or -1 where there is none.
+
+    Text outside the edit is the same in both: spans there match by their characters (the
+    counterfactual's ``alignment`` says which characters correspond; without one, ``difflib``
+    on the two texts). A span inside an edited region (the edited number, the recomputed
+    change) matches the original span of the same kind, line item and year on the same
+    line, so the match holds however many tokens the new number takes.
+    """
+    out = np.full(edited.num_spans, -1, dtype=np.int64)
+    by_start = {(s.char_start, s.char_end): s.index for s in original.spans}
+    char_map = _char_map_from_alignment(original, edited, counterfactual)
+    if char_map is None:
+        char_map = _char_map_by_diff(original, edited)
     keyed = {}
     for s in original.spans:
         keyed.setdefault((s.kind, s.line_item, s.year, s.line), []).append(s.index)
@@ -339,7 +368,7 @@ class WhatIfMixin:
             parent.model, parent.tokenizer, cf.text, task=parent.task, reference=parent.reference_set,
             truncate=getattr(self, "_truncate", False), store_dtype=parent.store_dtype, sweeps=parent.sweeps,
         )
-        span_map = align_spans(parent.layout, session.layout)
+        span_map = align_spans(parent.layout, session.layout, cf)
         step = WhatIfStep(cf, session, span_map, describe_edits(cf))
         stack.steps = keep + [step]
         try:
