@@ -1,4 +1,4 @@
-"""What-if in real JupyterLab 4 with headless Chromium: double-click a number, type another
+"""What-if in real JupyterLab 4 and Notebook 7 with headless Chromium: double-click a number, type another
 value, watch the prediction change next to the original, colour by the difference, undo.
 
 The demo model's planted rule is "increase when net income and operating cash flow both
@@ -10,8 +10,6 @@ Screenshots: ``test-artifacts/browser/<test>/`` (``what-if.png`` is the edited s
 """
 
 from __future__ import annotations
-
-import re
 
 import pytest
 from browser_harness import NotebookDriver, output_text, write_notebook
@@ -50,16 +48,8 @@ return {active: panel.getAttribute('data-active') === '1',
 """
 
 
-@pytest.fixture
-def lab_dir(lab_server, request):
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)
-    folder = lab_server.root_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return lab_server, folder, name
-
-
-def test_what_if_edit_flips_the_demo_prediction_and_undo_restores_it(lab_dir, page, artifacts):
-    server, folder, name = lab_dir
+def test_what_if_edit_flips_the_demo_prediction_and_undo_restores_it(notebook_dir, page, artifacts):
+    server, folder, name = notebook_dir
     page, watch = page
     write_notebook(folder / "what_if.ipynb", CELLS)
     driver = NotebookDriver(page, server)
