@@ -81,10 +81,11 @@ export async function undoWhatIf(store: ExplorerStore): Promise<void> {
  * that cannot be edited gets a message saying why. Returns the cleanup.
  */
 export function attachNumberEditor(body: HTMLElement, message: HTMLElement, store: ExplorerStore): () => void {
-  let open: { input: HTMLInputElement; node: HTMLElement; box: HTMLElement } | null = null;
+  let open: { input: HTMLInputElement; node: HTMLElement; box: HTMLElement; pop: HTMLElement } | null = null;
   const close = () => {
     if (!open) return;
     open.box.remove();
+    open.pop.remove();
     open.node.style.display = "";
     open = null;
   };
@@ -115,10 +116,13 @@ export function attachNumberEditor(body: HTMLElement, message: HTMLElement, stor
     });
     const error = el("span", { class: "fw-what-if-error", "data-testid": "what-if-error", role: "alert", hidden: true });
     const hint = el("span", { class: "fw-what-if-hint", text: "Enter: re-run the model · Esc: cancel" });
-    const box = el("span", { class: "fw-what-if-editor", "data-testid": "what-if-editor" }, [input, hint, error]);
+    // The hint and the error go on a row of their own under the line (the line keeps its layout).
+    const pop = el("div", { class: "fw-what-if-pop", "data-testid": "what-if-editor-note" }, [hint, error]);
+    const box = el("span", { class: "fw-what-if-editor", "data-testid": "what-if-editor" }, [input]);
     node.style.display = "none";
     node.after(box);
-    open = { input, node, box };
+    (node.closest(".fw-line") ?? box).after(pop);
+    open = { input, node, box, pop };
     const showError = (text: string) => {
       error.textContent = text;
       error.hidden = !text;
