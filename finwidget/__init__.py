@@ -24,7 +24,7 @@ _EXPORTS = {
     "read_statement": "finwidget.statement",
     "Lexicon": "finwidget.statement",
     # counterfactual statements: edited numbers, written consistently
-    "counterfactual": "finwidget.statement.edits",
+    "counterfactual": "finwidget.counterfactual",  # the package, callable as the function (see there)
     "counterfactual_family": "finwidget.statement.edits",
     "SetNumber": "finwidget.statement.edits",
     "SetValue": "finwidget.statement.edits",
@@ -32,6 +32,10 @@ _EXPORTS = {
     "Scale": "finwidget.statement.edits",
     "FlipChange": "finwidget.statement.edits",
     "SwapYears": "finwidget.statement.edits",
+    "span_patching": "finwidget.counterfactual",
+    "family_effects": "finwidget.counterfactual",
+    "sensitivity": "finwidget.counterfactual",
+    "plot_sensitivity": "finwidget.widgets.sensitivity_plot",
     # analysis tables
     "FinancialAttentionAnalyzer": "finwidget.interpretability_tools",  # the guide's: plots return widgets
     "quick_attention_analysis": "finwidget.interpretability_tools",
@@ -59,7 +63,17 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]  # noqa: PLE0604 - the keys of _EXPORTS are str
 
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
+def _built(name: str):
+    """``counterfactual`` is the package ``finwidget.counterfactual`` itself (callable as the
+    function), so importing the package never replaces it with something else."""
+    if name == "counterfactual":
+        from importlib import import_module
+
+        return import_module("finwidget.counterfactual")
+    raise KeyError(name)
+
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), special=_built)
 
 
 def __dir__():

@@ -1,15 +1,19 @@
-"""Bad-input catalogue: counterfactual statements (``finwidget.statement.edits``). Each case names
-the finwidget error it must raise and the words the message must hold; the statement given is
-left as it was."""
+"""Bad-input catalogue: counterfactual statements (``finwidget.statement.edits``), patching across
+lengths and sensitivity sweeps (``finwidget.counterfactual``). Each case names the finwidget error
+it must raise and the words the message must hold; the statement given is left as it was, and
+the cases with the demo model leave the model untouched (``bad_input_common.refused``)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from bad_input_common import refused
 
+from finwidget.counterfactual import sensitivity, span_patching
 from finwidget.demo import make_statements
-from finwidget.errors import FinwidgetError, InputError
+from finwidget.errors import FinwidgetError, InputError, LocationError
+from finwidget.interventions import activation_patching
 from finwidget.statement.edits import (
     FlipChange,
     Scale,
@@ -82,3 +86,49 @@ def test_refused(name, call, error, match):
         call(STATEMENT)
     assert isinstance(info.value, FinwidgetError)
     assert (STATEMENT.text, STATEMENT.numbers) == before
+
+
+# ------------------------------------------------------------ with the model: nothing about it may change
+EDITED = counterfactual(STATEMENT, SetChange("Net income", -1051))
+
+MODEL_CASES = [
+    ("patching a text, not a counterfactual", lambda m, k, t: span_patching(m, t, EDITED.text), InputError,
+     "CounterfactualStatement"),
+    ("patching source unknown", lambda m, k, t: span_patching(m, t, EDITED, source="clean"), InputError, "source"),
+    ("patching groups unknown", lambda m, k, t: span_patching(m, t, EDITED, by="token"), InputError, "by must be"),
+    ("patching unmatched unknown", lambda m, k, t: span_patching(m, t, EDITED, unmatched="drop"), InputError,
+     "unmatched"),
+    ("patching a layer outside the model", lambda m, k, t: span_patching(m, t, EDITED, layers=[7]), LocationError,
+     "layer 7"),
+    ("pairs outside the prompt", lambda m, k, t: activation_patching(
+        m, t, EDITED.original, EDITED.text, position_pairs={"x": [(0, 10 ** 6)]}), LocationError, "corrupted prompt"),
+    ("pairs patch a position twice", lambda m, k, t: activation_patching(
+        m, t, EDITED.original, EDITED.text, position_pairs={"x": [(0, 1), (2, 1)]}), InputError, "twice"),
+    ("pairs not pairs", lambda m, k, t: activation_patching(
+        m, t, EDITED.original, EDITED.text, position_pairs={"x": [0, 1]}), InputError, "each entry"),
+    ("pairs with heads", lambda m, k, t: activation_patching(
+        m, t, EDITED.original, EDITED.text, over="heads", position_pairs={"x": [(0, 1)]}), InputError,
+     "over='residual'"),
+    ("different lengths without pairs", lambda m, k, t: activation_patching(m, t, EDITED.original, EDITED.text),
+     InputError, "same token length"),
+    ("sweep quantity unknown", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", [1], quantity="ratio"),
+     InputError, "quantity"),
+    ("sweep no values", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", []), InputError, "empty"),
+    ("sweep a NaN", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", [1, math.nan]), InputError, "finite"),
+    ("sweep values a string", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", "100"), InputError,
+     "values must be"),
+    ("sweep batch_size 0", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", [1], batch_size=0), InputError,
+     "batch_size"),
+    ("sweep unknown item", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net profit", [1]), InputError,
+     "no line item named 'Net profit'"),
+    ("sweep a year not there", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", [1], year=1990), InputError,
+     "no amount for 1990"),
+    ("sweep task a string", lambda m, k, t: sensitivity(m, k, STATEMENT, "Net income", [1], task="earnings"),
+     InputError, "EarningsTask"),
+]
+
+
+@pytest.mark.parametrize("name, call, error, match", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_refused_with_the_model(demo, name, call, error, match):
+    model, tokenizer, task = demo
+    refused(model, error, lambda: call(model, tokenizer, task), match)

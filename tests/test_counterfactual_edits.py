@@ -11,6 +11,7 @@ import pytest
 
 from finwidget.demo import make_statements
 from finwidget.demo.statements import SECTIONS, render
+from finwidget.errors import InputError
 from finwidget.statement import read_statement
 from finwidget.statement.edits import (
     DEMO_TOTALS,
@@ -285,3 +286,76 @@ def test_input_is_never_mutated():
     assert edits == [SetValue("Net income", 1), FlipChange("Revenue")]
     assert DEMO_TOTALS == {"Gross profit": ("Revenue", "-Cost of revenue"),
                            "Shareholders' equity": ("Total assets", "-Total liabilities")}
+
+
+def test_root_exports():
+    """``finwidget.counterfactual`` is the package and, called, the function (both names the
+    package root exports must keep working whichever is imported first)."""
+    import finwidget
+    import finwidget.counterfactual as package
+
+    statement = make_statements(1, seed=6)[0]
+    assert finwidget.counterfactual is package
+    assert finwidget.counterfactual(statement, FlipChange("Revenue")).text == \
+        counterfactual(statement, FlipChange("Revenue")).text
+    assert package.span_patching is finwidget.span_patching
+    for name in ("SetNumber", "SetValue", "SetChange", "Scale", "FlipChange", "SwapYears", "sensitivity",
+                 "plot_sensitivity", "counterfactual_family"):
+        assert name in finwidget.__all__ and getattr(finwidget, name) is not None
+
+
+EDGAR_HTML = """<table><tr><td></td><td colspan="2">2024</td><td colspan="2">2023</td></tr>
+<tr><td>Net sales</td><td>$</td><td>29,915</td><td>$</td><td>27,100</td></tr>
+<tr><td>Net income (loss)</td><td>$</td><td>(565</td><td>)</td><td>1,210</td></tr>
+<tr><td>Other</td><td></td><td>&mdash;</td><td></td><td>12</td></tr></table>"""
+
+
+def test_html_csv_and_other_locales():
+    cf = counterfactual(EDGAR_HTML, SetValue("Net sales", 31000))
+    assert "<td>31,000</td>" in cf.text and cf.original_values["Net sales"] == {2024: 29915.0, 2023: 27100.0}
+    # EDGAR's split brackets: read as -565; another negative keeps the brackets where they are
+    cf = counterfactual(EDGAR_HTML, SetValue("Net income (loss)", -80))
+    assert cf.original_values["Net income (loss)"][2024] == -565.0
+    assert "<td>(80</td><td>)</td>" in cf.text
+    with pytest.raises(InputError, match="brackets sit in other table cells"):
+        counterfactual(EDGAR_HTML, SetValue("Net income (loss)", 80))
+    cf = counterfactual(EDGAR_HTML, SetValue("Net income (loss)", -7, year=2023))
+    assert "<td>(7)</td>" in cf.text  # the statement writes negatives in brackets
+    cf = counterfactual(EDGAR_HTML, SetValue("Other", 5))  # a nil dash
+    assert "<td>5</td>" in cf.text and "&mdash;" not in cf.text
+
+    csv = 'Item,2024,2023\nRevenue,1234.5,1100.0\nNet income,"(12.3)",8.1\n'
+    assert counterfactual(csv, SetValue("Revenue", 1300)).text == csv.replace("1234.5", "1300.0")
+    assert counterfactual(csv, SwapYears()).text == 'Item,2024,2023\nRevenue,1100.0,1234.5\nNet income,"8.1",(12.3)\n'
+
+    german = "| Posten | 2024 | 2023 | Veränderung |\n|---|---|---|---|\n| Umsatz | 1.234,5 | 1.100,0 | 134,5 |\n"
+    cf = counterfactual(german, SetValue("Umsatz", "2.000,25"), number_locale="de")
+    assert "| Umsatz | 2.000,25 | 1.100,0 | 900,25 |" in cf.text
+
+
+def test_token_alignment_with_a_chat_template():
+    """The template around the statement (before and after it) pairs 1:1; the statement's tokens
+    pair as without a template (a fresh tokenizer: the shared fixture's is left alone)."""
+    from finwidget.demo import load_demo_model
+    from finwidget.task import EarningsTask
+
+    _, tokenizer = load_demo_model()
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                               "<|assistant|>\n")
+    task = EarningsTask(tokenizer, use_chat_template=True)
+    statement = make_statements(1, seed=3)[0]
+    cf = counterfactual(statement, SetChange("Net income", -1051))
+    aligned = cf.token_alignment(tokenizer, task)
+    templates = [g for g in aligned.groups if g.kind == "template"]
+    assert [g.label for g in templates] == ["prompt before the statement", "prompt after the statement"]
+    assert all(g.identical and len(g.pairs) == len(g.original_positions) > 0 for g in templates)
+    assert sorted(p for g in aligned.groups for p in g.original_positions) == list(range(len(aligned.original_ids)))
+    assert sorted(p for g in aligned.groups for p in g.edited_positions) == list(range(len(aligned.edited_ids)))
+    assert {g.label for g in aligned.changed_groups} == {"Net income change", f"Net income {statement.current_year}"}
+
+
+def test_counterfactuals_compare_and_hash_by_value():
+    statement = make_statements(1, seed=10)[0]
+    a, b = counterfactual(statement, FlipChange("Revenue")), counterfactual(statement, FlipChange("Revenue"))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != counterfactual(statement, SwapYears("Revenue"))

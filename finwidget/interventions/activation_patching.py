@@ -88,6 +88,67 @@ def _check_groups(position_groups, seq_len: int) -> dict:
     return groups
 
 
+def _check_pairs(position_pairs, n_clean: int, n_corrupted: int) -> dict[str, list[tuple[int, int]]]:
+    if not isinstance(position_pairs, dict) or not position_pairs:
+        raise InputError("position_pairs must be a non-empty dict: name -> list of (clean position, corrupted position)")
+    groups = {}
+    for name, pairs in position_pairs.items():
+        if isinstance(pairs, (str, bytes, dict)) or not hasattr(pairs, "__iter__"):
+            raise InputError(f"position pairs {name!r} must be a list of (clean, corrupted) positions, "
+                             f"got {type(pairs).__name__}")
+        checked = []
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InputError(f"position pairs {name!r}: each entry must be (clean position, corrupted position), "
+                                 f"got {pair!r}")
+            a = check_index(pair[0], n_clean, "position", f"the clean prompt has {n_clean} tokens",
+                            where=f" of position pairs {name!r}")
+            b = check_index(pair[1], n_corrupted, "position", f"the corrupted prompt has {n_corrupted} tokens",
+                            where=f" of position pairs {name!r}")
+            checked.append((a, b))
+        if not checked:
+            raise InputError(f"position pairs {name!r} is empty")
+        targets = [b for _, b in checked]
+        if len(set(targets)) != len(targets):
+            raise InputError(f"position pairs {name!r} patch one corrupted position twice")
+        groups[name] = checked
+    return groups
+
+
+def _patch_pairs(model, task, clean_batch, corrupted_batch, groups, layers, geometry) -> PatchingResult:
+    """Residual patching by explicit (clean, corrupted) position pairs: ``[layers, groups]``."""
+    clean_run = CachedRun(model, task, clean_batch)
+    corrupted_run = CachedRun(model, task, corrupted_batch)
+    clean_ld = float(clean_run.clean_logit_diff[0])
+    corrupted_ld = float(corrupted_run.clean_logit_diff[0])
+    columns = list(groups)
+    patched = np.full((geometry.num_layers, len(columns)), np.nan)
+    for layer in layers:
+        source = clean_run.residuals[layer]  # [1, T_clean, hidden]
+        target = corrupted_run.residuals[layer]  # [1, T_corrupted, hidden]
+        for start in range(0, len(columns), ROWS_PER_CALL):
+            names = columns[start:start + ROWS_PER_CALL]
+            hidden = target.repeat(len(names), 1, 1)
+            for row, name in enumerate(names):
+                clean_positions = torch.tensor([a for a, _ in groups[name]], device=target.device)
+                corrupted_positions = torch.tensor([b for _, b in groups[name]], device=target.device)
+                hidden[row, corrupted_positions] = source[0, clean_positions].to(target.dtype)
+            logits = corrupted_run.resume(layer, hidden)
+            patched[layer, start:start + len(names)] = task.logit_diff(logits).float().cpu().numpy()
+    denominator = clean_ld - corrupted_ld
+    recovered = (patched - corrupted_ld) / denominator if denominator != 0 else np.full_like(patched, np.nan)
+    ids_clean = clean_batch["input_ids"][0].cpu().tolist()
+    ids_corrupted = corrupted_batch["input_ids"][0].cpu().tolist()
+    differing = sorted({b for pairs in groups.values() for a, b in pairs if ids_clean[a] != ids_corrupted[b]})
+    tokenizer = task.tokenizer
+    return PatchingResult(
+        over="residual", patched_logit_diff=patched, recovered=recovered, clean_logit_diff=clean_ld,
+        corrupted_logit_diff=corrupted_ld,
+        tokens=[tokenizer.decode([i]) for i in ids_clean] if tokenizer is not None else [],
+        differing_positions=differing, columns=columns,
+    )
+
+
 def _single_statement_batch(task, statement, device, what):
     if isinstance(statement, (list, tuple)) and len(statement) == 1:
         statement = statement[0]
@@ -105,6 +166,7 @@ def activation_patching(
     over: str = "residual",
     layers=None,
     position_groups: dict[str, list[int]] | None = None,
+    position_pairs: dict[str, list[tuple[int, int]]] | None = None,
 ) -> PatchingResult:
     """Patch clean activations into the corrupted run, one at a time.
 
@@ -119,10 +181,16 @@ def activation_patching(
         position_groups: ``over="residual"`` only: name -> token positions patched together
             (e.g. every token of one line item); the result then has one column per group
             (``PatchingResult.columns``) instead of one per position.
+        position_pairs: ``over="residual"`` only: name -> ``(clean position, corrupted
+            position)`` pairs patched together: the clean residual at each clean position
+            replaces the corrupted residual at its corrupted position. With pairs the two
+            prompts may have different token lengths (``finwidget.counterfactual`` builds the
+            pairs from a span alignment); ``differing_positions`` then lists the corrupted
+            positions whose paired clean token differs.
 
     Raises:
-        InputError: the two prompts have different token lengths (positions would not
-            correspond), or ``over`` is unknown.
+        InputError: the two prompts have different token lengths and no ``position_pairs``
+            say which positions correspond, or ``over`` is unknown.
     """
     if corrupted is None:
         try:
@@ -137,6 +205,11 @@ def activation_patching(
     clean_batch = _single_statement_batch(task, clean, device, "clean statement")
     corrupted_batch = _single_statement_batch(task, corrupted, device, "corrupted statement")
     n_clean, n_corrupted = clean_batch["input_ids"].shape[1], corrupted_batch["input_ids"].shape[1]
+    if position_pairs is not None:
+        if over != "residual" or position_groups is not None:
+            raise InputError("position_pairs applies to over='residual' only, without position_groups")
+        pairs = _check_pairs(position_pairs, n_clean, n_corrupted)
+        return _patch_pairs(model, task, clean_batch, corrupted_batch, pairs, layers, geometry)
     if n_clean != n_corrupted:
         raise InputError(
             f"the clean prompt has {n_clean} tokens and the corrupted one {n_corrupted}; activation patching "

@@ -17,6 +17,7 @@ its own unit, and returns:
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,6 +47,8 @@ class NumberSlot:
     year: the year column of an amount, the year itself for a year, else None.
     role: one of ``SLOT_ROLES``.
     line: 0-based line of the number.
+    brackets_outside: a negative written with its brackets split from the digits by table
+        markup (EDGAR's ``<td>(565</td><td>)</td>``): ``text`` is the digits only.
     """
 
     index: int
@@ -58,6 +61,7 @@ class NumberSlot:
     role: str
     line: int
     unit: str | None = None
+    brackets_outside: bool = False
 
 
 @dataclass
@@ -128,7 +132,22 @@ def written_value(written: str, number_locale: str = "en") -> Decimal | None:
 
 
 def read_numbers(text: str, number_locale: str = "en", lexicon: Lexicon | None = None) -> NumberReading:
-    """Read ``text``'s numbers, line items and year columns (see the module docstring)."""
+    """Read ``text``'s numbers, line items and year columns (see the module docstring).
+
+    With the default lexicon the last 32 readings are kept (a sweep edits one statement many
+    times); a ``NumberReading`` is never modified after it is made.
+    """
+    if lexicon is None:
+        return _read_default(text, number_locale)
+    return _read_numbers(text, number_locale, lexicon)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_default(text: str, number_locale: str) -> NumberReading:
+    return _read_numbers(text, number_locale, None)
+
+
+def _read_numbers(text: str, number_locale: str, lexicon: Lexicon | None) -> NumberReading:
     structure = find_structure(text)
     pieces = scan_pieces(text, structure.markup, number_locale, whole=sorted(structure.dash_entities))
     offsets = [(p.start, p.end) for p in pieces]
@@ -158,14 +177,19 @@ def read_numbers(text: str, number_locale: str = "en", lexicon: Lexicon | None =
         else:
             role = "value" if unit.year is not None and unit.line_item is not None else "other"
             value = Decimal(0) if unit.nil else written_value(written, number_locale)
+        # EDGAR's "<td>(565</td><td>)</td>": the reader made it negative from brackets outside the number
+        outside = (value is not None and value > 0 and unit.value is not None and unit.value < 0
+                   and not unit.nil and role != "year")
+        if outside:
+            value = -value
         slot_of_unit[id(unit)] = len(slots)
         slots.append(NumberSlot(len(slots), start, end, written, value, unit.line_item, unit.year, role,
-                                unit.line, unit.unit_symbol))
+                                unit.line, unit.unit_symbol, outside))
 
     header_cells = _header_change_columns(text, line_starts, header_years, reader)
     items: list[ItemRow] = []
     for name, values in line_items:
-        row = ItemRow(name.line_item, name.char_start, name.char_end, name.line)
+        row = ItemRow(name.line_item or name.text, name.char_start, name.char_end, name.line)
         for unit in values:
             k = slot_of_unit.get(id(unit))
             if k is None:
@@ -230,7 +254,7 @@ def _find_change_columns(text, row: ItemRow, slots, header_cells, line_starts, n
             slot = slots[k]
             role = "change" if k == row.change else "percent_change"
             slots[k] = NumberSlot(slot.index, slot.start, slot.end, slot.text, slot.value, slot.item, None, role,
-                                  slot.line, slot.unit)
+                                  slot.line, slot.unit, slot.brackets_outside)
 
 
 def _after_change_word(text: str, row: ItemRow, slot: NumberSlot) -> bool:

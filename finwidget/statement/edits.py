@@ -29,8 +29,9 @@ Values are amounts *as written*: in a table "(in thousands)" the amount ``1,250`
 be a number or the text a user typed (``"1,250"``, ``"(300)"``, ``"-3.5"``).
 
 How numbers are written: in the style of the number they replace (currency, thousands
-separators, decimals, brackets or minus for negatives, a ``+`` where the change column
-writes one, ``%`` and scale words kept). A 3-digit number that grows to 4 digits gets a
+separators, decimals, brackets or minus for negatives, ``%`` and scale words kept). A
+positive change gets a ``+`` when the statement writes one on its positive changes (when it
+has none, when its negatives use a minus rather than brackets). A 3-digit number that grows to 4 digits gets a
 thousands separator when the statement groups thousands elsewhere. Decimals: the
 original's, or more when the new value needs them (up to 6).
 
@@ -44,6 +45,7 @@ statements' relations). A number an edit sets itself is never recomputed.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -168,6 +170,9 @@ class CounterfactualStatement:
     kind: str | None = None
     number_locale: str = "en"
 
+    def __hash__(self) -> int:  # the value dicts are not hashable; the texts and edits determine the rest
+        return hash((self.original, self.text, self.edits, self.item, self.kind))
+
     def token_alignment(self, tokenizer, task=None, *, add_special_tokens: bool | None = None):
         """Token positions of the original prompt -> the edited prompt (see ``align_tokens``)."""
         from finwidget.statement.token_alignment import align_tokens
@@ -229,8 +234,9 @@ class _Editor:
             raise InputError(f"{edit!r}: line item {row.name!r} has no amounts by year in this statement")
         if year is None:
             return row.values[row.years[0]]
-        if isinstance(year, bool) or not isinstance(year, int):
+        if isinstance(year, bool) or not isinstance(year, numbers.Integral):
             raise InputError(f"{edit!r}: year must be an int (such as {row.years[0]}) or None, got {year!r}")
+        year = int(year)
         if year not in row.values:
             raise InputError(f"{edit!r}: line item {row.name!r} has no amount for {year}; its years are "
                              f"{', '.join(str(y) for y in row.years)}")
@@ -240,7 +246,7 @@ class _Editor:
         years = row.years
         if year is not None:
             self.year_slot(row, year, edit)
-            years = [y for y in years if y <= year]
+            years = [y for y in years if y <= int(year)]
         if len(years) < 2:
             raise InputError(f"{edit!r}: line item {row.name!r} needs two years to compare, it has "
                              f"{', '.join(str(y) for y in row.years) or 'none'}")
@@ -299,9 +305,9 @@ class _Editor:
     def _set_number(self, edit: SetNumber) -> None:
         span = edit.span
         if (not isinstance(span, (tuple, list)) or len(span) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
+                or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in span)):
             raise InputError(f"{edit!r}: span must be (start, end) character positions, got {span!r}")
-        start, end = span
+        start, end = int(span[0]), int(span[1])
         size = len(self.reading.text)
         if not 0 <= start < end <= size:
             raise InputError(f"{edit!r}: span {tuple(span)} is outside the statement's {size} characters "
@@ -319,7 +325,6 @@ class _Editor:
 
     def _scale(self, edit: Scale) -> None:
         import math
-        import numbers
 
         factor = edit.factor
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not math.isfinite(float(factor)):
@@ -428,7 +433,8 @@ def counterfactual(statement, edits, *, recompute_change: bool = True, totals: d
 
 def _write(reading: NumberReading, editor: _Editor, edits, number_locale: str) -> CounterfactualStatement:
     text = reading.text
-    statement_style = StatementStyle.of([s.text for s in reading.slots if s.role != "year"], number_locale)
+    statement_style = StatementStyle.of([f"({s.text})" if s.brackets_outside else s.text
+                                         for s in reading.slots if s.role != "year"], number_locale)
     plus_changes = _change_plus(reading, statement_style)
     replacements = []
     for slot_index in sorted(editor.assigned, key=lambda k: reading.slots[k].start):
@@ -438,6 +444,11 @@ def _write(reading: NumberReading, editor: _Editor, edits, number_locale: str) -
         style = NumberStyle.of(slot.text, statement_style, plus=plus, number_locale=number_locale)
         if places is None:
             places = max(style.decimals, decimals_needed(value))
+        if slot.brackets_outside:  # "(565" + ")" in the next cell: the digits only, the brackets stay
+            if value >= 0:
+                raise InputError(f"the number {slot.text!r} ({slot.item}) is a negative whose brackets sit in other "
+                                 f"table cells; it can be set to another negative amount, not to {value}")
+            value = -value
         new = style.write(value, places)
         replacements.append((slot, new, editor.cause[slot_index]))
     pieces, changes, ranges, numbers, cursor, shift = [], [], [], {}, 0, 0

@@ -53,6 +53,24 @@ class TokenGroup:
     role: str | None = None
     label: str = ""
 
+    @property
+    def covering_pairs(self) -> tuple[tuple[int, int], ...]:
+        """``pairs`` plus one pair for every edited position left without a partner: it takes
+        the original position paired with the nearest paired edited position of the group
+        (so ``"-1,051"``'s extra ``"1"``, ``","``, ``"0"`` take the original ``"+44"``'s first
+        ``"4"``). Every edited position of the group is covered when the group has a pair; an
+        original position may then serve several edited ones."""
+        if not self.pairs:
+            return ()
+        partner = {b: a for a, b in self.pairs}
+        paired = sorted(partner)
+        out = dict(partner)
+        for b in self.edited_positions:
+            if b not in out:
+                nearest = min(paired, key=lambda p: (abs(p - b), -p))
+                out[b] = partner[nearest]
+        return tuple(sorted((a, b) for b, a in out.items()))
+
 
 @dataclass(frozen=True)
 class TokenAlignment:
@@ -80,10 +98,13 @@ class TokenAlignment:
         """``{original position: edited position}`` for every paired token."""
         return dict(self.pairs)
 
-    def pairs_by(self, by: str = "line") -> dict[str, list[tuple[int, int]]]:
+    def pairs_by(self, by: str = "line", cover: bool = False) -> dict[str, list[tuple[int, int]]]:
         """Paired positions grouped by ``"line"`` (one entry per statement line, named by its
         line item when it has one, else ``"line N"``), ``"segment"`` (one per aligned segment
-        with tokens) or ``"item"`` (line items only: name and numbers of each row)."""
+        with tokens) or ``"item"`` (line items only: name and numbers of each row).
+
+        ``cover=True`` uses each group's ``covering_pairs`` (every edited position of a group
+        gets a partner) instead of its strict 1:1 ``pairs``."""
         if by not in ("line", "segment", "item"):
             raise InputError(f"by must be 'line', 'segment' or 'item', got {by!r}")
         out: dict[str, list[tuple[int, int]]] = {}
@@ -92,7 +113,8 @@ class TokenAlignment:
             if g.kind == "line_item" and g.line not in names:
                 names[g.line] = g.item or f"line {g.line}"
         for k, g in enumerate(self.groups):
-            if not g.pairs:
+            pairs = g.covering_pairs if cover else g.pairs
+            if not pairs:
                 continue
             if by == "segment":
                 key = f"{k}: {g.label}"
@@ -104,7 +126,7 @@ class TokenAlignment:
                 if g.line < 0:
                     continue
                 key = names.get(g.line, f"line {g.line}")
-            out.setdefault(key, []).extend(g.pairs)
+            out.setdefault(key, []).extend(pairs)
         return out
 
     def to_frame(self):
