@@ -318,3 +318,23 @@ def test_the_what_if_is_in_the_saved_state_and_the_exported_page(explorer, tmp_p
     flipped = {**traits, "what_if_difference": True}
     for request in requests_for_state(flipped) + requests_for_state(traits):
         assert request_key(request) in keys, request
+
+
+def test_a_click_on_the_sensitivity_plot_opens_that_value_in_the_explorer(explorer, demo, text):
+    """cf's sensitivity plot calls ``explorer.what_if(counterfactual)`` on a click: the explorer
+    shows that value's statement, and its answer agrees with the curve's."""
+    from finwidget.counterfactual import sensitivity
+    from finwidget.widgets.sensitivity_plot import plot_sensitivity
+
+    model, tokenizer, _ = demo
+    curve = sensitivity(model, tokenizer, text, "Net income", [-100, 120, 400])
+    dots = plot_sensitivity(curve, explorer=explorer).marks[2]
+    for index in (0, 2):  # each click replaces the what-if (a counterfactual of the original)
+        dots._handle_custom_msgs(None, {"event": "element_click", "data": {"index": index}})
+        state = explorer.what_if_state
+        assert state["steps"] == 1
+        assert explorer.session.text == curve.counterfactuals[index].text
+        assert state["edited"]["label"] == ("increase" if curve.logit_diff[index] > 0 else "decrease")
+    assert curve.logit_diff[0] < 0 < curve.logit_diff[2]
+    explorer.undo_what_if()
+    assert explorer.session.text == text
