@@ -13,7 +13,7 @@ export const OFFLINE_REASON =
   "Exported page (no kernel): ablating heads, sweeps, other statements and the ablated run need the live notebook, so their controls are disabled. Focusing heads, selecting spans and the grid's measures work.";
 
 /** Controls drawn by the views that need the kernel (disabled, with the reason, offline). */
-export const KERNEL_ONLY_CONTROLS = ["sweep", "reset", "ablation-mode", "restore-head"];
+export const KERNEL_ONLY_CONTROLS = ["sweep", "reset", "ablation-mode", "restore-head", "what-if-undo"];
 
 const RUN_LABELS: Record<AttentionRun, string> = {
   clean: "clean",

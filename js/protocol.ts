@@ -29,7 +29,9 @@ export type RequestKind =
   | "sweep"
   | "cancel_sweep"
   | "png"
-  | "circuit";
+  | "circuit"
+  | "what_if"
+  | "undo_what_if";
 
 export type Encoding = "f16" | "f32" | "u8" | "u8sqrt";
 
@@ -611,6 +613,61 @@ export interface ExplorerTraits {
   attention_run: AttentionRun;
   statements: StatementEntry[];
   statement_index: number;
+  what_if_state?: WhatIfState;
+  what_if_difference?: boolean;
+}
+
+/** One number a what-if set ("Net income 2012: 195 → -100"). */
+export interface WhatIfEdit {
+  description: string;
+  what: string;
+  old: string;
+  new: string;
+  step: number;
+}
+
+/** A span of the statement shown whose text differs from the original's. */
+export interface WhatIfChange {
+  span: number;
+  what: string;
+  old: string;
+  new: string;
+}
+
+/** The `what_if_state` trait (finwidget.widgets.what_if.WhatIfStack.state): whether a
+ * what-if can be tried (and why not), and with edits both predictions. */
+export interface WhatIfState {
+  available?: boolean;
+  disabled_reason?: string;
+  steps?: number;
+  edits?: WhatIfEdit[];
+  changes?: WhatIfChange[];
+  changed_spans?: number[];
+  original?: PredictionValue;
+  edited?: PredictionValue;
+  flipped?: boolean;
+  logit_diff_change?: number;
+  original_text?: string;
+}
+
+/** Whether a what-if is shown (the statement view shows the edited statement). */
+export function whatIfActive(t: Pick<ExplorerTraits, "what_if_state">): boolean {
+  return !!t.what_if_state?.edits?.length;
+}
+
+/** The requests with the difference colouring of a what-if (Python's `what_if_requests`):
+ * the grid asks for `what_if: "difference"`, the statement for the difference of the
+ * attention from the answer position (no selection, no run). */
+export function whatIfRequests(t: ExplorerTraits, planned: PlannedRequest[]): PlannedRequest[] {
+  if (!t.what_if_difference || !whatIfActive(t)) return planned;
+  return planned.map((plan) => {
+    if (plan.kind === "grid") return { ...plan, params: { ...plan.params, what_if: "difference" } };
+    if (plan.kind !== "token_values") return plan;
+    const params: Record<string, unknown> = { ...plan.params, selection: [], direction: "from", what_if: "difference" };
+    delete params.run;
+    delete params.ablations;
+    return { ...plan, params };
+  });
 }
 
 /** Which run the attention views (statement, matrix, flow) show. */
@@ -673,5 +730,5 @@ export function requestsForState(t: ExplorerTraits): PlannedRequest[] {
     // The clean run's circuit, first-order (the view's "exact" button asks for path patching).
     out.push({ lane: "circuit", kind: "circuit", params: { method: "attribution" } });
   }
-  return out;
+  return whatIfRequests(t, out);
 }

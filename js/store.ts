@@ -44,7 +44,8 @@ export type Topic =
   | "statement"
   | "run"
   | "history"
-  | "circuit";
+  | "circuit"
+  | "what_if";
 
 export interface MatrixData {
   layer: number;
@@ -56,12 +57,16 @@ export interface TokenValuesData {
   values: Float32Array; // [T]
   reduce: "sum" | "mean";
   label: string;
+  /** [S] per-span values sent as such (a what-if's difference, edited − original; NaN: no original span). */
+  spanValues?: Float32Array;
 }
 
 export interface GridData {
   measure: GridMeasure;
   values: Float32Array; // [L * H], row-major by layer
   label: string;
+  /** The values are a what-if's difference (edited − original): signed. */
+  whatIfDifference?: boolean;
 }
 
 export interface FlowData {
@@ -188,6 +193,8 @@ export class ExplorerStore {
       ["sweep_done", "grid"],
       ["attention_run", "run"],
       ["statement_index", "settings"],
+      ["what_if_state", "what_if"],
+      ["what_if_difference", "what_if"],
     ];
     // A new statement: every view's data belongs to the old one (same request keys, new text).
     const onLayout = () => {
@@ -236,6 +243,8 @@ export class ExplorerStore {
       attention_run: m.get("attention_run") ?? "clean",
       statements: m.get("statements") ?? [],
       statement_index: m.get("statement_index") ?? 0,
+      what_if_state: m.get("what_if_state") ?? {},
+      what_if_difference: !!m.get("what_if_difference"),
     };
   }
 
@@ -380,9 +389,15 @@ export class ExplorerStore {
         values: decodeArray(arrays.values, buffers),
         reduce: reply.reduce === "mean" ? "mean" : "sum",
         label: String(reply.label ?? ""),
+        spanValues: arrays.span_values ? decodeArray(arrays.span_values, buffers) : undefined,
       };
     } else if (lane === "grid") {
-      this.grid = { measure: String(reply.measure) as GridMeasure, values: decodeArray(arrays.values, buffers), label: String(reply.label ?? "") };
+      this.grid = {
+        measure: String(reply.measure) as GridMeasure,
+        values: decodeArray(arrays.values, buffers),
+        label: String(reply.label ?? ""),
+        whatIfDifference: reply.what_if === "difference",
+      };
     } else if (lane === "flow") {
       this.flow = {
         spread: decodeArray(arrays.spread, buffers),

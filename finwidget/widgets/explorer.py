@@ -31,6 +31,7 @@ from finwidget.widgets.protocol import (
     startup_catalogue,
 )
 from finwidget.widgets.session import ExplorerSession, ModelSession, RecordedSession, SweepResults
+from finwidget.widgets.what_if import WhatIfMixin
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at run time
@@ -92,7 +93,7 @@ def _bundle(name: str) -> Path | str:
     return ""
 
 
-class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
+class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
     """Explore what every head of every layer does on a financial statement.
 
     Args:
@@ -119,8 +120,13 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         focus: ``{"layer", "head"}``; selection: ``{"start", "end"}`` span range or ``{}``;
         direction: ``"from" | "to"``; grid_measure; layer_range: ``[]`` or ``[first, last]``;
         ablations: ``[{"layer", "head", "mode"[, "value"]}]``; settings; prediction
-        (``{"clean", "ablated", "flipped"}``, read only); views. See
+        (``{"clean", "ablated", "flipped"}``, read only); views; what_if_state (the what-if
+        edits and both predictions, read only); what_if_difference. See
         :class:`~finwidget.widgets.protocol.ExplorerState`.
+
+    What-if: :meth:`what_if` edits the statement and re-runs the model (as double-clicking
+    a number in the statement view does), :meth:`undo_what_if` removes the newest edit
+    (:mod:`finwidget.widgets.what_if`).
     """
 
     _esm = _bundle("widget.js")
@@ -212,6 +218,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self.on_msg(self._on_custom_message)
         self.observe(self._on_ablations, names="ablations")
         self.observe(self._on_statement_index, names="statement_index")
+        self._init_what_if()  # after the statement observer: a new statement drops the what-if
 
     @classmethod
     def for_session(cls, session: ExplorerSession, **kwargs) -> Self:

@@ -63,6 +63,11 @@ def embedded_replies(explorer, heads: str = "focus", max_bytes: int = DEFAULT_MA
         raise InputError(f"heads must be 'focus', 'layer' or 'all', got {heads!r}")
     state = {name: getattr(explorer, name) for name in SYNCED_STATE}
     requests = requests_for_state(state)
+    if (state.get("what_if_state") or {}).get("edits"):
+        # the "colour by difference" switch works offline both ways
+        flipped = {**state, "what_if_difference": not state.get("what_if_difference")}
+        seen = {request_key(r) for r in requests}
+        requests += [r for r in requests_for_state(flipped) if request_key(r) not in seen]
     if heads == "layer" and "matrix" in state["views"]:
         layer = state["focus"]["layer"]
         for head in range(explorer.session.num_heads):

@@ -63,6 +63,8 @@ def _head_matrix(explorer, p, send_progress):
 
 
 def _token_values(explorer, p, send_progress):
+    if p.get("what_if") == "difference":
+        return _what_if_token_values(explorer, p)
     run, views = _runs(explorer, p)
     args = (p["scope"], p["selection"], p["direction"], p.get("layer"), p.get("head"), p.get("layer_range"))
     values, reduce, label = views[0].token_values(*args)
@@ -74,6 +76,8 @@ def _token_values(explorer, p, send_progress):
 
 
 def _grid(explorer, p, send_progress):
+    if p.get("what_if") == "difference":
+        return _what_if_grid(explorer, p)
     return grid_fields(explorer, p["measure"], p["selection"], p["direction"])
 
 
@@ -141,8 +145,35 @@ def _circuit(explorer, p, send_progress):
     return {"method": p["method"], "graph": explorer.session.circuit(p["method"])}, None
 
 
+# ---------------------------------------------------------------- what-if (finwidget.widgets.what_if)
+def _what_if_grid(explorer, p):
+    values, label = explorer.what_if_grid_difference(p["measure"], p["selection"], p["direction"])
+    payload = Payload()
+    payload.add_f16("values", np.asarray(values, dtype=np.float32).reshape(-1))
+    return {"measure": p["measure"], "label": label, "what_if": "difference"}, payload
+
+
+def _what_if_token_values(explorer, p):
+    tokens, spans, label = explorer.what_if_span_difference(p["scope"], p.get("layer"), p.get("head"), p.get("layer_range"))
+    payload = Payload()
+    payload.add_f16("values", tokens)
+    payload.add_f32("span_values", spans)
+    return {"reduce": "sum", "label": label, "run": "clean", "run_label": "edited minus original",
+            "what_if": "difference"}, payload
+
+
+def _what_if(explorer, p, send_progress):
+    state = explorer._what_if_number(p["span"], p["value"])  # handle_request holds the model
+    return {"what_if_state": state, "prediction": explorer.prediction}, None
+
+
+def _undo_what_if(explorer, p, send_progress):
+    state = explorer._undo_what_if()
+    return {"what_if_state": state, "prediction": explorer.prediction}, None
+
+
 #: request kinds that run the model (one at a time: see ``handle_request``)
-MODEL_KINDS = frozenset({"set_ablations", "sweep", "circuit"})
+MODEL_KINDS = frozenset({"set_ablations", "sweep", "circuit", "what_if", "undo_what_if"})
 
 #: request kind -> its handler
 HANDLERS = {
@@ -155,6 +186,8 @@ HANDLERS = {
     "cancel_sweep": _cancel_sweep,
     "png": _png,
     "circuit": _circuit,
+    "what_if": _what_if,
+    "undo_what_if": _undo_what_if,
 }
 
 

@@ -27,7 +27,15 @@ png               view, data_url -> stored on the widget (``explorer.last_png``)
 circuit           [method "attribution"|"path_patching"] -> method, graph: the statement's circuit
                   in ``CircuitGraph.to_json()``'s schema (finwidget.circuits.find_circuit; default
                   "attribution", the first-order estimate; needs the model)
+what_if           span (index of a number span), value (the text typed) -> the statement with
+                  that number set, re-run (``what_if_state``); see finwidget.widgets.what_if
+undo_what_if      (nothing) -> the newest what-if edit removed (``what_if_state``)
 ================  ===========================================================================
+
+``grid`` and ``token_values`` take ``what_if: "difference"`` while a what-if is shown: the
+grid measure edited minus original per head; the statement's attention from the answer
+position (focused head, or the heads in scope) edited minus original per span, in the reply's
+``span_values`` [S] (spans of the edited statement; NaN where it has no original span).
 
 ``run`` ("clean" | "ablated" | "difference", default "clean") says which run the
 attention comes from: the clean one, a capture with ``ablations`` applied, or ablated
@@ -578,6 +586,33 @@ def _parse_png(p: dict, g: Geometry) -> dict:
     return {"view": view, "data_url": data_url}
 
 
+#: what a view can show of a what-if besides the edited run itself
+WHAT_IF_VIEWS = ("difference",)
+MAX_WHAT_IF_VALUE_CHARS = 100
+
+
+def _parse_what_if(p: dict, g: Geometry) -> dict:
+    span, value = p["span"], p["value"]
+    if not _is_int(span) or not 0 <= span < g.num_spans:
+        raise ProtocolError(f"span must be a span index 0..{g.num_spans - 1}, got {shown(span)}")
+    if not isinstance(value, str) or len(value) > MAX_WHAT_IF_VALUE_CHARS:
+        raise ProtocolError(f"value must be the text typed (at most {MAX_WHAT_IF_VALUE_CHARS} characters), got {shown(value)}")
+    return {"span": span, "value": value}
+
+
+def _with_what_if(parse):
+    """A request parser that also accepts ``what_if: "difference"``."""
+
+    def parse_with_what_if(p: dict, g: Geometry) -> dict:
+        rest = {k: v for k, v in p.items() if k != "what_if"}
+        clean = parse(rest, g)
+        if "what_if" in p:
+            clean["what_if"] = _choice(p["what_if"], "what_if", WHAT_IF_VIEWS)
+        return clean
+
+    return parse_with_what_if
+
+
 @dataclass(frozen=True)
 class RequestSchema:
     """One request kind: its required and optional params and the parser that checks them."""
@@ -618,7 +653,18 @@ REQUESTS: dict[str, RequestSchema] = {
         frozenset({"method"}),
         lambda p, g: {"method": _choice(p.get("method", "attribution"), "method", CIRCUIT_METHODS)},
     ),
+    "what_if": RequestSchema(frozenset({"span", "value"}), frozenset(), _parse_what_if),
+    "undo_what_if": RequestSchema(frozenset(), frozenset(), lambda p, g: {}),
 }
+# ``what_if: "difference"`` on the grid and the statement's requests (a what-if is shown)
+REQUESTS["grid"] = RequestSchema(
+    REQUESTS["grid"].required, REQUESTS["grid"].optional | {"what_if"}, _with_what_if(REQUESTS["grid"].parse)
+)
+REQUESTS["token_values"] = RequestSchema(
+    REQUESTS["token_values"].required,
+    REQUESTS["token_values"].optional | {"what_if"},
+    _with_what_if(REQUESTS["token_values"].parse),
+)
 REQUEST_KINDS = tuple(REQUESTS)
 
 
@@ -729,7 +775,9 @@ class ExplorerState(traitlets.HasTraits):
     ``DEFAULT_SETTINGS``' keys; prediction: ``{"clean", "ablated", "flipped"}``; views:
     view names; sweep_done: flips each time a sweep finishes; attention_run: which run
     the attention views show (``ATTENTION_RUNS``); statements: ``[{"index", "label"}]``
-    of every statement the explorer holds; statement_index: the one shown.
+    of every statement the explorer holds; statement_index: the one shown;
+    what_if_state: the what-if edits and both predictions (read only); what_if_difference:
+    colour the grid and the statement by edited minus original.
     ``statement_layout``, ``geometry``, ``catalogue``, ``prediction`` and ``sweep_done``
     are read only (:data:`READ_ONLY_STATE`).
     """
@@ -754,6 +802,10 @@ class ExplorerState(traitlets.HasTraits):
     attention_run = Checked("clean", lambda v, g: _choice(v, "attention_run", ATTENTION_RUNS))
     statements = traitlets.List([]).tag(sync=True)
     statement_index = traitlets.Int(0).tag(sync=True)
+    #: the what-if edits and both predictions (``finwidget.widgets.what_if.WhatIfStack.state``)
+    what_if_state = traitlets.Dict({}, read_only=True).tag(sync=True)
+    #: colour the grid and the statement by the difference edited minus original
+    what_if_difference = traitlets.Bool(False).tag(sync=True)
 
 
 def _prefixed(name: str, check, value, g: Geometry):
@@ -764,7 +816,7 @@ def _prefixed(name: str, check, value, g: Geometry):
 
 
 #: the traits only the explorer sets (a write from Python raises ``TraitError``)
-READ_ONLY_STATE = ("statement_layout", "geometry", "catalogue", "prediction", "sweep_done")
+READ_ONLY_STATE = ("statement_layout", "geometry", "catalogue", "prediction", "sweep_done", "what_if_state")
 
 #: every synced trait (what an exported page embeds)
 SYNCED_STATE = tuple(ExplorerState.class_trait_names(sync=True))
@@ -886,4 +938,21 @@ def requests_for_state(state: dict) -> list[dict]:
     if "circuit" in views:
         # The clean run's circuit, first-order (the view's "exact" button asks for path patching).
         out.append({"kind": "circuit", "method": "attribution"})
+    return what_if_requests(state, out)
+
+
+def what_if_requests(state: dict, requests: list[dict]) -> list[dict]:
+    """``requests`` with the difference colouring of a what-if (``whatIfRequests`` in
+    js/protocol.ts): the grid asks for ``what_if: "difference"``; the statement for the
+    difference of the attention from the answer position (no selection, no run)."""
+    if not state.get("what_if_difference") or not (state.get("what_if_state") or {}).get("edits"):
+        return requests
+    out = []
+    for r in requests:
+        if r["kind"] == "grid":
+            r = {**r, "what_if": "difference"}
+        elif r["kind"] == "token_values":
+            r = {k: v for k, v in r.items() if k not in ("run", "ablations")}
+            r.update(selection=[], direction="from", what_if="difference")
+        out.append(r)
     return out

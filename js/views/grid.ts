@@ -238,7 +238,7 @@ export class HeadGridView implements View {
     const v = grid ? grid.values[layer * g.num_heads + head] : undefined;
     const a = findAblation(this.store.ablations, layer, head);
     const info = this.measure();
-    const label = info?.label ?? "";
+    const label = `${info?.label ?? ""}${grid?.whatIfDifference ? ", edited − original" : ""}`;
     this.info.textContent =
       `layer ${layer}, head ${head} (L${layer} H${head}, KV ${kvGroupOf(head, g.num_heads, g.num_kv_heads)})\n${label}: ${formatValue(v)}${info?.unit ? ` ${info.unit}` : ""}` +
       (a ? `\nablated (${a.mode})` : "");
@@ -263,7 +263,8 @@ export class HeadGridView implements View {
     // Unsigned measures span their own [min, max] (entropy never reaches 0; attention
     // shares can all be close): the legend prints the range.
     const info = this.measure();
-    this.scale = grid ? new ColorScale(grid.values, info?.direction === "signed", undefined, true) : null;
+    this.scale = grid ? new ColorScale(grid.values, info?.direction === "signed" || !!grid.whatIfDifference, undefined, true) : null;
+    setFlag(this.root, "data-what-if-difference", !!grid?.whatIfDifference);
     for (let l = 0; l < g.num_layers; l++) {
       const visible = layerInRange(range, l);
       this.rows[l].style.display = visible ? "" : "none";
@@ -298,6 +299,16 @@ export class HeadGridView implements View {
     const scale = this.scale;
     if (!grid || !scale) return null;
     const info = this.measure();
+    if (grid.whatIfDifference)
+      return {
+        title: `${info?.label ?? grid.measure}: edited − original (what-if)`,
+        unit: info?.unit ?? "",
+        min: -scale.max,
+        max: scale.max,
+        colorAt: (t) => diverging(2 * t - 1),
+        low: "blue = lower in the edited statement's run",
+        high: "red = higher than in the original's",
+      };
     const ends = endsInWords(info, grid.label || this.store.get("grid_measure"));
     return {
       title: info?.label ?? grid.label ?? this.store.get("grid_measure"),

@@ -9,6 +9,7 @@ import type { ExplorerStore } from "../store";
 import { stateCaption } from "../caption";
 import { frame, INK, type Figure, type Prim } from "../export";
 import { exportsOf, type View } from "./view";
+import { WhatIfPanel, whatIfLines } from "../what_if";
 
 export class PredictionPanel implements View {
   readonly name = "prediction";
@@ -23,6 +24,7 @@ export class PredictionPanel implements View {
   private progressBar: HTMLProgressElement;
   private none: HTMLElement;
   private drawn = false;
+  private whatIf: WhatIfPanel;
   private cleanups: (() => void)[] = [];
   readonly toPNG: () => string;
   readonly toSVG: () => string;
@@ -59,6 +61,8 @@ export class PredictionPanel implements View {
       this.none,
       this.list,
     ]);
+    this.whatIf = new WhatIfPanel(store);
+    this.root.append(this.whatIf.root);
     const exports = exportsOf(() => this.figure());
     this.toPNG = exports.toPNG;
     this.toSVG = exports.toSVG;
@@ -92,7 +96,9 @@ export class PredictionPanel implements View {
       this.bar.style.width = `${(100 * current.p_increase).toFixed(1)}%`;
       this.cleanRow.textContent = ablations.length && p.ablated
         ? `clean: logit diff ${formatValue(clean.logit_diff)}, p(increase) ${clean.p_increase.toFixed(3)} (“${clean.label}”) · change ${formatValue(current.logit_diff - clean.logit_diff)}`
-        : "clean run (no heads ablated)";
+        : this.store.get("what_if_state")?.edits?.length
+          ? "the edited statement (What-if below), no heads ablated"
+          : "clean run (no heads ablated)";
       this.drawn = true;
     }
     setFlag(this.root, "data-pending", pending);
@@ -145,6 +151,10 @@ export class PredictionPanel implements View {
       y += 18;
       prims.push({ t: "text", x: 0, y, text: line, size: 12, fill: INK });
     }
+    for (const line of whatIfLines(this.store.get("what_if_state") ?? {})) {
+      y += 18;
+      prims.push({ t: "text", x: 0, y, text: line, size: 12, fill: INK });
+    }
     if (this.store.ablations.length) {
       y += 20;
       prims.push({ t: "text", x: 0, y, text: "Ablated heads:", size: 12, bold: true, fill: INK });
@@ -159,6 +169,7 @@ export class PredictionPanel implements View {
 
   destroy(): void {
     for (const c of this.cleanups) c();
+    this.whatIf.destroy();
     this.root.remove();
   }
 }

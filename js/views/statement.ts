@@ -13,6 +13,7 @@ import { hasSelection, isSpanSelected, selectionAfterClick, selectionFromBrush, 
 import type { ExplorerStore } from "../store";
 import { Tooltip } from "../tooltip";
 import { exportsOf, messageFigure, type View } from "./view";
+import { attachNumberEditor, markChangedSpans, whatIfScaleMax } from "../what_if";
 
 export class StatementView implements View {
   readonly name = "statement";
@@ -24,6 +25,8 @@ export class StatementView implements View {
   private spanValues: Float32Array | null = null;
   private scale: ColorScale | null = null;
   private colorBar = new ColorBar("statement-legend");
+  /** What the what-if editor says about a span it cannot edit. */
+  private whatIfMessage: HTMLElement;
   private tip: Tooltip;
   /** The span that holds the roving tabindex (the one Tab lands on). */
   private current = 0;
@@ -61,6 +64,7 @@ export class StatementView implements View {
     );
     this.caption = el("div", { class: "fw-caption" });
     this.info = el("div", { class: "fw-hover-info", "data-testid": "span-info" });
+    this.whatIfMessage = el("div", { class: "fw-what-if-message", "data-testid": "what-if-message", role: "status", hidden: true });
     this.body = el("div", {
       class: "fw-statement-body",
       role: "group",
@@ -71,11 +75,12 @@ export class StatementView implements View {
     this.root = el("div", { class: "fw-view fw-statement", "data-testid": "statement-view" }, [
       el("div", { class: "fw-view-header" }, [el("span", { class: "fw-title", text: "Statement" }), direction, heads]),
       this.caption,
+      this.whatIfMessage,
       this.body,
       this.colorBar.root,
       el("div", {
         class: "fw-hint",
-        text: "click a span to select it · shift-click or drag for a range · keyboard: Tab to the statement, arrows move, Enter selects · underlined: financial terms and numbers · grey: added by the prompt template",
+        text: "click a span to select it · shift-click or drag for a range · double-click a number to try another value (what-if) · keyboard: Tab to the statement, arrows move, Enter selects · underlined: financial terms and numbers · grey: added by the prompt template",
       }),
       this.info,
     ]);
@@ -84,8 +89,10 @@ export class StatementView implements View {
     this.toPNG = exports.toPNG;
     this.toSVG = exports.toSVG;
     this.build();
+    this.cleanups.push(attachNumberEditor(this.body, this.whatIfMessage, store));
     const redraw = () => this.paint();
     for (const topic of ["tokens", "selection"] as const) this.cleanups.push(store.on(topic, redraw));
+    this.cleanups.push(store.on("what_if", () => markChangedSpans(this.spanEls, store)));
     this.cleanups.push(
       store.on("direction", () => {
         direction.value = store.get("direction");
@@ -148,6 +155,7 @@ export class StatementView implements View {
       }
     });
     this.cleanups.push(ownKeys(this.body, (ev) => this.key(ev)));
+    markChangedSpans(this.spanEls, this.store);
     const sel = this.store.get("selection");
     this.current = hasSelection(sel) ? sel.start : this.spanEls.findIndex((n) => !!n);
     this.rove(Math.max(0, this.current), false);
@@ -171,6 +179,8 @@ export class StatementView implements View {
   /** Arrows move between spans (up / down: the nearest span on the line above / below),
    * Home / End to the first / last, Enter or space selects (shift extends). */
   private key(ev: KeyboardEvent): void {
+    // The what-if editor's input keeps its keys (Enter applies, arrows move the caret).
+    if (ev.target instanceof Element && ev.target.closest(".fw-what-if-editor")) return;
     const order = this.order();
     const at = order.indexOf(this.current);
     if (at < 0 || !order.length) return;
@@ -231,7 +241,10 @@ export class StatementView implements View {
     if (s.line_item) parts.push(`line item: ${s.line_item}`);
     if (s.year !== null && s.year !== undefined) parts.push(`year ${s.year}`);
     if (s.value !== null && s.value !== undefined) parts.push(`value ${s.value.toLocaleString("en-US")}`);
-    if (v !== undefined) parts.push(`${this.store.get("direction") === "to" ? "attention to the selection" : "attention from the selection"}: ${formatValue(v)}`);
+    const what = this.store.tokens?.spanValues
+      ? "attention from the answer position, edited − original"
+      : this.store.get("direction") === "to" ? "attention to the selection" : "attention from the selection";
+    if (v !== undefined) parts.push(`${what}: ${formatValue(v)}`);
     this.info.textContent = parts.join(" · ");
     if (ev) this.tip.show(this.info.textContent, ev.clientX, ev.clientY);
     if (this.brushAnchor !== null && this.brushAnchor !== s.index) {
@@ -272,13 +285,16 @@ export class StatementView implements View {
       this.caption.textContent = "loading attention…";
       return;
     }
-    const values = aggregateToSpans(data.values, layout, data.reduce);
+    // A what-if's difference comes per span (edited − original, spans matched between the runs).
+    const whatIf = !!data.spanValues && data.spanValues.length === layout.spans.length;
+    const values = whatIf ? data.spanValues! : aggregateToSpans(data.values, layout, data.reduce);
     this.spanValues = values;
     // Scale over the spans outside the selection (a selection attending to itself would
     // otherwise wash out everything else).
     const others = Array.from(values).filter((_, i) => !isSpanSelected(sel, i));
     // The difference run (ablated − clean) is signed: diverging colours around 0.
-    const scale = new ColorScale(others, this.store.attentionRun === "difference");
+    // A what-if difference below WHAT_IF_SPAN_FLOOR is not coloured as if it were large.
+    const scale = new ColorScale(others, whatIf || this.store.attentionRun === "difference", whatIf ? whatIfScaleMax(others) : undefined);
     this.scale = scale;
     values.forEach((v, i) => {
       const node = this.spanEls[i];
@@ -290,7 +306,8 @@ export class StatementView implements View {
       node.style.color = faint ? "" : textColorOn(rgb);
       node.setAttribute("data-value", String(v));
     });
-    this.caption.textContent = `${this.heading(label)} — ${data.label}`;
+    this.caption.textContent = whatIf ? `What-if difference — ${data.label}` : `${this.heading(label)} — ${data.label}`;
+    setFlag(this.root, "data-what-if-difference", whatIf);
     // A tooltip written before this repaint may quote the old values or direction.
     this.tip.hide();
     this.colorBar.update(this.legend());
@@ -312,6 +329,16 @@ export class StatementView implements View {
     const scale = this.scale;
     if (!scale) return null;
     const dir = this.store.get("direction");
+    if (scale.signed && this.store.tokens?.spanValues)
+      return {
+        title: "attention from the answer position: edited − original",
+        unit: "attention mass per span",
+        min: -scale.max,
+        max: scale.max,
+        colorAt: divergingBar,
+        low: "blue = the edited statement's run attends less to the span",
+        high: "red = attends more (spans with no original counterpart: uncoloured)",
+      };
     if (scale.signed)
       return {
         title: `${DIRECTION_WORDS[dir].menu}: ablated − clean`,
@@ -346,6 +373,7 @@ export class StatementView implements View {
     const prims: Prim[] = [];
     let widest = 0;
     const sel = this.store.get("selection");
+    const changed = new Set(this.store.get("what_if_state")?.changed_spans ?? []);
     lines.forEach((pieces, row) => {
       let col = 0;
       const y = row * lineH;
@@ -354,6 +382,7 @@ export class StatementView implements View {
         if ("span" in p) {
           const rgb = this.scale!.rgb(this.spanValues![p.span.index]);
           prims.push({ t: "rect", x: col * charW, y, w: text.length * charW, h: lineH - 2, fill: css(rgb) });
+          if (changed.has(p.span.index)) prims.push({ t: "rect", x: col * charW - 2, y: y - 2, w: text.length * charW + 4, h: lineH + 2, stroke: "#e67800", lw: 1 });
           if (isSpanSelected(sel, p.span.index)) prims.push({ t: "rect", x: col * charW - 1, y: y - 1, w: text.length * charW + 2, h: lineH, stroke: "#e67800", lw: 2 });
           prims.push({ t: "text", x: col * charW, y: y + 12, text, size: 12, mono: true, fill: p.span.in_statement === false ? MUTED : textColorOn(rgb) });
         } else prims.push({ t: "text", x: col * charW, y: y + 12, text, size: 12, mono: true, fill: INK });
@@ -365,7 +394,11 @@ export class StatementView implements View {
       title,
       body: { width: widest * charW + 4, height: lines.length * lineH, prims },
       legend: this.legend(),
-      caption: joinCaption(hasSelection(sel) ? "orange box: the selection" : "", caption),
+      caption: joinCaption(
+        hasSelection(sel) ? "orange box: the selection" : "",
+        changed.size ? "thin orange box: numbers changed by the what-if (the statement shown is the edited one)" : "",
+        caption,
+      ),
     });
   }
 
