@@ -48,7 +48,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from finwidget import EarningsTask, load_demo_model
-    from finwidget.counterfactual import SetChange, SwapYears, counterfactual, sensitivity, span_patching
+    from finwidget.counterfactuals import SetChange, SwapYears, counterfactual, sensitivity, span_patching
     from finwidget.demo import make_statements
     from finwidget.interventions import activation_patching
 

@@ -24,7 +24,7 @@ _EXPORTS = {
     "read_statement": "finwidget.statement",
     "Lexicon": "finwidget.statement",
     # counterfactual statements: edited numbers, written consistently
-    "counterfactual": "finwidget.counterfactual",  # the package, callable as the function (see there)
+    "counterfactual": "finwidget.statement.edits",
     "counterfactual_family": "finwidget.statement.edits",
     "SetNumber": "finwidget.statement.edits",
     "SetValue": "finwidget.statement.edits",
@@ -32,9 +32,9 @@ _EXPORTS = {
     "Scale": "finwidget.statement.edits",
     "FlipChange": "finwidget.statement.edits",
     "SwapYears": "finwidget.statement.edits",
-    "span_patching": "finwidget.counterfactual",
-    "family_effects": "finwidget.counterfactual",
-    "sensitivity": "finwidget.counterfactual",
+    "span_patching": "finwidget.counterfactuals",
+    "family_effects": "finwidget.counterfactuals",
+    "sensitivity": "finwidget.counterfactuals",
     "plot_sensitivity": "finwidget.widgets.sensitivity_plot",
     # analysis tables
     "FinancialAttentionAnalyzer": "finwidget.interpretability_tools",  # the guide's: plots return widgets
@@ -68,17 +68,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]  # noqa: PLE0604 - the keys of _EXPORTS are str
 
 
-def _built(name: str):
-    """``counterfactual`` is the package ``finwidget.counterfactual`` itself (callable as the
-    function), so importing the package never replaces it with something else."""
-    if name == "counterfactual":
-        from importlib import import_module
-
-        return import_module("finwidget.counterfactual")
-    raise KeyError(name)
-
-
-__getattr__ = lazy_getattr(__name__, _EXPORTS, globals(), special=_built)
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__():

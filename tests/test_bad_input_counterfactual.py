@@ -1,5 +1,5 @@
 """Bad-input catalogue: counterfactual statements (``finwidget.statement.edits``), patching across
-lengths and sensitivity sweeps (``finwidget.counterfactual``). Each case names the finwidget error
+lengths and sensitivity sweeps (``finwidget.counterfactuals``). Each case names the finwidget error
 it must raise and the words the message must hold; the statement given is left as it was, and
 the cases with the demo model leave the model untouched (``bad_input_common.refused``)."""
 
@@ -10,7 +10,7 @@ import math
 import pytest
 from bad_input_common import refused
 
-from finwidget.counterfactual import sensitivity, span_patching
+from finwidget.counterfactuals import sensitivity, span_patching
 from finwidget.demo import make_statements
 from finwidget.errors import FinwidgetError, InputError, LocationError
 from finwidget.interventions import activation_patching

@@ -289,13 +289,15 @@ def test_input_is_never_mutated():
 
 
 def test_root_exports():
-    """``finwidget.counterfactual`` is the package and, called, the function (both names the
-    package root exports must keep working whichever is imported first)."""
+    """``finwidget.counterfactual`` is the function and ``finwidget.counterfactuals`` the package
+    that runs counterfactuals through the model; importing the package first does not replace
+    the function (the names differ)."""
     import finwidget
-    import finwidget.counterfactual as package
+    import finwidget.counterfactuals as package
 
     statement = make_statements(1, seed=6)[0]
-    assert finwidget.counterfactual is package
+    assert finwidget.counterfactual is counterfactual
+    assert finwidget.counterfactuals is package
     assert finwidget.counterfactual(statement, FlipChange("Revenue")).text == \
         counterfactual(statement, FlipChange("Revenue")).text
     assert package.span_patching is finwidget.span_patching

@@ -4,7 +4,7 @@ sign-changing edits ever flip it (the model card's truth, from whole edited stat
 
 from __future__ import annotations
 
-from finwidget.counterfactual import counterfactual_family, family_effects
+from finwidget.counterfactuals import counterfactual_family, family_effects
 from finwidget.demo import make_statements
 
 RULE_ITEMS = ("Net income", "Operating cash flow")

@@ -1,5 +1,5 @@
 """Activation patching between a demo statement and its counterfactual of another token length
-(``finwidget.counterfactual.span_patching``): the model card's truth (only the flipped rule line
+(``finwidget.counterfactuals.span_patching``): the model card's truth (only the flipped rule line
 carries the answer) now across lengths, and exact same-path equality where lengths agree."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finwidget.counterfactual import SetChange, SetValue, SwapYears, counterfactual, span_patching
+from finwidget.counterfactuals import SetChange, SetValue, SwapYears, counterfactual, span_patching
 from finwidget.demo import make_statements
 from finwidget.interventions import activation_patching
 
@@ -108,7 +108,7 @@ def test_tables_on_the_layouts_model(layout):
     """The layouts demo model reads the rule from markdown and aligned tables: the edited table
     (an aligned column re-padded) patches across lengths the same way, and the rule item's change
     flips the answer between -50 and 50."""
-    from finwidget.counterfactual import sensitivity
+    from finwidget.counterfactuals import sensitivity
     from finwidget.demo import load_demo_model
     from finwidget.task import EarningsTask
 

@@ -1,4 +1,4 @@
-"""Sensitivity curves (``finwidget.counterfactual.sensitivity``): the demo model's planted rule
+"""Sensitivity curves (``finwidget.counterfactuals.sensitivity``): the demo model's planted rule
 flips the answer where a rule item's change crosses zero (a known truth), batched runs agree
 with one-at-a-time runs, and the plot is linked to the explorer's ``what_if``."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from finwidget.counterfactual import FlipPoint, SensitivityCurve, sensitivity
-from finwidget.counterfactual.sensitivity import logit_diffs_by_length
+from finwidget.counterfactuals import FlipPoint, SensitivityCurve, sensitivity
+from finwidget.counterfactuals.sensitivity import logit_diffs_by_length
 from finwidget.demo import make_statements
 from finwidget.errors import InputError
 

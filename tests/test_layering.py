@@ -32,7 +32,7 @@ LAYERS = [
     (5, "analysis", ["finwidget.analysis"]),
     (5, "interventions", ["finwidget.interventions"]),
     (6, "population", ["finwidget.population"]),
-    (6, "counterfactuals", ["finwidget.counterfactual"]),  # edited statements run through the model
+    (6, "counterfactuals", ["finwidget.counterfactuals"]),  # edited statements run through the model
     (6, "circuits", ["finwidget.circuits"]),
     (7, "widgets", ["finwidget.widgets"]),
     # the layouts demo model's head findings: measured with capture and interventions

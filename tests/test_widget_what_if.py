@@ -323,7 +323,7 @@ def test_the_what_if_is_in_the_saved_state_and_the_exported_page(explorer, tmp_p
 def test_a_click_on_the_sensitivity_plot_opens_that_value_in_the_explorer(explorer, demo, text):
     """cf's sensitivity plot calls ``explorer.what_if(counterfactual)`` on a click: the explorer
     shows that value's statement, and its answer agrees with the curve's."""
-    from finwidget.counterfactual import sensitivity
+    from finwidget.counterfactuals import sensitivity
     from finwidget.widgets.sensitivity_plot import plot_sensitivity
 
     model, tokenizer, _ = demo

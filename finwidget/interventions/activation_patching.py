@@ -184,7 +184,7 @@ def activation_patching(
         position_pairs: ``over="residual"`` only: name -> ``(clean position, corrupted
             position)`` pairs patched together: the clean residual at each clean position
             replaces the corrupted residual at its corrupted position. With pairs the two
-            prompts may have different token lengths (``finwidget.counterfactual`` builds the
+            prompts may have different token lengths (``finwidget.counterfactuals`` builds the
             pairs from a span alignment); ``differing_positions`` then lists the corrupted
             positions whose paired clean token differs.
 

@@ -1,7 +1,7 @@
 """A sensitivity curve drawn with bqplot, linked to the explorer.
 
 ``plot_sensitivity(curve, explorer=None)`` draws the logit difference against the swept
-value (``finwidget.counterfactual.sensitivity``): a line with a dot per value (green
+value (``finwidget.counterfactuals.sensitivity``): a line with a dot per value (green
 where the answer is the first label, "increase"; red for the second), the zero line,
 each flip point as a dashed vertical rule, and the statement's own value as a grey
 vertical rule with a diamond at its logit difference. Clicking a dot calls
@@ -28,7 +28,7 @@ def plot_sensitivity(curve, explorer=None, title: str | None = None):
     explorer: an object with a ``what_if(counterfactual)`` method (an ``AttentionExplorer``);
         clicking the dot of a value calls it with that value's ``CounterfactualStatement``.
     """
-    from finwidget.counterfactual.sensitivity import SensitivityCurve
+    from finwidget.counterfactuals.sensitivity import SensitivityCurve
 
     if not isinstance(curve, SensitivityCurve):
         raise InputError(f"plot_sensitivity needs a SensitivityCurve (finwidget.sensitivity(...)), "

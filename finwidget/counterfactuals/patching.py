@@ -43,7 +43,7 @@ def span_patching(model, task, counterfactual: CounterfactualStatement, *, by: s
     Args:
         model: a Hugging Face causal LM.
         task: the ``EarningsTask``.
-        counterfactual: a ``CounterfactualStatement`` (``finwidget.counterfactual``).
+        counterfactual: a ``CounterfactualStatement`` (``finwidget.counterfactuals``).
         by: ``"line"``, ``"segment"`` or ``"item"`` (see the module docstring).
         layers: layers to patch at (default: all).
         source: ``"original"`` patches the original (clean) into the edited run (does the

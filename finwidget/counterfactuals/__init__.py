@@ -9,18 +9,11 @@
 - :func:`sensitivity`: the logit difference as one line item's value sweeps a range,
   with its flip points (``sensitivity``).
 
-``finwidget.counterfactual`` is both this package and the function: calling the package,
-``finwidget.counterfactual(statement, edits, ...)``, is ``counterfactual(statement, edits, ...)``
-(a package and a function of one name cannot otherwise live side by side under ``finwidget``:
-importing the package would replace the function).
 """
 
-import sys
-import types
-
-from finwidget.counterfactual.family import family_effects
-from finwidget.counterfactual.patching import span_patching
-from finwidget.counterfactual.sensitivity import FlipPoint, SensitivityCurve, sensitivity
+from finwidget.counterfactuals.family import family_effects
+from finwidget.counterfactuals.patching import span_patching
+from finwidget.counterfactuals.sensitivity import FlipPoint, SensitivityCurve, sensitivity
 from finwidget.statement.edits import (
     DEMO_TOTALS,
     CounterfactualStatement,
@@ -54,12 +47,3 @@ __all__ = [
     "span_patching",
 ]
 
-
-class _CallablePackage(types.ModuleType):
-    """This package, callable as :func:`counterfactual`."""
-
-    def __call__(self, statement, edits, **options):
-        return counterfactual(statement, edits, **options)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finwidget.counterfactual.sensitivity import logit_diffs_by_length
+from finwidget.counterfactuals.sensitivity import logit_diffs_by_length
 from finwidget.errors import InputError
 from finwidget.statement.edits import CounterfactualStatement, family_frame
 from finwidget.task import EarningsTask
