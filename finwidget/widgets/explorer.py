@@ -112,6 +112,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             model; for another model without a reference "mean" is disabled, with the
             reason shown in the UI).
         truncate: drop tokens from the start of a statement longer than the context.
+        number_locale: how the statements group digits, for the statement reader: ``"en"``
+            (1,234.56, the default), ``"de"`` (1.234,56) or ``"in"`` (12,34,567.89).
 
     Traits (read and set them from Python; ``ipywidgets.link`` works on them):
         focus: ``{"layer", "head"}``; selection: ``{"start", "end"}`` span range or ``{}``;
@@ -137,6 +139,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         reference=None,
         truncate: bool = False,
         session: ExplorerSession | None = None,
+        number_locale: str = "en",
         **kwargs,
     ):
         unknown = set(kwargs) - _STATE_KWARGS
@@ -153,6 +156,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             )
         texts = statement_list(text) if session is None else [session.text]
         self._model, self._tokenizer, self._task, self._truncate = model, tokenizer, task, truncate
+        self._number_locale = number_locale
         self.statement_texts = texts
         self.sweep_cancel = threading.Event()
         #: held while the model runs for a request (a sweep runs in a thread beside the kernel)
@@ -165,7 +169,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             self._sweeps = SweepResults()
             # The session encodes (and so checks) the statement before recording the reference set.
             session = ModelSession(model, tokenizer, texts[0], task=task, reference=reference,
-                                   truncate=truncate, sweeps=self._sweeps)
+                                   truncate=truncate, sweeps=self._sweeps, number_locale=number_locale)
         else:
             self._sweeps = getattr(session, "sweeps", None) or SweepResults()
         self._sessions: dict[int, ExplorerSession] = {0: session}
@@ -263,7 +267,7 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             self._sessions[index] = ModelSession(
                 self._model, self._tokenizer, self.statement_texts[index], task=self._task,
                 reference=first.reference_set, truncate=self._truncate, sweeps=self._sweeps,
-                store_dtype=first.store_dtype,
+                store_dtype=first.store_dtype, number_locale=self._number_locale,
             )
         return self._sessions[index]
 

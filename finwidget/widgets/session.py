@@ -373,6 +373,8 @@ class ModelSession(ExplorerSession):
         store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
         sweeps: where sweeps over several statements are kept (shared by the sessions of
             one explorer; default: this session's own).
+        number_locale: how the statement groups digits, for the statement reader: ``"en"``
+            (1,234.56, the default), ``"de"`` (1.234,56) or ``"in"`` (12,34,567.89).
     """
 
     can_intervene = True
@@ -381,12 +383,15 @@ class ModelSession(ExplorerSession):
     ABLATED_CAPTURES_KEPT = 4
 
     def __init__(self, model, tokenizer, text: str, task=None, reference=None, truncate: bool = False,
-                 store_dtype: torch.dtype | None = None, sweeps: SweepResults | None = None):
+                 store_dtype: torch.dtype | None = None, sweeps: SweepResults | None = None,
+                 number_locale: str = "en"):
         from finwidget.capture.capture import capture_attention
         from finwidget.interventions.cached_run import CachedRun
         from finwidget.statement import read_statement
+        from finwidget.statement.numbers import check_locale
         from finwidget.task import EarningsTask, context_length, model_device
 
+        self.number_locale = check_locale(number_locale)  # before the model runs: a bad locale costs nothing
         self.model = model
         self.tokenizer = tokenizer
         self.task = task if task is not None else EarningsTask(tokenizer)
@@ -396,7 +401,7 @@ class ModelSession(ExplorerSession):
         with capture_attention(model, store_dtype=store_dtype) as capture:
             self.cached = CachedRun(model, self.task, self.batch)
         input_ids = self.batch["input_ids"][0].tolist()
-        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
+        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task, number_locale=number_locale)
         if layout.num_tokens != capture.seq_len:
             raise InputError(
                 f"the statement reader found {layout.num_tokens} tokens but the model ran "
