@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import finwidget.analysis.specialization as specialization
+from finwidget.analysis import specialization
 
 MEASURES = ["self_attention", "sink_attention", "previous_token", "entropy",
             "financial_attention", "number_attention", "year_attention"]

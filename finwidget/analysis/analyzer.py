@@ -37,8 +37,8 @@ from finwidget.analysis.specialization import head_specialization
 from finwidget.errors import InputError
 from finwidget.model_parts import ModelGeometry, check_index, is_integer
 from finwidget.statement import read_statement, read_tokens
-from finwidget.statement.numbers import check_locale
 from finwidget.statement.layout import StatementLayout
+from finwidget.statement.numbers import check_locale
 from finwidget.task import EarningsTask, context_length, eval_mode, model_device
 
 
