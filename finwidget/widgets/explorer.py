@@ -19,6 +19,7 @@ import anywidget
 
 from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
+from finwidget.widgets.model_worker import ModelWorker
 from finwidget.widgets.protocol import (
     EXPLORER_MODES,
     READ_ONLY_STATE,
@@ -159,8 +160,11 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self._number_locale = number_locale
         self.statement_texts = texts
         self.sweep_cancel = threading.Event()
-        #: held while the model runs for a request (a sweep runs in a thread beside the kernel)
-        self.model_lock = threading.Lock()
+        #: held while the model runs (clicks and sweeps run in threads beside the kernel:
+        #: :mod:`finwidget.widgets.model_worker`); re-entrant, so a worker can set traits
+        self.model_lock = threading.RLock()
+        self.sweeping = False
+        self.model_worker = ModelWorker(self)
         self.sweep_table = None  # rows of the newest sweep over every statement (head, statement)
         if session is None:
             from finwidget.task import EarningsTask
@@ -246,7 +250,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
 
     def _on_ablations(self, change):
         try:
-            prediction = self.session.prediction(change["new"])
+            with self.model_worker.hold_model():  # a click's re-run or a sweep may hold the model
+                prediction = self.session.prediction(change["new"])
         except Exception:
             # a set the model cannot answer (e.g. a value that overflows): the ablations go back to
             # the set the prediction belongs to, and the error reaches the caller
@@ -276,13 +281,11 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         if not isinstance(index, int) or not 0 <= index < self.num_statements:
             self.statement_index = change["old"]
             raise InputError(f"statement_index must be 0..{self.num_statements - 1}, got {index!r}")
-        if not self.model_lock.acquire(blocking=False):
+        if self.sweeping:
             self.statement_index = change["old"]
             raise InputError("a sweep is running: wait for it to finish (or cancel it) before changing statements")
-        try:
+        with self.model_worker.hold_model():  # a click's re-run finishes, a gradient pass steps aside
             s = self._session_for(index)
-        finally:
-            self.model_lock.release()
         self.session = s
         self.protocol_geometry = Geometry(
             num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
@@ -395,6 +398,15 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         self.grid_measure = measure
         return result
 
+    def prepare_estimates(self) -> None:
+        """Compute now the gradients the explorer's click estimates read for the statement
+        shown (one forward and one backward pass; otherwise they are computed in the
+        background after the first click). Clicks then show a first-order estimate at once."""
+        if not isinstance(self.session, ModelSession):
+            raise InputError("click estimates need the model: this explorer only shows recorded attention")
+        with self.model_worker.hold_model():
+            self.session.prepare_estimates()
+
     def state_size(self) -> int:
         """Bytes of this widget's synced state as saved in a notebook (JSON of every synced trait)."""
         import json
@@ -428,10 +440,13 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
             reply, reply_buffers = self.handle_request(content, buffers, send_progress)
             self.send(reply, reply_buffers)
 
-        if isinstance(content, dict) and content.get("kind") == "sweep":
+        kind = content.get("kind") if isinstance(content, dict) else None
+        if kind == "sweep":
             # A sweep runs beside the kernel's message loop so a cancel_sweep can reach it.
-            self.sweep_cancel.clear()
-            threading.Thread(target=answer, name="finwidget-sweep", daemon=True).start()
+            self.model_worker.sweep(answer)
+        elif kind == "set_ablations" and isinstance(self.session, ModelSession) and not self.sweeping:
+            # So does a click's exact re-run, so a newer click can stop it between layers.
+            self.model_worker.click(content, self.send)
         else:
             answer()
 

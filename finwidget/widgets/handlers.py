@@ -92,7 +92,7 @@ def _flow(explorer, p, send_progress):
 
 
 def _set_ablations(explorer, p, send_progress):
-    prediction = explorer.session.prediction(p["ablations"])
+    prediction = explorer.session.prediction(p["ablations"], should_stop=p.get(SHOULD_STOP))
     explorer.ablations = p["ablations"]  # the observer finds the prediction cached
     fields = {"prediction": prediction, "ablations": p["ablations"]}
     payload = None
@@ -125,6 +125,18 @@ def _sweep(explorer, p, send_progress):
     return grid_fields(explorer, "ablation_effect", [])
 
 
+def _estimate_ablations(explorer, p, send_progress):
+    """The click's first-order estimate, at once (no model: kept gradients only)."""
+    from finwidget.widgets.click_estimates import EstimateUnavailable
+    from finwidget.widgets.session import AnalysisUnavailable
+
+    try:
+        prediction = explorer.session.estimate(p["ablations"])
+    except (EstimateUnavailable, AnalysisUnavailable) as err:
+        return {"prediction": None, "reason": str(err), "ablations": p["ablations"]}, None
+    return {"prediction": prediction, "ablations": p["ablations"]}, None
+
+
 def _cancel_sweep(explorer, p, send_progress):
     explorer.sweep_cancel.set()
     return {"cancelled": True}, None
@@ -135,6 +147,9 @@ def _png(explorer, p, send_progress):
     explorer.last_png_view = p["view"]
     return {"bytes": len(explorer.last_png)}, None
 
+
+#: the key under which ``handle_request`` hands a handler its ``should_stop`` (not a protocol field)
+SHOULD_STOP = "_should_stop"
 
 #: request kinds that run the model (one at a time: see ``handle_request``)
 MODEL_KINDS = frozenset({"set_ablations", "sweep"})
@@ -148,12 +163,17 @@ HANDLERS = {
     "set_ablations": _set_ablations,
     "sweep": _sweep,
     "cancel_sweep": _cancel_sweep,
+    "estimate_ablations": _estimate_ablations,
     "png": _png,
 }
 
 
-def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
+def handle_request(explorer, content, send_progress=None, should_stop=None,
+                   model_lock_held: bool = False) -> tuple[dict, list]:
     """Answer one request from the frontend: ``(reply content, reply buffers)``. Never raises.
+
+    ``should_stop``: for a model run that can stop between layers (``set_ablations``);
+    ``model_lock_held``: the caller (a worker thread) already holds ``explorer.model_lock``.
 
     Whatever arrives (a kind that is a list or a dict, no id, huge values), the reply is an
     error reply echoing at most a short prefix of the bad value (``protocol.shown``), and every
@@ -171,12 +191,17 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
         return error_reply(message_id, kind, f"bad request: {_failure(err)}")
     lock = getattr(explorer, "model_lock", None)
     needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
+    needs_model = needs_model and not model_lock_held
     if lock is not None and needs_model and not lock.acquire(blocking=False):
-        # A sweep runs in its own thread and holds the model; the kernel must stay free to
-        # take a cancel, so other model work is refused rather than waited for.
-        return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
+        # A sweep (or a click's exact re-run) runs in its own thread and holds the model; the
+        # kernel must stay free to take a cancel, so other model work is refused, not waited for.
+        busy = "a sweep is running: wait for it to finish or cancel it"
+        if not getattr(explorer, "sweeping", True):
+            busy = "the model is busy re-running an ablation: ask again in a moment"
+        return error_reply(request.id, request.kind, busy)
+    params = request.params if should_stop is None else {**request.params, SHOULD_STOP: should_stop}
     try:
-        fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
+        fields, payload = HANDLERS[request.kind](explorer, params, send_progress)
         content, buffers = ok_reply(request, fields, payload)
         return strict_json_content(content), buffers
     except FinwidgetError as err:

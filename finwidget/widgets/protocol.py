@@ -19,6 +19,11 @@ grid              measure [, selection, direction] -> values [L * H]  (direction
 flow              selection [, direction, run, ablations] -> spread [L, S], selection_mass [L], logit_lens [L]
                   (direction "from"|"to", default "from")
 set_ablations     ablations: [{layer, head, mode [, value]}] [, grid] -> prediction [, grid values]
+                  (the exact answer; answered from a worker thread: a newer set_ablations
+                  stops an older one between layers, whose reply is then an error "cancelled")
+estimate_ablations ablations -> prediction with "estimate": {method, base, base_logit_diff,
+                  heads_estimated} (first-order, from gradients kept per statement; None when
+                  the prediction is exact) or prediction null and "reason" (no estimate yet)
 sweep             mode [, value, layer_range, statements "current"|"all"] -> values [L * H]
                   (change in logit difference for "current", mean |change| over the
                   statements for "all"; NaN outside layer_range); progress messages
@@ -600,6 +605,9 @@ REQUESTS: dict[str, RequestSchema] = {
         frozenset({"mode"}), frozenset({"value", "layer_range", "statements"}), _parse_sweep
     ),
     "cancel_sweep": RequestSchema(frozenset(), frozenset(), lambda p, g: {}),
+    "estimate_ablations": RequestSchema(
+        frozenset({"ablations"}), frozenset(), lambda p, g: {"ablations": validate_ablations(p["ablations"], g)}
+    ),
     "png": RequestSchema(frozenset({"view", "data_url"}), frozenset(), _parse_png),
 }
 REQUEST_KINDS = tuple(REQUESTS)

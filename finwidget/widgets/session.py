@@ -265,7 +265,7 @@ class ExplorerSession:
         """The model's prediction for the statement (None when not known)."""
         return self._clean
 
-    def prediction(self, ablations: list[dict]) -> dict:
+    def prediction(self, ablations: list[dict], should_stop=None) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields);
         ``{}`` when the prediction is not known."""
         if ablations:
@@ -273,6 +273,10 @@ class ExplorerSession:
         if self.clean is None:
             return {}
         return {"clean": self.clean.to_dict(), "ablated": None, "flipped": False}
+
+    def estimate(self, ablations: list[dict]) -> dict:
+        """A first-order estimate of ``prediction(ablations)`` (see :class:`ModelSession`)."""
+        raise _needs_model("estimating ablations")
 
     def intervention_set(self, ablations: list[dict]):
         """The explorer's ablation list (validated dicts) as an :class:`InterventionSet`."""
@@ -484,11 +488,13 @@ class ModelSession(ExplorerSession):
         """The model's prediction for the statement (always known: the session ran the model)."""
         return self.cached.clean[0]
 
-    def prediction(self, ablations: list[dict]) -> dict:
+    def prediction(self, ablations: list[dict], should_stop=None) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields).
 
         The ablated prediction comes from the exact fast path (re-run from the first
         ablated layer, answer position only) and equals a full forward with the same set.
+        ``should_stop``: polled between layers; True stops the re-run with
+        :class:`~finwidget.interventions.cancel.RunCancelled` (nothing is kept).
         """
         key = json.dumps(ablations, sort_keys=True)
         if key not in self._predictions:
@@ -497,11 +503,51 @@ class ModelSession(ExplorerSession):
                 result = {"clean": clean, "ablated": None, "flipped": False}
             else:
                 interventions = self.intervention_set(ablations)
-                ablated = self.cached.predict(interventions, reference=self._reference_for(interventions))[0]
+                ablated = self.cached.predict(interventions, reference=self._reference_for(interventions),
+                                              should_stop=should_stop)[0]
                 ablated = ablated.to_dict()
                 result = {"clean": clean, "ablated": ablated, "flipped": ablated["label"] != clean["label"]}
             self._predictions[key] = result
         return self._predictions[key]
+
+    # ------------------------------------------------------------------ click estimates
+    @cached_property
+    def click_estimates(self):
+        """The statement's :class:`~finwidget.widgets.click_estimates.ClickEstimates`."""
+        from finwidget.widgets.click_estimates import ClickEstimates
+
+        return ClickEstimates(self)
+
+    @property
+    def estimates_ready(self) -> bool:
+        return self.click_estimates.ready
+
+    def prepare_estimates(self, should_stop=None) -> None:
+        """Compute the gradients click estimates read (one forward and one backward pass,
+        layer by layer; needs the model). A stop (``should_stop()`` true between layers,
+        ``RunCancelled``) keeps the layers done; the next call resumes."""
+        self.click_estimates.prepare(should_stop)
+
+    def estimate(self, ablations: list[dict]) -> dict:
+        """What the prediction view shows at once for a click: ``prediction(ablations)``'s
+        fields plus ``"estimate"``: None when the exact answer is already known (then it
+        is that answer), else ``{"method", "base", "base_logit_diff", "heads_estimated"}``
+        and ``"ablated"`` holds the first-order estimate (see
+        :mod:`~finwidget.widgets.click_estimates`). Needs no model: arithmetic on kept
+        gradients. Raises ``EstimateUnavailable`` before :meth:`prepare_estimates` ran."""
+        key = json.dumps(ablations, sort_keys=True)
+        known = dict(self._predictions)  # a worker thread may add exact answers meanwhile
+        if not ablations or key in known:
+            return {**(known.get(key) or self.prediction([])), "estimate": None}
+        estimate = self.click_estimates.estimate(ablations, known)
+        clean = self.clean.to_dict()
+        ablated = self.cached._predictions(torch.tensor([estimate.pop("logit_diff")], dtype=torch.float64))[0].to_dict()
+        return {
+            "clean": clean,
+            "ablated": ablated,
+            "flipped": ablated["label"] != clean["label"],
+            "estimate": {"method": "first-order (attribution patching)", **estimate},
+        }
 
     def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None,
               should_stop=None):
