@@ -228,3 +228,43 @@ def test_a_cancelled_sweep_leaves_the_model_clean(explorer):
     assert _hooks(explorer.session.model) == 0 and not explorer.sweeping
     assert explorer.model_lock.acquire(blocking=False)
     explorer.model_lock.release()
+
+
+def test_a_model_reading_request_waits_while_the_background_gradient_pass_steps_aside(explorer, monkeypatch):
+    import time
+
+    import finwidget.interventions.layer_gradients as layer_gradients
+    from finwidget.widgets.session import ModelSession
+
+    original = layer_gradients._layer_call
+    started = threading.Event()
+
+    def layer_call_that_waits(cached, hidden):
+        call = original(cached, hidden)
+
+        def wrapped(index, x):
+            started.set()
+            deadline = time.monotonic() + 30
+            while not explorer.model_worker.model_wanted and time.monotonic() < deadline:
+                time.sleep(0.005)  # the pass is "busy" until a request wants the model
+            return call(index, x)
+
+        return wrapped
+
+    monkeypatch.setattr(layer_gradients, "_layer_call", layer_call_that_waits)
+    background = threading.Thread(target=explorer.model_worker.prepare_estimates_in_background)
+    background.start()
+    assert started.wait(30)
+    # direct contributions run the model (with hooks of their own): they wait for it
+    reply, _ = explorer.handle_request({"id": 1, "kind": "grid", "measure": "direct_logit_diff"})
+    background.join(30)
+    assert reply["ok"], reply
+    session = explorer.session
+    assert not session.estimates_ready  # it stepped aside after a layer
+    assert _hooks(session.model) == 0
+    monkeypatch.setattr(layer_gradients, "_layer_call", original)
+    explorer.prepare_estimates()  # resumes where it stopped
+    fresh = ModelSession(session.model, session.tokenizer, session.text, task=session.task)
+    fresh.prepare_estimates()
+    assert torch.equal(session.click_estimates.sums.gradient_dot_output, fresh.click_estimates.sums.gradient_dot_output)
+    assert torch.equal(session.click_estimates.sums.gradient_sum, fresh.click_estimates.sums.gradient_sum)

@@ -385,14 +385,15 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
                     f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
                 )
         self.sweep_cancel.clear()
-        if statements == "all":
-            summary, self.sweep_table = self.session.sweep_statements(
-                self.statement_texts, mode, value, layers=layers, progress=progress, should_stop=should_stop
-            )
-            result, measure = summary, "mean_abs_change"
-        else:
-            result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
-            measure = "ablation_effect"
+        with self.model_worker.hold_model():  # a click's re-run or a gradient pass may hold the model
+            if statements == "all":
+                summary, self.sweep_table = self.session.sweep_statements(
+                    self.statement_texts, mode, value, layers=layers, progress=progress, should_stop=should_stop
+                )
+                result, measure = summary, "mean_abs_change"
+            else:
+                result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
+                measure = "ablation_effect"
         self.set_trait("sweep_done", False)
         self.set_trait("sweep_done", True)
         self.grid_measure = measure
@@ -436,8 +437,8 @@ class AttentionExplorer(ExplorerState, anywidget.AnyWidget):
         def send_progress(done, total, message=""):
             self.send(progress_message(content["id"], done, total, message))
 
-        def answer():
-            reply, reply_buffers = self.handle_request(content, buffers, send_progress)
+        def answer(model_lock_held: bool = False):
+            reply, reply_buffers = handle_request(self, content, send_progress, model_lock_held=model_lock_held)
             self.send(reply, reply_buffers)
 
         kind = content.get("kind") if isinstance(content, dict) else None

@@ -190,15 +190,11 @@ def handle_request(explorer, content, send_progress=None, should_stop=None,
     except Exception as err:  # noqa: BLE001 - a malformed request must get a reply, not an exception
         return error_reply(message_id, kind, f"bad request: {_failure(err)}")
     lock = getattr(explorer, "model_lock", None)
-    needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
-    needs_model = needs_model and not model_lock_held
-    if lock is not None and needs_model and not lock.acquire(blocking=False):
-        # A sweep (or a click's exact re-run) runs in its own thread and holds the model; the
-        # kernel must stay free to take a cancel, so other model work is refused, not waited for.
-        busy = "a sweep is running: wait for it to finish or cancel it"
-        if not getattr(explorer, "sweeping", True):
-            busy = "the model is busy re-running an ablation: ask again in a moment"
-        return error_reply(request.id, request.kind, busy)
+    needs_model = _needs_model(request) and not model_lock_held
+    if lock is not None and needs_model and not _take_model(explorer, lock):
+        # A sweep runs in its own thread and holds the model; the kernel must stay free to
+        # take a cancel, so other model work is refused rather than waited for.
+        return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
     params = request.params if should_stop is None else {**request.params, SHOULD_STOP: should_stop}
     try:
         fields, payload = HANDLERS[request.kind](explorer, params, send_progress)
@@ -211,6 +207,30 @@ def handle_request(explorer, content, send_progress=None, should_stop=None,
     finally:
         if lock is not None and needs_model:
             lock.release()
+
+
+def _needs_model(request) -> bool:
+    """Whether answering runs the model (so it must hold ``explorer.model_lock``): ablations,
+    sweeps, attention of an ablated run, and grid measures read from the model."""
+    from finwidget.analysis.metrics import head_measure
+
+    p = request.params
+    if request.kind in MODEL_KINDS or p.get("run", "clean") != "clean":
+        return True
+    measure = p.get("measure") if request.kind == "grid" else None
+    return measure is not None and head_measure(measure).needs == "model"
+
+
+def _take_model(explorer, lock) -> bool:
+    """Acquire the model for a request on the kernel's thread: refused at once while a
+    sweep runs; otherwise waited for (a click's re-run ends within a re-run, a background
+    gradient pass steps aside at its next layer)."""
+    if getattr(explorer, "sweeping", False):
+        return False
+    worker = getattr(explorer, "model_worker", None)
+    if worker is None:
+        return lock.acquire(blocking=False)
+    return worker.wait_for_model()
 
 
 def _failure(err: BaseException) -> str:

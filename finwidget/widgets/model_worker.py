@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 from finwidget.interventions.cancel import RunCancelled
 
@@ -67,6 +68,15 @@ class ModelWorker:
         finally:
             if got:
                 lock.release()
+
+    def wait_for_model(self, timeout: float = 120.0) -> bool:
+        """Acquire ``explorer.model_lock`` (the caller releases it), waiting up to ``timeout``
+        seconds while a background gradient pass steps aside; False if a sweep starts meanwhile."""
+        deadline = time.monotonic() + timeout
+        with self.hold_model(give_up=lambda: self.explorer.sweeping or time.monotonic() > deadline) as got:
+            if got:
+                self.explorer.model_lock.acquire()  # re-entrant: kept after the context releases its hold
+        return got
 
     def _start(self, target, name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -112,7 +122,7 @@ class ModelWorker:
         def work():
             try:
                 with self.hold_model():
-                    answer()
+                    answer(model_lock_held=True)
             finally:
                 explorer.sweeping = False
 
