@@ -233,7 +233,7 @@ def test_a_cancelled_sweep_leaves_the_model_clean(explorer):
 def test_a_model_reading_request_waits_while_the_background_gradient_pass_steps_aside(explorer, monkeypatch):
     import time
 
-    import finwidget.interventions.layer_gradients as layer_gradients
+    from finwidget.interventions import layer_gradients
     from finwidget.widgets.session import ModelSession
 
     original = layer_gradients._layer_call
