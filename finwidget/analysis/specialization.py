@@ -224,20 +224,26 @@ def _layer_sums_from_scores(queries, keys, scaling: float, n: int, mask_matrix, 
     keys = keys.float()
     # two [H, rows, keys] float32 tensors live at once (scores and exponentials)
     step = max(1, rows_per_chunk(num_heads, n, max_bytes) // 2)
-    mask_matrix = None if mask_matrix is None else mask_matrix.to(device)
+    # [n, 1 + k]: a column of ones (the row sums Z) and one column per token set, so one
+    # matmul reads the exponentials once for both
+    reducer = torch.ones((n, 1), dtype=torch.float32, device=device)
+    if mask_matrix is not None:
+        reducer = torch.cat([reducer, mask_matrix.to(device)], dim=1)
     for start in range(1, n, step):
         stop = min(n, start + step)
         rows = stop - start
-        grouped = queries[:, start:stop].float().reshape(num_kv_heads, group, rows, head_dim)
+        # the scaling goes on the queries ([rows, d]), not on the scores ([rows, stop])
+        grouped = (queries[:, start:stop].float() * scaling).reshape(num_kv_heads, group, rows, head_dim)
         scores = torch.matmul(grouped, keys[:, None, :stop].transpose(-1, -2))  # [Hkv, g, rows, stop]
-        scores = scores.view(num_heads, rows, stop).mul_(scaling)
+        scores = scores.view(num_heads, rows, stop)
         if rows > 1:  # causal cut: only columns after the block's first row can be in a row's future
             positions = torch.arange(start, stop, device=device)
             future = torch.arange(start + 1, stop, device=device)[None, :] > positions[:, None]
             scores[:, :, start + 1:].masked_fill_(future, _MASKED)
         scores.sub_(scores.amax(dim=-1, keepdim=True))
         exps = torch.exp(scores)
-        total = exps.sum(-1)                                                  # [H, rows] = Z
+        reduced = exps @ reducer[:stop]                                       # [H, rows, 1 + k]
+        total = reduced[..., 0]                                               # [H, rows] = Z
         shifted_dot = torch.linalg.vecdot(exps, scores)                       # [H, rows] = sum e * (s - max)
         entropy = torch.log(total) - shifted_dot / total
         window = torch.log(torch.arange(start, stop, device=device, dtype=torch.float32) + 1.0)
@@ -246,8 +252,7 @@ def _layer_sums_from_scores(queries, keys, scaling: float, n: int, mask_matrix, 
         sums["previous_token"] += (exps.diagonal(offset=start - 1, dim1=1, dim2=2) / total).sum(-1).double().cpu()
         sums["sink_attention"] += (exps[:, :, 0] / total).sum(-1).double().cpu()
         if mask_matrix is not None:
-            mass = (exps @ mask_matrix[:stop]) / total[..., None]            # [H, rows, k]
-            mass = mass.sum(1).double().cpu()
+            mass = (reduced[..., 1:] / total[..., None]).sum(1).double().cpu()  # [H, k]
             for k, name in enumerate(names):
                 sums[f"{name}_attention"] += mass[:, k]
     return sums
