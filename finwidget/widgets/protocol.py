@@ -19,17 +19,19 @@ grid              measure [, selection, direction] -> values [L * H]  (direction
 flow              selection [, direction, run, ablations] -> spread [L, S], selection_mass [L], logit_lens [L]
                   (direction "from"|"to", default "from")
 set_ablations     ablations: [{layer, head, mode [, value]}] [, grid] -> prediction [, grid values]
-                  (the exact answer; answered from a worker thread: a newer set_ablations
-                  stops an older one between layers, whose reply is then an error "cancelled")
-estimate_ablations ablations -> prediction with "estimate": {method, base, base_logit_diff,
-                  heads_estimated} (first-order, from gradients kept per statement; None when
-                  the prediction is exact) or prediction null and "reason" (no estimate yet)
 sweep             mode [, value, layer_range, statements "current"|"all"] -> values [L * H]
                   (change in logit difference for "current", mean |change| over the
                   statements for "all"; NaN outside layer_range); progress messages
 cancel_sweep      (nothing) -> the running sweep stops at its next head ("cancelled" reply)
 png               view, data_url -> stored on the widget (``explorer.last_png``)
 ================  ===========================================================================
+
+``estimate_ablations`` (ablations -> prediction) answers a click at once with a first-order
+estimate (:mod:`finwidget.widgets.click_estimates`): the prediction has ``"estimate":
+{method, base, base_logit_diff, heads_estimated}`` (None when the prediction is exact), or
+is null with a ``"reason"`` (no estimate yet). The exact ``set_ablations`` reply replaces
+it; ``set_ablations`` is answered from a worker thread, and a newer one stops an older one
+between layers (whose reply is then an error saying it was cancelled).
 
 ``run`` ("clean" | "ablated" | "difference", default "clean") says which run the
 attention comes from: the clean one, a capture with ``ablations`` applied, or ablated
