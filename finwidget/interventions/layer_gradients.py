@@ -17,6 +17,7 @@ What is kept per layer is what first-order estimates of the explorer's modes nee
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -105,10 +106,12 @@ def head_gradient_sums(cached, should_stop=None, state: dict | None = None) -> H
                      total=torch.zeros((num_layers, width), dtype=torch.float64))
     dot, total = state["dot"], state["total"]
     kept: dict[int, torch.Tensor] = {}
+    owner = threading.get_ident()
 
     def keeper(layer):
         def hook(module, args):
-            kept[layer] = args[0]
+            if threading.get_ident() == owner:  # not a forward another thread runs meanwhile
+                kept[layer] = args[0]
         return hook
 
     handles = hook_head_outputs(model, range(num_layers), keeper)

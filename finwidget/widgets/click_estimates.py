@@ -53,6 +53,7 @@ class ClickEstimates:
         self.sums: HeadGradientSums | None = None
         self._partial: dict = {}
         self._changes: dict[str, float] = {}
+        self.failure = ""  # why the last background gradient pass failed ("" if it did not)
 
     @property
     def ready(self) -> bool:
@@ -61,15 +62,20 @@ class ClickEstimates:
     def prepare(self, should_stop=None) -> HeadGradientSums:
         if self.sums is None:
             self.sums = head_gradient_sums(self.session.cached, should_stop=should_stop, state=self._partial)
-            self._partial = {}
+            self._partial, self.failure = {}, ""
         return self.sums
+
+    def _not_ready(self) -> EstimateUnavailable:
+        if self.failure:
+            return EstimateUnavailable(f"no estimate: computing the gradients failed ({self.failure})")
+        return EstimateUnavailable("no estimate yet: the gradients of this statement are being computed")
 
     def head_change(self, ablation: dict) -> float:
         """First-order change of the logit difference when this one head is ablated alone."""
         from finwidget.interventions.modes import mode_named
 
         if self.sums is None:
-            raise EstimateUnavailable("no estimate yet: the gradients of this statement are being computed")
+            raise self._not_ready()
         key = json.dumps(ablation, sort_keys=True)
         if key not in self._changes:
             layer, head = _head_key(ablation)
@@ -100,7 +106,7 @@ class ClickEstimates:
         JSON -> the session's prediction dict) plus the first-order change of each head
         that differs."""
         if self.sums is None:
-            raise EstimateUnavailable("no estimate yet: the gradients of this statement are being computed")
+            raise self._not_ready()
         wanted = {_head_key(a): a for a in ablations}
         candidates = [([], self.sums.clean_logit_diff)]
         for key, result in exact.items():

@@ -143,5 +143,7 @@ class ModelWorker:
             session.prepare_estimates(should_stop=lambda: self.model_wanted)
         except RunCancelled:
             pass  # resumed after the next click
+        except Exception as err:  # noqa: BLE001 - a background pass must not kill the worker; estimates say why
+            session.click_estimates.failure = f"{type(err).__name__}: {err}"
         finally:
             lock.release()
