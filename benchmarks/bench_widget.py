@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/bench_widget.py            (full run, a few minutes)
       .venv/bin/python benchmarks/bench_widget.py --quick    (fewer repeats, no 2048)
+      .venv/bin/python benchmarks/bench_widget.py --t4096    (also the 28x28 model at T~4096)
 
 What it measures (headless Chromium, real JupyterLab 4 and kernel, performance marks
 set in the page; printed, never asserted):
@@ -67,7 +68,7 @@ def random_qwen2_model(
     kv_heads: int = 4,
     head_dim: int = 16,
     seed: int = 0,
-    max_positions: int = 4096,
+    max_positions: int = 8192,
 ):
     """A randomly initialised ``Qwen2ForCausalLM`` with Qwen2-7B's head layout (28 x 28, 4 KV heads).
 
@@ -359,11 +360,18 @@ CASES = [
 ]
 
 
-def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bool) -> dict:
+#: the long case (``--t4096``): first draw and focus switch at 4,096 tokens
+LONG_CASE = ("28x28 random Qwen2, T~4096", "big", "t4096")
+
+
+def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bool, long: bool = False) -> dict:
     from browser_harness import NotebookDriver, output_text, write_notebook
 
     lengths = {"short": 380, "t1024": 1024, "t2048": 2048}
     cases = CASES[:-1] if quick else CASES
+    if long:
+        lengths["t4096"] = 4096
+        cases = [*cases, LONG_CASE]
     cells = bench_notebook_cells(lengths)
     first_case_cell = len(cells)
     for index, (name, model_var, text_key) in enumerate(cases):
@@ -413,7 +421,7 @@ def run_browser_benchmark(browser, server, folder: Path, repeats: int, quick: bo
             runs = (
                 1
                 if index == 0
-                else (repeats if model_var == "demo" else max(1, repeats - 1 - (text_key == "t2048")))
+                else (repeats if model_var == "demo" else max(1, repeats - 1 - (text_key in ("t2048", "t4096"))))
             )
             timings = []
             for _ in range(runs):
@@ -543,6 +551,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bertviz-assets", type=Path, default=DEFAULT_ASSETS)
     parser.add_argument("--bertviz-limit", type=float, default=75.0, help="seconds BertViz may take to draw")
     parser.add_argument("--no-bertviz", action="store_true")
+    parser.add_argument("--t4096", action="store_true",
+                        help="also the 28x28 model at T~4096 (first draw and focus switch; slow on a CPU)")
     args = parser.parse_args(argv)
 
     from browser_harness import BrowserSession, JupyterServer, chromium_or_skip  # noqa: F401
@@ -564,7 +574,7 @@ def main(argv=None) -> int:
             browser = BrowserSession(tmp / "chromium-profile")
             folder = tmp / "root" / "bench"
             folder.mkdir(parents=True)
-            results = run_browser_benchmark(browser, server, folder, repeats, args.quick)
+            results = run_browser_benchmark(browser, server, folder, repeats, args.quick, long=args.t4096)
             bertviz_results = {}
             if not args.no_bertviz:
                 import importlib.util

@@ -28,6 +28,7 @@ export type RequestKind =
   | "set_ablations"
   | "sweep"
   | "cancel_sweep"
+  | "estimate_ablations"
   | "png"
   | "circuit"
   | "what_if"
@@ -524,6 +525,16 @@ export interface PredictionState {
   clean?: PredictionValue;
   ablated?: PredictionValue | null;
   flipped?: boolean;
+  /** Set on an estimate_ablations reply: how `ablated` was estimated (null: it is exact). */
+  estimate?: ClickEstimate | null;
+}
+
+/** How a click's first-order estimate was made (Python's ModelSession.estimate). */
+export interface ClickEstimate {
+  method: string;
+  base: Ablation[]; // the set whose exact answer the estimate starts from
+  base_logit_diff: number;
+  heads_estimated: number;
 }
 
 export type StatementHeads = "focus" | "layer" | "range";

@@ -140,6 +140,9 @@ export class ExplorerStore {
   circuit: CircuitGraph | null = null;
   /** Ablation set sent to the kernel and not yet answered (shown optimistically). */
   pendingAblations: Ablation[] | null = null;
+  /** First-order estimate of the pending set's prediction (estimate_ablations reply), shown
+   * marked as an estimate until the exact reply replaces it; null when there is none. */
+  estimatePrediction: PredictionState | null = null;
   /** Prediction and ablation set from the newest ablation reply (until Python changes the traits). */
   replyPrediction: PredictionState | null = null;
   replyAblations: Ablation[] | null = null;
@@ -314,7 +317,25 @@ export class ExplorerStore {
   }
 
   get prediction(): PredictionState {
+    if (this.pendingAblations !== null && this.estimatePrediction) return this.estimatePrediction;
     return this.replyPrediction ?? this.model.get("prediction") ?? {};
+  }
+
+  /** Whether the prediction shown is a first-order estimate (the exact one is on its way). */
+  get predictionIsEstimate(): boolean {
+    return this.pendingAblations !== null && !!this.estimatePrediction?.estimate;
+  }
+
+  /** Ask for the click's first-order estimate (answered at once from kept gradients); it is
+   * shown only while `next` is still the pending set, and never after the exact reply. */
+  private async requestEstimate(next: Ablation[]): Promise<void> {
+    const outcome = await this.channel.request("estimate", "estimate_ablations", { ablations: next });
+    // Superseded (a newer click), failed, or no estimate yet: the exact reply is what shows.
+    if (outcome.status !== "ok") return;
+    const prediction = outcome.reply.prediction as PredictionState | null;
+    if (!prediction || this.pendingAblations === null || !sameAblations(this.pendingAblations, next)) return;
+    this.estimatePrediction = prediction;
+    this.emit("prediction");
   }
 
   on(topic: Topic, fn: Listener): () => void {
@@ -440,10 +461,13 @@ export class ExplorerStore {
       this.emit("history");
     }
     this.pendingAblations = next;
+    this.estimatePrediction = null;
     this.emit("ablations");
+    void this.requestEstimate(next);
     const outcome = await this.channel.request("ablation", "set_ablations", { ablations: next });
     if (outcome.status === "stale") return;
     this.pendingAblations = null;
+    this.estimatePrediction = null;
     if (outcome.status === "error") {
       this.errors.set("ablation", outcome.error);
       this.emit("ablations");

@@ -38,6 +38,7 @@ from finwidget.errors import InputError
 from finwidget.model_parts import ModelGeometry, check_index, is_integer
 from finwidget.statement import read_statement, read_tokens
 from finwidget.statement.layout import StatementLayout
+from finwidget.statement.numbers import check_locale
 from finwidget.task import EarningsTask, context_length, eval_mode, model_device
 
 
@@ -56,13 +57,17 @@ class FinancialAttentionAnalyzer:
         task: the ``EarningsTask`` that built the prompt (default ``EarningsTask(tokenizer)``).
         batch: which sequence of the captured batch to analyze.
         lexicon: financial vocabulary for ``read_statement``.
+        number_locale: how the statement groups digits, for ``read_statement``: ``"en"``
+            (1,234.56, the default), ``"de"`` (1.234,56) or ``"in"`` (12,34,567.89).
         default_layer: the layer plots use when none is given.
         max_bytes: memory cap for chunked computations (see ``head_specialization``).
     """
 
     def __init__(self, attention, tokenizer=None, input_ids=None, text: str | None = None, *,
                  layout: StatementLayout | None = None, task: EarningsTask | None = None, batch: int = 0,
-                 lexicon=None, default_layer: int = 0, max_bytes: int | None = None):
+                 lexicon=None, default_layer: int = 0, max_bytes: int | None = None,
+                 number_locale: str = "en"):
+        check_locale(number_locale)
         self.source = as_attention_source(attention)
         self.batch = check_index(batch, None, "batch row", negative=False)
         self.max_bytes = max_bytes
@@ -71,7 +76,8 @@ class FinancialAttentionAnalyzer:
         self.prediction = None  # set by quick_attention_analysis
         cols = token_columns(self.source, self.batch)
         if layout is None:
-            layout = _read_layout(self.source, cols, tokenizer, input_ids, text, task, self.batch, lexicon)
+            layout = _read_layout(self.source, cols, tokenizer, input_ids, text, task, self.batch, lexicon,
+                                  number_locale)
         self.layout = layout
         self.columns = token_columns(self.source, self.batch, layout)
         (self.default_layer,) = check_layers(self.source, [default_layer])
@@ -79,16 +85,18 @@ class FinancialAttentionAnalyzer:
 
     @classmethod
     def from_model(cls, model, tokenizer, text: str, layer_idx: int = 0, *, task: EarningsTask | None = None,
-                   layers=None, store_dtype=None, lexicon=None):
+                   layers=None, store_dtype=None, lexicon=None, number_locale: str = "en"):
         """Run a statement through the model under capture and return its analyzer.
 
         The prompt is ``task.prompt(text)`` (default ``EarningsTask(tokenizer)``); the model runs
         once with its own attention implementation while queries/keys are recorded.
         ``layer_idx`` is the layer the analyzer's plots show by default. The model's
-        prediction for the statement is kept in ``analyzer.prediction``.
+        prediction for the statement is kept in ``analyzer.prediction``. ``number_locale``:
+        how the statement groups digits (``"en"``, ``"de"``, ``"in"``; see ``read_statement``).
         """
         from finwidget.capture import capture_attention
 
+        check_locale(number_locale)
         task = task or EarningsTask(tokenizer)
         batch = task.encode(text, max_length=context_length(model), device=model_device(model))
         layer_idx = ModelGeometry.of(model).check_layer(layer_idx, negative=True)
@@ -99,7 +107,7 @@ class FinancialAttentionAnalyzer:
                 torch.inference_mode(), eval_mode(model):
             out = model(**batch, logits_to_keep=1)
         analyzer = cls(cap, tokenizer, input_ids=batch["input_ids"], text=text, task=task, lexicon=lexicon,
-                       default_layer=layer_idx)
+                       default_layer=layer_idx, number_locale=number_locale)
         analyzer.prediction = task.predictions(out.logits[:, -1, :], batch["attention_mask"])[0]
         return analyzer
 
@@ -346,7 +354,8 @@ def _spans_to_show(layout: StatementLayout, matrix: np.ndarray, max_spans: int) 
     return sorted(top)
 
 
-def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon) -> StatementLayout:
+def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon,
+                 number_locale: str = "en") -> StatementLayout:
     if tokenizer is None:
         raise InputError(
             "FinancialAttentionAnalyzer needs to know the tokens: pass tokenizer= with text= or input_ids= "
@@ -372,7 +381,8 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
     errors = []
     for attempt in attempts:
         try:
-            layout = read_statement(attempt.pop("text"), tokenizer, lexicon=lexicon, **attempt)
+            layout = read_statement(attempt.pop("text"), tokenizer, lexicon=lexicon, number_locale=number_locale,
+                                    **attempt)
         except InputError as exc:
             errors.append(str(exc))
             continue
@@ -381,7 +391,7 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
         errors.append(f"the text has {layout.num_tokens} tokens, the captured row has {cols.count}")
     if ids is not None:
         # ids that are not the tokenizer's own tokenization of their text (generated tokens): read them as they are
-        layout = read_tokens(ids, tokenizer, statement=text, lexicon=lexicon)
+        layout = read_tokens(ids, tokenizer, statement=text, lexicon=lexicon, number_locale=number_locale)
         if text is None or text.strip() in layout.text:
             return layout
         errors.append("the text is not in the decoded input_ids")
@@ -389,8 +399,9 @@ def _read_layout(source, cols, tokenizer, input_ids, text, task, batch, lexicon)
 
 
 def quick_attention_analysis(model, tokenizer, text: str, layer_idx: int = 0, *, task: EarningsTask | None = None,
-                             layers=None, store_dtype=None, lexicon=None) -> FinancialAttentionAnalyzer:
+                             layers=None, store_dtype=None, lexicon=None,
+                             number_locale: str = "en") -> FinancialAttentionAnalyzer:
     """Run a statement through the model under capture and return its analyzer
     (:meth:`FinancialAttentionAnalyzer.from_model`)."""
     return FinancialAttentionAnalyzer.from_model(model, tokenizer, text, layer_idx, task=task, layers=layers,
-                                                 store_dtype=store_dtype, lexicon=lexicon)
+                                                 store_dtype=store_dtype, lexicon=lexicon, number_locale=number_locale)

@@ -128,24 +128,11 @@ def head_specialization(
 
     records = []
     for layer in layers:
-        sums = {name: torch.zeros(source.num_heads, dtype=torch.float64) for name in
-                ("self_attention", "sink_attention", "previous_token", "entropy",
-                 *(f"{k}_attention" for k in names))}
-        step = rows_per_chunk(source.num_heads, n, max_bytes)
-        for start in range(1, n, step):
-            stop = min(n, start + step)
-            block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n] float32
-            device = block.device
-            # row r of the block is token start + r: its own column is on the diagonal at offset start
-            sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double().cpu()
-            sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double().cpu()
-            sums["sink_attention"] += block[:, :, 0].sum(-1).double().cpu()
-            # [H, c]: -sum p log p / log(i + 1), the grid's entropy (finwidget.analysis.metrics)
-            sums["entropy"] += row_entropy(block, range(start, stop)).sum(-1).double().cpu()
-            if mask_matrix is not None:
-                mass = (block @ mask_matrix.to(device)).sum(1).double().cpu()  # [H, k]
-                for k, name in enumerate(names):
-                    sums[f"{name}_attention"] += mass[:, k]
+        recorded = _plain_softmax_inputs(source, layer, batch, cols)
+        if recorded is not None:
+            sums = _layer_sums_from_scores(*recorded, n, mask_matrix, names, max_bytes)
+        else:
+            sums = _layer_sums_from_rows(source, layer, batch, cols, n, mask_matrix, names, max_bytes)
         count = max(1, queries.numel())
         for head in range(source.num_heads):
             row = {"layer": layer, "head": head, "kv_head": head // kv_group}
@@ -165,6 +152,110 @@ def head_specialization(
                "financial_share", "number_share", "year_share",
                "financial_lift", "number_lift", "year_lift", "head_type"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+_SUM_NAMES = ("self_attention", "sink_attention", "previous_token", "entropy")
+
+
+def _empty_sums(num_heads: int, names) -> dict[str, torch.Tensor]:
+    return {name: torch.zeros(num_heads, dtype=torch.float64)
+            for name in (*_SUM_NAMES, *(f"{k}_attention" for k in names))}
+
+
+def _layer_sums_from_rows(source, layer, batch, cols, n, mask_matrix, names, max_bytes) -> dict[str, torch.Tensor]:
+    """``{measure: [H] float64}``: each measure summed over query rows ``1..n-1`` of one
+    layer, from attention rows the source computes (any source: the general path)."""
+    sums = _empty_sums(source.num_heads, names)
+    step = rows_per_chunk(source.num_heads, n, max_bytes)
+    for start in range(1, n, step):
+        stop = min(n, start + step)
+        block = layer_rows(source, layer, batch, cols, start, stop)  # [H, c, n] float32
+        device = block.device
+        # row r of the block is token start + r: its own column is on the diagonal at offset start
+        sums["self_attention"] += block.diagonal(offset=start, dim1=1, dim2=2).sum(-1).double().cpu()
+        sums["previous_token"] += block.diagonal(offset=start - 1, dim1=1, dim2=2).sum(-1).double().cpu()
+        sums["sink_attention"] += block[:, :, 0].sum(-1).double().cpu()
+        # [H, c]: -sum p log p / log(i + 1), the grid's entropy (finwidget.analysis.metrics)
+        sums["entropy"] += row_entropy(block, range(start, stop)).sum(-1).double().cpu()
+        if mask_matrix is not None:
+            mass = (block @ mask_matrix.to(device)).sum(1).double().cpu()  # [H, k]
+            for k, name in enumerate(names):
+                sums[f"{name}_attention"] += mass[:, k]
+    return sums
+
+
+def _plain_softmax_inputs(source, layer: int, batch: int, cols):
+    """``(queries [H, n, d], keys [Hkv, n, d], scaling)`` of the layout's tokens when the
+    source recorded them and the layer is plain causal softmax over one unbroken run of
+    tokens (then the rows can be reduced as they are computed); else None."""
+    recorded_qk = getattr(source, "recorded_queries_keys", None)
+    if recorded_qk is None or not cols.contiguous or cols.count < 2:
+        return None
+    recorded = recorded_qk(layer, batch)
+    if recorded is None:
+        return None
+    queries, keys, scaling = recorded
+    if queries.shape[0] % keys.shape[0]:
+        return None
+    first = int(cols.columns[0])
+    # Keys before `first` are the row's left padding: masked, so they hold no attention.
+    return queries[:, first:first + cols.count], keys[:, first:first + cols.count], scaling
+
+
+#: a finite stand-in for -inf in masked scores: exp() of it is 0 and 0 * it is 0 (not NaN)
+_MASKED = -1e30
+
+
+def _layer_sums_from_scores(queries, keys, scaling: float, n: int, mask_matrix, names,
+                            max_bytes) -> dict[str, torch.Tensor]:
+    """The same sums as :func:`_layer_sums_from_rows`, reduced while the scores are computed,
+    with a forward pass's attention work: per block of query rows one ``q @ k.T`` (every
+    query head of a KV group against its shared keys, no copies), one ``exp``, and row
+    reductions of the unnormalized ``e = exp(s - max)``, divided by the row sums ``Z``
+    afterwards. Entropy comes from the scores instead of ``p log p``:
+    ``H = log Z - sum(e * (s - max)) / Z`` (no logarithm per cell).
+
+    queries ``[H, n, d]``, keys ``[Hkv, n, d]`` (post-RoPE, of the layout's tokens).
+    """
+    num_heads, num_kv_heads, head_dim = queries.shape[0], keys.shape[0], queries.shape[-1]
+    group = num_heads // num_kv_heads
+    sums = _empty_sums(num_heads, names)
+    device = queries.device
+    keys = keys.float()
+    # two [H, rows, keys] float32 tensors live at once (scores and exponentials)
+    step = max(1, rows_per_chunk(num_heads, n, max_bytes) // 2)
+    # [n, 1 + k]: a column of ones (the row sums Z) and one column per token set, so one
+    # matmul reads the exponentials once for both
+    reducer = torch.ones((n, 1), dtype=torch.float32, device=device)
+    if mask_matrix is not None:
+        reducer = torch.cat([reducer, mask_matrix.to(device)], dim=1)
+    for start in range(1, n, step):
+        stop = min(n, start + step)
+        rows = stop - start
+        # the scaling goes on the queries ([rows, d]), not on the scores ([rows, stop])
+        grouped = (queries[:, start:stop].float() * scaling).reshape(num_kv_heads, group, rows, head_dim)
+        scores = torch.matmul(grouped, keys[:, None, :stop].transpose(-1, -2))  # [Hkv, g, rows, stop]
+        scores = scores.view(num_heads, rows, stop)
+        if rows > 1:  # causal cut: only columns after the block's first row can be in a row's future
+            positions = torch.arange(start, stop, device=device)
+            future = torch.arange(start + 1, stop, device=device)[None, :] > positions[:, None]
+            scores[:, :, start + 1:].masked_fill_(future, _MASKED)
+        scores.sub_(scores.amax(dim=-1, keepdim=True))
+        exps = torch.exp(scores)
+        reduced = exps @ reducer[:stop]                                       # [H, rows, 1 + k]
+        total = reduced[..., 0]                                               # [H, rows] = Z
+        shifted_dot = torch.linalg.vecdot(exps, scores)                       # [H, rows] = sum e * (s - max)
+        entropy = torch.log(total) - shifted_dot / total
+        window = torch.log(torch.arange(start, stop, device=device, dtype=torch.float32) + 1.0)
+        sums["entropy"] += (entropy / window).sum(-1).double().cpu()
+        sums["self_attention"] += (exps.diagonal(offset=start, dim1=1, dim2=2) / total).sum(-1).double().cpu()
+        sums["previous_token"] += (exps.diagonal(offset=start - 1, dim1=1, dim2=2) / total).sum(-1).double().cpu()
+        sums["sink_attention"] += (exps[:, :, 0] / total).sum(-1).double().cpu()
+        if mask_matrix is not None:
+            mass = (reduced[..., 1:] / total[..., None]).sum(1).double().cpu()  # [H, k]
+            for k, name in enumerate(names):
+                sums[f"{name}_attention"] += mass[:, k]
+    return sums
 
 
 def _span_masks(layout: StatementLayout | None, n: int) -> dict[str, torch.Tensor]:

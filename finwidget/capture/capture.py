@@ -386,6 +386,23 @@ class AttentionCapture:
             result = result[0]
         return result
 
+    def recorded_queries_keys(self, layer: int, batch: int = 0):
+        """``(queries [H, T, d], keys [Hkv, T, d], scaling)`` of one layer and sequence, as
+        recorded (post-RoPE, store dtype), when that layer's attention is plain causal
+        softmax of ``scaling * q @ k.T`` (what ``attention`` recomputes); None when it is
+        not (output_attentions fallback, a sliding window, a form the recomputation refuses)
+        so a caller takes the general path. For code that reduces attention rows on the fly
+        (e.g. ``head_specialization``) without building them through ``attention``."""
+        layer = self._check_layer(layer)
+        self._check_complete()
+        batch = check_index(batch, self.batch_size, "batch row")
+        if self.method == "output_attentions" or self._mask_problem is not None:
+            return None
+        recording = self._recordings[layer]
+        if recording.unsupported is not None or recording.sliding_window is not None or recording.scaling is None:
+            return None
+        return recording.queries()[batch], recording.keys()[batch], float(recording.scaling)
+
     def head_matrix(self, layer: int, head: int, batch: int = 0) -> torch.Tensor:
         """One head's full ``[T, T]`` float32 attention matrix."""
         if not is_integer(head):

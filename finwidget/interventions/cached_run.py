@@ -25,6 +25,7 @@ from finwidget.interventions.applying import (
     check_values_fit,
     install_edits,
 )
+from finwidget.interventions.cancel import RunCancelled
 from finwidget.interventions.head_outputs import HeadOutputs, check_token_ids, coerce_batch
 from finwidget.interventions.layer_shortcuts import (
     continue_from_attention_output,
@@ -191,7 +192,8 @@ class CachedRun:
 
     # ------------------------------------------------------------ re-running
     def resume(self, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               head_outputs: torch.Tensor | None = None, window: SequenceWindow | None = None) -> torch.Tensor:
+               head_outputs: torch.Tensor | None = None, window: SequenceWindow | None = None,
+               should_stop=None) -> torch.Tensor:
         """Run layers ``layer .. L-1`` from ``hidden`` ``[R, T, E]`` (the input of ``layer``);
         return ``[R, V]`` logits at the answer position (last column).
 
@@ -201,6 +203,9 @@ class CachedRun:
         ``window``: the sequence window intervention hooks read (moved to the answer position
         while the last layer runs for it alone).
         Hooks registered on ``o_proj`` (interventions) fire as in a full forward.
+        ``should_stop``: polled before each layer; True raises
+        :class:`~finwidget.interventions.cancel.RunCancelled` (the caller's ``finally``
+        removes its hooks).
         """
         self.geometry.check_layer(layer)
         model = self.model
@@ -228,6 +233,8 @@ class CachedRun:
                 masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
             position_embeddings = rotary_embedding(model)(hidden, position_ids)
             for index in range(layer, last + 1):
+                if should_stop is not None and should_stop():
+                    raise RunCancelled(f"the re-run was cancelled before layer {index}")
                 module = self._layers[index]
                 shortcut = supports_shortcuts(module, implementation)
                 mask = masks[layer_types[index]]
@@ -277,6 +284,7 @@ class CachedRun:
         source=None,
         max_batch_tokens: int | None = None,
         progress=None,
+        should_stop=None,
     ) -> torch.Tensor:
         """``[n_sets, B]`` float32 logit differences, one row per intervention set.
 
@@ -285,6 +293,7 @@ class CachedRun:
         ``reference``/``source`` feed ``"mean"``/``"resample"`` modes (statements,
         a batch, or :class:`HeadOutputs`); they are recorded once for all sets.
         ``progress``: an object with ``update(n)`` (e.g. a tqdm bar), called per set.
+        ``should_stop``: polled between layers; True raises ``RunCancelled``.
         """
         if isinstance(intervention_sets, (InterventionSet, str)) or not hasattr(intervention_sets, "__iter__"):
             raise InputError("logit_diffs takes a list of intervention sets; for one set use predict(set) "
@@ -317,7 +326,7 @@ class CachedRun:
             for start in range(0, len(indices), sets_per_call):
                 chunk = indices[start:start + sets_per_call]
                 result[chunk] = self._run_chunk(
-                    first_layer, [sets[i] for i in chunk], reference_outputs, source_outputs
+                    first_layer, [sets[i] for i in chunk], reference_outputs, source_outputs, should_stop
                 ).view(len(chunk), self.batch_size)
                 if progress is not None:
                     progress.update(len(chunk))
@@ -347,7 +356,7 @@ class CachedRun:
                     f"reference has {reference_outputs.width} tokens, the statements {targets.tolist()}"
                 )
 
-    def _run_chunk(self, first_layer, sets, reference_outputs, source_outputs) -> torch.Tensor:
+    def _run_chunk(self, first_layer, sets, reference_outputs, source_outputs, should_stop=None) -> torch.Tensor:
         b = self.batch_size
         groups = [
             RowGroup(rows=slice(g * b, (g + 1) * b), interventions=s, reference=reference_outputs, source=source_outputs)
@@ -363,7 +372,8 @@ class CachedRun:
                 head_outputs = head_outputs.repeat(len(sets), 1, 1)
         handles = install_edits(self.model, groups, window, track_window=False)
         try:
-            logits = self.resume(first_layer, hidden, mask, head_outputs=head_outputs, window=window)
+            logits = self.resume(first_layer, hidden, mask, head_outputs=head_outputs, window=window,
+                                 should_stop=should_stop)
         finally:
             for handle in handles:
                 handle.remove()
@@ -373,11 +383,13 @@ class CachedRun:
                 check_finite_answer(diffs[g * b:(g + 1) * b], f"with {s!r}")
         return diffs
 
-    def predict(self, interventions, reference=None, source=None) -> list[Prediction]:
-        """Predictions with ``interventions`` applied (an :class:`InterventionSet`)."""
+    def predict(self, interventions, reference=None, source=None, should_stop=None) -> list[Prediction]:
+        """Predictions with ``interventions`` applied (an :class:`InterventionSet`);
+        ``should_stop`` polled between layers (True raises ``RunCancelled``)."""
         if not isinstance(interventions, InterventionSet):
             interventions = InterventionSet(interventions)
-        return self._predictions(self.logit_diffs([interventions], reference=reference, source=source)[0])
+        diffs = self.logit_diffs([interventions], reference=reference, source=source, should_stop=should_stop)
+        return self._predictions(diffs[0])
 
     def effects(self, interventions, reference=None, source=None):
         """One row per statement: the answer with ``interventions`` next to the clean one.

@@ -19,6 +19,7 @@ import anywidget
 
 from finwidget.errors import InputError
 from finwidget.widgets.handlers import handle_request
+from finwidget.widgets.model_worker import ModelWorker
 from finwidget.widgets.protocol import (
     DEFAULT_VIEW_NAMES,
     EXPLORER_MODES,
@@ -115,6 +116,8 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
             model; for another model without a reference "mean" is disabled, with the
             reason shown in the UI).
         truncate: drop tokens from the start of a statement longer than the context.
+        number_locale: how the statements group digits, for the statement reader: ``"en"``
+            (1,234.56, the default), ``"de"`` (1.234,56) or ``"in"`` (12,34,567.89).
 
     Traits (read and set them from Python; ``ipywidgets.link`` works on them):
         focus: ``{"layer", "head"}``; selection: ``{"start", "end"}`` span range or ``{}``;
@@ -145,6 +148,7 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
         reference=None,
         truncate: bool = False,
         session: ExplorerSession | None = None,
+        number_locale: str = "en",
         **kwargs,
     ):
         unknown = set(kwargs) - _STATE_KWARGS
@@ -161,10 +165,14 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
             )
         texts = statement_list(text) if session is None else [session.text]
         self._model, self._tokenizer, self._task, self._truncate = model, tokenizer, task, truncate
+        self._number_locale = number_locale
         self.statement_texts = texts
         self.sweep_cancel = threading.Event()
-        #: held while the model runs for a request (a sweep runs in a thread beside the kernel)
-        self.model_lock = threading.Lock()
+        #: held while the model runs (clicks and sweeps run in threads beside the kernel:
+        #: :mod:`finwidget.widgets.model_worker`); re-entrant, so a worker can set traits
+        self.model_lock = threading.RLock()
+        self.sweeping = False
+        self.model_worker = ModelWorker(self)
         self.sweep_table = None  # rows of the newest sweep over every statement (head, statement)
         if session is None:
             from finwidget.task import EarningsTask
@@ -173,7 +181,7 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
             self._sweeps = SweepResults()
             # The session encodes (and so checks) the statement before recording the reference set.
             session = ModelSession(model, tokenizer, texts[0], task=task, reference=reference,
-                                   truncate=truncate, sweeps=self._sweeps)
+                                   truncate=truncate, sweeps=self._sweeps, number_locale=number_locale)
         else:
             self._sweeps = getattr(session, "sweeps", None) or SweepResults()
         self._sessions: dict[int, ExplorerSession] = {0: session}
@@ -251,7 +259,8 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
 
     def _on_ablations(self, change):
         try:
-            prediction = self.session.prediction(change["new"])
+            with self.model_worker.hold_model():  # a click's re-run or a sweep may hold the model
+                prediction = self.session.prediction(change["new"])
         except Exception:
             # a set the model cannot answer (e.g. a value that overflows): the ablations go back to
             # the set the prediction belongs to, and the error reaches the caller
@@ -272,7 +281,7 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
             self._sessions[index] = ModelSession(
                 self._model, self._tokenizer, self.statement_texts[index], task=self._task,
                 reference=first.reference_set, truncate=self._truncate, sweeps=self._sweeps,
-                store_dtype=first.store_dtype,
+                store_dtype=first.store_dtype, number_locale=self._number_locale,
             )
         return self._sessions[index]
 
@@ -281,13 +290,11 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
         if not isinstance(index, int) or not 0 <= index < self.num_statements:
             self.statement_index = change["old"]
             raise InputError(f"statement_index must be 0..{self.num_statements - 1}, got {index!r}")
-        if not self.model_lock.acquire(blocking=False):
+        if self.sweeping:
             self.statement_index = change["old"]
             raise InputError("a sweep is running: wait for it to finish (or cancel it) before changing statements")
-        try:
+        with self.model_worker.hold_model():  # a click's re-run finishes, a gradient pass steps aside
             s = self._session_for(index)
-        finally:
-            self.model_lock.release()
         self.session = s
         self.protocol_geometry = Geometry(
             num_layers=s.num_layers, num_heads=s.num_heads, num_spans=s.layout.num_spans
@@ -387,18 +394,28 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
                     f"layers must be a non-empty list of layer indices 0..{self.session.num_layers - 1}, got {layers!r}"
                 )
         self.sweep_cancel.clear()
-        if statements == "all":
-            summary, self.sweep_table = self.session.sweep_statements(
-                self.statement_texts, mode, value, layers=layers, progress=progress, should_stop=should_stop
-            )
-            result, measure = summary, "mean_abs_change"
-        else:
-            result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
-            measure = "ablation_effect"
+        with self.model_worker.hold_model():  # a click's re-run or a gradient pass may hold the model
+            if statements == "all":
+                summary, self.sweep_table = self.session.sweep_statements(
+                    self.statement_texts, mode, value, layers=layers, progress=progress, should_stop=should_stop
+                )
+                result, measure = summary, "mean_abs_change"
+            else:
+                result = self.session.sweep(mode, value, progress=progress, layers=layers, should_stop=should_stop)
+                measure = "ablation_effect"
         self.set_trait("sweep_done", False)
         self.set_trait("sweep_done", True)
         self.grid_measure = measure
         return result
+
+    def prepare_estimates(self) -> None:
+        """Compute now the gradients the explorer's click estimates read for the statement
+        shown (one forward and one backward pass; otherwise they are computed in the
+        background after the first click). Clicks then show a first-order estimate at once."""
+        if not isinstance(self.session, ModelSession):
+            raise InputError("click estimates need the model: this explorer only shows recorded attention")
+        with self.model_worker.hold_model():
+            self.session.prepare_estimates()
 
     def state_size(self) -> int:
         """Bytes of this widget's synced state as saved in a notebook (JSON of every synced trait)."""
@@ -429,14 +446,17 @@ class AttentionExplorer(WhatIfMixin, ExplorerState, anywidget.AnyWidget):
         def send_progress(done, total, message=""):
             self.send(progress_message(content["id"], done, total, message))
 
-        def answer():
-            reply, reply_buffers = self.handle_request(content, buffers, send_progress)
+        def answer(model_lock_held: bool = False):
+            reply, reply_buffers = handle_request(self, content, send_progress, model_lock_held=model_lock_held)
             self.send(reply, reply_buffers)
 
-        if isinstance(content, dict) and content.get("kind") == "sweep":
+        kind = content.get("kind") if isinstance(content, dict) else None
+        if kind == "sweep":
             # A sweep runs beside the kernel's message loop so a cancel_sweep can reach it.
-            self.sweep_cancel.clear()
-            threading.Thread(target=answer, name="finwidget-sweep", daemon=True).start()
+            self.model_worker.sweep(answer)
+        elif kind == "set_ablations" and isinstance(self.session, ModelSession) and not self.sweeping:
+            # So does a click's exact re-run, so a newer click can stop it between layers.
+            self.model_worker.click(content, self.send)
         else:
             answer()
 

@@ -96,7 +96,7 @@ def _flow(explorer, p, send_progress):
 
 
 def _set_ablations(explorer, p, send_progress):
-    prediction = explorer.session.prediction(p["ablations"])
+    prediction = explorer.session.prediction(p["ablations"], should_stop=p.get(SHOULD_STOP))
     explorer.ablations = p["ablations"]  # the observer finds the prediction cached
     fields = {"prediction": prediction, "ablations": p["ablations"]}
     payload = None
@@ -127,6 +127,18 @@ def _sweep(explorer, p, send_progress):
     explorer.sweep(p["mode"], p.get("value"), progress=progress, layers=layers,
                    should_stop=explorer.sweep_cancel.is_set)
     return grid_fields(explorer, "ablation_effect", [])
+
+
+def _estimate_ablations(explorer, p, send_progress):
+    """The click's first-order estimate, at once (no model: kept gradients only)."""
+    from finwidget.widgets.click_estimates import EstimateUnavailable
+    from finwidget.widgets.session import AnalysisUnavailable
+
+    try:
+        prediction = explorer.session.estimate(p["ablations"])
+    except (EstimateUnavailable, AnalysisUnavailable) as err:
+        return {"prediction": None, "reason": str(err), "ablations": p["ablations"]}, None
+    return {"prediction": prediction, "ablations": p["ablations"]}, None
 
 
 def _cancel_sweep(explorer, p, send_progress):
@@ -172,6 +184,9 @@ def _undo_what_if(explorer, p, send_progress):
     return {"what_if_state": state, "prediction": explorer.prediction}, None
 
 
+#: the key under which ``handle_request`` hands a handler its ``should_stop`` (not a protocol field)
+SHOULD_STOP = "_should_stop"
+
 #: request kinds that run the model (one at a time: see ``handle_request``)
 MODEL_KINDS = frozenset({"set_ablations", "sweep", "circuit", "what_if", "undo_what_if"})
 
@@ -184,6 +199,7 @@ HANDLERS = {
     "set_ablations": _set_ablations,
     "sweep": _sweep,
     "cancel_sweep": _cancel_sweep,
+    "estimate_ablations": _estimate_ablations,
     "png": _png,
     "circuit": _circuit,
     "what_if": _what_if,
@@ -191,8 +207,12 @@ HANDLERS = {
 }
 
 
-def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
+def handle_request(explorer, content, send_progress=None, should_stop=None,
+                   model_lock_held: bool = False) -> tuple[dict, list]:
     """Answer one request from the frontend: ``(reply content, reply buffers)``. Never raises.
+
+    ``should_stop``: for a model run that can stop between layers (``set_ablations``);
+    ``model_lock_held``: the caller (a worker thread) already holds ``explorer.model_lock``.
 
     Whatever arrives (a kind that is a list or a dict, no id, huge values), the reply is an
     error reply echoing at most a short prefix of the bad value (``protocol.shown``), and every
@@ -209,13 +229,14 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
     except Exception as err:  # noqa: BLE001 - a malformed request must get a reply, not an exception
         return error_reply(message_id, kind, f"bad request: {_failure(err)}")
     lock = getattr(explorer, "model_lock", None)
-    needs_model = request.kind in MODEL_KINDS or request.params.get("run", "clean") != "clean"
-    if lock is not None and needs_model and not lock.acquire(blocking=False):
+    needs_model = _needs_model(request) and not model_lock_held
+    if lock is not None and needs_model and not _take_model(explorer, lock):
         # A sweep runs in its own thread and holds the model; the kernel must stay free to
         # take a cancel, so other model work is refused rather than waited for.
         return error_reply(request.id, request.kind, "a sweep is running: wait for it to finish or cancel it")
+    params = request.params if should_stop is None else {**request.params, SHOULD_STOP: should_stop}
     try:
-        fields, payload = HANDLERS[request.kind](explorer, request.params, send_progress)
+        fields, payload = HANDLERS[request.kind](explorer, params, send_progress)
         content, buffers = ok_reply(request, fields, payload)
         return strict_json_content(content), buffers
     except FinwidgetError as err:
@@ -225,6 +246,30 @@ def handle_request(explorer, content, send_progress=None) -> tuple[dict, list]:
     finally:
         if lock is not None and needs_model:
             lock.release()
+
+
+def _needs_model(request) -> bool:
+    """Whether answering runs the model (so it must hold ``explorer.model_lock``): ablations,
+    sweeps, attention of an ablated run, and grid measures read from the model."""
+    from finwidget.analysis.metrics import head_measure
+
+    p = request.params
+    if request.kind in MODEL_KINDS or p.get("run", "clean") != "clean":
+        return True
+    measure = p.get("measure") if request.kind == "grid" else None
+    return measure is not None and head_measure(measure).needs == "model"
+
+
+def _take_model(explorer, lock) -> bool:
+    """Acquire the model for a request on the kernel's thread: refused at once while a
+    sweep runs; otherwise waited for (a click's re-run ends within a re-run, a background
+    gradient pass steps aside at its next layer)."""
+    if getattr(explorer, "sweeping", False):
+        return False
+    worker = getattr(explorer, "model_worker", None)
+    if worker is None:
+        return lock.acquire(blocking=False)
+    return worker.wait_for_model()
 
 
 def _failure(err: BaseException) -> str:

@@ -37,6 +37,13 @@ grid measure edited minus original per head; the statement's attention from the 
 position (focused head, or the heads in scope) edited minus original per span, in the reply's
 ``span_values`` [S] (spans of the edited statement; NaN where it has no original span).
 
+``estimate_ablations`` (ablations -> prediction) answers a click at once with a first-order
+estimate (:mod:`finwidget.widgets.click_estimates`): the prediction has ``"estimate":
+{method, base, base_logit_diff, heads_estimated}`` (None when the prediction is exact), or
+is null with a ``"reason"`` (no estimate yet). The exact ``set_ablations`` reply replaces
+it; ``set_ablations`` is answered from a worker thread, and a newer one stops an older one
+between layers (whose reply is then an error saying it was cancelled).
+
 ``run`` ("clean" | "ablated" | "difference", default "clean") says which run the
 attention comes from: the clean one, a capture with ``ablations`` applied, or ablated
 minus clean. Replies to those requests carry ``run`` and ``run_label`` (what the UI
@@ -647,6 +654,9 @@ REQUESTS: dict[str, RequestSchema] = {
         frozenset({"mode"}), frozenset({"value", "layer_range", "statements"}), _parse_sweep
     ),
     "cancel_sweep": RequestSchema(frozenset(), frozenset(), lambda p, g: {}),
+    "estimate_ablations": RequestSchema(
+        frozenset({"ablations"}), frozenset(), lambda p, g: {"ablations": validate_ablations(p["ablations"], g)}
+    ),
     "png": RequestSchema(frozenset({"view", "data_url"}), frozenset(), _parse_png),
     "circuit": RequestSchema(
         frozenset(),

@@ -265,7 +265,7 @@ class ExplorerSession:
         """The model's prediction for the statement (None when not known)."""
         return self._clean
 
-    def prediction(self, ablations: list[dict]) -> dict:
+    def prediction(self, ablations: list[dict], should_stop=None) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields);
         ``{}`` when the prediction is not known."""
         if ablations:
@@ -273,6 +273,10 @@ class ExplorerSession:
         if self.clean is None:
             return {}
         return {"clean": self.clean.to_dict(), "ablated": None, "flipped": False}
+
+    def estimate(self, ablations: list[dict]) -> dict:
+        """A first-order estimate of ``prediction(ablations)`` (see :class:`ModelSession`)."""
+        raise _needs_model("estimating ablations")
 
     def intervention_set(self, ablations: list[dict]):
         """The explorer's ablation list (validated dicts) as an :class:`InterventionSet`."""
@@ -384,6 +388,8 @@ class ModelSession(ExplorerSession):
         store_dtype: dtype to keep the recorded queries/keys in (default: the model's).
         sweeps: where sweeps over several statements are kept (shared by the sessions of
             one explorer; default: this session's own).
+        number_locale: how the statement groups digits, for the statement reader: ``"en"``
+            (1,234.56, the default), ``"de"`` (1.234,56) or ``"in"`` (12,34,567.89).
     """
 
     can_intervene = True
@@ -392,12 +398,15 @@ class ModelSession(ExplorerSession):
     ABLATED_CAPTURES_KEPT = 4
 
     def __init__(self, model, tokenizer, text: str, task=None, reference=None, truncate: bool = False,
-                 store_dtype: torch.dtype | None = None, sweeps: SweepResults | None = None):
+                 store_dtype: torch.dtype | None = None, sweeps: SweepResults | None = None,
+                 number_locale: str = "en"):
         from finwidget.capture.capture import capture_attention
         from finwidget.interventions.cached_run import CachedRun
         from finwidget.statement import read_statement
+        from finwidget.statement.numbers import check_locale
         from finwidget.task import EarningsTask, context_length, model_device
 
+        self.number_locale = check_locale(number_locale)  # before the model runs: a bad locale costs nothing
         self.model = model
         self.tokenizer = tokenizer
         self.task = task if task is not None else EarningsTask(tokenizer)
@@ -407,7 +416,7 @@ class ModelSession(ExplorerSession):
         with capture_attention(model, store_dtype=store_dtype) as capture:
             self.cached = CachedRun(model, self.task, self.batch)
         input_ids = self.batch["input_ids"][0].tolist()
-        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task)
+        layout = read_statement(text, tokenizer, input_ids=input_ids, task=self.task, number_locale=number_locale)
         if layout.num_tokens != capture.seq_len:
             raise InputError(
                 f"the statement reader found {layout.num_tokens} tokens but the model ran "
@@ -491,11 +500,13 @@ class ModelSession(ExplorerSession):
         """The model's prediction for the statement (always known: the session ran the model)."""
         return self.cached.clean[0]
 
-    def prediction(self, ablations: list[dict]) -> dict:
+    def prediction(self, ablations: list[dict], should_stop=None) -> dict:
         """``{"clean": {...}, "ablated": {...} | None, "flipped": bool}`` (Prediction fields).
 
         The ablated prediction comes from the exact fast path (re-run from the first
         ablated layer, answer position only) and equals a full forward with the same set.
+        ``should_stop``: polled between layers; True stops the re-run with
+        :class:`~finwidget.interventions.cancel.RunCancelled` (nothing is kept).
         """
         key = json.dumps(ablations, sort_keys=True)
         if key not in self._predictions:
@@ -504,11 +515,51 @@ class ModelSession(ExplorerSession):
                 result = {"clean": clean, "ablated": None, "flipped": False}
             else:
                 interventions = self.intervention_set(ablations)
-                ablated = self.cached.predict(interventions, reference=self._reference_for(interventions))[0]
+                ablated = self.cached.predict(interventions, reference=self._reference_for(interventions),
+                                              should_stop=should_stop)[0]
                 ablated = ablated.to_dict()
                 result = {"clean": clean, "ablated": ablated, "flipped": ablated["label"] != clean["label"]}
             self._predictions[key] = result
         return self._predictions[key]
+
+    # ------------------------------------------------------------------ click estimates
+    @cached_property
+    def click_estimates(self):
+        """The statement's :class:`~finwidget.widgets.click_estimates.ClickEstimates`."""
+        from finwidget.widgets.click_estimates import ClickEstimates
+
+        return ClickEstimates(self)
+
+    @property
+    def estimates_ready(self) -> bool:
+        return self.click_estimates.ready
+
+    def prepare_estimates(self, should_stop=None) -> None:
+        """Compute the gradients click estimates read (one forward and one backward pass,
+        layer by layer; needs the model). A stop (``should_stop()`` true between layers,
+        ``RunCancelled``) keeps the layers done; the next call resumes."""
+        self.click_estimates.prepare(should_stop)
+
+    def estimate(self, ablations: list[dict]) -> dict:
+        """What the prediction view shows at once for a click: ``prediction(ablations)``'s
+        fields plus ``"estimate"``: None when the exact answer is already known (then it
+        is that answer), else ``{"method", "base", "base_logit_diff", "heads_estimated"}``
+        and ``"ablated"`` holds the first-order estimate (see
+        :mod:`~finwidget.widgets.click_estimates`). Needs no model: arithmetic on kept
+        gradients. Raises ``EstimateUnavailable`` before :meth:`prepare_estimates` ran."""
+        key = json.dumps(ablations, sort_keys=True)
+        known = dict(self._predictions)  # a worker thread may add exact answers meanwhile
+        if not ablations or key in known:
+            return {**(known.get(key) or self.prediction([])), "estimate": None}
+        estimate = self.click_estimates.estimate(ablations, known)
+        clean = self.clean.to_dict()
+        ablated = self.cached._predictions(torch.tensor([estimate.pop("logit_diff")], dtype=torch.float64))[0].to_dict()
+        return {
+            "clean": clean,
+            "ablated": ablated,
+            "flipped": ablated["label"] != clean["label"],
+            "estimate": {"method": "first-order (attribution patching)", **estimate},
+        }
 
     def sweep(self, mode: str = "zero", value: float | None = None, progress=None, layers=None,
               should_stop=None):

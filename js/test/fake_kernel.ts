@@ -142,6 +142,13 @@ export function answer(model: FakeModel, msg: Record<string, unknown>): [Record<
       const ablated = (msg.ablations as unknown[]).length ? { logit_diff: -0.5, p_increase: 0.3775406687981454, label: "decrease", n_tokens: T } : null;
       return [{ ...base, ablations: msg.ablations, prediction: { clean: t.prediction.clean, ablated, flipped: !!ablated } }, []];
     }
+    case "estimate_ablations": {
+      // A first-order estimate near (not equal to) the exact answer above.
+      const n = (msg.ablations as unknown[]).length;
+      const ablated = n ? { logit_diff: -0.4, p_increase: 0.401312339887548, label: "decrease", n_tokens: T } : null;
+      const estimate = n ? { method: "first-order (attribution patching)", base: [], base_logit_diff: 1.25, heads_estimated: n } : null;
+      return [{ ...base, ablations: msg.ablations, prediction: { clean: t.prediction.clean, ablated, flipped: !!ablated, estimate } }, []];
+    }
     default:
       return [{ ...base, ok: false, error: `no fake answer for ${String(msg.kind)}` }, []];
   }

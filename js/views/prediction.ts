@@ -23,6 +23,8 @@ export class PredictionPanel implements View {
   private progress: HTMLElement;
   private progressBar: HTMLProgressElement;
   private none: HTMLElement;
+  private estimateNote: HTMLElement;
+  private cancelSweep: HTMLButtonElement;
   private drawn = false;
   private whatIf: WhatIfPanel;
   private cleanups: (() => void)[] = [];
@@ -39,6 +41,9 @@ export class PredictionPanel implements View {
     this.progress = el("div", { class: "fw-progress", "data-testid": "sweep-progress" });
     this.progressBar = el("progress", { class: "fw-progress-bar", max: 1, value: 0 });
     this.none = el("div", { class: "fw-empty", text: "none (click a head with shift, or use Ablate mode)" });
+    this.estimateNote = el("div", { class: "fw-estimate-note", "data-testid": "estimate-note", role: "status" });
+    this.cancelSweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep-cancel-current", text: "Cancel sweep", title: "stop the running sweep at its next head" }) as HTMLButtonElement;
+    this.cancelSweep.addEventListener("click", () => store.cancelSweep());
     const reset = el("button", { class: "fw-button", type: "button", "data-testid": "reset", text: "Reset ablations" });
     reset.addEventListener("click", () => void store.requestAblations([]));
     const sweep = el("button", { class: "fw-button", type: "button", "data-testid": "sweep", text: "Sweep", title: "ablate every head alone (only the layers in the grid's layer range, if one is set) and colour the grid by the change in logit difference" });
@@ -53,8 +58,9 @@ export class PredictionPanel implements View {
       el("div", { class: "fw-pbar", title: "p(increase) vs p(decrease)" }, [this.bar]),
       this.pIncrease,
       this.logitDiff,
+      this.estimateNote,
       this.cleanRow,
-      el("div", { class: "fw-row" }, [el("span", { class: "fw-label", text: "new ablations:" }), mode, reset, sweep]),
+      el("div", { class: "fw-row" }, [el("span", { class: "fw-label", text: "new ablations:" }), mode, reset, sweep, this.cancelSweep]),
       this.progressBar,
       this.progress,
       el("div", { class: "fw-label", text: "Ablated heads" }),
@@ -87,11 +93,13 @@ export class PredictionPanel implements View {
     const clean = p.clean;
     const current: PredictionValue | undefined = ablations.length && p.ablated ? p.ablated : clean;
     const pending = this.store.pendingAblations !== null;
+    const estimate = this.store.predictionIsEstimate;
+    const approx = estimate ? "≈ " : "";
     if (clean && current) {
-      this.logitDiff.textContent = `logit diff (increase − decrease): ${formatValue(current.logit_diff)}`;
+      this.logitDiff.textContent = `logit diff (increase − decrease): ${approx}${formatValue(current.logit_diff)}`;
       this.logitDiff.setAttribute("data-value", String(current.logit_diff));
       this.logitDiff.setAttribute("data-clean-value", String(clean.logit_diff));
-      this.pIncrease.textContent = `p(increase) = ${current.p_increase.toFixed(3)} → “${current.label}”`;
+      this.pIncrease.textContent = `p(increase) ${estimate ? "≈" : "="} ${current.p_increase.toFixed(3)} → “${current.label}”`;
       this.pIncrease.setAttribute("data-value", String(current.p_increase));
       this.bar.style.width = `${(100 * current.p_increase).toFixed(1)}%`;
       this.cleanRow.textContent = ablations.length && p.ablated
@@ -101,8 +109,16 @@ export class PredictionPanel implements View {
           : "clean run (no heads ablated)";
       this.drawn = true;
     }
-    setFlag(this.root, "data-pending", pending);
-    const flipped = !!(ablations.length && p.flipped && !pending);
+    setFlag(this.root, "data-pending", pending && !estimate);
+    // A first-order estimate is marked in words and style until the exact reply replaces it.
+    setFlag(this.root, "data-estimate", estimate);
+    const how = p.estimate;
+    this.estimateNote.textContent = estimate && how
+      ? `estimate (${how.method}${how.base.length ? `, from the exact answer with ${how.base.length} head${how.base.length > 1 ? "s" : ""} ablated` : ""}): computing the exact value…`
+      : "";
+    this.estimateNote.style.display = estimate ? "" : "none";
+    this.cancelSweep.style.display = this.store.sweeping && !this.store.offline ? "" : "none";
+    const flipped = !!(ablations.length && p.flipped && (!pending || estimate));
     this.flipped.style.display = flipped ? "" : "none";
     setFlag(this.root, "data-flipped", flipped);
 
