@@ -5,6 +5,7 @@ The models and tokenizers the tests build are fixtures in ``conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import torch
@@ -123,3 +124,28 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def sweep_in_progress(explorer):
+    """The explorer as it is while a sweep runs beside the kernel: ``explorer.sweeping`` set
+    and ``explorer.model_lock`` held by another thread (what ``ModelWorker`` does for a sweep)."""
+    import threading
+
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        with explorer.model_lock:
+            holding.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(60)
+    explorer.sweeping = True
+    try:
+        yield
+    finally:
+        explorer.sweeping = False
+        done.set()
+        thread.join()

@@ -4,6 +4,7 @@ parser, requests_for_state), the session method behind it and its handler."""
 import json
 
 import pytest
+from helpers import sweep_in_progress
 
 from finwidget.widgets import AttentionExplorer
 from finwidget.widgets.protocol import (
@@ -117,11 +118,8 @@ def test_the_handler_asks_find_circuit_for_the_shown_statement_with_the_explorer
 
 
 def test_a_circuit_request_is_refused_while_a_sweep_holds_the_model(explorer):
-    assert explorer.model_lock.acquire(blocking=False)
-    try:
+    with sweep_in_progress(explorer):
         reply, _ = ask(explorer, kind="circuit")
-    finally:
-        explorer.model_lock.release()
     assert reply["ok"] is False and "a sweep is running" in reply["error"]
 
 

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import traitlets
+from helpers import sweep_in_progress
 
 from finwidget.errors import InputError
 from finwidget.statement import aggregate_to_spans
@@ -294,7 +295,7 @@ def test_another_statement_drops_the_what_if(demo, text):
 
 def test_a_running_sweep_refuses_a_what_if(explorer):
     before = snapshot(explorer)
-    with explorer.model_lock:
+    with sweep_in_progress(explorer):
         with pytest.raises(InputError, match="sweep is running"):
             explorer.what_if_number(net_income(explorer).index, "-100")
         reply, _ = ask(explorer, kind="what_if", span=net_income(explorer).index, value="-100")

@@ -286,16 +286,27 @@ class WhatIfMixin:
 
     @contextlib.contextmanager
     def _model_turn(self):
-        """Hold the model for a what-if from Python (a sweep running beside the kernel holds it:
-        refused, never waited for). The frontend's requests hold it in ``handle_request``."""
-        lock = getattr(self, "model_lock", None)
-        if lock is not None and not lock.acquire(blocking=False):
-            raise InputError("a sweep is running: wait for it to finish (or cancel it) before a what-if")
-        try:
+        """Hold the model for a what-if from Python: refused at once while a sweep runs beside
+        the kernel (never waited for); a click's exact re-run is waited for, a background
+        gradient pass steps aside. The frontend's requests hold it in ``handle_request``."""
+        refusal = "a sweep is running: wait for it to finish (or cancel it) before a what-if"
+        if getattr(self, "sweeping", False):
+            raise InputError(refusal)
+        worker = getattr(self, "model_worker", None)
+        if worker is None:
+            lock = getattr(self, "model_lock", None)
+            if lock is not None and not lock.acquire(blocking=False):
+                raise InputError(refusal)
+            try:
+                yield
+            finally:
+                if lock is not None:
+                    lock.release()
+            return
+        with worker.hold_model(give_up=lambda: getattr(self, "sweeping", False)) as got:
+            if not got:
+                raise InputError(refusal)
             yield
-        finally:
-            if lock is not None:
-                lock.release()
 
     def undo_what_if(self) -> dict:
         """Remove the newest what-if edit (the original statement once none is left).
