@@ -115,7 +115,7 @@ class ModelComparison:
 
     def significant(self) -> pd.DataFrame:
         """The significant rows (by q), largest |Hedges' g| first."""
-        hits = self.table[self.table["significant"]]
+        hits = self.table.loc[self.table["significant"].astype(bool)]
         return hits.assign(_abs=hits["hedges_g"].abs()).sort_values("_abs", ascending=False, kind="stable").drop(
             columns="_abs").reset_index(drop=True)
 
@@ -124,12 +124,12 @@ class ModelComparison:
         operating-cash-flow path weakened" is one row)."""
         if measure not in LINE_MEASURES:
             raise InputError(f"measure must be one of {LINE_MEASURES}, got {measure!r}")
-        rows = self.table[(self.table["level"] == "line") & (self.table["measure"] == measure)]
+        rows = self.table.loc[(self.table["level"] == "line") & (self.table["measure"] == measure)]
         return rows.reset_index(drop=True)
 
     def head_rows(self, measure: str) -> pd.DataFrame:
         """The per-head rows of one measure (one per matched pair)."""
-        rows = self.table[(self.table["level"] == "head") & (self.table["measure"] == measure)]
+        rows = self.table.loc[(self.table["level"] == "head") & (self.table["measure"] == measure)]
         if rows.empty:
             known = sorted(set(self.table.loc[self.table["level"] == "head", "measure"]))
             raise InputError(f"no per-head rows for measure {measure!r}; measured: {known}")
@@ -147,7 +147,7 @@ class ModelComparison:
                  f"min {np.nanmin(self.matching['similarity']):.3f}")]
         tested = int(np.isfinite(self.table["q"]).sum())
         lines.append(f"test: {s['test']} (paired across statements), Benjamini-Hochberg over all {tested} tests "
-                     f"with a p-value: {int(self.table['significant'].sum())} with q < {alpha:g}")
+                     f"with a p-value: {int(np.count_nonzero(self.table['significant'].to_numpy()))} with q < {alpha:g}")
 
         def describe(row) -> str:
             ci = f" [{s['confidence']:.0%} CI {row['g_low']:.2f}, {row['g_high']:.2f}]" if np.isfinite(
@@ -157,13 +157,13 @@ class ModelComparison:
             return (f"{row['measure']}: {a} {row['mean_a']:.3f} -> {b} {row['mean_b']:.3f} (n = {int(row['n'])}), "
                     f"g = {row['hedges_g']:.2f}{ci}, p = {_fmt(row['p'])}, q = {_fmt(row['q'])} ({verdict})")
 
-        line_rows = self.table[self.table["level"] == "line"]
+        line_rows = self.table.loc[self.table["level"] == "line"]
         if not line_rows.empty:
             lines.append("line items (how much the answer depends on each line):")
             for row in line_rows.to_dict("records"):
                 lines.append(f"  {row['line_item']}: {describe(row)}")
         heads = self.significant()
-        heads = heads[heads["level"] == "head"].head(n)
+        heads = heads.loc[heads["level"] == "head"].head(n)
         lines.append(f"per head, largest significant |g| ({len(heads)} shown):" if len(heads) else
                      "per head: no significant difference")
         for row in heads.to_dict("records"):
@@ -473,7 +473,7 @@ def _tests(a: ModelMeasurements, b: ModelMeasurements, matching: pd.DataFrame, t
     columns = ["level", "measure", "line_item", "layer_a", "head_a", "layer_b", "head_b", "similarity", "n",
                "mean_a", "mean_b", "difference", "hedges_g", "g_low", "g_high", "t", "p_paired_t", "w",
                "p_wilcoxon", "p", "q", "significant"]
-    return table[columns]
+    return table.loc[:, columns]
 
 
 def compare_models(model_a, model_b, statements, *, tokenizer_a, tokenizer_b=None, task_a=None, task_b=None,

@@ -263,12 +263,12 @@ def plot_model_comparison(comparison, measure: str | None = None, value: str = "
     if value not in ("difference", "hedges_g"):
         raise InputError(f"value must be 'difference' or 'hedges_g', got {value!r}")
     table = comparison.table
-    head_rows = table[table["level"] == "head"]
+    head_rows = table.loc[table["level"] == "head"]
     if head_rows.empty:
         raise InputError("this comparison has no per-head rows")
     if measure is None:
         hits = comparison.significant()
-        hits = hits[hits["level"] == "head"]
+        hits = hits.loc[hits["level"] == "head"]
         measure = str((hits if len(hits) else head_rows)["measure"].iloc[0])
     rows = comparison.head_rows(measure)
     name_a, name_b = comparison.names

@@ -21,6 +21,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -156,8 +157,8 @@ class WhatIfStep:
     """One applied counterfactual: the session of its statement, the map of its spans to
     the spans of the statement before it (``[S]``, -1 where none) and its edits described."""
 
-    counterfactual: object
-    session: object
+    counterfactual: Any  # a finwidget.statement.edits.CounterfactualStatement
+    session: Any  # the edited statement's ModelSession
     span_map: np.ndarray
     edits: list = field(default_factory=list)
 
@@ -167,13 +168,13 @@ class WhatIfStack:
     steps applied on top of it (newest last)."""
 
     def __init__(self, base, available: bool = True, reason: str = ""):
-        self.base = base
+        self.base: Any = base  # the original statement's session (ModelSession or recorded)
         self.steps: list[WhatIfStep] = []
         self.available = available
         self.reason = reason
 
     @property
-    def current(self):
+    def current(self) -> Any:
         return self.steps[-1].session if self.steps else self.base
 
     def span_map_to_base(self) -> np.ndarray:
@@ -250,6 +251,16 @@ def describe_edits(counterfactual) -> list[dict]:
 # ---------------------------------------------------------------------------- the explorer's part
 class WhatIfMixin:
     """The what-if part of :class:`~finwidget.widgets.explorer.AttentionExplorer`."""
+
+    if TYPE_CHECKING:  # provided by AttentionExplorer (its traits and anywidget's HasTraits)
+        session: Any
+        what_if_state: Any
+        ablations: Any
+        geometry: Any
+
+        def set_trait(self, name: str, value: Any) -> None: ...
+        def observe(self, handler: Any, names: Any = ...) -> None: ...
+        def hold_sync(self) -> Any: ...
 
     def _init_what_if(self) -> None:
         from finwidget.widgets.session import ModelSession
@@ -338,7 +349,7 @@ class WhatIfMixin:
         span = layout.spans[span_index]
         if span.kind != "number" or not span.in_statement:
             raise InputError(f"“{span.text}” is not a number of the statement: only numbers can be edited")
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else parse_number_text(value)
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else parse_number_text(str(value))
         if number is None or not math.isfinite(number):
             raise InputError(f"“{str(value)[:40]}” is not a number: type digits, e.g. -100 or 1,250")
         if float(number).is_integer():
