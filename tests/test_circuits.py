@@ -279,3 +279,32 @@ def test_growth_reaches_the_target_with_every_head_at_worst(setup):
     assert not short.reached and short.heads == [start] and short.circuits_measured == 1
     with pytest.raises(InputError, match="faithfulness_target"):
         grow_to_target(model, task, clean, [start], every, target=0.0, mode="zero")
+
+
+def test_norm_pull_back_matches_back_propagating_each_cotangent(setup):
+    """``_norm_vjp`` (one norm forward, its VJP mapped over the cotangents) against the plain
+    way (the norm run on one copy of the residual per cotangent, back-propagated); the
+    tolerance is the plain way's own float32 drift from float64, measured here."""
+    from finwidget.circuits.attribution import _norm_vjp
+    from finwidget.model_parts import attention_input_norm
+
+    model = setup[0]
+    norm = attention_input_norm(model, 1)
+    generator = torch.Generator().manual_seed(3)
+    residual = 3 * torch.randn(2, 7, model.config.hidden_size, generator=generator)
+    cotangents = torch.randn(5, 2, 7, model.config.hidden_size, generator=generator)
+
+    def plain(norm, residual, cotangents):
+        with torch.enable_grad():
+            inputs = residual.unsqueeze(0).expand_as(cotangents).clone().requires_grad_(True)
+            (pulled,) = torch.autograd.grad(norm(inputs), inputs, cotangents)
+        return pulled
+
+    import copy
+    norm64 = copy.deepcopy(norm).double()
+    exact = plain(norm64, residual.double(), cotangents.double())
+    drift = float((plain(norm, residual, cotangents).double() - exact).abs().max())
+    scale = float(exact.abs().max())
+    mapped = _norm_vjp(norm, residual, cotangents)
+    assert not mapped.requires_grad
+    assert float((mapped.double() - exact).abs().max()) <= max(4 * drift, 4 * torch.finfo(torch.float32).eps * scale)
