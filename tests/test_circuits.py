@@ -194,6 +194,9 @@ def test_the_graph_is_strict_json_in_the_schema(setup):
     ({"corrupted": ["CORRUPTED", "CORRUPTED"]}, "one corrupted statement per clean"),
     ({"corrupted": "Revenue: change +1 | 2 | 1"}, "same token lengths"),
     ({"reference": ["x"], "faithfulness_mode": "resample"}, "faithfulness mode"),
+    ({"corrupted": "CORRUPTED", "faithfulness_target": 1.5}, "faithfulness_target"),
+    ({"corrupted": "CORRUPTED", "faithfulness_target": 0}, "faithfulness_target"),
+    ({"corrupted": "CORRUPTED", "faithfulness_max_heads": 0}, "faithfulness_max_heads"),
 ])
 def test_bad_input_is_refused_with_a_clear_error(setup, kwargs, message):
     model, _tokenizer, task, clean, corrupted = setup
@@ -243,3 +246,65 @@ def test_a_statement_without_line_items_is_refused(setup):
     text = "The the the"
     with pytest.raises(InputError, match="line items"):
         find_circuit(model, task, text, text)
+
+
+def test_growth_candidates_are_logarithmic_in_the_heads():
+    from finwidget.circuits.growth import prefix_sizes
+
+    assert prefix_sizes(3) == [0, 1, 2, 3]
+    assert prefix_sizes(3, start=1) == [1, 2, 3]
+    assert prefix_sizes(0) == [0] and prefix_sizes(0, start=1) == []
+    sizes = prefix_sizes(144)
+    assert sizes[:9] == list(range(9)) and sizes[-1] == 144 and sizes == sorted(set(sizes))
+    assert len(sizes) <= 9 + 15  # x1.25 from 8 to 144: 13 steps
+
+
+def test_growth_reaches_the_target_with_every_head_at_worst(setup):
+    """Ablating nothing outside the whole model keeps everything; ablating every head removes
+    everything: a circuit of every head always meets the target (here zero ablation on the
+    random model, grown from a head that alone does not)."""
+    from finwidget.circuits.faithfulness import faithfulness_of_circuits
+    from finwidget.circuits.growth import grow_to_target
+
+    model, _tokenizer, task, clean, _corrupted = setup
+    every = [(l, h) for l in range(model.config.num_hidden_layers) for h in range(model.config.num_attention_heads)]
+    (whole,) = faithfulness_of_circuits(model, task, clean, [every], mode="zero")
+    assert whole["kept"] == pytest.approx(1.0, abs=1e-6) and whole["removed"] == pytest.approx(1.0, abs=1e-6)
+    singles = faithfulness_of_circuits(model, task, clean, [[head] for head in every], mode="zero")
+    start = next(head for head, share in zip(every, singles) if min(share["kept"], share["removed"]) < 0.9)
+    growth = grow_to_target(model, task, clean, [start], every[::-1], target=0.9, mode="zero")
+    assert growth.reached and growth.heads[0] == start and len(growth.heads) > 1
+    assert min(growth.shares["kept"], growth.shares["removed"]) >= 0.9
+    short = grow_to_target(model, task, clean, [start], every[::-1], target=0.9, mode="zero", max_heads=1)
+    assert not short.reached and short.heads == [start] and short.circuits_measured == 1
+    with pytest.raises(InputError, match="faithfulness_target"):
+        grow_to_target(model, task, clean, [start], every, target=0.0, mode="zero")
+
+
+def test_norm_pull_back_matches_back_propagating_each_cotangent(setup):
+    """``_norm_vjp`` (one norm forward, its VJP mapped over the cotangents) against the plain
+    way (the norm run on one copy of the residual per cotangent, back-propagated); the
+    tolerance is the plain way's own float32 drift from float64, measured here."""
+    from finwidget.circuits.attribution import _norm_vjp
+    from finwidget.model_parts import attention_input_norm
+
+    model = setup[0]
+    norm = attention_input_norm(model, 1)
+    generator = torch.Generator().manual_seed(3)
+    residual = 3 * torch.randn(2, 7, model.config.hidden_size, generator=generator)
+    cotangents = torch.randn(5, 2, 7, model.config.hidden_size, generator=generator)
+
+    def plain(norm, residual, cotangents):
+        with torch.enable_grad():
+            inputs = residual.unsqueeze(0).expand_as(cotangents).clone().requires_grad_(True)
+            (pulled,) = torch.autograd.grad(norm(inputs), inputs, cotangents)
+        return pulled
+
+    import copy
+    norm64 = copy.deepcopy(norm).double()
+    exact = plain(norm64, residual.double(), cotangents.double())
+    drift = float((plain(norm, residual, cotangents).double() - exact).abs().max())
+    scale = float(exact.abs().max())
+    mapped = _norm_vjp(norm, residual, cotangents)
+    assert not mapped.requires_grad
+    assert float((mapped.double() - exact).abs().max()) <= max(4 * drift, 4 * torch.finfo(torch.float32).eps * scale)

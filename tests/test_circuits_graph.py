@@ -61,6 +61,16 @@ def test_optional_faithfulness_keys_are_written_when_known():
     graph = hand_built()
     graph.faithfulness_report = report
     assert CircuitGraph.from_json(graph.to_json()).faithfulness_report.to_dict() == report.to_dict()
+    grown = FaithfulnessReport("mean", 0.95, 0.97, target=0.9, target_reached=True, added_heads=("L0H1",))
+    assert grown.to_dict() == {"mode": "mean", "kept_when_outside_ablated": 0.95, "removed_when_circuit_ablated": 0.97,
+                               "target": 0.9, "target_reached": True, "added_heads": ["L0H1"]}
+    graph.faithfulness_report = grown
+    again = CircuitGraph.from_json(graph.to_json())
+    assert again.faithfulness_report.to_dict() == grown.to_dict() and "target 0.90 reached" in again.describe()
+    with pytest.raises(InputError, match="target_reached"):
+        FaithfulnessReport("mean", 0.95, 0.97, target_reached="yes")
+    with pytest.raises(InputError, match="added_heads"):
+        FaithfulnessReport("mean", 0.95, 0.97, added_heads="L0H1")
 
 
 def test_round_trip_and_lookups():

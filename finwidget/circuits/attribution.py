@@ -83,11 +83,12 @@ class EdgeAttribution:
 
 def _norm_vjp(norm: torch.nn.Module, residual: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     """``J_norm(residual)^T v`` for each of ``R`` cotangents: residual ``[B, T, E]``, cotangents
-    ``[R, B, T, E]`` -> ``[R, B, T, E]`` (the norm acts on each token alone)."""
-    with torch.enable_grad():
-        inputs = residual.detach().unsqueeze(0).expand_as(cotangents).clone().requires_grad_(True)
-        normed = norm(inputs)
-        (pulled,) = torch.autograd.grad(normed, inputs, cotangents.to(normed.dtype))
+    ``[R, B, T, E]`` -> ``[R, B, T, E]``: one forward of the norm, its vector-Jacobian product
+    mapped over the cotangents (``torch.func.vjp`` + ``vmap``: no ``R`` copies of the residual;
+    the same numbers as running the norm on ``R`` copies and back-propagating each)."""
+    with torch.no_grad():  # no graph towards the norm's weights (torch.func differentiates regardless)
+        normed, pull_back = torch.func.vjp(norm, residual.detach())[:2]  # (output, vjp_fn) without has_aux
+        (pulled,) = torch.vmap(pull_back)(cotangents.to(normed.dtype))
     return pulled.float()
 
 
@@ -178,12 +179,18 @@ def edge_attribution(model, recorded: ChannelGradients, deltas: list[torch.Tenso
                          output_weights[j])
             for j in range(n_layers - 1)
         ])
+        # [B, L*H, Tc*E]: one matrix per row of the batch (explicit matmuls: einsum's permuted
+        # copies of these tensors cost more than the products)
+        senders_by_row = senders.transpose(0, 1).reshape(batch, senders.shape[0], -1)
+        tokens = stop - start
         for l in range(1, n_layers):
             gradient = recorded.channel_gradients[l][..., start:stop, :].to(device)  # [3, B, H, Tc, D]
-            cotangents = torch.einsum("cbhtd,chde->chbte", gradient, receivers[l])
+            cotangents = torch.matmul(gradient.transpose(1, 2).reshape(3 * n_heads, batch * tokens, d),
+                                      receivers[l].reshape(3 * n_heads, d, -1))  # [3H, B*Tc, E]
             pulled = _norm_vjp(attention_input_norm(model, l), recorded.residuals[l][:, start:stop].to(device),
-                               cotangents.reshape(3 * n_heads, batch, stop - start, -1))
-            scores = torch.einsum("ubte,rbte->bru", senders[:l * n_heads], pulled)  # [B, 3H, l*H]
+                               cotangents.view(3 * n_heads, batch, tokens, -1))  # [3H, B, Tc, E]
+            pulled_by_row = pulled.transpose(0, 1).reshape(batch, 3 * n_heads, -1)  # [B, 3H, Tc*E]
+            scores = torch.bmm(pulled_by_row, senders_by_row[:, :l * n_heads].transpose(1, 2))  # [B, 3H, l*H]
             edge_change[:, l, :, :, :l, :] += scores.view(batch, 3, n_heads, l, n_heads)
 
     if not with_reads:

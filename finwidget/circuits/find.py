@@ -21,7 +21,11 @@
    edges too when there is one statement; ``exact_edges`` lists edges to measure exactly
    in either method.
 5. Faithfulness (:mod:`finwidget.circuits.faithfulness`) of the kept heads, on the clean
-   statements or ``faithfulness_statements``.
+   statements or ``faithfulness_statements``. With ``faithfulness_target`` (default 0.9),
+   heads are first added to the pruned circuit in the order of their first-order effect
+   until ablating everything outside it keeps, and ablating it removes, at least that share
+   (:mod:`finwidget.circuits.growth`: real ablations, a logarithmic number of batched
+   candidates); the report says whether the target was reached and which heads were added.
 
 With several statements, every effect is the mean over them of its sign-aligned value
 (positive: supports each statement's clean answer); span nodes are matched by line-item
@@ -32,6 +36,7 @@ the mean absolute clean logit difference (one statement: its signed logit differ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -43,15 +48,19 @@ from finwidget.circuits.attribution import (
     edge_attribution,
     mean_attribution,
 )
+from finwidget.circuits.faithfulness import measure_faithfulness
 from finwidget.circuits.graph import (
     AnswerNode,
     CircuitEdge,
     CircuitGraph,
+    FaithfulnessReport,
     HeadNode,
+    Node,
     SpanNode,
     head_id,
     span_id,
 )
+from finwidget.circuits.growth import grow_to_target
 from finwidget.circuits.path_patching import DirectEdge, HeadEdge, ReadEdge, exact_edge_effects
 from finwidget.circuits.recording import check_batch_lengths, record_channel_gradients, record_reference_run
 from finwidget.errors import InputError
@@ -177,6 +186,44 @@ def _select_edges(scores: EdgeAttribution, geometry: ModelGeometry, clean_value:
     return on_path
 
 
+def _ranked_heads(head_effects: torch.Tensor) -> list[tuple[int, int]]:
+    """Every ``(layer, head)``, largest ``|first-order effect of its whole output|`` first
+    (``head_effects`` ``[L, H]``); ties in layer, head order."""
+    layers, heads = head_effects.shape
+    order = sorted(((l, h) for l in range(layers) for h in range(heads)),
+                   key=lambda lh: -abs(float(head_effects[lh[0], lh[1]])))
+    return order
+
+
+def _connecting_edges(scores: EdgeAttribution, added: Sequence[tuple[int, int]], circuit: set[tuple[int, int]]
+                      ) -> list[tuple]:
+    """For each head added to reach the faithfulness target, its strongest first-order edge
+    (any size) to the answer or into a head of the circuit in a later layer, in
+    :func:`_select_edges`' format; every added head then lies on a path to the answer."""
+    edges = scores.head_edges.mean(dim=0)  # [L, 3, H, L, H]
+    direct = scores.direct_edges.mean(dim=0)  # [L, H]
+    out = []
+    for j, u in added:
+        best: tuple = ("direct", (j, u), float(direct[j, u]))
+        for l, r in sorted(circuit):
+            if l <= j:
+                continue
+            for c, channel in enumerate(("q", "k", "v")):
+                effect = float(edges[l, c, r, j, u])
+                if abs(effect) > abs(best[-1]):
+                    best = ("head", (j, u), (l, r), channel, effect)
+        out.append(best)
+    return out
+
+
+def _count(statements) -> int:
+    if isinstance(statements, str) or hasattr(statements, "text"):
+        return 1
+    if isinstance(statements, dict):
+        return len(statements["input_ids"])
+    return len(statements)
+
+
 def find_circuit(
     model,
     task_or_tokenizer,
@@ -193,6 +240,8 @@ def find_circuit(
     faithfulness: bool = True,
     faithfulness_statements=None,
     faithfulness_mode: str | None = None,
+    faithfulness_target: float | None = 0.9,
+    faithfulness_max_heads: int | None = None,
 ) -> CircuitGraph:
     """The circuit of heads that carries the answer's logit difference, from line items to the answer.
 
@@ -218,6 +267,13 @@ def find_circuit(
             ablation; without it, zero ablation).
         faithfulness_statements: statements to measure faithfulness on (default: ``statement``).
         faithfulness_mode: ``"mean"`` or ``"zero"`` (default: ``"mean"`` when ``reference`` is given).
+        faithfulness_target: grow the pruned circuit, heads in the order of their first-order
+            effect, until ablating everything outside it keeps and ablating it removes at least
+            this share of the answer on the faithfulness statements
+            (:mod:`finwidget.circuits.growth`; each added head comes with its strongest edge
+            towards the answer); the report says whether the target was reached and which heads
+            were added. None: keep the pruned circuit as it is (faithfulness only measured).
+        faithfulness_max_heads: the largest circuit the growth tries (default: every head).
 
     Returns:
         A :class:`CircuitGraph`; ``graph.to_json()`` is what the circuit view reads.
@@ -230,6 +286,12 @@ def find_circuit(
     for name, value in (("threshold", threshold), ("reads_threshold", reads_threshold)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise InputError(f"{name} must be a number in [0, 1), got {value!r}")
+    if faithfulness_target is not None and (isinstance(faithfulness_target, bool) or not isinstance(
+            faithfulness_target, (int, float)) or not 0 < faithfulness_target <= 1):
+        raise InputError(f"faithfulness_target must be a number in (0, 1] or None, got {faithfulness_target!r}")
+    if faithfulness_max_heads is not None and (isinstance(faithfulness_max_heads, bool) or not isinstance(
+            faithfulness_max_heads, int) or faithfulness_max_heads < 1):
+        raise InputError(f"faithfulness_max_heads must be an int >= 1 or None, got {faithfulness_max_heads!r}")
     if faithfulness_mode not in (None, "mean", "zero"):
         raise InputError(f"faithfulness mode must be 'mean' or 'zero', got {faithfulness_mode!r}")
     if faithfulness and faithfulness_mode == "mean" and reference is None:
@@ -253,6 +315,18 @@ def find_circuit(
 
     head_effects = scores.head_effects.mean(dim=0)  # [L, H]
     heads = sorted({e[1] for e in kept} | {e[2] for e in kept if e[0] == "head"})
+    mode = faithfulness_mode or ("mean" if reference is not None else "zero")
+    on = faithfulness_statements if faithfulness_statements is not None else texts
+    report = None
+    if faithfulness and faithfulness_target is not None:
+        growth = grow_to_target(model, task, on, heads, _ranked_heads(head_effects), target=faithfulness_target,
+                                reference=reference, mode=mode, max_heads=faithfulness_max_heads)
+        kept += _connecting_edges(scores, growth.added, set(growth.heads))
+        heads = sorted(growth.heads)
+        report = FaithfulnessReport(mode, growth.shares["kept"], growth.shares["removed"], statements=_count(on),
+                                    kept_raw=growth.shares["kept_raw"], removed_raw=growth.shares["removed_raw"],
+                                    target=float(faithfulness_target), target_reached=growth.reached,
+                                    added_heads=tuple(head_id(*head) for head in growth.added))
     reads = torch.einsum("blht,bit->blhi", scores.token_reads, torch.as_tensor(item_masks).float()).mean(dim=0)
 
     graph_edges: list[CircuitEdge] = []
@@ -283,7 +357,7 @@ def find_circuit(
         if missing:
             raise InputError(f"exact_edges names edges not in the pruned graph: {missing}; kept: {sorted(known)}")
     if measure:
-        cached = CachedRun(model, task, batch)
+        cached = CachedRun(model, cast(EarningsTask, task), batch)  # any two-answer task works
         chosen = [i for i, edge in enumerate(graph_edges) if edge.key in measure and edge.channel != "reads"]
         reads_chosen = [i for i, edge in enumerate(graph_edges) if edge.key in measure and edge.channel == "reads"]
         rows = [exact_rows[i] for i in chosen]
@@ -299,14 +373,9 @@ def find_circuit(
             old = graph_edges[i]
             graph_edges[i] = CircuitEdge(old.source, old.target, old.channel, effect, exact=True)
 
-    nodes = [SpanNode(i, names[i], ranges[i]) for i in sorted(used_spans)]
+    nodes: list[Node] = [SpanNode(i, names[i], ranges[i]) for i in sorted(used_spans)]
     nodes += [HeadNode(l, h, float(head_effects[l, h])) for l, h in heads]
     nodes.append(AnswerNode(f"{task.labels[0]} - {task.labels[1]}"))
-    report = None
-    if faithfulness and heads:
-        from finwidget.circuits.faithfulness import measure_faithfulness
-
-        mode = faithfulness_mode or ("mean" if reference is not None else "zero")
-        on = faithfulness_statements if faithfulness_statements is not None else texts
+    if faithfulness and faithfulness_target is None and heads:
         report = measure_faithfulness(model, task, on, heads, reference=reference, mode=mode)
     return CircuitGraph("logit_diff", clean_value, method, nodes, graph_edges, report)

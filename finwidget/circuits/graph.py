@@ -13,7 +13,7 @@ The JSON schema (every key always present)::
      "edges": [{"source": "L0H1", "target": "L1H0", "channel": "q" | "k" | "v" | "direct" | "reads",
                 "effect": float, "exact": bool}],
      "faithfulness": {"mode": "mean" | "zero", "kept_when_outside_ablated": float,
-                      "removed_when_circuit_ablated": float} | null}
+                      "removed_when_circuit_ablated": float, ...optional keys} | null}
 
 - head -> head edges carry the receiving head's input channel ``q``, ``k`` or ``v``;
   head -> answer edges are ``direct``; span -> head edges are ``reads``.
@@ -24,8 +24,9 @@ The JSON schema (every key always present)::
   answer (whatever the sign of the clean logit difference). See
   :mod:`finwidget.circuits.attribution` for how each is measured; ``exact`` is True when
   the edge's effect was measured by path patching rather than estimated to first order.
-- ``faithfulness`` may carry the optional keys ``statements``, ``kept_raw`` and
-  ``removed_raw`` (see :class:`FaithfulnessReport`).
+- ``faithfulness`` may carry the optional keys ``statements``, ``kept_raw``,
+  ``removed_raw``, ``target``, ``target_reached`` and ``added_heads`` (see
+  :class:`FaithfulnessReport`).
 """
 
 from __future__ import annotations
@@ -199,8 +200,14 @@ class FaithfulnessReport:
         of its distance from the all-ablated baseline (see
         :mod:`finwidget.circuits.faithfulness`), or None.
 
-    ``statements``, ``kept_raw`` and ``removed_raw`` are optional keys of the JSON object
-    (written when known).
+    target: the share both had to reach when the circuit was grown to be faithful
+        (``find_circuit(faithfulness_target=...)``), or None.
+    target_reached: whether both reached ``target`` (False: the circuit is the most faithful
+        one tried, still short of the target), or None.
+    added_heads: ids of the heads added to the pruned circuit to reach the target, or None.
+
+    ``statements``, ``kept_raw``, ``removed_raw``, ``target``, ``target_reached`` and
+    ``added_heads`` are optional keys of the JSON object (written when known).
     """
 
     mode: str
@@ -209,6 +216,9 @@ class FaithfulnessReport:
     statements: int | None = field(default=None, compare=False)
     kept_raw: float | None = field(default=None, compare=False)
     removed_raw: float | None = field(default=None, compare=False)
+    target: float | None = field(default=None, compare=False)
+    target_reached: bool | None = field(default=None, compare=False)
+    added_heads: tuple[str, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.mode not in FAITHFULNESS_MODES:
@@ -222,13 +232,23 @@ class FaithfulnessReport:
                 object.__setattr__(self, key, _finite(getattr(self, key), key))
         if self.statements is not None:
             _int(self.statements, "statements", minimum=1)
+        if self.target is not None:
+            object.__setattr__(self, "target", _finite(self.target, "target"))
+        if self.target_reached is not None and not isinstance(self.target_reached, bool):
+            raise InputError(f"target_reached must be a bool, got {self.target_reached!r}")
+        if self.added_heads is not None:
+            if isinstance(self.added_heads, str) or not all(isinstance(h, str) for h in self.added_heads):
+                raise InputError(f"added_heads must be a list of head ids, got {self.added_heads!r}")
+            object.__setattr__(self, "added_heads", tuple(self.added_heads))
 
     def to_dict(self) -> dict:
         data = {"mode": self.mode, "kept_when_outside_ablated": self.kept_when_outside_ablated,
                 "removed_when_circuit_ablated": self.removed_when_circuit_ablated}
-        for key in ("statements", "kept_raw", "removed_raw"):
+        for key in ("statements", "kept_raw", "removed_raw", "target", "target_reached"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.added_heads is not None:
+            data["added_heads"] = list(self.added_heads)
         return data
 
 
@@ -359,7 +379,8 @@ class CircuitGraph:
             faithfulness = None if report is None else FaithfulnessReport(
                 report["mode"], report["kept_when_outside_ablated"], report["removed_when_circuit_ablated"],
                 statements=report.get("statements"), kept_raw=report.get("kept_raw"),
-                removed_raw=report.get("removed_raw"))
+                removed_raw=report.get("removed_raw"), target=report.get("target"),
+                target_reached=report.get("target_reached"), added_heads=report.get("added_heads"))
         except (KeyError, TypeError) as error:
             raise InputError(f"a circuit's JSON is malformed: {error!r}") from None
         return cls(data["metric"], data["clean_value"], data["method"], nodes, edges, faithfulness)
@@ -384,6 +405,11 @@ class CircuitGraph:
             lines.append(f"  faithfulness ({report.mode}, {report.statements or 1} statements): "
                          f"kept {report.kept_when_outside_ablated:.3f} with everything else ablated, "
                          f"removed {report.removed_when_circuit_ablated:.3f} with the circuit ablated")
+            if report.target is not None:
+                added = ", ".join(report.added_heads or ()) or "none"
+                state = "reached" if report.target_reached else "NOT reached"
+                lines.append(f"  faithfulness target {report.target:.2f} {state} (heads added to the pruned "
+                             f"circuit: {added})")
         return "\n".join(lines)
 
     __str__ = describe

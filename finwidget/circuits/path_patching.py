@@ -195,7 +195,7 @@ def _receiver_logit_diffs(model, cached: CachedRun, geometry, deltas, layer: int
     """``[len(edges), B]``: re-run from ``layer`` with each edge's receiver channel patched."""
     residual = cached.residuals[layer]  # [B, T, E]
     norm = attention_input_norm(model, layer)
-    projections = dict(zip(CHANNELS, qkv_projections(model, layer)))
+    projections: dict[str, torch.nn.Module] = dict(zip(CHANNELS, qkv_projections(model, layer)))
     heads, channels, new = [], [], []
     with torch.inference_mode():
         for edge in edges:
@@ -220,7 +220,9 @@ def _receiver_logit_diffs(model, cached: CachedRun, geometry, deltas, layer: int
             heads.append(head)
             channels.append(channel)
             new.append(projected[..., columns])
-    rows = _ReceiverRows(model, geometry, layer, cached.head_outputs[layer], heads, channels, new)
+    clean_outputs = cached.head_outputs[layer]
+    assert clean_outputs is not None  # checked above: the run caches head outputs
+    rows = _ReceiverRows(model, geometry, layer, clean_outputs, heads, channels, new)
     handles = rows.install()
     try:
         hidden = residual.repeat(len(edges), 1, 1)

@@ -162,6 +162,9 @@ describe("the circuit graph (pure)", () => {
     expect(text).toContain("removes 97%");
     expect(circuitSummary(parseCircuit(graphJson("path_patching")), "")).toContain("exact path patching");
     expect(circuitSummary(parseCircuit({ ...graphJson(), faithfulness: null }), "")).toContain("Faithfulness: not measured");
+    expect(text).not.toContain("below the");
+    const short = { mode: "mean", kept_when_outside_ablated: 0.84, removed_when_circuit_ablated: 0.99 };
+    expect(circuitSummary(parseCircuit({ ...graphJson(), faithfulness: short }), "")).toContain("keeps 84% of it; ablating the circuit removes 99% (below the 90% a faithful circuit needs");
     expect(percent(NaN)).toBe("–");
     expect(answerPair("increase - decrease")).toEqual(["increase", "decrease"]);
     expect(answerPair("answer")).toBeNull();

@@ -58,6 +58,10 @@ function metricWords(metric: string): string {
   return metric === "logit_diff" ? "logit difference" : metric.replace(/_/g, " ");
 }
 
+/** The share of the answer a faithful circuit keeps alone and removes when ablated (find_circuit's
+ * default faithfulness_target grows the circuit until both reach it, when it can). */
+export const FAITHFUL_SHARE = 0.9;
+
 /** The method and faithfulness line the view writes above the graph. */
 export function circuitSummary(graph: CircuitGraph, answerLabel: string): string {
   const pair = answerPair(answerLabel);
@@ -66,7 +70,10 @@ export function circuitSummary(graph: CircuitGraph, answerLabel: string): string
   const f = graph.faithfulness;
   if (f) {
     parts.push(
-      `Faithfulness (${f.mode} ablation): the circuit alone keeps ${percent(f.kept_when_outside_ablated)} of it; ablating the circuit removes ${percent(f.removed_when_circuit_ablated)}`,
+      `Faithfulness (${f.mode} ablation): the circuit alone keeps ${percent(f.kept_when_outside_ablated)} of it; ablating the circuit removes ${percent(f.removed_when_circuit_ablated)}` +
+        (f.kept_when_outside_ablated < FAITHFUL_SHARE || f.removed_when_circuit_ablated < FAITHFUL_SHARE
+          ? ` (below the ${percent(FAITHFUL_SHARE)} a faithful circuit needs: read its heads as a partial explanation)`
+          : ""),
     );
   } else parts.push("Faithfulness: not measured");
   return parts.join("\n");
