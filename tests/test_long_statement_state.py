@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-from conftest import build_qwen2
-
 from finwidget.demo import make_statements
 from finwidget.task import EarningsTask
 
 
-def test_saved_state_of_a_4096_token_statement_is_under_2_mb(demo):
+def test_saved_state_of_a_4096_token_statement_is_under_2_mb(demo, peaky_qwen2):
     from ipywidgets.embed import dependency_state, embed_data
 
     from finwidget.widgets import AttentionExplorer
@@ -26,7 +24,7 @@ def test_saved_state_of_a_4096_token_statement_is_under_2_mb(demo):
         else:
             hi = mid
     text = "\n".join(lines[:lo])
-    model = build_qwen2(vocab_size=len(tokenizer), layers=2, heads=4, kv_heads=2, max_positions=8192)
+    model = peaky_qwen2(vocab_size=len(tokenizer), layers=2, heads=4, kv_heads=2, max_positions=8192)
     widget = AttentionExplorer(model, tokenizer, text, task=task)
     assert widget.session.seq_len >= 4096
     saved = embed_data(views=[widget], state=dependency_state([widget]))["manager_state"]
