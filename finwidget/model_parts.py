@@ -51,7 +51,8 @@ Shape letters used in finwidget's docstrings:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -337,6 +338,21 @@ def hook_head_outputs(model, layers: Iterable[int], make_hook: Callable[[int], C
         remove_hooks(handles)
         raise
     return handles
+
+
+@contextlib.contextmanager
+def attention_function(model, name: str) -> Iterator[None]:
+    """Run ``model``'s attention through the function registered as ``name`` in transformers'
+    attention registry; every config's previous implementation is restored on exit, also when
+    the switch itself fails."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    saved = [(c, getattr(c, "_attn_implementation_internal", None)) for c in configs.values()]
+    try:
+        model.set_attn_implementation(name)
+        yield
+    finally:
+        for config, implementation in saved:
+            config._attn_implementation_internal = implementation  # pyright: ignore[reportAttributeAccessIssue] - HF config
 
 
 def remove_hooks(handles: Iterable) -> None:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from finwidget.errors import InputError, UnsupportedModelError
 from finwidget.model_parts import (
     ModelGeometry,
+    attention_function,
     attention_module,
     decoder_layer,
     embed_tokens,
@@ -88,27 +89,23 @@ class _PerQueryHeadAttention:
 
     def __init__(self, model):
         self.model = model
-        self.saved: list[tuple[object, object]] = []
         self.recorded: dict[int, tuple] = {}
 
     def __enter__(self):
         _register()
-        configs = {id(m.config): m.config for m in self.model.modules() if hasattr(m, "config")}
-        self.saved = [(c, getattr(c, "_attn_implementation_internal", None)) for c in configs.values()]
+        self._switch = attention_function(self.model, ATTENTION_NAME)
         _active.append(self.recorded)
         try:
-            self.model.set_attn_implementation(ATTENTION_NAME)
+            self._switch.__enter__()
         except BaseException:
-            self.__exit__()
+            _active.pop()
             raise
         return self
 
     def __exit__(self, *exc):
         if _active and _active[-1] is self.recorded:
             _active.pop()
-        for config, implementation in self.saved:
-            config._attn_implementation_internal = implementation  # pyright: ignore[reportAttributeAccessIssue] - HF config
-        self.saved = []
+        self._switch.__exit__(None, None, None)
         return False
 
 

@@ -20,7 +20,7 @@ import torch
 
 from finwidget.errors import InputError
 from finwidget.interventions.cached_run import encode_statements
-from finwidget.model_parts import ModelGeometry, unembedding
+from finwidget.model_parts import ModelGeometry, attention_function, unembedding
 from finwidget.task import EarningsTask, eval_mode, model_device
 
 ATTENTION_NAME = "finwidget_attention_gradients"
@@ -59,27 +59,23 @@ class _ExplicitAttention:
 
     def __init__(self, model):
         self.model = model
-        self.saved: list[tuple[object, object]] = []
         self.recorded: dict[int, torch.Tensor] = {}
 
     def __enter__(self):
         _register()
-        configs = {id(m.config): m.config for m in self.model.modules() if hasattr(m, "config")}
-        self.saved = [(c, getattr(c, "_attn_implementation_internal", None)) for c in configs.values()]
+        self._switch = attention_function(self.model, ATTENTION_NAME)
         _active_recorders.append(self.recorded)
         try:
-            self.model.set_attn_implementation(ATTENTION_NAME)
+            self._switch.__enter__()
         except BaseException:
-            self.__exit__()
+            _active_recorders.pop()
             raise
         return self
 
     def __exit__(self, *exc):
         if _active_recorders and _active_recorders[-1] is self.recorded:
             _active_recorders.pop()
-        for config, implementation in self.saved:
-            config._attn_implementation_internal = implementation  # pyright: ignore[reportAttributeAccessIssue] - HF config
-        self.saved = []
+        self._switch.__exit__(None, None, None)
         return False
 
 
